@@ -1,0 +1,1 @@
+"""EKS-specific pieces: bearer-token auth and drift of the cluster definition itself."""

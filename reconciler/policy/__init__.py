@@ -1,0 +1,1 @@
+"""Offline policy gate evaluated on rendered objects before anything is applied."""

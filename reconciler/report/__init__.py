@@ -1,0 +1,1 @@
+"""Tell people what happened: status conditions, Events, metrics, logs, alerts."""

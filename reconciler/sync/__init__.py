@@ -1,0 +1,1 @@
+"""Plan, apply, prune and health-check one rendered revision against live state."""

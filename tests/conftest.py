@@ -1,0 +1,115 @@
+"""Session fixtures: one real control plane for the whole test run.
+
+The control plane is started through ``scripts/controlplane.py`` (the same code as
+``make cluster``) and always stopped at the end, also when tests fail, when the run is
+interrupted with Ctrl-C, or when it receives SIGTERM (CI timeouts).  If it cannot be
+built or started, every integration test ERRORS: a missing cluster must never look
+like a pass or a skip.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+import pytest
+
+from reconciler.kube import client, discovery
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_controlplane() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("controlplane", ROOT / "scripts" / "controlplane.py")
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["controlplane"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+controlplane = _load_controlplane()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--kwok",
+        action="store_true",
+        default=os.environ.get("RECONCILER_TEST_KWOK") == "1",
+        help="also run kwok so Pods become Running/Ready (env RECONCILER_TEST_KWOK=1)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (a CI timeout, `kill`) becomes KeyboardInterrupt so fixture teardown still runs.
+    def _term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _term)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Any]:
+    root = tmp_path_factory.mktemp("controlplane")
+    atexit.register(controlplane.down, root)  # backstop if the session is torn down abnormally
+    with controlplane.running(root, kwok=request.config.getoption("--kwok")) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: Any) -> Iterator[client.Kube]:
+    k = client.connect(str(cluster.kubeconfig))
+    yield k
+    k.close()
+
+
+@pytest.fixture(scope="session")
+def mapper(kube: client.Kube) -> discovery.RestMapper:
+    return discovery.RestMapper(kube)
+
+
+@pytest.fixture
+def namespace(kube: client.Kube) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (not waited for)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": name}})
+    yield name
+    try:
+        kube.request("DELETE", f"/api/v1/namespaces/{name}")
+    except client.KubeError as e:
+        if not e.not_found:
+            raise
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Poll until ``predicate()`` returns something truthy; fail naming ``what`` otherwise."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+@pytest.fixture
+def eventually() -> Any:
+    return wait_until

@@ -1,0 +1,70 @@
+"""Loading manifests: every error names the file and the document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.render import manifests
+
+
+def test_multi_document_with_empty_documents_and_lists() -> None:
+    text = """
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: a}
+---
+# only a comment
+---
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}
+  - {apiVersion: v1, kind: Secret, metadata: {name: c}}
+"""
+    got = manifests.load_text(text, "app.yaml")
+    assert [(m.obj["kind"], m.obj["metadata"]["name"], m.doc) for m in got] == [
+        ("ConfigMap", "a", 1),
+        ("ConfigMap", "b", 3),
+        ("Secret", "c", 3),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [x}\n", "invalid YAML at line 7, column 20"),
+        ("- just\n- a list\n", "expected a mapping"),
+        ("kind: ConfigMap\nmetadata: {name: x}\n", "field apiVersion is missing"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n", "ConfigMap: field metadata.name is missing"),
+        ("apiVersion: v1\nkind: ConfigMap\n", "field metadata.name"),
+    ],
+)
+def test_errors_name_file_and_document(text: str, needle: str) -> None:
+    with pytest.raises(manifests.ManifestError) as e:
+        manifests.load_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: ok}\n---\n" + text, "dir/bad.yaml")
+    assert str(e.value).startswith("dir/bad.yaml")
+    assert needle in str(e.value)
+
+
+def test_python_tags_are_refused() -> None:
+    with pytest.raises(manifests.ManifestError, match="invalid YAML"):
+        manifests.load_text("!!python/object/apply:os.system ['true']\n", "evil.yaml")
+
+
+def test_load_path_walks_folders_in_order_and_skips_hidden(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "b" / "z.yml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: z}\n")
+    (tmp_path / "a.json").write_text('{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}')
+    (tmp_path / ".git" / "x.yaml").write_text("not: [valid")
+    (tmp_path / "README.md").write_text("# not a manifest")
+    got = manifests.load_path(tmp_path)
+    assert [(m.file, m.obj["metadata"]["name"]) for m in got] == [("a.json", "a"), ("b/z.yml", "z")]
+
+
+def test_missing_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(manifests.ManifestError, match="no such file"):
+        manifests.load_path(tmp_path / "nope")
