@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR := .cluster
+KWOK ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: help deps venv controlplane cluster cluster-down demo lint test unit clean
@@ -31,9 +32,10 @@ venv: $(VENV)/.installed
 
 controlplane: deps
 	scripts/controlplane build
+	scripts/controlplane build-kwok
 
 cluster: venv controlplane
-	$(PY) scripts/controlplane.py up $(CLUSTER_DIR) $(if $(KWOK),--kwok,)
+	$(PY) scripts/controlplane.py up $(CLUSTER_DIR) $(if $(filter 1,$(KWOK)),--kwok,)
 
 cluster-down:
 	@if [ -x $(PY) ]; then $(PY) scripts/controlplane.py down $(CLUSTER_DIR); \

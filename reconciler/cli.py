@@ -76,7 +76,10 @@ def version(server: bool, kubeconfig: str | None, context: str | None) -> None:
         try:
             kube = kube_client.connect(kubeconfig, context)
             info = kube.get("/version")
-        except (kube_client.KubeError, kube_client.UnreachableError, kube_client.ConfigError) as e:
+        except kube_client.ConfigError as e:
+            click.echo(f"reconciler version: {e}", err=True)
+            sys.exit(EXIT_ERROR)
+        except (kube_client.KubeError, kube_client.UnreachableError) as e:
             click.echo(f"reconciler version: cannot reach the API server: {e}", err=True)
             sys.exit(EXIT_ERROR)
         click.echo(f"server {info.get('gitVersion')} at {kube.host}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import datetime as dt
 import ipaddress
 import json
@@ -52,6 +53,7 @@ KCM_CONTROLLERS = ",".join(
         "root-ca-certificate-publisher-controller",
         "endpointslice-controller",
         "endpoints-controller",
+        "node-lifecycle-controller",  # lifts the not-ready taint from (kwok) Nodes that report Ready
     ]
 )
 
@@ -87,66 +89,84 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) 
     path.chmod(0o600)
 
 
-def make_pki(pki: Path) -> None:
-    """A throw-away CA, the serving cert, client certs per component and the SA signing key."""
-    pki.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("gitops-reconciler-test-ca")
+def _make_ca(pki: Path, name: str, cn: str, now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name(cn)
     ca = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(ca_key, hashes.SHA256())
+        .sign(key, hashes.SHA256())
     )
-    (pki / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    _write_key(pki / "ca.key", ca_key)
+    (pki / f"{name}.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    _write_key(pki / f"{name}.key", key)
+    return key, subject
 
-    def issue(name: str, subject: x509.Name, server: bool) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
+
+def _issue(
+    pki: Path,
+    name: str,
+    subject: x509.Name,
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Name],
+    now: dt.datetime,
+    server: bool = False,
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca[1])
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
         )
-        if server:
-            b = b.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.DNSName("kubernetes"),
-                        x509.DNSName("kubernetes.default"),
-                        x509.DNSName("kubernetes.default.svc"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-        cert = b.sign(ca_key, hashes.SHA256())
-        (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(pki / f"{name}.key", key)
+    )
+    if server:
+        b = b.add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.DNSName("kubernetes"),
+                    x509.DNSName("kubernetes.default"),
+                    x509.DNSName("kubernetes.default.svc"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+    cert = b.sign(ca[0], hashes.SHA256())
+    (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pki / f"{name}.key", key)
 
-    issue("apiserver", _name("kube-apiserver"), server=True)
-    issue("admin", _name("gitops-reconciler-test-admin", "system:masters"), server=False)
-    issue("kube-controller-manager", _name("system:kube-controller-manager"), server=False)
-    issue("kube-scheduler", _name("system:kube-scheduler"), server=False)
-    issue("kwok", _name("system:kwok-controller", "system:masters"), server=False)
+
+def make_pki(pki: Path) -> None:
+    """Throw-away CAs, the serving cert, client certs per component and the SA signing key.
+
+    The front-proxy CA is separate, as in kubeadm: the aggregator authenticates to
+    extension API servers with it, and they must not accept ordinary client certs there.
+    """
+    pki.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    ca = _make_ca(pki, "ca", "gitops-reconciler-test-ca", now)
+    _issue(pki, "apiserver", _name("kube-apiserver"), ca, now, server=True)
+    _issue(pki, "admin", _name("gitops-reconciler-test-admin", "system:masters"), ca, now)
+    _issue(pki, "kube-controller-manager", _name("system:kube-controller-manager"), ca, now)
+    _issue(pki, "kube-scheduler", _name("system:kube-scheduler"), ca, now)
+    _issue(pki, "kwok", _name("system:kwok-controller", "system:masters"), ca, now)
+    front = _make_ca(pki, "front-proxy-ca", "gitops-reconciler-front-proxy-ca", now)
+    _issue(pki, "front-proxy-client", _name("front-proxy-client"), front, now)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki / "sa.key", sa_key)
     (pki / "sa.pub").write_bytes(
@@ -187,6 +207,9 @@ class ControlPlane:
     bindir: Path
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    # Tests tie the components to their own life (PR_SET_PDEATHSIG), so even a SIGKILLed
+    # pytest leaves nothing behind; `make cluster` does not, its processes outlive make.
+    tie_to_parent: bool = False
 
     @property
     def kubeconfig(self) -> Path:
@@ -214,6 +237,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # survives `make cluster` returning; not killed by a shell ^C
             cwd=self.root,
+            preexec_fn=_die_with_parent if self.tie_to_parent else None,
         )
         log.close()
         self.pids[name] = proc.pid
@@ -299,6 +323,13 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
+                f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
                 *os.environ.get("APISERVER_EXTRA_ARGS", "").split(),
             ],
         )
@@ -409,6 +440,12 @@ class ControlPlane:
         raise ControlPlaneError("kwok did not mark kwok-node-0 Ready")
 
 
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGTERM it when its parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # 1 == PR_SET_PDEATHSIG
+
+
 def _is_ours(pid: int, root: Path) -> bool:
     """True if pid is alive and was started for this cluster dir (guards against pid reuse)."""
     try:
@@ -428,6 +465,18 @@ def down(root: Path, grace: float = 10.0) -> list[str]:
     if not state_file.exists():
         return []
     pids: dict[str, int] = json.loads(state_file.read_text()).get("pids", {})
+    # Ctrl-C or SIGTERM arriving now must not leave half the components running: hold
+    # them until every process is stopped; they are delivered when the mask is lifted.
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        return _stop_all(root, pids, grace)
+    finally:
+        state_file.unlink(missing_ok=True)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _stop_all(root: Path, pids: dict[str, int], grace: float) -> list[str]:
     stopped = []
     for name in COMPONENTS:  # reverse start order: etcd last
         pid = pids.get(name)
@@ -444,9 +493,8 @@ def down(root: Path, grace: float = 10.0) -> list[str]:
         if _is_ours(pid, root):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-    state_file.unlink()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)  # reap our own child; the zombie would otherwise linger
     return stopped
 
 
@@ -462,7 +510,7 @@ def build(kwok: bool = False) -> tuple[Path, Path | None]:
     return run("build"), (run("build-kwok") if kwok else None)
 
 
-def up(root: Path, kwok: bool = False, timeout: float = 120.0) -> ControlPlane:
+def up(root: Path, kwok: bool = False, timeout: float = 120.0, tie_to_parent: bool = False) -> ControlPlane:
     """Build if needed, stop leftovers of an earlier run in ``root``, start, wait for readiness."""
     root = root.resolve()
     bindir, kwok_bin = build(kwok)
@@ -471,7 +519,7 @@ def up(root: Path, kwok: bool = False, timeout: float = 120.0) -> ControlPlane:
         for stale in ("etcd-data", "pki", "logs", "kcm-certs"):
             subprocess.run(["rm", "-rf", str(root / stale)], check=True)
     root.mkdir(parents=True, exist_ok=True)
-    cp = ControlPlane(root=root, bindir=bindir)
+    cp = ControlPlane(root=root, bindir=bindir, tie_to_parent=tie_to_parent)
     try:
         cp.start(kwok=str(kwok_bin) if kwok_bin else None, timeout=timeout)
     except BaseException:
@@ -483,7 +531,7 @@ def up(root: Path, kwok: bool = False, timeout: float = 120.0) -> ControlPlane:
 @contextlib.contextmanager
 def running(root: Path, kwok: bool = False) -> Iterator[ControlPlane]:
     """Context manager for tests and benchmarks: always stops what it started."""
-    cp = up(root, kwok=kwok)
+    cp = up(root, kwok=kwok, tie_to_parent=True)
     try:
         yield cp
     finally:

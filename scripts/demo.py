@@ -49,7 +49,21 @@ def main() -> int:
         md = o["metadata"]  # type: ignore[index]
         managers = ",".join(sorted({f["manager"] for f in md.get("managedFields", [])}))
         print(f"{o['kind']:<12} {md.get('namespace', ''):<10} {md['name']:<24} {md['resourceVersion']:<16} {managers}")
-    print(f"\nAPI requests made: {dict(kube.requests)}")
+    nodes = kube.get("/api/v1/nodes")["items"]
+    for dep in (o for o in live if o["kind"] == "Deployment"):
+        md = dep["metadata"]
+        path = f"/apis/apps/v1/namespaces/{md['namespace']}/deployments/{md['name']}"
+        want = dep["spec"].get("replicas", 1)
+        if not nodes:
+            print(f"\nDeployment {md['name']}: no Node in this cluster (make cluster KWOK=0), Pods stay Pending")
+            continue
+        deadline = time.monotonic() + 60
+        ready = 0
+        while time.monotonic() < deadline and ready < want:
+            ready = kube.get(path).get("status", {}).get("availableReplicas", 0)
+            time.sleep(0.5)
+        print(f"\nDeployment {md['name']}: {ready}/{want} replicas available on {len(nodes)} kwok node(s)")
+    print(f"API requests made: {dict(kube.requests)}")
     return 0
 
 

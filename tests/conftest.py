@@ -42,10 +42,10 @@ controlplane = _load_controlplane()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--kwok",
+        "--no-kwok",
         action="store_true",
-        default=os.environ.get("RECONCILER_TEST_KWOK") == "1",
-        help="also run kwok so Pods become Running/Ready (env RECONCILER_TEST_KWOK=1)",
+        default=os.environ.get("RECONCILER_TEST_KWOK") == "0",
+        help="run without kwok: no Node, Pods stay Pending (env RECONCILER_TEST_KWOK=0)",
     )
 
 
@@ -67,7 +67,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("controlplane")
     atexit.register(controlplane.down, root)  # backstop if the session is torn down abnormally
-    with controlplane.running(root, kwok=request.config.getoption("--kwok")) as cp:
+    with controlplane.running(root, kwok=not request.config.getoption("--no-kwok")) as cp:
         yield cp
 
 

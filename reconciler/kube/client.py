@@ -133,8 +133,9 @@ class Kube:
             return self._api.rest_client.pool_manager.request(
                 m, url, body=payload, headers=hdrs, timeout=tmo, preload_content=False
             )
-        except (urllib3.exceptions.HTTPError, OSError, kubernetes.client.ApiException) as e:
-            raise UnreachableError(f"{method} {self.host}{path}: {type(e).__name__}: {e}") from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) else e
+            raise UnreachableError(f"{method} {self.host}{path}: {cause}") from e
 
     def request(
         self,

@@ -156,3 +156,35 @@ def test_discovery_survives_a_broken_aggregated_api(kube: client.Kube, eventuall
             mapper.find("broken.example.com/v1beta1", "Widget")
     finally:
         kube.request("DELETE", f"{svc_path}/v1beta1.broken.example.com")
+
+
+def test_kwok_node_makes_a_deployment_available(
+    request: pytest.FixtureRequest, kube: client.Kube, mapper: discovery.RestMapper, namespace: str, eventually: Any
+) -> None:
+    if request.config.getoption("--no-kwok"):
+        pytest.skip("run with --no-kwok: there is no Node for Pods to run on")
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "avail", "namespace": namespace},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "avail"}},
+            "template": {
+                "metadata": {"labels": {"app": "avail"}},
+                "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+            },
+        },
+    }
+    apply.server_side_apply(kube, mapper, dep)
+
+    def available() -> bool:
+        st = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/avail").get("status", {})
+        return st.get("availableReplicas") == 2 and any(
+            c["type"] == "Available" and c["status"] == "True" for c in st.get("conditions", [])
+        )
+
+    eventually(available, 60, "Deployment avail to become Available on the kwok node")
+    pods = kube.get(f"/api/v1/namespaces/{namespace}/pods")["items"]
+    assert {p["spec"]["nodeName"] for p in pods} == {"kwok-node-0"}
+    assert all(p["status"]["phase"] == "Running" for p in pods)
