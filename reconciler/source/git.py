@@ -1,0 +1,214 @@
+"""Follow a branch, tag, semver range or commit of a git repository and hand out its files.
+
+Each (URL, ref) pair gets its own cache directory under ``cache_dir``: a shallow bare repository
+that survives restarts and is updated with ``git fetch --depth=1`` rather than re-cloned, an
+flock that serialises workers sharing it, and the snapshot directories handed out as
+:class:`~reconciler.source.artifact.Artifact` paths.
+
+GitPython leaks ``git cat-file`` children unless every Repo is closed, so a Repo lives only for
+the duration of one fetch, inside ``with``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import git
+
+from reconciler.source import auth, gitcmd, lock, refs, snapshot, urls
+from reconciler.source.artifact import Artifact, SourceError
+from reconciler.source.auth import GitCredentials as GitCredentials
+from reconciler.source.refs import GitRef as GitRef
+
+__all__ = ["Artifact", "GitCredentials", "GitRef", "GitSource", "SourceError"]
+
+log = logging.getLogger(__name__)
+
+_TARGET = "refs/reconciler/target"  # where the followed ref is stored in the cache repo
+
+
+class GitSource:
+    """One followed (URL, ref); not thread-safe across fetches, like the worker that owns it."""
+
+    def __init__(
+        self,
+        url: str,
+        ref: GitRef,
+        *,
+        cache_dir: Path,
+        credentials: GitCredentials | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self._remote = urls.parse(url)
+        self._display_url = urls.redact(url)
+        self._ref = ref
+        self._creds = credentials or GitCredentials()
+        self._timeout = timeout
+        key = hashlib.sha256(f"{self._remote.url}\n{self._remote.username}\n{ref!r}".encode()).hexdigest()[:24]
+        self._dir = Path(cache_dir) / "git" / key
+        self._current: tuple[Artifact, snapshot.Snapshot] | None = None
+        self._mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"GitSource({self._display_url!r}, {self._ref})"
+
+    def fetch(self) -> Artifact:
+        """Fetch the ref and return its files; on any failure raise SourceError and leave the
+        previously returned Artifact untouched."""
+        with self._mutex:
+            try:
+                return self._fetch()
+            except gitcmd.GitError as e:
+                raise self._error(str(e)) from None
+            except snapshot.UnsafeTreeError as e:
+                raise self._error(f"refusing the commit: {e}") from None
+            except TimeoutError as e:
+                raise self._error(f"timed out after {self._timeout:g}s waiting for the cache lock: {e}") from None
+            except (git.GitError, OSError, ValueError) as e:
+                secrets = auth.secrets(self._remote, self._creds)
+                raise self._error(f"{type(e).__name__}: {urls.scrub(str(e), secrets)}") from None
+
+    def close(self) -> None:
+        """Remove the snapshot handed out last; the cache repository stays for the next process."""
+        with self._mutex:
+            if self._current is not None:
+                self._current[1].release()
+                self._current = None
+
+    def __enter__(self) -> GitSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _error(self, reason: str) -> SourceError:
+        return SourceError(reason, url=self._display_url, ref=str(self._ref))
+
+    def _fetch(self) -> Artifact:
+        problem = auth.problem(self._remote, self._creds)
+        if problem:
+            raise self._error(problem)
+        deadline = time.monotonic() + self._timeout
+        self._dir.mkdir(parents=True, exist_ok=True)
+        repo_dir = self._dir / "repo.git"
+        with lock.exclusive(self._dir / "lock", deadline=deadline):
+            with (
+                auth.environment(self._remote, self._creds, git_dir=repo_dir, timeout=self._timeout) as env,
+                _open_repo(repo_dir, self._remote.url) as repo,
+            ):
+                repo.git.update_environment(**env)
+                name, sha = self._update(repo, deadline)
+                revision = f"{name}@sha1:{sha}" if name else f"sha1:{sha}"
+                if self._current is not None and self._current[0].revision == revision:
+                    return self._current[0]
+                snapshot.collect(self._dir / "snapshots")
+                snap = snapshot.create(repo, sha, self._dir / "snapshots")
+            artifact = Artifact(revision=revision, path=snap.path)
+            previous, self._current = self._current, (artifact, snap)
+            if previous is not None:
+                previous[1].release()
+        log.info("fetched %s %s: %s", self._display_url, self._ref, artifact.revision)
+        return artifact
+
+    def _git(self, repo: git.Repo, *args: str, deadline: float) -> str:
+        return gitcmd.run(
+            repo.git,
+            args,
+            deadline=deadline,
+            timeout=self._timeout,
+            secrets=auth.secrets(self._remote, self._creds),
+            host=self._remote.host,
+            ref=str(self._ref),
+        )
+
+    def _update(self, repo: git.Repo, deadline: float) -> tuple[str | None, str]:
+        """Fetch what the ref names into the cache; returns (branch or tag name, commit sha)."""
+        ref = self._ref
+        if ref.commit is not None:
+            self._fetch_commit(repo, ref.commit, deadline)
+            return None, ref.commit
+        if ref.branch is not None:
+            name, remote_ref = ref.branch, f"refs/heads/{ref.branch}"
+        elif ref.tag is not None:
+            name, remote_ref = ref.tag, f"refs/tags/{ref.tag}"
+        elif ref.semver is not None:
+            name = self._pick_tag(repo, ref.semver, deadline)
+            remote_ref = f"refs/tags/{name}"
+        else:
+            name, remote_ref = self._default_branch(repo, deadline)
+        self._git(repo, "fetch", "--depth=1", "--no-tags", "--no-write-fetch-head", "origin",
+                  f"+{remote_ref}:{_TARGET}", deadline=deadline)  # fmt: skip
+        sha = self._git(repo, "rev-parse", "--verify", f"{_TARGET}^{{commit}}", deadline=deadline).strip()
+        return name, sha
+
+    def _default_branch(self, repo: git.Repo, deadline: float) -> tuple[str, str]:
+        out = self._git(repo, "ls-remote", "--symref", "origin", "HEAD", deadline=deadline)
+        for line in out.splitlines():
+            target, _, what = line.partition("\t")
+            if target.startswith("ref: refs/heads/") and what == "HEAD":
+                branch = target.removeprefix("ref: refs/heads/")
+                return branch, f"refs/heads/{branch}"
+        if not out.strip():
+            raise gitcmd.GitError("the repository has no default branch (HEAD); set ref.branch")
+        return "HEAD", "HEAD"  # a server that does not advertise the symref
+
+    def _pick_tag(self, repo: git.Repo, constraint: str, deadline: float) -> str:
+        out = self._git(repo, "ls-remote", "--tags", "--refs", "origin", deadline=deadline)
+        tags = [line.partition("\trefs/tags/")[2] for line in out.splitlines() if "\trefs/tags/" in line]
+        chosen = refs.select_tag(constraint, tags)
+        if chosen is None:
+            seen = ", ".join(sorted(tags)[-5:]) or "none"
+            raise gitcmd.GitError(f"no tag matches the semver range {constraint!r} ({len(tags)} tags; last: {seen})")
+        return chosen
+
+    def _fetch_commit(self, repo: git.Repo, sha: str, deadline: float) -> None:
+        """A commit never changes, so one already in the cache needs no network at all."""
+        if _has_commit(repo, sha):
+            return
+        try:
+            self._git(repo, "fetch", "--depth=1", "--no-tags", "--no-write-fetch-head", "origin",
+                      f"+{sha}:{_TARGET}", deadline=deadline)  # fmt: skip
+        except gitcmd.GitError as e:
+            # Protocol v0 servers refuse unadvertised objects unless uploadpack.allow*SHA1InWant
+            # is set; the whole history is the only way to get the commit from them.
+            log.info("fetching %s by sha failed (%s); fetching all branches and tags", sha, e)
+            self._git(repo, "fetch", "--no-tags", "--no-write-fetch-head", "origin",
+                      "+refs/heads/*:refs/reconciler/heads/*", "+refs/tags/*:refs/reconciler/tags/*",
+                      deadline=deadline)  # fmt: skip
+        if not _has_commit(repo, sha):
+            raise gitcmd.GitError(f"commit {sha} not found in the repository")
+        self._git(repo, "update-ref", _TARGET, sha, deadline=deadline)
+
+
+def _has_commit(repo: git.Repo, sha: str) -> bool:
+    status, _, _ = repo.git.execute(
+        ["git", "cat-file", "-e", f"{sha}^{{commit}}"], with_extended_output=True, with_exceptions=False
+    )
+    return status == 0
+
+
+def _open_repo(path: Path, url: str) -> git.Repo:
+    """Open the cache repository, (re)creating it when it is missing or unreadable."""
+    try:
+        repo = git.Repo(path)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        shutil.rmtree(path, ignore_errors=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        with git.Repo.init(tmp, bare=True) as fresh, fresh.config_writer() as cfg:
+            cfg.set_value('remote "origin"', "url", url)
+            # A detached auto-gc would be a git process outliving the fetch; keep it in the foreground.
+            cfg.set_value("gc", "autoDetach", "false")
+            cfg.set_value("core", "logAllRefUpdates", "false")
+            # Reject malformed objects (trees with ".." or ".git" entries) before they reach the disk.
+            cfg.set_value("transfer", "fsckObjects", "true")
+        tmp.rename(path)
+        repo = git.Repo(path)
+    return repo
