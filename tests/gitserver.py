@@ -1,4 +1,5 @@
-"""Real git servers for tests: bare repositories written with git plumbing, and an sshd on loopback.
+"""Real git servers for tests: bare repositories written with git plumbing, an sshd on loopback,
+and ``git http-backend`` behind an https server with basic/bearer auth and its own CA.
 
 Plain helpers with no pytest dependency, so benchmarks and demos can use them too; the fixtures
 live in ``tests/integration/conftest.py``. Everything listens on 127.0.0.1 only, and every server
@@ -7,18 +8,32 @@ process is tied to the test process (PR_SET_PDEATHSIG), so even a SIGKILLed pyte
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
+import datetime as dt
+import http.server
+import ipaddress
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -292,3 +307,193 @@ def _key_part(pub: bytes) -> str:
 def ssh_server(root: Path) -> Iterator[SSHServer]:
     with SSHServer(root) as server:
         yield server
+
+
+# --------------------------------------------------------------------------- https
+
+
+def make_tls(root: Path) -> tuple[bytes, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, cert, key)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "reconciler test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = root / "server.crt", root / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    return ca.public_bytes(serialization.Encoding.PEM), cert_path, key_path
+
+
+class _TLSServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    owner: HTTPSGitServer
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The handshake runs in the connection's own thread: a client that stalls or rejects
+        # the certificate cannot block accept().
+        try:
+            request = self.owner.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        super().finish_request(request, client_address)
+
+
+class _GitCGIHandler(http.server.BaseHTTPRequestHandler):
+    """Runs ``git http-backend`` for each request, the way a web server's CGI module would."""
+
+    server: _TLSServer
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.server.owner.requests.append(format % args)
+
+    def _serve(self) -> None:
+        owner = self.server.owner
+        user = owner.authorize(self.headers.get("Authorization"))
+        if user is None:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = self._body()
+        path, _, query = self.path.partition("?")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | {
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_PROJECT_ROOT": str(owner.project_root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": urllib.parse.unquote(path),
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": user,
+            "REMOTE_ADDR": self.client_address[0],
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+        }
+        proc = subprocess.run([owner.backend], input=body, env=env, capture_output=True, timeout=60, check=False)
+        head, _, payload = proc.stdout.partition(b"\r\n\r\n" if b"\r\n\r\n" in proc.stdout else b"\n\n")
+        status, headers = 200, []
+        for line in head.decode("latin-1").splitlines():
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+
+class HTTPSGitServer:
+    """``git http-backend`` over https on 127.0.0.1, serving every repository under ``project_root``.
+
+    Accepts basic auth (``username``/``password``) or a bearer ``token``; anything else gets 401.
+    Clients trust it only with ``ca_pem``.
+    """
+
+    def __init__(self, root: Path, *, project_root: Path = Path("/")) -> None:
+        backend = Path(git("--exec-path").strip()) / "git-http-backend"
+        if not backend.exists():
+            raise GitServerError(f"{backend} not found: the Debian package git ships it")
+        self.backend = str(backend)
+        self.project_root = project_root
+        root.mkdir(parents=True, exist_ok=True)
+        self.ca_pem, cert, key = make_tls(root)
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.load_cert_chain(cert, key)
+        self.username = "deploy"
+        self.password = "pw-" + secrets.token_hex(8)
+        self.token = "tok-" + secrets.token_hex(12)
+        self.requests: list[str] = []
+        self._server: _TLSServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def authorize(self, header: str | None) -> str | None:
+        """The user a request authenticates as, or None."""
+        scheme, _, value = (header or "").partition(" ")
+        if scheme == "Bearer" and secrets.compare_digest(value, self.token):
+            return "token"
+        if scheme == "Basic":
+            with contextlib.suppress(ValueError):
+                user, _, password = base64.b64decode(value).decode().partition(":")
+                if user == self.username and secrets.compare_digest(password, self.password):
+                    return user
+        return None
+
+    def url_for(self, repo_path: Path | str) -> str:
+        rel = Path(repo_path).resolve().relative_to(self.project_root.resolve())
+        return f"https://127.0.0.1:{self.port}/{urllib.parse.quote(str(rel))}"
+
+    def start(self) -> HTTPSGitServer:
+        server = _TLSServer(("127.0.0.1", 0), _GitCGIHandler)
+        server.owner = self
+        self.port = int(server.server_address[1])
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="https-git-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> HTTPSGitServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

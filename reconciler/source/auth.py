@@ -3,8 +3,9 @@
 Secrets never go into a URL or an argument list (both are visible in ``ps`` and end up in
 error messages): the deploy key and known_hosts are written to 0600 files in a private temp
 dir, and https headers and the CA path travel as ``GIT_CONFIG_*`` environment entries.
-git also runs hermetically: no system/global config, no agent, no prompts, only the transport
-the URL names.
+git runs without system/global config, agent or prompts, and only with the transport the URL
+names; the rest of the process environment is inherited on purpose, so an operator's
+``HTTPS_PROXY``/``NO_PROXY`` or ``GIT_SSL_CAINFO`` still apply.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def environment(
             "SSH_ASKPASS": "",
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_CONFIG_PARAMETERS": "",  # set by `git -c` when we run under a git hook
             "GIT_ALLOW_PROTOCOL": remote.transport,
             "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
             "GIT_HTTP_LOW_SPEED_TIME": str(max(5, int(timeout))),
@@ -81,7 +83,9 @@ def environment(
         if header is not None:
             config += [("http.extraHeader", header), ("http.followRedirects", "false")]
         if creds.ca_bundle and remote.transport == "https":
-            config.append(("http.sslCAInfo", str(_private_file(Path(tmp) / "ca.pem", creds.ca_bundle))))
+            ca = str(_private_file(Path(tmp) / "ca.pem", creds.ca_bundle))
+            config.append(("http.sslCAInfo", ca))
+            env["GIT_SSL_CAINFO"] = ca  # an inherited GIT_SSL_CAINFO would override the config entry
         env["GIT_CONFIG_COUNT"] = str(len(config))
         for i, (key, value) in enumerate(config):
             env[f"GIT_CONFIG_KEY_{i}"] = key

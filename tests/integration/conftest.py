@@ -30,3 +30,11 @@ def ssh_git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[gitserv
     ``.wrong_known_hosts`` (same host, another key) and ``.unknown_known_hosts`` (another host)."""
     with gitserver.SSHServer(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def https_git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[gitserver.HTTPSGitServer]:
+    """``git http-backend`` over https on 127.0.0.1, for any repository on this machine:
+    ``.url_for(repo.path)``, ``.ca_pem``, basic auth ``.username``/``.password``, bearer ``.token``."""
+    with gitserver.HTTPSGitServer(tmp_path_factory.mktemp("https")) as server:
+        yield server

@@ -1,4 +1,5 @@
-"""The git source against real repositories, over file:// and over ssh to a real sshd."""
+"""The git source against real repositories: over file://, over ssh to a real sshd, and over
+https to ``git http-backend``."""
 
 from __future__ import annotations
 
@@ -25,11 +26,15 @@ class Remote:
 MakeSource = Callable[..., GitSource]
 
 
-@pytest.fixture(params=["file", "ssh"])
+@pytest.fixture(params=["file", "ssh", "https"])
 def remote(request: pytest.FixtureRequest, git_repo: gitserver.BareRepo) -> Remote:
     """The test repository, reached over each transport in turn."""
     if request.param == "file":
         return Remote(git_repo.url, None)
+    if request.param == "https":
+        web: gitserver.HTTPSGitServer = request.getfixturevalue("https_git_server")
+        creds = GitCredentials(username=web.username, password=web.password, ca_bundle=web.ca_pem)
+        return Remote(web.url_for(git_repo.path), creds)
     server: gitserver.SSHServer = request.getfixturevalue("ssh_git_server")
     creds = GitCredentials(ssh_private_key=server.private_key, known_hosts=server.known_hosts)
     return Remote(server.url_for(git_repo.path), creds)
@@ -374,3 +379,84 @@ def test_ssh_server_that_never_answers_times_out(git_repo: gitserver.BareRepo, t
         with pytest.raises(SourceError, match="timed out"):
             src.fetch()
         src.close()
+
+
+# --------------------------------------------------------------------------- https specifics
+
+
+@pytest.fixture
+def https_source(
+    git_repo: gitserver.BareRepo, https_git_server: gitserver.HTTPSGitServer, tmp_path: Path
+) -> Iterator[Callable[..., GitSource]]:
+    git_repo.commit({"a.yaml": "x"}, "one")
+    made: list[GitSource] = []
+
+    def make(url: str | None = None, **creds: object) -> GitSource:
+        values: dict[str, object] = {"ca_bundle": https_git_server.ca_pem}
+        values.update(creds)
+        src = GitSource(
+            url or https_git_server.url_for(git_repo.path),
+            GitRef(branch="main"),
+            cache_dir=tmp_path / "cache",
+            credentials=GitCredentials(**values),  # type: ignore[arg-type]
+            timeout=30,
+        )
+        made.append(src)
+        return src
+
+    yield make
+    for src in made:
+        src.close()
+
+
+def test_https_bearer_token(https_source: MakeSource, https_git_server: gitserver.HTTPSGitServer) -> None:
+    assert https_source(bearer_token=https_git_server.token).fetch().revision.startswith("main@sha1:")
+
+
+def test_https_wrong_or_missing_credentials_are_an_auth_error_without_the_secret(
+    https_source: MakeSource, https_git_server: gitserver.HTTPSGitServer
+) -> None:
+    with pytest.raises(SourceError, match="authentication failed") as err:
+        https_source(username=https_git_server.username, password="wrong-pass-123").fetch()
+    assert "wrong-pass-123" not in str(err.value)
+    with pytest.raises(SourceError, match="authentication failed"):
+        https_source().fetch()
+    with pytest.raises(SourceError, match="authentication failed") as err:
+        https_source(bearer_token="bad-token-456").fetch()
+    assert "bad-token-456" not in str(err.value)
+
+
+def test_https_credentials_in_the_url_work_and_never_show(
+    https_source: MakeSource, https_git_server: gitserver.HTTPSGitServer, git_repo: gitserver.BareRepo
+) -> None:
+    clean = https_git_server.url_for(git_repo.path)
+    user = https_git_server.username
+    src = https_source(url=clean.replace("https://", f"https://{user}:{https_git_server.password}@"))
+    assert src.fetch().revision.startswith("main@sha1:")
+    assert https_git_server.password not in repr(src)
+    with pytest.raises(SourceError, match="authentication failed") as err:
+        https_source(url=clean.replace("https://", f"https://{user}:not-the-password-789@")).fetch()
+    assert "not-the-password-789" not in str(err.value)
+    assert str(err.value).startswith(clean)
+
+
+def test_https_without_the_private_ca_fails_verification(https_source: MakeSource) -> None:
+    with pytest.raises(SourceError, match="TLS certificate verification failed"):
+        https_source(ca_bundle=None, bearer_token="x").fetch()
+
+
+def test_https_server_that_never_answers_times_out_and_leaves_no_process(tmp_path: Path) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        before = _children()
+        src = GitSource(
+            f"https://127.0.0.1:{silent.getsockname()[1]}/repo.git",
+            GitRef(branch="main"),
+            cache_dir=tmp_path / "cache",
+            timeout=2,
+        )
+        with pytest.raises(SourceError, match="timed out after 2s"):
+            src.fetch()
+        src.close()
+        assert _children() == before
