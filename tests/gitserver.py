@@ -401,7 +401,7 @@ class _GitCGIHandler(http.server.BaseHTTPRequestHandler):
             "CONTENT_LENGTH": str(len(body)),
             "REMOTE_USER": user,
             "REMOTE_ADDR": self.client_address[0],
-            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", "") if owner.protocol_v2 else "",
             "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
         }
         proc = subprocess.run([owner.backend], input=body, env=env, capture_output=True, timeout=60, check=False)
@@ -454,6 +454,9 @@ class HTTPSGitServer:
         self.password = "pw-" + secrets.token_hex(8)
         self.token = "tok-" + secrets.token_hex(12)
         self.requests: list[str] = []
+        # False makes the server speak protocol v0 only, like older servers: they refuse to serve
+        # a commit by sha unless uploadpack.allowReachableSHA1InWant is set.
+        self.protocol_v2 = True
         self._server: _TLSServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0

@@ -34,7 +34,8 @@ _TARGET = "refs/reconciler/target"  # where the followed ref is stored in the ca
 
 
 class GitSource:
-    """One followed (URL, ref); not thread-safe across fetches, like the worker that owns it."""
+    """One followed (URL, ref), owned by one worker; fetch() and close() are serialised anyway, so a
+    shutdown path may call close() from another thread."""
 
     def __init__(
         self,
@@ -170,7 +171,8 @@ class GitSource:
         return chosen
 
     def _fetch_commit(self, repo: git.Repo, sha: str, deadline: float) -> None:
-        """A commit never changes, so one already in the cache needs no network at all."""
+        """A commit never changes, so one already in the cache needs no network at all (and is
+        served even while the remote is down)."""
         if _has_commit(repo, sha):
             return
         try:
@@ -179,6 +181,8 @@ class GitSource:
         except gitcmd.GitError as e:
             # Protocol v0 servers refuse unadvertised objects unless uploadpack.allow*SHA1InWant
             # is set; the whole history is the only way to get the commit from them.
+            if not any(word in str(e) for word in ("unadvertised object", "not our ref")):
+                raise
             log.info("fetching %s by sha failed (%s); fetching all branches and tags", sha, e)
             self._git(repo, "fetch", "--no-tags", "--no-write-fetch-head", "origin",
                       "+refs/heads/*:refs/reconciler/heads/*", "+refs/tags/*:refs/reconciler/tags/*",
@@ -195,12 +199,29 @@ def _has_commit(repo: git.Repo, sha: str) -> bool:
     return status == 0
 
 
+def _clear_stale_locks(path: Path) -> None:
+    """Remove git's own ``*.lock`` files; call only while holding the cache flock.
+
+    With the flock held no other git can be at work here, so any lock file is left over from a
+    git we killed at the deadline, and would otherwise fail every later fetch ("shallow.lock:
+    File exists").
+    """
+    if not path.is_dir():
+        return
+    for pattern in ("*.lock", "refs/**/*.lock", "objects/info/**/*.lock"):
+        for stale in path.glob(pattern):
+            log.warning("removing stale git lock %s", stale)
+            stale.unlink(missing_ok=True)
+
+
 def _open_repo(path: Path, url: str) -> git.Repo:
     """Open the cache repository, (re)creating it when it is missing or unreadable."""
+    _clear_stale_locks(path)
     try:
         repo = git.Repo(path)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        shutil.rmtree(path, ignore_errors=True)
+        for leftover in (path, *path.parent.glob(f".{path.name}.*")):  # also half-made ones of a crash
+            shutil.rmtree(leftover, ignore_errors=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
         with git.Repo.init(tmp, bare=True) as fresh, fresh.config_writer() as cfg:
             cfg.set_value('remote "origin"', "url", url)

@@ -4,8 +4,11 @@ https to ``git http-backend``."""
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -177,6 +180,30 @@ def test_commit_ref_fetches_that_commit(git_repo: gitserver.BareRepo, make_sourc
     assert src.fetch() == art
 
 
+def test_commit_from_a_protocol_v0_server_falls_back_to_a_full_fetch(
+    git_repo: gitserver.BareRepo,
+    https_git_server: gitserver.HTTPSGitServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="reconciler.source.git")
+    old = git_repo.commit({"a.yaml": "old"}, "old")
+    git_repo.commit({"a.yaml": "new"}, "new")
+    creds = GitCredentials(bearer_token=https_git_server.token, ca_bundle=https_git_server.ca_pem)
+    url = https_git_server.url_for(git_repo.path)
+    https_git_server.protocol_v2 = False
+    try:
+        with GitSource(url, GitRef(commit=old), cache_dir=tmp_path, credentials=creds) as src:
+            art = src.fetch()
+            assert art.revision == f"sha1:{old}"
+            assert files_of(art.path) == {"a.yaml": "old"}
+        assert "by sha failed" in caplog.text, "the v0 server should have refused the sha"
+        with pytest.raises(SourceError, match="not found in the repository"):
+            GitSource(url, GitRef(commit="1" * 40), cache_dir=tmp_path, credentials=creds).fetch()
+    finally:
+        https_git_server.protocol_v2 = True
+
+
 def test_commit_that_does_not_exist(git_repo: gitserver.BareRepo, make_source: MakeSource) -> None:
     git_repo.commit({"a.yaml": "x"}, "one")
     with pytest.raises(SourceError, match="not found"):
@@ -229,6 +256,37 @@ def test_unreachable_repository(tmp_path: Path, make_source: MakeSource, remote:
     with pytest.raises(SourceError, match="repository unreachable") as err:
         make_source(url=url).fetch()
     assert str(err.value).startswith(url)
+
+
+def test_stale_git_locks_from_a_killed_fetch_do_not_block_later_fetches(
+    git_repo: gitserver.BareRepo, make_source: MakeSource, cache: Path
+) -> None:
+    git_repo.commit({"a.yaml": "1"}, "one")
+    src = make_source()
+    src.fetch()
+    [repo_dir] = cache.glob("git/*/repo.git")
+    for stale in ("shallow.lock", "refs/reconciler/target.lock", "packed-refs.lock", "config.lock"):
+        (repo_dir / stale).write_text("")
+    second = git_repo.commit({"a.yaml": "2"}, "two")
+    assert src.fetch().revision == f"main@sha1:{second}"
+
+
+def test_snapshots_left_by_a_crashed_process_are_removed(
+    git_repo: gitserver.BareRepo, remote: Remote, make_source: MakeSource, cache: Path
+) -> None:
+    git_repo.commit({"a.yaml": "1"}, "one")
+    crash = (
+        "import os, pickle, sys; from pathlib import Path; from reconciler.source.git import GitSource, GitRef\n"
+        "url, creds, cache = pickle.loads(sys.stdin.buffer.read())\n"
+        "GitSource(url, GitRef(branch='main'), cache_dir=Path(cache), credentials=creds).fetch()\n"
+        "os._exit(0)  # no close(): its snapshot stays on disk\n"
+    )
+    payload = pickle.dumps((remote.url, remote.credentials, str(cache)))
+    subprocess.run([sys.executable, "-c", crash], input=payload, check=True, timeout=60)
+    [snapshots] = cache.glob("git/*/snapshots")
+    assert len([p for p in snapshots.iterdir() if p.is_dir()]) == 1
+    art = make_source().fetch()
+    assert [p for p in snapshots.iterdir() if p.is_dir()] == [art.path]
 
 
 def test_close_removes_the_snapshot_but_not_the_cache(
