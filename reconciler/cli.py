@@ -7,16 +7,33 @@ so scripts and CI can tell "something to do" from "something broke".
 
 from __future__ import annotations
 
+import contextlib
 import platform
+import re
 import sys
-from typing import NoReturn
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
+import yaml
 
 import reconciler
 from reconciler.kube import client as kube_client
+from reconciler.kube import discovery
+from reconciler.render import build as render_build
+from reconciler.render.manifests import Manifest, ManifestError
+from reconciler.source import git as git_source
+from reconciler.source.artifact import Artifact, SourceError
+from reconciler.source.local import LocalSource
+from reconciler.sync import engine, redact
+from reconciler.sync import prune as pruning
+from reconciler.sync.apply import Outcome
+from reconciler.sync.inventory import InventoryError
+from reconciler.sync.plan import Action, Item, Plan
 
-EXIT_ERROR = 2
+EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
+DEFAULT_CACHE = Path.home() / ".cache" / "gitops-reconciler" / "git"
 
 
 def _not_implemented(command: str) -> NoReturn:
@@ -24,7 +41,13 @@ def _not_implemented(command: str) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _fail(command: str, errors: list[str]) -> NoReturn:
+    for e in errors:
+        click.echo(f"reconciler {command}: error: {e}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(reconciler.__version__, "--version", prog_name="reconciler")
 def cli() -> None:
     """gitops-reconciler: pull-based GitOps for Kubernetes.
@@ -35,6 +58,140 @@ def cli() -> None:
     """
 
 
+# --------------------------------------------------------------------------- shared options
+
+
+def _parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise click.BadParameter(f"expected NAME=VALUE, got {p!r}", param_hint=flag)
+        out[key] = value
+    return out
+
+
+def render_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--substitute", "substitute", multiple=True, metavar="NAME=VALUE", help="Value for ${NAME} (repeatable)."
+    )(f)
+    return click.option("--target-namespace", default=None, help="Namespace for every namespaced object.")(f)
+
+
+def source_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), help="A local folder."),
+        click.option("--repo", help="Git URL: file://, ssh://, user@host:path or https://."),
+        click.option(
+            "--ref",
+            default=None,
+            help="Branch NAME (or branch:NAME), tag:NAME, semver:RANGE or commit:SHA; default: the remote's HEAD.",
+        ),
+        click.option("--path", "subpath", default=".", show_default=True, help="Folder inside the source to sync."),
+        click.option("--ssh-key", type=click.Path(dir_okay=False, path_type=Path), help="SSH deploy key file."),
+        click.option(
+            "--known-hosts",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="known_hosts file (required for SSH).",
+        ),
+        click.option("--username", default=None, help="HTTPS basic-auth user."),
+        click.option(
+            "--password-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="File holding the HTTPS password or token (never on the command line).",
+        ),
+        click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA bundle for HTTPS."),
+        click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=DEFAULT_CACHE,
+            show_default=True,
+            help="Where git checkouts are cached between runs.",
+        ),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG", help="Kubeconfig file.")(f)
+    f = click.option("--context", "context", default=None, help="Kubeconfig context to use.")(f)
+    f = click.option(
+        "--name", default=None, help="Name of the sync whose inventory is kept [default: from the source]."
+    )(f)
+    f = click.option(
+        "--namespace",
+        "-n",
+        default="default",
+        show_default=True,
+        help="Namespace of the sync (its inventory lives here).",
+    )(f)
+    return click.option(
+        "--default-namespace",
+        default="default",
+        show_default=True,
+        help="Namespace for namespaced objects without one.",
+    )(f)
+
+
+def parse_ref(ref: str | None) -> git_source.GitRef:
+    if not ref:
+        return git_source.GitRef()
+    kind, sep, value = ref.partition(":")
+    if sep and kind in ("branch", "tag", "semver", "commit"):
+        return git_source.GitRef.from_spec({kind: value})
+    if re.fullmatch(r"[0-9a-f]{40}", ref):
+        return git_source.GitRef(commit=ref)
+    return git_source.GitRef(branch=ref)
+
+
+@contextlib.contextmanager
+def open_source(kw: dict[str, Any]) -> Iterator[Artifact]:
+    """Fetch the revision named by the source flags; the source is closed afterwards."""
+    directory, repo = kw["directory"], kw["repo"]
+    if bool(directory) == bool(repo):
+        raise click.UsageError("give exactly one of --dir or --repo")
+    if directory:
+        yield LocalSource(directory).fetch()
+        return
+    creds = git_source.GitCredentials(
+        ssh_private_key=kw["ssh_key"].read_bytes() if kw["ssh_key"] else None,
+        known_hosts=kw["known_hosts"].read_bytes() if kw["known_hosts"] else None,
+        username=kw["username"],
+        password=kw["password_file"].read_text().strip() if kw["password_file"] else None,
+        ca_bundle=kw["ca_file"].read_bytes() if kw["ca_file"] else None,
+    )
+    try:
+        ref = parse_ref(kw["ref"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--ref") from e
+    src = git_source.GitSource(repo, ref, cache_dir=kw["cache_dir"], credentials=creds)
+    try:
+        yield src.fetch()
+    finally:
+        src.close()
+
+
+def _render(artifact: Artifact, kw: dict[str, Any]) -> list[Manifest]:
+    opts = render_build.RenderOptions(
+        substitute=_parse_pairs(kw["substitute"], "--substitute"), target_namespace=kw["target_namespace"]
+    )
+    return render_build.render(artifact.path, kw.get("subpath") or ".", opts)
+
+
+def _default_name(kw: dict[str, Any]) -> str:
+    if kw.get("name"):
+        return str(kw["name"])
+    base = Path(kw["directory"]).resolve().name if kw.get("directory") else str(kw["repo"]).rstrip("/").split("/")[-1]
+    sub = Path(kw.get("subpath") or ".").name
+    name = re.sub(r"[^a-z0-9-]+", "-", f"{base.removesuffix('.git')}-{sub}".lower()).strip("-")
+    return name[:50] or "cli"
+
+
+# --------------------------------------------------------------------------- commands
+
+
 @cli.command()
 def run() -> None:
     """Run the controller: reconcile every GitSync object in the cluster."""
@@ -42,21 +199,176 @@ def run() -> None:
 
 
 @cli.command()
-def sync() -> None:
-    """Sync a path or repository into the cluster once, then exit."""
-    _not_implemented("sync")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@render_options
+def render(path: Path, **kw: Any) -> None:
+    """Print the objects PATH renders to (YAML stream), offline."""
+    try:
+        root, sub = (path, ".") if path.is_dir() else (path.parent, path.name)
+        objs = _render(Artifact(revision="", path=root), {**kw, "subpath": sub})
+    except (ManifestError, click.BadParameter) as e:
+        _fail("render", [str(e)])
+    click.echo(yaml.safe_dump_all([m.obj for m in objs], sort_keys=False, explicit_start=True), nl=False)
+
+
+def _prepare(command: str, kw: dict[str, Any]) -> tuple[kube_client.Kube, discovery.RestMapper, list[Manifest], str]:
+    try:
+        with open_source(kw) as artifact:
+            manifests = _render(artifact, kw)
+            revision = artifact.revision
+    except (SourceError, ManifestError, OSError, ValueError) as e:
+        _fail(command, [f"{e}; nothing was applied or pruned"])
+    try:
+        kube = kube_client.connect(kw["kubeconfig"], kw["context"])
+        mapper = discovery.RestMapper(kube)
+        mapper.refresh()
+    except (kube_client.ConfigError, kube_client.UnreachableError, kube_client.KubeError) as e:
+        _fail(command, [f"{e}; nothing was applied or pruned"])
+    return kube, mapper, manifests, revision
+
+
+def _options(kw: dict[str, Any], **extra: Any) -> engine.Options:
+    return engine.Options(
+        name=_default_name(kw),
+        namespace=kw["namespace"],
+        default_namespace=kw["default_namespace"],
+        **extra,
+    )
+
+
+def _print_diff(p: Plan) -> None:
+    for item in sorted(p.items, key=lambda i: (i.stage, i.oid)):
+        if item.action in (Action.UNCHANGED,):
+            continue
+        why = f" ({item.reason})" if item.reason else ""
+        click.echo(f"{item.action.value} {item.oid}{why}")
+        for line in item.diff:
+            click.echo(f"    {line}")
 
 
 @cli.command()
-def diff() -> None:
-    """Show what a sync would change, without changing anything (exit 1 if it would)."""
-    _not_implemented("diff")
+@source_options
+@render_options
+@cluster_options
+def diff(**kw: Any) -> None:
+    """Show what a sync would change, without changing anything.
+
+    Exit 0: no changes; 1: changes; 2: error.
+    """
+    kube, mapper, manifests, revision = _prepare("diff", kw)
+    secrets = redact.secret_values(manifests)
+    opts = _options(kw, dry_run=True, guard=pruning.Guard(allow_mass_prune=True))
+    try:
+        res = engine.run(kube, mapper, manifests, revision, opts)
+    except (InventoryError, kube_client.UnreachableError, kube_client.KubeError) as e:
+        _fail("diff", [redact.scrub(str(e), secrets)])
+    if res.errors:
+        _fail("diff", [redact.scrub(e, secrets) for e in res.errors])
+    assert res.plan is not None
+    _print_diff(res.plan)
+    counts = res.plan.counts()
+    click.echo(f"{revision}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n), err=True)
+    sys.exit(EXIT_CHANGES if res.plan.has_changes else EXIT_OK)
 
 
 @cli.command()
-def render() -> None:
-    """Print the objects a path renders to, offline."""
-    _not_implemented("render")
+@source_options
+@render_options
+@cluster_options
+@click.option("--prune/--no-prune", default=True, show_default=True, help="Delete objects git no longer has.")
+@click.option("--wait", is_flag=True, help="Wait until applied objects are healthy.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds for apply waits and --wait.")
+@click.option("--dry-run", is_flag=True, help="Plan and validate on the server, change nothing.")
+@click.option("--allow-mass-prune", is_flag=True, help="Allow pruning everything or more than --max-prune-ratio.")
+@click.option(
+    "--max-prune-ratio",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Largest share of the inventory one sync may prune.",
+)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True, help="Parallel API requests.")
+def sync(**kw: Any) -> None:
+    """Sync a folder or repository into the cluster once, then exit.
+
+    Prints one line per object (operation, kind, namespace, name, result).
+    Exit 0: synced; 2: error (nothing is pruned after any error).
+    """
+    kube, mapper, manifests, revision = _prepare("sync", kw)
+    secrets = redact.secret_values(manifests)
+    opts = _options(
+        kw,
+        prune=kw["prune"],
+        wait=kw["wait"],
+        timeout=kw["timeout"],
+        dry_run=kw["dry_run"],
+        concurrency=kw["concurrency"],
+        guard=pruning.Guard(allow_mass_prune=kw["allow_mass_prune"], max_ratio=kw["max_prune_ratio"]),
+    )
+    with _progress(len(manifests)) as progress:
+        try:
+            res = engine.run(kube, mapper, manifests, revision, opts, progress)
+        except (InventoryError, kube_client.UnreachableError, kube_client.KubeError) as e:
+            _fail("sync", [redact.scrub(str(e), secrets)])
+    if res.plan is not None:
+        _print_table(res)
+    if res.errors:
+        stage = {"plan": "planning", "preflight": "validation", "guard": "the prune guard"}.get(res.stage, res.stage)
+        tail = "; nothing was applied or pruned" if res.stage in ("plan", "preflight", "guard") else ""
+        _fail(
+            "sync",
+            [
+                redact.scrub(f"{e}", secrets) + (tail if i == len(res.errors) - 1 else "")
+                for i, e in enumerate(res.errors)
+            ]
+            + [f"sync stopped at {stage}"],
+        )
+    assert res.plan is not None
+    counts = res.plan.counts()
+    summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
+    click.echo(f"{'dry run of ' if opts.dry_run else ''}{revision}: {summary}")
+
+
+def _result_of(item: Item, res: engine.Result) -> str:
+    if res.applied:
+        for o in res.applied.outcomes:
+            if o.item is item:
+                return "failed" if o.error else o.result
+    if res.pruned and item in res.pruned.deleted:
+        return "pruned"
+    if item.action is Action.SKIP:
+        return f"skipped ({item.reason})"
+    return "planned" if res.stage == "done" else "not run"
+
+
+def _print_table(res: engine.Result) -> None:
+    assert res.plan is not None
+    rows = [
+        (i.action.value, i.oid.kind, i.oid.namespace or "-", i.oid.name, _result_of(i, res))
+        for i in sorted(res.plan.items, key=lambda i: (i.stage, i.oid))
+    ]
+    widths = [
+        max([len(h), *(len(r[c]) for r in rows)])
+        for c, h in enumerate(("OPERATION", "KIND", "NAMESPACE", "NAME", "RESULT"))
+    ]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    click.echo(fmt.format("OPERATION", "KIND", "NAMESPACE", "NAME", "RESULT").rstrip())
+    for r in rows:
+        click.echo(fmt.format(*r).rstrip())
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[engine.Progress]:
+    """A progress bar on stderr when it is a terminal; silent otherwise (CI logs stay clean)."""
+    if not sys.stderr.isatty():
+        yield engine.Progress()
+        return
+    with click.progressbar(length=total, label="syncing", file=sys.stderr) as bar:
+
+        def applied(o: Outcome) -> None:
+            bar.update(1)
+
+        yield engine.Progress(applied=applied)
 
 
 @cli.command()

@@ -44,6 +44,28 @@ def server_side_apply(
     ``force`` takes ownership of fields another manager set: git is the source of truth
     for the fields it names, as in Flux and Argo CD.
     """
+    return apply_object(
+        kube,
+        mapper,
+        obj,
+        field_manager=field_manager,
+        force=force,
+        dry_run=dry_run,
+        default_namespace=default_namespace,
+    )[0]
+
+
+def apply_object(
+    kube: Kube,
+    mapper: RestMapper,
+    obj: dict[str, Any],
+    *,
+    field_manager: str = FIELD_MANAGER,
+    force: bool = True,
+    dry_run: bool = False,
+    default_namespace: str = "default",
+) -> tuple[dict[str, Any], bool]:
+    """:func:`server_side_apply`, also telling whether the object was created (HTTP 201)."""
     res, ns = locate(mapper, obj, default_namespace)
     body = dict(obj)
     if ns is not None:
@@ -53,14 +75,14 @@ def server_side_apply(
         query.append(("force", "true"))
     if dry_run:
         query.append(("dryRun", "All"))
-    live: dict[str, Any] = kube.request(
+    status, live = kube.call(
         "PATCH",
         res.object_path(obj["metadata"]["name"], ns),
         query=query,
         body=body,
         content_type=APPLY_PATCH,
     )
-    return live
+    return live, status == 201
 
 
 def delete(

@@ -149,6 +149,22 @@ class Kube:
         timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
     ) -> Any:
         """Send one request; return the decoded JSON body or raise :class:`KubeError`."""
+        return self.call(
+            method, path, query=query, body=body, content_type=content_type, accept=accept, timeout=timeout
+        )[1]
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+        accept: str = JSON,
+        timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+    ) -> tuple[int, Any]:
+        """Like :meth:`request`, also returning the HTTP status (201 tells "created" from "updated")."""
         resp = self._send(method, path, query, body, content_type, accept, timeout)
         try:
             data: bytes = resp.read()
@@ -158,7 +174,7 @@ class Kube:
             resp.release_conn()
         if not 200 <= resp.status < 300:
             raise _parse_error(resp.status, str(resp.reason), data, method, path)
-        return json.loads(data) if data else None
+        return resp.status, (json.loads(data) if data else None)
 
     def get(self, path: str, query: Sequence[tuple[str, str]] | None = None) -> Any:
         return self.request("GET", path, query=query)

@@ -99,6 +99,18 @@ class RestMapper:
         with self._lock:
             return list(self._by_kind.values())
 
+    def find_group_kind(self, group: str, kind: str) -> Resource:
+        """The server's preferred version of a kind: for objects known only by group and kind
+        (inventory entries whose version may no longer be served)."""
+        for res in self.resources():
+            if res.group == group and res.kind == kind:
+                return res  # discovery lists versions in preference order
+        self.refresh()
+        for res in self.resources():
+            if res.group == group and res.kind == kind:
+                return res
+        raise UnknownKindError(group or "core", kind)
+
     def find(self, api_version: str, kind: str) -> Resource:
         group, version = split_api_version(api_version)
         key = (group, version, kind)

@@ -1,0 +1,127 @@
+"""Staged server-side apply of a plan.
+
+Order matters: a custom resource cannot be created before its CRD is Established, nor a
+namespaced object before its Namespace exists. So stages run one after another (CRDs,
+Namespaces, other cluster-scoped objects, namespaced objects) and objects inside a
+stage are applied concurrently over the one shared connection pool. A stage with a
+failure stops the sync: later stages would mostly fail the same way, and nothing is
+pruned after a failed apply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.kube.apply import FIELD_MANAGER, apply_object, delete
+from reconciler.kube.client import Kube, KubeError, UnreachableError
+from reconciler.kube.discovery import RestMapper, UnknownKindError
+from reconciler.sync.objects import Stage
+from reconciler.sync.plan import Action, Item, Plan
+
+
+@dataclass
+class Outcome:
+    item: Item
+    result: str  # "created" | "configured" | "recreated" | "unchanged" | "skipped" | "failed"
+    error: str = ""
+    live: dict[str, Any] | None = None
+
+
+@dataclass
+class ApplyReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _established(crd: dict[str, Any]) -> bool:
+    conds = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+
+def wait_crds_established(kube: Kube, names: list[str], timeout: float) -> list[str]:
+    """Wait until the API server serves the CRDs; returns the names that never became Established."""
+    pending = set(names)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name in sorted(pending):
+            crd = kube.get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            if crd is not None and _established(crd):
+                pending.discard(name)
+        if pending:
+            time.sleep(0.2)
+    return sorted(pending)
+
+
+def _wait_gone(kube: Kube, path: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if kube.get_or_none(path) is None:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def apply_plan(
+    kube: Kube,
+    mapper: RestMapper,
+    p: Plan,
+    *,
+    field_manager: str = FIELD_MANAGER,
+    concurrency: int = 8,
+    timeout: float = 300.0,
+    progress: Callable[[Outcome], None] | None = None,
+) -> ApplyReport:
+    report = ApplyReport()
+
+    def one(item: Item) -> Outcome:
+        assert item.desired is not None
+        try:
+            if item.recreate:
+                res = mapper.find(item.desired["apiVersion"], item.desired["kind"])
+                delete(kube, mapper, item.desired, propagation="Foreground")
+                path = res.object_path(item.oid.name, item.oid.namespace or None)
+                if not _wait_gone(kube, path, timeout):
+                    return Outcome(item, "failed", f"{item.oid}: still present {timeout:.0f}s after deletion")
+            live, created = apply_object(kube, mapper, item.desired, field_manager=field_manager)
+        except KubeError as e:
+            return Outcome(item, "failed", f"{item.oid} ({item.source}): {e.reason}: {e.message}")
+        except (UnreachableError, UnknownKindError) as e:
+            return Outcome(item, "failed", f"{item.oid} ({item.source}): {e}")
+        if item.recreate:
+            return Outcome(item, "recreated", live=live)
+        return Outcome(item, "created" if created else "configured", live=live)
+
+    for stage in Stage:
+        items = [i for i in p.items if i.stage is stage and i.action in (Action.CREATE, Action.CONFIGURE)]
+        if not items:
+            continue
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            for out in pool.map(one, items):
+                report.outcomes.append(out)
+                if out.error:
+                    report.errors.append(out.error)
+                if progress:
+                    progress(out)
+        if report.errors:
+            break
+        if stage is Stage.CRDS:
+            names = [i.oid.name for i in items]
+            stuck = wait_crds_established(kube, names, timeout)
+            if stuck:
+                report.errors.append(
+                    f"CustomResourceDefinition not Established after {timeout:.0f}s: {', '.join(stuck)}"
+                )
+                break
+            mapper.refresh()  # their kinds are served now
+    for item in p.items:
+        if item.action in (Action.UNCHANGED, Action.SKIP) and item.desired is not None:
+            report.outcomes.append(Outcome(item, "unchanged" if item.action is Action.UNCHANGED else "skipped"))
+    return report

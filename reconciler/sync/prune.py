@@ -1,0 +1,79 @@
+"""Delete what git no longer has — carefully.
+
+An object is pruned only if all of these hold: it is in this sync's previous inventory,
+it is no longer desired, the live object carries this sync's owner label, and it is not
+annotated ``prune: disabled`` (the planner decides that). Deletion runs in reverse apply
+order, so a Namespace or a CRD goes only after what lived in it.
+
+The mass-prune guard catches the classic disaster — a bad merge, a wrong path, an empty
+checkout — that makes everything look deleted: pruning everything, or more than a set
+share of the inventory, needs an explicit ``--allow-mass-prune``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from reconciler.kube.apply import delete
+from reconciler.kube.client import Kube, KubeError, UnreachableError
+from reconciler.kube.discovery import RestMapper, UnknownKindError
+from reconciler.sync.objects import Stage
+from reconciler.sync.plan import Action, Item, Plan
+
+# Below this many deletions the ratio rule does not apply: deleting 2 of 3 objects in a
+# tiny sync is ordinary work, deleting 600 of 1,000 is not.
+MIN_GUARDED = 5
+
+
+@dataclass(frozen=True)
+class Guard:
+    allow_mass_prune: bool = False
+    max_ratio: float = 0.5
+
+
+def check_guard(p: Plan, inventory_size: int, guard: Guard) -> str | None:
+    """Why this plan's prune must not run, or None."""
+    n = len(p.by_action(Action.PRUNE))
+    if guard.allow_mass_prune or n == 0 or inventory_size == 0:
+        return None
+    desired = sum(1 for i in p.items if i.desired is not None)
+    if desired == 0:
+        return (
+            f"refusing to prune all {n} objects of the inventory: the revision has no objects at all "
+            "(wrong path? empty checkout?); use --allow-mass-prune if this is intended"
+        )
+    ratio = n / inventory_size
+    if n >= MIN_GUARDED and ratio > guard.max_ratio:
+        return (
+            f"refusing to prune {n} of {inventory_size} objects ({ratio:.0%} > {guard.max_ratio:.0%}); "
+            "use --allow-mass-prune if this is intended"
+        )
+    return None
+
+
+@dataclass
+class PruneReport:
+    deleted: list[Item] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def prune(
+    kube: Kube, mapper: RestMapper, p: Plan, *, progress: Callable[[Item, str], None] | None = None
+) -> PruneReport:
+    report = PruneReport()
+    for stage in reversed(Stage):
+        for item in p.items:
+            if item.action is not Action.PRUNE or item.stage is not stage or item.live is None:
+                continue
+            try:
+                delete(kube, mapper, item.live)
+            except (KubeError, UnreachableError, UnknownKindError) as e:
+                report.errors.append(f"{item.oid}: prune failed: {e}")
+                if progress:
+                    progress(item, "failed")
+                continue
+            report.deleted.append(item)
+            if progress:
+                progress(item, "pruned")
+    return report

@@ -1,0 +1,382 @@
+"""The sync engine end to end: git (file:// and ssh://) -> render -> plan -> apply -> prune,
+through the real ``reconciler`` CLI, against the real control plane."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from reconciler import cli
+from reconciler.kube import client
+from reconciler.sync import inventory
+from reconciler.sync.objects import OWNER_LABEL
+
+
+def cm(name: str, ns: str, data: dict[str, str], **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, **meta}, "data": data}
+
+
+def dump(*objs: dict[str, Any]) -> str:
+    return yaml.safe_dump_all(list(objs), sort_keys=False)
+
+
+@dataclass
+class Fleet:
+    """A git repository of manifests plus the CLI pointed at it and at the cluster."""
+
+    repo: Any  # the git_repo fixture's object
+    url: str
+    kubeconfig: str
+    kube: client.Kube
+    ns: str
+    cache: Path
+    name: str = field(default_factory=lambda: f"s{uuid.uuid4().hex[:6]}")
+    extra: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    def commit(self, files: dict[str, str | None], message: str = "change") -> str:
+        sha: str = self.repo.commit(files, message)
+        return sha
+
+    def invoke(self, command: str, *args: str) -> Result:
+        argv = [
+            command,
+            "--repo",
+            self.url,
+            "--ref",
+            "main",
+            "--kubeconfig",
+            self.kubeconfig,
+            "--name",
+            self.name,
+            "--namespace",
+            self.ns,
+            "--cache-dir",
+            str(self.cache),
+            *self.extra,
+            *args,
+        ]
+        r = CliRunner().invoke(cli.cli, argv, catch_exceptions=False)
+        self.outputs.append(r.output)
+        return r
+
+    def sync(self, *args: str) -> Result:
+        return self.invoke("sync", *args)
+
+    def diff(self, *args: str) -> Result:
+        return self.invoke("diff", *args)
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        return self.kube.get_or_none(path)
+
+    def cm(self, name: str) -> dict[str, Any] | None:
+        return self.get(f"/api/v1/namespaces/{self.ns}/configmaps/{name}")
+
+
+@pytest.fixture
+def fleet(git_repo: Any, cluster: Any, kube: client.Kube, namespace: str, tmp_path: Path) -> Fleet:
+    return Fleet(
+        repo=git_repo,
+        url=git_repo.url,
+        kubeconfig=str(cluster.kubeconfig),
+        kube=kube,
+        ns=namespace,
+        cache=tmp_path / "cache",
+    )
+
+
+def test_commit_sync_resync_prune_revert(fleet: Fleet) -> None:
+    ns = fleet.ns
+    fleet.commit({"a.yaml": dump(cm("a", ns, {"k": "1"})), "b.yaml": dump(cm("b", ns, {"k": "2"}))}, "add a and b")
+    sha = fleet.commit(
+        {"keep.yaml": dump(cm("keep", ns, {"k": "3"}, annotations={"gitops.reconciler.dev/prune": "disabled"}))},
+        "add keep",
+    )
+
+    # 1. a commit that adds objects is applied, and the revision recorded
+    r = fleet.sync()
+    assert r.exit_code == 0, r.output
+    assert f"main@sha1:{sha}" in r.output
+    for name in ("a", "b", "keep"):
+        live = fleet.cm(name)
+        assert live is not None, name
+        assert live["metadata"]["labels"][OWNER_LABEL] == f"{ns}.{fleet.name}"
+    inv = inventory.load(fleet.kube, ns, fleet.name)
+    assert inv.revision == f"main@sha1:{sha}"
+    assert {o.name for o in inv.entries} == {"a", "b", "keep"}
+
+    # 2. nothing changed: nothing written
+    versions = {n: fleet.cm(n)["metadata"]["resourceVersion"] for n in ("a", "b", "keep")}  # type: ignore[index]
+    r = fleet.sync()
+    assert r.exit_code == 0, r.output
+    assert r.output.count("unchanged") >= 3
+    assert "3 unchanged" in r.output
+    assert {n: fleet.cm(n)["metadata"]["resourceVersion"] for n in versions} == versions  # type: ignore[index]
+    d = fleet.diff()
+    assert d.exit_code == 0, d.output
+
+    # 3. deleted files: pruned, except prune: disabled; an object that lost our label is never touched
+    fleet.kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/configmaps/b",
+        body={"metadata": {"labels": {OWNER_LABEL: None}}},
+        content_type="application/merge-patch+json",
+    )
+    deleting = fleet.commit({"a.yaml": None, "b.yaml": None, "keep.yaml": None}, "delete all three")
+    fleet.commit({"c.yaml": dump(cm("c", ns, {"k": "4"}))}, "add c")
+    r = fleet.sync()
+    assert r.exit_code == 0, r.output
+    assert fleet.cm("a") is None
+    assert fleet.cm("b") is not None, "b lost our label: it must not be pruned"
+    assert fleet.cm("keep") is not None, "prune: disabled must be kept"
+    assert "pruned" in r.output
+
+    # 4. git revert of the deleting commit brings a back
+    fleet.repo.revert(deleting)
+    r = fleet.sync()
+    assert r.exit_code == 0, r.output
+    assert fleet.cm("a") is not None
+    changed = fleet.commit({"a.yaml": dump(cm("a", ns, {"k": "changed"}))}, "change a")
+    assert fleet.sync().exit_code == 0
+    assert fleet.cm("a")["data"] == {"k": "changed"}  # type: ignore[index]
+    fleet.repo.revert(changed)
+    assert fleet.sync().exit_code == 0
+    assert fleet.cm("a")["data"] == {"k": "1"}  # type: ignore[index]
+
+
+def test_drift_of_owned_field_is_found_and_corrected_but_foreign_fields_stay(fleet: Fleet) -> None:
+    ns = fleet.ns
+    fleet.commit({"app.yaml": dump(cm("app", ns, {"mode": "git"}))})
+    assert fleet.sync().exit_code == 0
+    # kubectl edit of a field we own
+    fleet.kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/configmaps/app",
+        query=[("fieldManager", "kubectl-edit")],
+        body={"data": {"mode": "hand-edited"}},
+        content_type="application/merge-patch+json",
+    )
+    # another manager adds its own field
+    fleet.kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/configmaps/app",
+        query=[("fieldManager", "other-controller"), ("force", "true")],
+        body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"}, "data": {"extra": "theirs"}},
+        content_type="application/apply-patch+yaml",
+    )
+    d = fleet.diff()
+    assert d.exit_code == 1, d.output
+    assert "configure ConfigMap/" in d.output
+    assert "data.mode" in d.output
+    assert "hand-edited" in d.output
+    assert "data.extra" not in d.output
+    assert fleet.sync().exit_code == 0
+    live = fleet.cm("app")
+    assert live is not None
+    assert live["data"] == {"mode": "git", "extra": "theirs"}
+    assert fleet.diff().exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("files", "needles"),
+    [
+        ({"bad.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [oops}\n"}, ["bad.yaml", "invalid YAML"]),
+        (
+            {"crd-less.yaml": dump({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})},
+            ["crd-less.yaml", "Widget/w", "example.com/v1"],
+        ),
+        (
+            {"var.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: v}\ndata: {x: '${NOT_DEFINED}'}\n"},
+            ["var.yaml", "NOT_DEFINED"],
+        ),
+        (
+            {"dup1.yaml": dump(cm("dup", "NS", {})), "dup2.yaml": dump(cm("dup", "NS", {}))},
+            ["dup1.yaml", "dup2.yaml", "dup"],
+        ),
+    ],
+    ids=["invalid-yaml", "unknown-kind", "undefined-variable", "duplicate"],
+)
+def test_bad_revision_applies_and_prunes_nothing(fleet: Fleet, files: dict[str, str], needles: list[str]) -> None:
+    ns = fleet.ns
+    fleet.commit({"old.yaml": dump(cm("old", ns, {"k": "v"}))})
+    assert fleet.sync().exit_code == 0
+    files = {k: v.replace("NS", ns) for k, v in files.items()}
+    fleet.commit({"old.yaml": None, "new.yaml": dump(cm("new", ns, {"k": "v"})), **files}, "bad commit")
+    r = fleet.sync()
+    assert r.exit_code == 2, r.output
+    for n in needles:
+        assert n in r.output
+    assert "nothing was applied or pruned" in r.output
+    assert fleet.cm("old") is not None, "a bad revision must not prune"
+    assert fleet.cm("new") is None, "a bad revision must not apply anything"
+    assert fleet.diff().exit_code == 2
+
+
+def test_crd_and_its_custom_resources_in_one_sync(fleet: Fleet) -> None:
+    ns = fleet.ns
+    group = f"g{uuid.uuid4().hex[:6]}.example.com"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}},
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    widgets = [
+        {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": f"w{i}", "namespace": ns},
+            "spec": {"size": i},
+        }
+        for i in range(3)
+    ]
+    fleet.commit({"crd.yaml": dump(crd), "widgets.yaml": dump(*widgets)})
+    r = fleet.sync()
+    assert r.exit_code == 0, r.output
+    items = fleet.kube.get(f"/apis/{group}/v1/namespaces/{ns}/widgets")["items"]
+    assert sorted(w["spec"]["size"] for w in items) == [0, 1, 2]
+    r = fleet.sync()
+    assert "4 unchanged" in r.output, r.output
+    fleet.kube.request("DELETE", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{group}")
+
+
+def _deployment(ns: str, app: str, force: bool = False) -> dict[str, Any]:
+    md: dict[str, Any] = {"name": "web", "namespace": ns}
+    if force:
+        md["annotations"] = {"gitops.reconciler.dev/force": "enabled"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": md,
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+            },
+        },
+    }
+
+
+def test_immutable_field_change_needs_the_force_annotation(fleet: Fleet) -> None:
+    ns = fleet.ns
+    fleet.commit({"web.yaml": dump(_deployment(ns, "one"))})
+    assert fleet.sync().exit_code == 0
+    uid = fleet.get(f"/apis/apps/v1/namespaces/{ns}/deployments/web")["metadata"]["uid"]  # type: ignore[index]
+    fleet.commit({"web.yaml": dump(_deployment(ns, "two"))}, "change the selector")
+    r = fleet.sync()
+    assert r.exit_code == 2, r.output
+    assert "spec.selector" in r.output
+    assert "immutable" in r.output
+    assert "gitops.reconciler.dev/force: enabled" in r.output
+    fleet.commit({"web.yaml": dump(_deployment(ns, "two", force=True))}, "force it")
+    r = fleet.sync()
+    assert r.exit_code == 0, r.output
+    assert "recreated" in r.output
+    live = fleet.get(f"/apis/apps/v1/namespaces/{ns}/deployments/web")
+    assert live is not None
+    assert live["metadata"]["uid"] != uid
+    assert live["spec"]["selector"]["matchLabels"] == {"app": "two"}
+
+
+def test_secret_values_never_shown(fleet: Fleet) -> None:
+    ns = fleet.ns
+    old, new = "old-s3cret-value", "new-s3cret-value"
+
+    def secret(value: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds", "namespace": ns},
+            "data": {"password": base64.b64encode(value.encode()).decode()},
+            "stringData": {"token": value + "-token"},
+        }
+
+    fleet.commit({"s.yaml": dump(secret(old))})
+    assert fleet.sync().exit_code == 0
+    fleet.commit({"s.yaml": dump(secret(new))}, "rotate")
+    d = fleet.diff()
+    assert d.exit_code == 1, d.output
+    assert "*** (before)" in d.output
+    assert "*** (after)" in d.output
+    assert fleet.sync().exit_code == 0
+    everything = "\n".join(fleet.outputs)
+    for value in (old, new):
+        for form in (value, base64.b64encode(value.encode()).decode(), value + "-token"):
+            assert form not in everything
+
+
+def test_deleting_everything_trips_the_mass_prune_guard(fleet: Fleet) -> None:
+    ns = fleet.ns
+    fleet.commit({"all.yaml": dump(*(cm(f"c{i}", ns, {"i": str(i)}) for i in range(6)))})
+    assert fleet.sync().exit_code == 0
+    fleet.commit({"all.yaml": None, "README.md": "nothing here"}, "delete everything")
+    r = fleet.sync()
+    assert r.exit_code == 2, r.output
+    assert "refusing to prune all 6 objects" in r.output
+    assert all(fleet.cm(f"c{i}") is not None for i in range(6))
+    r = fleet.sync("--allow-mass-prune")
+    assert r.exit_code == 0, r.output
+    assert all(fleet.cm(f"c{i}") is None for i in range(6))
+
+
+def test_sync_over_ssh_with_a_deploy_key(
+    ssh_git_server: Any, git_repo: Any, cluster: Any, kube: client.Kube, namespace: str, tmp_path: Path
+) -> None:
+    key = tmp_path / "deploy_key"
+    key.write_bytes(ssh_git_server.private_key)
+    key.chmod(0o600)
+    good, bad = tmp_path / "known_hosts", tmp_path / "wrong_known_hosts"
+    good.write_bytes(ssh_git_server.known_hosts)
+    bad.write_bytes(ssh_git_server.wrong_known_hosts)
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_bytes(b"")
+    f = Fleet(
+        repo=git_repo,
+        url=ssh_git_server.url_for(git_repo.path),
+        kubeconfig=str(cluster.kubeconfig),
+        kube=kube,
+        ns=namespace,
+        cache=tmp_path / "cache",
+        extra=["--ssh-key", str(key), "--known-hosts", str(good)],
+    )
+    sha = f.commit({"a.yaml": dump(cm("over-ssh", namespace, {"via": "ssh"}))})
+    r = f.sync()
+    assert r.exit_code == 0, r.output
+    assert f"main@sha1:{sha}" in r.output
+    assert f.cm("over-ssh") is not None
+
+    for known_hosts, needle in ((bad, "changed"), (empty, "known_hosts")):
+        f.extra = ["--ssh-key", str(key), "--known-hosts", str(known_hosts)]
+        f.cache = tmp_path / f"cache-{known_hosts.name}"
+        r = f.sync()
+        assert r.exit_code == 2, r.output
+        assert needle.lower() in r.output.lower()
+        assert "nothing was applied or pruned" in r.output
+    assert json.dumps(f.outputs).count("BEGIN OPENSSH PRIVATE KEY") == 0
