@@ -1,12 +1,17 @@
-"""Load Kubernetes objects from YAML/JSON files, safely.
+"""Load Kubernetes objects from YAML/JSON text and files, safely.
 
-Only plain data is accepted (``yaml.safe_load_all``): a manifest must never run code or
-build arbitrary Python objects.  Every error names the file and the document, because
-"invalid manifest" without a location is useless in a repository of hundreds of files.
+Only plain data is accepted (see ``yaml_safe``): a manifest must never run code, build
+arbitrary Python objects, or expand into more data than the limits allow.  Every error
+names the file and the document, because "invalid manifest" without a location is
+useless in a repository of hundreds of files.
+
+``load_path`` is the simple loader (a file or a folder of plain manifests, no kustomize,
+no substitution) kept for ``scripts/demo.py``; ``build.render`` is the real pipeline.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,21 +19,14 @@ from typing import Any
 
 import yaml
 
+from reconciler.render import yaml_safe
+from reconciler.render.errors import ManifestError
+from reconciler.render.options import Limits
+
+__all__ = ["MANIFEST_SUFFIXES", "Manifest", "ManifestError", "load_path", "load_text", "manifest_files"]
+
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-
-try:  # the C loader is ~10x faster; fall back to pure Python where libyaml is absent
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
-
-
-class ManifestError(ValueError):
-    """A file that is not a valid set of Kubernetes objects; says where and why."""
-
-    def __init__(self, file: str, doc: int | None, why: str) -> None:
-        self.file, self.doc, self.why = file, doc, why
-        where = f"{file} (document {doc})" if doc is not None else file
-        super().__init__(f"{where}: {why}")
+_DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,8 @@ class Manifest:
     doc: int
 
 
-def _check(obj: Any, file: str, doc: int) -> dict[str, Any]:
+def check_object(obj: Any, file: str, doc: int | None) -> dict[str, Any]:
+    """``obj`` if it has what every Kubernetes object needs; ManifestError naming the field otherwise."""
     if not isinstance(obj, dict):
         raise ManifestError(file, doc, f"expected a mapping (a Kubernetes object), got {type(obj).__name__}")
     for key in ("apiVersion", "kind"):
@@ -49,29 +48,80 @@ def _check(obj: Any, file: str, doc: int) -> dict[str, Any]:
     md = obj.get("metadata")
     if not isinstance(md, dict) or not isinstance(md.get("name"), str) or not md["name"]:
         raise ManifestError(file, doc, f"{obj['kind']}: field metadata.name is missing or not a string")
+    ns = md.get("namespace")
+    if ns is not None and not isinstance(ns, str):
+        raise ManifestError(file, doc, f"{obj['kind']}/{md['name']}: field metadata.namespace is not a string")
+    for key in ("labels", "annotations"):
+        value = md.get(key)
+        if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+            raise ManifestError(file, doc, f"{obj['kind']}/{md['name']}: field metadata.{key} is not a string map")
     return obj
 
 
-def load_text(text: str, file: str) -> list[Manifest]:
-    """All objects of one multi-document YAML (or JSON) text; empty documents are skipped.
+def _yaml_error(e: yaml.YAMLError, file: str, line_offset: int = 0) -> ManifestError:
+    mark = getattr(e, "problem_mark", None)
+    at = f" at line {mark.line + 1 + line_offset}, column {mark.column + 1}" if mark is not None else ""
+    return ManifestError(file, None, f"invalid YAML{at}: {getattr(e, 'problem', None) or e}")
 
-    A ``kind: List`` (as ``kubectl get -o yaml`` writes) is flattened into its items.
-    """
-    out: list[Manifest] = []
+
+def parse_documents(text: str, file: str, limits: Limits = _DEFAULT_LIMITS) -> list[Any]:
+    """The documents of one file (``.json``: exactly one), guarded; ManifestError naming the file."""
+    if file.endswith(".json"):
+        return [_parse_json(text, file)]
     try:
-        docs = list(yaml.load_all(text, Loader=_Loader))
+        return yaml_safe.load_all(text, max_aliases=limits.max_aliases, max_nodes=limits.max_file_bytes)
+    except yaml_safe.YAMLLimitError as e:
+        at = f" (line {e.line})" if e.line else ""
+        raise ManifestError(file, e.doc, f"{e.why}{at}") from e
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ManifestError(file, None, f"invalid YAML{at}: {getattr(e, 'problem', None) or e}") from e
+        raise _yaml_error(e, file) from e
+    except RecursionError as e:  # only the pure-Python fallback parser recurses without a depth limit
+        raise ManifestError(file, None, "invalid YAML: nested too deeply") from e
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(text: str, file: str) -> Any:
+    """JSON with JSON's rules (tabs are fine, NaN is not), which the YAML parser only approximates."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except json.JSONDecodeError as e:
+        raise ManifestError(file, None, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+    except (ValueError, RecursionError) as e:
+        raise ManifestError(file, None, f"invalid JSON: {e}") from e
+
+
+def objects_of(docs: list[Any], file: str) -> list[Manifest]:
+    """The objects of parsed documents; empty documents are skipped, ``kind: List`` is flattened."""
+    out: list[Manifest] = []
     for i, doc in enumerate(docs, start=1):
         if doc is None:
             continue
         if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            out.extend(Manifest(_check(item, file, i), file, i) for item in doc["items"])
+            out.extend(Manifest(check_object(item, file, i), file, i) for item in doc["items"])
             continue
-        out.append(Manifest(_check(doc, file, i), file, i))
+        out.append(Manifest(check_object(doc, file, i), file, i))
     return out
+
+
+def load_text(text: str, file: str, limits: Limits = _DEFAULT_LIMITS) -> list[Manifest]:
+    """All objects of one multi-document YAML (or JSON, if ``file`` ends in ``.json``) text.
+
+    Empty documents are skipped; a ``kind: List`` (as ``kubectl get -o yaml`` writes) is
+    flattened into its items.
+    """
+    return objects_of(parse_documents(text, file, limits), file)
 
 
 def manifest_files(root: Path) -> Iterator[Path]:
@@ -87,12 +137,23 @@ def manifest_files(root: Path) -> Iterator[Path]:
             yield p
 
 
-def load_path(root: Path) -> list[Manifest]:
+def load_path(root: Path, limits: Limits = _DEFAULT_LIMITS) -> list[Manifest]:
     """All objects under a file or folder; file names in errors are relative to ``root``."""
     if not root.exists():
         raise ManifestError(str(root), None, "no such file or directory")
     base = root if root.is_dir() else root.parent
     out: list[Manifest] = []
     for p in manifest_files(root):
-        out.extend(load_text(p.read_text(encoding="utf-8"), str(p.relative_to(base))))
+        rel = str(p.relative_to(base))
+        if p.stat().st_size > limits.max_file_bytes:
+            raise ManifestError(rel, None, f"file is larger than the limit of {limits.max_file_bytes} bytes")
+        out.extend(load_text(read_text(p, rel), rel, limits))
     return out
+
+
+def read_text(p: Path, rel: str) -> str:
+    """The UTF-8 text of a manifest file; ManifestError naming ``rel`` if it is not UTF-8."""
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ManifestError(rel, None, f"not UTF-8 text (byte {e.start})") from e

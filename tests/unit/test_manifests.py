@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.render import manifests
+from reconciler.render import Limits, manifests
 
 
 def test_multi_document_with_empty_documents_and_lists() -> None:
@@ -68,3 +68,25 @@ def test_load_path_walks_folders_in_order_and_skips_hidden(tmp_path: Path) -> No
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(manifests.ManifestError, match="no such file"):
         manifests.load_path(tmp_path / "nope")
+
+
+def test_json_files_are_parsed_as_json() -> None:
+    text = '{\n\t"apiVersion": "v1",\n\t"kind": "ConfigMap",\n\t"metadata": {"name": "tabs"}\n}'
+    assert manifests.load_text(text, "x.json")[0].obj["metadata"] == {"name": "tabs"}
+    with pytest.raises(manifests.ManifestError, match=r"^x\.json: invalid JSON at line 1, column 2"):
+        manifests.load_text("{oops}", "x.json")
+    with pytest.raises(manifests.ManifestError, match="duplicate key 'kind'"):
+        manifests.load_text('{"apiVersion": "v1", "kind": "A", "kind": "B", "metadata": {"name": "x"}}', "x.json")
+
+
+def test_metadata_fields_must_have_kubernetes_types() -> None:
+    with pytest.raises(manifests.ManifestError, match=r"ConfigMap/x: field metadata\.namespace is not a string"):
+        manifests.load_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: 3}\n", "a.yaml")
+    with pytest.raises(manifests.ManifestError, match=r"ConfigMap/x: field metadata\.labels is not a string map"):
+        manifests.load_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, labels: [a]}\n", "a.yaml")
+
+
+def test_load_path_enforces_the_file_size_limit(tmp_path: Path) -> None:
+    (tmp_path / "big.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n" + "#" * 200)
+    with pytest.raises(manifests.ManifestError, match=r"^big\.yaml: file is larger than the limit of 100 bytes"):
+        manifests.load_path(tmp_path, Limits(max_file_bytes=100))

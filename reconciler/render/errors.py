@@ -1,0 +1,63 @@
+"""The two error types of rendering, and how an object is named in them.
+
+They live apart from the loaders so that every render module can raise them without
+import cycles, and so that ``manifests.ManifestError`` and ``build.RenderError`` stay the
+same classes wherever they are imported from (callers catch them by class).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+
+class ManifestError(ValueError):
+    """A file that is not a valid set of Kubernetes objects; says where and why."""
+
+    def __init__(self, file: str, doc: int | None, why: str) -> None:
+        self.file, self.doc, self.why = file, doc, why
+        where = f"{file} (document {doc})" if doc is not None else file
+        super().__init__(f"{where}: {why}")
+
+
+class RenderError(ManifestError):
+    """Rendering failed; names the file (relative to the root), the object and the field.
+
+    A subclass of ManifestError so that a caller catching the old loader error (the CLI,
+    the demo) also catches every render failure.  ``obj`` is ``Kind/namespace/name`` (or
+    ``Kind/name``) when one object is to blame.
+    """
+
+    def __init__(self, file: str, doc: int | None, why: str, *, obj: str | None = None) -> None:
+        super().__init__(file, doc, f"{obj}: {why}" if obj else why)
+        self.why, self.obj = why, obj
+
+
+def describe(obj: Any) -> str:
+    """``Kind/namespace/name`` (``Kind/name`` without a namespace), tolerant of broken objects."""
+    if not isinstance(obj, dict):
+        return "<not an object>"
+    md = m if isinstance(m := obj.get("metadata"), dict) else {}
+    kind = obj.get("kind") or "<no kind>"
+    name = md.get("name") or "<no name>"
+    ns = md.get("namespace")
+    return f"{kind}/{ns}/{name}" if ns else f"{kind}/{name}"
+
+
+REDACTED = "***"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value replaced.
+
+    Longer values first, so a value that contains another is hidden whole.  Values of one
+    or two characters are only replaced as whole tokens: replacing every "1" in "line 12"
+    would make messages unreadable while hiding nothing a reader could not guess.
+    """
+    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
+        if len(value) >= 3:
+            text = text.replace(value, REDACTED)
+        else:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", REDACTED, text)
+    return text

@@ -1,0 +1,142 @@
+"""Patch targets: which objects a GitSync patch applies to, with kustomize's semantics.
+
+Users copy targets between Flux, kustomize and us, so a target must select exactly what
+kustomize would: group, version, kind, name and namespace are regular expressions
+anchored at both ends (``name: web-.*``), an empty field matches everything, an object
+without a namespace is in the "default" namespace for matching, and a cluster-scoped
+object is in no namespace a selector can name.  Label and annotation selectors use the
+Kubernetes syntax (``a=b,c!=d,e in (x,y),f notin (z),g,!h``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# kustomize's stand-in namespace for cluster-scoped objects (resid.TotallyNotANamespace).
+CLUSTER_SCOPED_NAMESPACE = "~X"
+
+_KEY = r"[A-Za-z0-9](?:[-A-Za-z0-9_./]*[A-Za-z0-9])?"
+_VALUE = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_SET_RE = re.compile(rf"\s*({_KEY})\s+(in|notin)\s*\(([^)]*)\)\s*")
+_CMP_RE = re.compile(rf"\s*({_KEY})\s*(==|!=|=)\s*({_VALUE})\s*")
+_EXISTS_RE = re.compile(rf"\s*(!?)\s*({_KEY})\s*")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    op: str  # in, notin, exists, !exists
+    values: frozenset[str]
+
+    def matches(self, labels: Mapping[str, Any]) -> bool:
+        present = self.key in labels
+        value = labels.get(self.key)
+        text = value if isinstance(value, str) else ("" if value is None else str(value))
+        if self.op == "exists":
+            return present
+        if self.op == "!exists":
+            return not present
+        if self.op == "in":
+            return present and text in self.values
+        return not present or text not in self.values  # notin (and !=) match objects without the key
+
+
+def _split_terms(selector: str) -> list[str]:
+    """Split on the commas that are not inside ``(...)``."""
+    terms: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    for ch in selector:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            terms.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    terms.append("".join(cur))
+    return terms
+
+
+def parse_selector(selector: str, field: str) -> tuple[Requirement, ...]:
+    """The requirements of a label selector string; ValueError naming ``field`` if it is malformed."""
+    if not selector.strip():
+        return ()
+    out = []
+    for term in _split_terms(selector):
+        if m := _SET_RE.fullmatch(term):
+            values = frozenset(v.strip() for v in m[3].split(",") if v.strip())
+            if not values:
+                raise ValueError(f"{field}: {term.strip()!r} needs at least one value in (...)")
+            out.append(Requirement(m[1], m[2], values))
+        elif m := _CMP_RE.fullmatch(term):
+            out.append(Requirement(m[1], "notin" if m[2] == "!=" else "in", frozenset([m[3]])))
+        elif m := _EXISTS_RE.fullmatch(term):
+            out.append(Requirement(m[2], "!exists" if m[1] else "exists", frozenset()))
+        else:
+            raise ValueError(
+                f"{field}: cannot parse {term.strip()!r} (expected key=value, key!=value, "
+                "key in (a,b), key notin (a,b), key or !key)"
+            )
+    return tuple(out)
+
+
+def _anchored(pattern: str, field: str) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(rf"(?:{pattern})\Z")
+    except re.error as e:
+        raise ValueError(f"{field}: invalid regular expression {pattern!r}: {e}") from e
+
+
+def group_version(api_version: str) -> tuple[str, str]:
+    """``apps/v1`` -> ("apps", "v1"); ``v1`` -> ("", "v1")."""
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+@dataclass(frozen=True)
+class Target:
+    group: re.Pattern[str] | None
+    version: re.Pattern[str] | None
+    kind: re.Pattern[str] | None
+    name: re.Pattern[str] | None
+    namespace: re.Pattern[str] | None
+    labels: tuple[Requirement, ...]
+    annotations: tuple[Requirement, ...]
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, str]) -> Target:
+        """A Target from the ``target`` mapping; ValueError naming ``target.<field>`` if invalid."""
+        return cls(
+            group=_anchored(spec.get("group", ""), "target.group"),
+            version=_anchored(spec.get("version", ""), "target.version"),
+            kind=_anchored(spec.get("kind", ""), "target.kind"),
+            name=_anchored(spec.get("name", ""), "target.name"),
+            namespace=_anchored(spec.get("namespace", ""), "target.namespace"),
+            labels=parse_selector(spec.get("labelSelector", ""), "target.labelSelector"),
+            annotations=parse_selector(spec.get("annotationSelector", ""), "target.annotationSelector"),
+        )
+
+    def matches(self, obj: Mapping[str, Any], cluster_scoped: bool) -> bool:
+        """Whether kustomize would select ``obj`` with this target."""
+        group, version = group_version(str(obj.get("apiVersion", "")))
+        md = obj.get("metadata") or {}
+        if self.namespace is not None:
+            ns = CLUSTER_SCOPED_NAMESPACE if cluster_scoped else (md.get("namespace") or "default")
+            if not self.namespace.match(ns):
+                return False
+        if self.name is not None and not self.name.match(str(md.get("name", ""))):
+            return False
+        for pattern, value in ((self.group, group), (self.version, version), (self.kind, str(obj.get("kind", "")))):
+            if pattern is not None and not pattern.match(value):
+                return False
+        labels = v if isinstance(v := md.get("labels"), dict) else {}
+        annotations = v if isinstance(v := md.get("annotations"), dict) else {}
+        return all(r.matches(labels) for r in self.labels) and all(r.matches(annotations) for r in self.annotations)
