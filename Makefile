@@ -10,7 +10,7 @@ CLUSTER_DIR := .cluster
 KWOK ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv controlplane cluster cluster-down demo lint test unit clean
+.PHONY: help deps venv controlplane tools cluster cluster-down demo lint test unit clean
 
 help:
 	@echo "make demo          build+start the local control plane, apply examples/hello, show what is live"
@@ -18,6 +18,7 @@ help:
 	@echo "make cluster       start the local control plane in .cluster/ (kubeconfig: .cluster/kubeconfig)"
 	@echo "make cluster-down  stop it"
 	@echo "make lint          ruff, mypy --strict, import-linter"
+	@echo "make tools         build the pinned kustomize (cached outside the repo)"
 
 deps:
 	scripts/install-deps
@@ -34,7 +35,10 @@ controlplane: deps
 	scripts/controlplane build
 	scripts/controlplane build-kwok
 
-cluster: venv controlplane
+tools:
+	scripts/build-kustomize
+
+cluster: venv controlplane tools
 	$(PY) scripts/controlplane.py up $(CLUSTER_DIR) $(if $(filter 1,$(KWOK)),--kwok,)
 
 cluster-down:
@@ -46,13 +50,14 @@ demo: cluster
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict reconciler
 	$(VENV)/bin/lint-imports
 
-unit: venv
+unit: venv tools
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-test: venv controlplane lint
+test: venv controlplane tools lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean: cluster-down

@@ -180,6 +180,18 @@ def _render(artifact: Artifact, kw: dict[str, Any]) -> list[Manifest]:
     return render_build.render(artifact.path, kw.get("subpath") or ".", opts)
 
 
+def _checkout_root(path: Path) -> tuple[Path, str]:
+    """The repository a path lives in (so an overlay may refer to ``../base``) and the path inside it.
+
+    Outside a git work tree the path itself is the root.
+    """
+    path = path.resolve()
+    for parent in (path, *path.parents):
+        if (parent / ".git").exists():
+            return parent, str(path.relative_to(parent)) or "."
+    return (path, ".") if path.is_dir() else (path.parent, path.name)
+
+
 def _default_name(kw: dict[str, Any]) -> str:
     if kw.get("name"):
         return str(kw["name"])
@@ -204,7 +216,7 @@ def run() -> None:
 def render(path: Path, **kw: Any) -> None:
     """Print the objects PATH renders to (YAML stream), offline."""
     try:
-        root, sub = (path, ".") if path.is_dir() else (path.parent, path.name)
+        root, sub = _checkout_root(path)
         objs = _render(Artifact(revision="", path=root), {**kw, "subpath": sub})
     except (ManifestError, click.BadParameter) as e:
         _fail("render", [str(e)])

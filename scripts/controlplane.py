@@ -207,9 +207,11 @@ class ControlPlane:
     bindir: Path
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    starts: dict[str, int] = field(default_factory=dict)  # /proc start time: tells our pid from a reused one
     # Tests tie the components to their own life (PR_SET_PDEATHSIG), so even a SIGKILLed
     # pytest leaves nothing behind; `make cluster` does not, its processes outlive make.
     tie_to_parent: bool = False
+    exits: dict[str, str] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -225,7 +227,9 @@ class ControlPlane:
 
     def save(self) -> None:
         self.state_file.write_text(
-            json.dumps({"bindir": str(self.bindir), "ports": self.ports, "pids": self.pids}, indent=2)
+            json.dumps(
+                {"bindir": str(self.bindir), "ports": self.ports, "pids": self.pids, "starts": self.starts}, indent=2
+            )
         )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
@@ -241,6 +245,7 @@ class ControlPlane:
         )
         log.close()
         self.pids[name] = proc.pid
+        self.starts[name] = _start_time(proc.pid) or 0
         self.save()
 
     def _alive(self, name: str) -> bool:
@@ -248,8 +253,15 @@ class ControlPlane:
         if pid is None:
             return False
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        return _is_ours(pid, self.root)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                self.exits[name] = (
+                    f"killed by signal {os.WTERMSIG(status)}"
+                    if os.WIFSIGNALED(status)
+                    else f"exit code {os.waitstatus_to_exitcode(status)}"
+                )
+                return False
+        return _is_ours(pid, self.starts.get(name, 0))
 
     def _log_tail(self, name: str, lines: int = 25) -> str:
         p = self.root / "logs" / f"{name}.log"
@@ -269,7 +281,10 @@ class ControlPlane:
         last = ""
         while time.monotonic() < deadline:
             if not self._alive(name):
-                raise ControlPlaneError(f"{name} exited during start-up; last log lines:\n{self._log_tail(name)}")
+                how = self.exits.get(name, "gone")
+                raise ControlPlaneError(
+                    f"{name} exited during start-up ({how}); last log lines:\n{self._log_tail(name)}"
+                )
             try:
                 with urllib.request.urlopen(url, context=ctx, timeout=5) as r:  # noqa: S310 - loopback
                     if r.status == 200:
@@ -300,7 +315,6 @@ class ControlPlane:
                 f"--listen-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
                 f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
                 f"--initial-cluster=default=http://127.0.0.1:{p['etcd-peer']}",
-                "--log-level=warn",
             ],
         )
         self._wait("etcd", f"http://127.0.0.1:{p['etcd']}/health", None, timeout)
@@ -446,16 +460,25 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # 1 == PR_SET_PDEATHSIG
 
 
-def _is_ours(pid: int, root: Path) -> bool:
-    """True if pid is alive and was started for this cluster dir (guards against pid reuse)."""
+def _start_time(pid: int) -> int | None:
+    """Start time of a live, non-zombie process (clock ticks since boot), else None.
+
+    Identifies a process across pid reuse. (Its command line cannot: right after exec,
+    /proc/<pid>/cmdline reads empty on some kernels.)
+    """
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
-    return str(root) in cmdline
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _is_ours(pid: int, start: int) -> bool:
+    """True if pid is alive and is the very process we started (guards against pid reuse)."""
+    now = _start_time(pid)
+    return now is not None and (start == 0 or now == start)
 
 
 def down(root: Path, grace: float = 10.0) -> list[str]:
@@ -464,33 +487,36 @@ def down(root: Path, grace: float = 10.0) -> list[str]:
     state_file = root / "state.json"
     if not state_file.exists():
         return []
-    pids: dict[str, int] = json.loads(state_file.read_text()).get("pids", {})
+    state = json.loads(state_file.read_text())
+    pids: dict[str, int] = state.get("pids", {})
+    starts: dict[str, int] = state.get("starts", {})
     # Ctrl-C or SIGTERM arriving now must not leave half the components running: hold
     # them until every process is stopped; they are delivered when the mask is lifted.
     held = {signal.SIGINT, signal.SIGTERM}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        return _stop_all(root, pids, grace)
+        return _stop_all(pids, starts, grace)
     finally:
         state_file.unlink(missing_ok=True)
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _stop_all(root: Path, pids: dict[str, int], grace: float) -> list[str]:
+def _stop_all(pids: dict[str, int], starts: dict[str, int], grace: float) -> list[str]:
     stopped = []
     for name in COMPONENTS:  # reverse start order: etcd last
         pid = pids.get(name)
-        if pid is None or not _is_ours(pid, root):
+        start = starts.get(name, 0)
+        if pid is None or not _is_ours(pid, start):
             continue
         stopped.append(name)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _is_ours(pid, root):
+        while time.monotonic() < deadline and _is_ours(pid, start):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             time.sleep(0.1)
-        if _is_ours(pid, root):
+        if _is_ours(pid, start):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
@@ -560,10 +586,12 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         else:
             state = a.dir.resolve() / "state.json"
-            pids = json.loads(state.read_text())["pids"] if state.exists() else {}
+            st = json.loads(state.read_text()) if state.exists() else {}
+            pids, starts = st.get("pids", {}), st.get("starts", {})
+            up_ = {name: _is_ours(pid, starts.get(name, 0)) for name, pid in pids.items()}
             for name, pid in pids.items():
-                print(f"{name}: {'running' if _is_ours(pid, a.dir.resolve()) else 'stopped'} (pid {pid})")
-            return 0 if pids and all(_is_ours(p, a.dir.resolve()) for p in pids.values()) else 1
+                print(f"{name}: {'running' if up_[name] else 'stopped'} (pid {pid})")
+            return 0 if up_ and all(up_.values()) else 1
     except ControlPlaneError as e:
         print(f"controlplane: {e}", file=sys.stderr)
         return 1
