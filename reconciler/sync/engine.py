@@ -75,6 +75,13 @@ def _entries(items: Sequence[Item]) -> dict[ObjectId, inventory.Entry]:
     return out
 
 
+def _record(kube: Kube, opts: Options, previous: inventory.Inventory, new: inventory.Inventory) -> None:
+    """Store the new inventory, unless it is what is stored already: a no-op sync writes nothing."""
+    if new.revision == previous.revision and new.entries == previous.entries:
+        return
+    inventory.save(kube, opts.namespace, opts.name, new, opts.field_manager)
+
+
 def run(
     kube: Kube,
     mapper: RestMapper,
@@ -127,28 +134,21 @@ def run(
         # Keep tracking everything that was applied before the failure, so it can be pruned later.
         merged = dict(previous.entries)
         merged.update(_entries(good))
-        inventory.save(
-            kube, opts.namespace, opts.name, inventory.Inventory(previous.revision, merged), opts.field_manager
-        )
+        _record(kube, opts, previous, inventory.Inventory(previous.revision, merged))
         res.errors = rep.errors
         return res
 
     res.stage = "prune"
     pr = pruning.prune(kube, mapper, p, progress=cb.pruned)
     res.pruned = pr
-    kept = {i.oid: i for i in p.items if i.action is Action.PRUNE and i not in pr.deleted}
+    deleted = {i.oid for i in pr.deleted}
+    kept = [i.oid for i in p.items if i.action is Action.PRUNE and i.oid not in deleted]
     entries = _entries(good)
     for oid in kept:  # a failed deletion stays in the inventory, to be retried next time
         if oid in previous.entries:
             entries[oid] = previous.entries[oid]
     # Objects kept by `prune: disabled` are not carried over: like Flux, the sync releases them.
-    inventory.save(
-        kube,
-        opts.namespace,
-        opts.name,
-        inventory.Inventory(revision if not pr.errors else previous.revision, entries),
-        opts.field_manager,
-    )
+    _record(kube, opts, previous, inventory.Inventory(revision if not pr.errors else previous.revision, entries))
     if pr.errors:
         res.errors = pr.errors
         return res

@@ -114,7 +114,8 @@ def test_commit_sync_resync_prune_revert(fleet: Fleet) -> None:
     assert {o.name for o in inv.entries} == {"a", "b", "keep"}
 
     # 2. nothing changed: nothing written
-    versions = {n: fleet.cm(n)["metadata"]["resourceVersion"] for n in ("a", "b", "keep")}  # type: ignore[index]
+    names = ("a", "b", "keep", inventory.configmap_name(fleet.name))
+    versions = {n: fleet.cm(n)["metadata"]["resourceVersion"] for n in names}  # type: ignore[index]
     r = fleet.sync()
     assert r.exit_code == 0, r.output
     assert r.output.count("unchanged") >= 3
