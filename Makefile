@@ -46,7 +46,8 @@ cluster-down:
 	 else $(PYTHON) scripts/controlplane.py down $(CLUSTER_DIR); fi
 
 demo: cluster
-	$(PY) scripts/demo.py --kubeconfig $(CLUSTER_DIR)/kubeconfig examples/hello
+	$(VENV)/bin/reconciler sync --kubeconfig $(CLUSTER_DIR)/kubeconfig --dir examples/hello --name hello --wait --timeout 120
+	$(PY) scripts/demo.py --kubeconfig $(CLUSTER_DIR)/kubeconfig --sync default.hello
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -224,12 +224,14 @@ def render(path: Path, **kw: Any) -> None:
 
 
 def _prepare(command: str, kw: dict[str, Any]) -> tuple[kube_client.Kube, discovery.RestMapper, list[Manifest], str]:
+    revision = ""
     try:
         with open_source(kw) as artifact:
-            manifests = _render(artifact, kw)
             revision = artifact.revision
+            manifests = _render(artifact, kw)
     except (SourceError, ManifestError, OSError, ValueError) as e:
-        _fail(command, [f"{e}; nothing was applied or pruned"])
+        at = f"{revision}: " if revision else ""
+        _fail(command, [f"{at}{e}; nothing was applied or pruned"])
     try:
         kube = kube_client.connect(kw["kubeconfig"], kw["context"])
         mapper = discovery.RestMapper(kube)

@@ -1,69 +1,49 @@
-"""`make demo`: apply a folder of manifests with our own server-side apply and show what is live.
+"""`make demo`, second half: show what the sync made live, straight from the API server.
 
-Namespaces go first so the objects inside them can be created in the same run; this is
-a small preview of the staged apply of ``reconciler sync``.
+Lists every object that carries the sync's owner label, with its field managers and
+health, and the ReplicaSets the deployment controller made from our Deployments.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
 
-from reconciler.kube import apply, client, discovery
-from reconciler.render import manifests
+from reconciler.kube import client, discovery
+from reconciler.sync import health
+from reconciler.sync.objects import OWNER_LABEL, owner_label_value
+
+KINDS = [
+    ("v1", "Namespace"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "ReplicaSet"),
+]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("path", type=Path)
     ap.add_argument("--kubeconfig", required=True)
+    ap.add_argument("--sync", default="default.hello", help="owner label value <namespace>.<name>")
     a = ap.parse_args()
-    try:
-        objs = [m.obj for m in manifests.load_path(a.path)]
-    except manifests.ManifestError as e:
-        print(f"demo: {e}", file=sys.stderr)
-        return 2
     kube = client.connect(a.kubeconfig)
     mapper = discovery.RestMapper(kube)
-    objs.sort(key=lambda o: 0 if o["kind"] == "Namespace" else 1)
-    print(f"applying {len(objs)} objects from {a.path} to {kube.host} (field manager {apply.FIELD_MANAGER})")
-    live = []
-    for obj in objs:
-        try:
-            live.append(apply.server_side_apply(kube, mapper, obj))
-        except (client.KubeError, discovery.UnknownKindError) as e:
-            print(f"demo: {apply.describe(obj)}: {e}", file=sys.stderr)
-            return 1
-    # Give the deployment controller a moment, then show what it built from our Deployment.
-    deadline = time.monotonic() + 20
-    rs: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not rs:
-        rs = kube.get("/apis/apps/v1/namespaces/hello/replicasets")["items"]
-        time.sleep(0.5)
-    for r in rs:
-        r["kind"] = "ReplicaSet"  # list items carry no kind
-    print(f"\n{'KIND':<12} {'NAMESPACE':<10} {'NAME':<24} {'RESOURCEVERSION':<16} MANAGERS")
-    for o in live + rs:
-        md = o["metadata"]  # type: ignore[index]
-        managers = ",".join(sorted({f["manager"] for f in md.get("managedFields", [])}))
-        print(f"{o['kind']:<12} {md.get('namespace', ''):<10} {md['name']:<24} {md['resourceVersion']:<16} {managers}")
-    nodes = kube.get("/api/v1/nodes")["items"]
-    for dep in (o for o in live if o["kind"] == "Deployment"):
-        md = dep["metadata"]
-        path = f"/apis/apps/v1/namespaces/{md['namespace']}/deployments/{md['name']}"
-        want = dep["spec"].get("replicas", 1)
-        if not nodes:
-            print(f"\nDeployment {md['name']}: no Node in this cluster (make cluster KWOK=0), Pods stay Pending")
-            continue
-        deadline = time.monotonic() + 60
-        ready = 0
-        while time.monotonic() < deadline and ready < want:
-            ready = kube.get(path).get("status", {}).get("availableReplicas", 0)
-            time.sleep(0.5)
-        print(f"\nDeployment {md['name']}: {ready}/{want} replicas available on {len(nodes)} kwok node(s)")
-    print(f"API requests made: {dict(kube.requests)}")
+    ns_, _, name = a.sync.partition(".")
+    owner = owner_label_value(ns_, name)
+    print(f"\n{'KIND':<11} {'NAMESPACE':<10} {'NAME':<18} {'MANAGERS':<42} HEALTH")
+    for api_version, kind in KINDS:
+        res = mapper.find(api_version, kind)
+        query = [] if kind == "ReplicaSet" else [("labelSelector", f"{OWNER_LABEL}={owner}")]
+        for o in kube.get(res.collection_path(), query=query)["items"]:
+            md = o["metadata"]
+            if kind == "ReplicaSet" and md.get("namespace") != "hello":
+                continue
+            o.setdefault("kind", kind)
+            o.setdefault("apiVersion", api_version)
+            managers = ",".join(sorted({f["manager"] for f in md.get("managedFields", [])}))
+            h = health.assess(o)
+            print(f"{kind:<11} {md.get('namespace', '-'):<10} {md['name']:<18} {managers:<42} {h.state.value}")
     return 0
 
 
