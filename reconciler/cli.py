@@ -8,6 +8,8 @@ so scripts and CI can tell "something to do" from "something broke".
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import platform
 import re
 import sys
@@ -193,12 +195,27 @@ def _checkout_root(path: Path) -> tuple[Path, str]:
 
 
 def _default_name(kw: dict[str, Any]) -> str:
+    """``<repo or folder>-<path>-<hash>``: readable, and distinct for distinct sources.
+
+    The hash of the full source and path keeps two repositories both called ``fleet``
+    from sharing one inventory (and pruning each other's objects).
+    """
     if kw.get("name"):
         return str(kw["name"])
-    base = Path(kw["directory"]).resolve().name if kw.get("directory") else str(kw["repo"]).rstrip("/").split("/")[-1]
+    src = str(Path(kw["directory"]).resolve()) if kw.get("directory") else str(kw["repo"])
+    base = Path(kw["directory"]).resolve().name if kw.get("directory") else src.rstrip("/").split("/")[-1]
     sub = Path(kw.get("subpath") or ".").name
-    name = re.sub(r"[^a-z0-9-]+", "-", f"{base.removesuffix('.git')}-{sub}".lower()).strip("-")
-    return name[:50] or "cli"
+    h = hashlib.sha256(f"{src}\0{kw.get('subpath') or '.'}".encode()).hexdigest()[:8]
+    stem = re.sub(r"[^a-z0-9-]+", "-", f"{base.removesuffix('.git')}-{sub}".lower()).strip("-")[:30].strip("-")
+    return f"{stem}-{h}" if stem else f"sync-{h}"
+
+
+def _check_name(namespace: str, name: str) -> None:
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) or len(f"{namespace}.{name}") > 63:
+        raise click.BadParameter(
+            f"{name!r}: must be a DNS label, and '<namespace>.<name>' (the owner label value) at most 63 characters",
+            param_hint="--name",
+        )
 
 
 # --------------------------------------------------------------------------- commands
@@ -233,7 +250,7 @@ def _prepare(command: str, kw: dict[str, Any]) -> tuple[kube_client.Kube, discov
         at = f"{revision}: " if revision else ""
         _fail(command, [f"{at}{e}; nothing was applied or pruned"])
     try:
-        kube = kube_client.connect(kw["kubeconfig"], kw["context"])
+        kube = kube_client.connect(kw["kubeconfig"], kw["context"], pool_size=kw.get("concurrency") or 8)
         mapper = discovery.RestMapper(kube)
         mapper.refresh()
     except (kube_client.ConfigError, kube_client.UnreachableError, kube_client.KubeError) as e:
@@ -242,22 +259,24 @@ def _prepare(command: str, kw: dict[str, Any]) -> tuple[kube_client.Kube, discov
 
 
 def _options(kw: dict[str, Any], **extra: Any) -> engine.Options:
+    name = _default_name(kw)
+    _check_name(kw["namespace"], name)
     return engine.Options(
-        name=_default_name(kw),
+        name=name,
         namespace=kw["namespace"],
         default_namespace=kw["default_namespace"],
         **extra,
     )
 
 
-def _print_diff(p: Plan) -> None:
+def _print_diff(p: Plan, secrets: frozenset[str]) -> None:
     for item in sorted(p.items, key=lambda i: (i.stage, i.oid)):
         if item.action in (Action.UNCHANGED,):
             continue
         why = f" ({item.reason})" if item.reason else ""
         click.echo(f"{item.action.value} {item.oid}{why}")
         for line in item.diff:
-            click.echo(f"    {line}")
+            click.echo(f"    {redact.scrub(line, secrets)}")  # diffs are masked already; belt and braces
 
 
 @cli.command()
@@ -279,7 +298,7 @@ def diff(**kw: Any) -> None:
     if res.errors:
         _fail("diff", [redact.scrub(e, secrets) for e in res.errors])
     assert res.plan is not None
-    _print_diff(res.plan)
+    _print_diff(res.plan, secrets)
     counts = res.plan.counts()
     click.echo(f"{revision}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n), err=True)
     sys.exit(EXIT_CHANGES if res.plan.has_changes else EXIT_OK)
@@ -412,4 +431,12 @@ def version(server: bool, kubeconfig: str | None, context: str | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name="reconciler")
+    try:
+        cli(prog_name="reconciler")
+    except Exception as e:
+        # An unexpected failure must still be one clear line and exit 2 (never 1, which
+        # `diff` uses for "changes"); RECONCILER_DEBUG=1 shows the traceback.
+        if os.environ.get("RECONCILER_DEBUG"):
+            raise
+        click.echo(f"reconciler: error: {type(e).__name__}: {e} (RECONCILER_DEBUG=1 for a traceback)", err=True)
+        sys.exit(EXIT_ERROR)

@@ -92,15 +92,19 @@ def delete(
     *,
     propagation: str = "Background",
     default_namespace: str = "default",
+    uid: str | None = None,
 ) -> bool:
-    """Delete one object; False if it was already gone."""
+    """Delete one object; False if it was already gone.
+
+    With ``uid`` the API server deletes only that very object (409 Conflict otherwise): an
+    object recreated by someone else between our read and our delete survives.
+    """
     res, ns = locate(mapper, obj, default_namespace)
+    body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+    if uid:
+        body["preconditions"] = {"uid": uid}
     try:
-        kube.request(
-            "DELETE",
-            res.object_path(obj["metadata"]["name"], ns),
-            body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation},
-        )
+        kube.request("DELETE", res.object_path(obj["metadata"]["name"], ns), body=body)
     except KubeError as e:
         if e.not_found:
             return False

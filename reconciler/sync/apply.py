@@ -20,13 +20,13 @@ from reconciler.kube.apply import FIELD_MANAGER, apply_object, delete
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.sync.objects import Stage
-from reconciler.sync.plan import Action, Item, Plan
+from reconciler.sync.plan import Action, Item, Plan, dry_run
 
 
 @dataclass
 class Outcome:
     item: Item
-    result: str  # "created" | "configured" | "recreated" | "unchanged" | "skipped" | "failed"
+    result: str  # "created" | "configured" | "adopted" | "recreated" | "unchanged" | "skipped" | "failed"
     error: str = ""
     live: dict[str, Any] | None = None
 
@@ -69,11 +69,33 @@ def _wait_gone(kube: Kube, path: str, timeout: float) -> bool:
     return False
 
 
+def wait_kinds_served(mapper: RestMapper, items: list[Item], timeout: float) -> list[str]:
+    """Wait until discovery serves the kinds of deferred custom resources.
+
+    An Established CRD is not always in discovery at once (a CRD that gained a version was
+    Established before), so poll rather than refresh once and fail.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = []
+        for i in items:
+            assert i.desired is not None
+            try:
+                mapper.find(i.desired["apiVersion"], i.desired["kind"])
+            except UnknownKindError:
+                missing.append(f"{i.desired['kind']} in {i.desired['apiVersion']}")
+        if not missing or time.monotonic() >= deadline:
+            return sorted(set(missing))
+        time.sleep(0.5)
+        mapper.refresh()
+
+
 def apply_plan(
     kube: Kube,
     mapper: RestMapper,
     p: Plan,
     *,
+    owner: str,
     field_manager: str = FIELD_MANAGER,
     concurrency: int = 8,
     timeout: float = 300.0,
@@ -85,8 +107,9 @@ def apply_plan(
         assert item.desired is not None
         try:
             if item.recreate:
+                assert item.live is not None  # only objects already labelled ours are recreated
                 res = mapper.find(item.desired["apiVersion"], item.desired["kind"])
-                delete(kube, mapper, item.desired, propagation="Foreground")
+                delete(kube, mapper, item.desired, propagation="Foreground", uid=item.live["metadata"]["uid"])
                 path = res.object_path(item.oid.name, item.oid.namespace or None)
                 if not _wait_gone(kube, path, timeout):
                     return Outcome(item, "failed", f"{item.oid}: still present {timeout:.0f}s after deletion")
@@ -97,12 +120,32 @@ def apply_plan(
             return Outcome(item, "failed", f"{item.oid} ({item.source}): {e}")
         if item.recreate:
             return Outcome(item, "recreated", live=live)
-        return Outcome(item, "created" if created else "configured", live=live)
+        return Outcome(item, "created" if created else ("adopted" if item.adopt else "configured"), live=live)
 
     for stage in Stage:
         items = [i for i in p.items if i.stage is stage and i.action in (Action.CREATE, Action.CONFIGURE)]
         if not items:
             continue
+        # Objects whose Namespace or CRD came with this sync could not be validated up front;
+        # their prerequisites exist now, so check them before the first write of this stage.
+        deferred = [i for i in items if i.deferred]
+        if deferred:
+            try:
+                missing = wait_kinds_served(mapper, deferred, timeout)
+            except (KubeError, UnreachableError) as e:
+                missing = [str(e)]
+            if missing:
+                report.errors.append(f"kinds not served after {timeout:.0f}s: {', '.join(missing)}")
+                break
+            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+                errs = pool.map(
+                    lambda i: dry_run(kube, mapper, i, owner=owner, field_manager=field_manager, want_diff=False),
+                    deferred,
+                )
+                report.errors.extend(e for e in errs if e)
+            if report.errors:
+                break
+            items = [i for i in items if i.action in (Action.CREATE, Action.CONFIGURE)]
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             for out in pool.map(one, items):
                 report.outcomes.append(out)
@@ -113,14 +156,16 @@ def apply_plan(
         if report.errors:
             break
         if stage is Stage.CRDS:
-            names = [i.oid.name for i in items]
-            stuck = wait_crds_established(kube, names, timeout)
+            try:
+                stuck = wait_crds_established(kube, [i.oid.name for i in items], timeout)
+                mapper.refresh()  # their kinds are served now
+            except (KubeError, UnreachableError) as e:
+                stuck = [str(e)]
             if stuck:
                 report.errors.append(
                     f"CustomResourceDefinition not Established after {timeout:.0f}s: {', '.join(stuck)}"
                 )
                 break
-            mapper.refresh()  # their kinds are served now
     for item in p.items:
         if item.action in (Action.UNCHANGED, Action.SKIP) and item.desired is not None:
             report.outcomes.append(Outcome(item, "unchanged" if item.action is Action.UNCHANGED else "skipped"))

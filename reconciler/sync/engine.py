@@ -22,6 +22,8 @@ from reconciler.sync.apply import ApplyReport, Outcome, apply_plan
 from reconciler.sync.objects import ObjectId, owner_label_value
 from reconciler.sync.plan import Action, Item, Plan, PlanError, plan, preflight
 
+APPLIED = frozenset({"created", "configured", "adopted", "recreated", "unchanged"})
+
 
 @dataclass(frozen=True)
 class Options:
@@ -66,13 +68,59 @@ class Result:
         return not self.errors
 
 
-def _entries(items: Sequence[Item]) -> dict[ObjectId, inventory.Entry]:
-    out = {}
-    for i in items:
-        if i.desired is not None:
-            version = str(i.desired["apiVersion"]).rpartition("/")[2]
-            out[i.oid] = inventory.Entry(oid=i.oid, version=version, digest=i.digest)
-    return out
+def _version(item: Item) -> str:
+    assert item.desired is not None
+    return str(item.desired["apiVersion"]).rpartition("/")[2]
+
+
+def _write_ahead(previous: inventory.Inventory, p: Plan) -> inventory.Inventory:
+    """The inventory as it must be before the first write.
+
+    Every object this sync may create is recorded first (with an unknown digest), so that
+    if the process dies mid-apply the next sync still knows those objects are ours to prune.
+    """
+    entries = dict(previous.entries)
+    for i in p.by_action(Action.CREATE, Action.CONFIGURE):
+        last = previous.entries.get(i.oid)
+        entries[i.oid] = inventory.Entry(i.oid, _version(i), last.digest if last else "", last.fields if last else "")
+    return inventory.Inventory(previous.revision, entries)
+
+
+def _final(
+    previous: inventory.Inventory,
+    ahead: inventory.Inventory,
+    p: Plan,
+    outcomes: Sequence[Outcome],
+    deleted: set[ObjectId],
+    field_manager: str,
+    revision: str,
+) -> inventory.Inventory:
+    """The inventory after apply and prune: entries leave it only for a known reason.
+
+    Dropped: objects pruned now, objects confirmed gone or no longer labelled ours, and
+    objects released by ``prune: disabled``. Everything else stays — including what could
+    not be examined, what a failed or skipped prune left behind, and what a failed apply
+    may have written.
+    """
+    entries = dict(ahead.entries)
+    for oid in deleted | p.gone:
+        entries.pop(oid, None)
+    for i in p.items:
+        if i.release:
+            entries.pop(i.oid, None)
+    for o in outcomes:
+        i = o.item
+        if i.desired is None:
+            continue
+        if o.result in APPLIED:
+            live_obj = o.live if o.live is not None else i.live
+            entries[i.oid] = inventory.Entry(
+                i.oid, _version(i), i.digest, inventory.owned_fields(live_obj, field_manager)
+            )
+        elif o.result == "skipped" and i.oid not in entries:
+            # reconcile: disabled — ours, but its digest is unknown: a later sync must not call it unchanged
+            entries[i.oid] = inventory.Entry(i.oid, _version(i), "", "")
+    return inventory.Inventory(revision, entries)
 
 
 def _record(kube: Kube, opts: Options, previous: inventory.Inventory, new: inventory.Inventory) -> None:
@@ -94,7 +142,15 @@ def run(
     res = Result(revision=revision)
     previous = inventory.load(kube, opts.namespace, opts.name)
     try:
-        p = plan(kube, mapper, manifests, previous, owner=opts.owner, default_namespace=opts.default_namespace)
+        p = plan(
+            kube,
+            mapper,
+            manifests,
+            previous,
+            owner=opts.owner,
+            default_namespace=opts.default_namespace,
+            field_manager=opts.field_manager,
+        )
     except PlanError as e:
         res.errors = e.errors
         return res
@@ -102,7 +158,15 @@ def run(
     if cb.planned:
         cb.planned(p)
     res.stage = "preflight"
-    preflight(kube, mapper, p, field_manager=opts.field_manager, concurrency=opts.concurrency, progress=cb.checked)
+    preflight(
+        kube,
+        mapper,
+        p,
+        owner=opts.owner,
+        field_manager=opts.field_manager,
+        concurrency=opts.concurrency,
+        progress=cb.checked,
+    )
     if p.errors:
         res.errors = list(p.errors)
         return res
@@ -119,43 +183,55 @@ def run(
         return res
 
     res.stage = "apply"
-    rep = apply_plan(
-        kube,
-        mapper,
-        p,
-        field_manager=opts.field_manager,
-        concurrency=opts.concurrency,
-        timeout=opts.timeout,
-        progress=cb.applied,
-    )
-    res.applied = rep
-    good = [o.item for o in rep.outcomes if not o.error]
-    if not rep.ok:
-        # Keep tracking everything that was applied before the failure, so it can be pruned later.
-        merged = dict(previous.entries)
-        merged.update(_entries(good))
-        _record(kube, opts, previous, inventory.Inventory(previous.revision, merged))
-        res.errors = rep.errors
+    ahead = _write_ahead(previous, p)
+    try:
+        _record(kube, opts, previous, ahead)
+    except inventory.InventoryError as e:
+        res.errors = [f"{e}; nothing was applied or pruned"]
         return res
-
-    res.stage = "prune"
-    pr = pruning.prune(kube, mapper, p, progress=cb.pruned)
-    res.pruned = pr
-    deleted = {i.oid for i in pr.deleted}
-    kept = [i.oid for i in p.items if i.action is Action.PRUNE and i.oid not in deleted]
-    entries = _entries(good)
-    for oid in kept:  # a failed deletion stays in the inventory, to be retried next time
-        if oid in previous.entries:
-            entries[oid] = previous.entries[oid]
-    # Objects kept by `prune: disabled` are not carried over: like Flux, the sync releases them.
-    _record(kube, opts, previous, inventory.Inventory(revision if not pr.errors else previous.revision, entries))
-    if pr.errors:
-        res.errors = pr.errors
+    rep = ApplyReport()
+    deleted: set[ObjectId] = set()
+    ok = False
+    try:
+        rep = apply_plan(
+            kube,
+            mapper,
+            p,
+            owner=opts.owner,
+            field_manager=opts.field_manager,
+            concurrency=opts.concurrency,
+            timeout=opts.timeout,
+            progress=cb.applied,
+        )
+        res.applied = rep
+        if not rep.ok:
+            res.errors = rep.errors
+            return res
+        res.stage = "prune"
+        pr = pruning.prune(kube, mapper, p, progress=cb.pruned)
+        res.pruned = pr
+        deleted = {i.oid for i in pr.deleted}
+        if pr.errors:
+            res.errors = pr.errors
+            return res
+        ok = True
+    finally:
+        # Recorded whatever happened above, so nothing applied is ever forgotten; the revision
+        # advances only when the whole sync succeeded.
+        final = _final(
+            previous, ahead, p, rep.outcomes, deleted, opts.field_manager, revision if ok else previous.revision
+        )
+        try:
+            _record(kube, opts, ahead, final)
+        except inventory.InventoryError as e:
+            res.errors.append(str(e))
+            ok = False
+    if not ok:
         return res
 
     if opts.wait:
         res.stage = "health"
-        changed = [o.item for o in rep.outcomes if o.result in ("created", "configured", "recreated", "unchanged")]
+        changed = [o.item for o in rep.outcomes if o.result in APPLIED]
         res.health = wait.wait_healthy(kube, mapper, changed, opts.owner, opts.timeout)
         bad = {oid: h for oid, h in res.health.items() if h.state is not health.State.CURRENT}
         res.errors = [f"{oid}: {h.state.value}: {h.message}" for oid, h in sorted(bad.items())]

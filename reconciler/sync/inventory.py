@@ -28,7 +28,8 @@ INVENTORY_LABEL = f"{GROUP}/inventory-of"
 class Entry:
     oid: ObjectId
     version: str  # the apiVersion's version part, for status (DESIGN: inventory[].v)
-    digest: str  # digest of the desired object last applied
+    digest: str  # digest of the desired object last applied; "" = not known to be applied
+    fields: str = ""  # digest of the fields our field manager owned right after that apply
 
 
 @dataclass
@@ -48,6 +49,20 @@ def digest(obj: dict[str, Any]) -> str:
     """Stable digest of a desired object (key order does not matter)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def owned_fields(live: dict[str, Any] | None, field_manager: str) -> str:
+    """Digest of the fields ``field_manager`` owns by apply on ``live`` ("" if none).
+
+    When someone else takes over a field we set — ``kubectl edit`` of an atomic map such
+    as a Service selector moves the whole map to the editor — our entry changes even
+    though every value we set may still look present, so this catches drift that a
+    value comparison misses.
+    """
+    for mf in ((live or {}).get("metadata") or {}).get("managedFields") or []:
+        if mf.get("manager") == field_manager and mf.get("operation") == "Apply" and not mf.get("subresource"):
+            return digest(mf.get("fieldsV1") or {})
+    return ""
 
 
 def configmap_name(sync_name: str) -> str:
@@ -78,7 +93,9 @@ def load(kube: Kube, namespace: str, sync_name: str) -> Inventory:
         entries = {}
         for e in doc.get("entries", []):
             oid = ObjectId.parse(e["id"])
-            entries[oid] = Entry(oid=oid, version=str(e.get("v", "")), digest=str(e.get("digest", "")))
+            entries[oid] = Entry(
+                oid=oid, version=str(e.get("v", "")), digest=str(e.get("digest", "")), fields=str(e.get("f", ""))
+            )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise InventoryError(f"{where} is not a valid inventory: {e}") from e
     return Inventory(revision=str(doc.get("revision", "")), entries=entries)
@@ -88,7 +105,7 @@ def save(kube: Kube, namespace: str, sync_name: str, inventory: Inventory, field
     doc = {
         "revision": inventory.revision,
         "entries": [
-            {"id": e.oid.inventory_id, "v": e.version, "digest": e.digest}
+            {"id": e.oid.inventory_id, "v": e.version, "digest": e.digest, "f": e.fields}
             for e in sorted(inventory.entries.values(), key=lambda e: e.oid)
         ],
     }

@@ -24,7 +24,7 @@ from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import Resource, RestMapper, UnknownKindError
 from reconciler.render.manifests import Manifest
 from reconciler.sync import diffing, live
-from reconciler.sync.inventory import Inventory, digest
+from reconciler.sync.inventory import Inventory, digest, owned_fields
 from reconciler.sync.objects import (
     DISABLED,
     ENABLED,
@@ -63,9 +63,12 @@ class Item:
     reason: str = ""  # why skipped / why recreated
     diff: list[str] = field(default_factory=list)
     recreate: bool = False
+    adopt: bool = False  # it existed without our label; this sync takes it over
+    release: bool = False  # leaves the inventory without being deleted (prune: disabled)
     # The resource is created in this same sync (its CRD or its Namespace is new): a
-    # dry run cannot validate it yet.
+    # dry run cannot validate it until that earlier stage has been applied.
     deferred: bool = False
+    desired_namespaces: frozenset[str] = frozenset()
 
     @property
     def stage(self) -> Stage:
@@ -81,6 +84,8 @@ class Plan:
     items: list[Item]
     errors: list[str] = field(default_factory=list)  # any error: nothing may be applied or pruned
     warnings: list[str] = field(default_factory=list)  # reported, not blocking
+    unexamined: set[ObjectId] = field(default_factory=set)  # inventory ids we could not look at: kept
+    gone: set[ObjectId] = field(default_factory=set)  # inventory ids confirmed absent or not ours: dropped
 
     def by_action(self, *actions: Action) -> list[Item]:
         return [i for i in self.items if i.action in actions]
@@ -154,7 +159,9 @@ class _CrdKinds:
             spec = o.get("spec") or {}
             key = (str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", "")))
             out.scope[key] = spec.get("scope") == "Namespaced"
-            out.versions[key] = [str(v.get("name")) for v in spec.get("versions") or [] if isinstance(v, dict)]
+            out.versions[key] = [
+                str(v.get("name")) for v in spec.get("versions") or [] if isinstance(v, dict) and v.get("served", True)
+            ]
         return out
 
 
@@ -215,12 +222,13 @@ def plan(
     *,
     owner: str,
     default_namespace: str = "default",
+    field_manager: str = FIELD_MANAGER,
 ) -> Plan:
     """Classify every desired object and every previously applied one; no dry runs yet."""
     desired = normalize(manifests, mapper, owner, default_namespace)
     wanted: list[tuple[ObjectId, Resource]] = [(ObjectId.of(o), r) for _, o, r in desired if r is not None]
     orphans: dict[ObjectId, Resource] = {}
-    warnings: list[str] = []
+    out = Plan(items=[])
     desired_ids = {ObjectId.of(o) for _, o, _ in desired}
     for oid, entry in inventory.entries.items():
         if oid in desired_ids:
@@ -228,42 +236,74 @@ def plan(
         try:
             orphans[oid] = mapper.find_group_kind(oid.group, oid.kind)
         except UnknownKindError as e:
-            # The kind is gone (its CRD was deleted): its objects went with it.
-            warnings.append(f"{oid}: in the inventory but {e}; not pruned (version {entry.version})")
-    live_objs = live.fetch_owned(kube, owner, [*wanted, *orphans.items()])
+            # Nothing serves the kind now (its CRD is gone, or its APIService is down): keep
+            # the entry, so the object is pruned once it can be examined again.
+            out.unexamined.add(oid)
+            out.warnings.append(f"{oid}: in the inventory but {e}; not examined (version {entry.version})")
+    state = live.fetch_owned(kube, owner, [*wanted, *orphans.items()])
+    out.unexamined |= state.unexamined
 
-    new_namespaces = {
-        o["metadata"]["name"] for _, o, _ in desired if o["kind"] == "Namespace" and o["apiVersion"] == "v1"
-    }
-    items: list[Item] = []
     for m, obj, res in desired:
         oid = ObjectId.of(obj)
-        cur = live_objs.get(oid)
+        cur = state.objects.get(oid)
         item = Item(oid=oid, action=Action.CONFIGURE, source=_where(m), desired=obj, live=cur, resource=res)
-        item.deferred = res is None or (
-            oid.namespace in new_namespaces and ObjectId("", "Namespace", "", oid.namespace) not in live_objs
-        )
+        item.deferred = res is None  # a custom resource of a CRD this revision creates
         if cur is not None and DISABLED in (
             annotation(cur, RECONCILE_ANNOTATION),
             annotation(obj, RECONCILE_ANNOTATION),
         ):
             item.action, item.reason = Action.SKIP, f"{RECONCILE_ANNOTATION}: {DISABLED}"
         elif cur is None:
-            item.action = Action.CREATE
+            item.action = Action.CREATE  # or an adoption: preflight finds out
         else:
             last = inventory.entries.get(oid)
-            if last is not None and last.digest == item.digest and contains(obj, cur):
+            if (
+                last is not None
+                and last.digest == item.digest
+                and last.fields == owned_fields(cur, field_manager)
+                and contains(obj, cur)
+            ):
                 item.action = Action.UNCHANGED
-        items.append(item)
+        out.items.append(item)
     for oid, res in sorted(orphans.items()):
-        cur = live_objs.get(oid)
+        cur = state.objects.get(oid)
         if cur is None:
-            continue  # already gone, or not labelled ours: never touched
+            if oid not in state.unexamined:
+                out.gone.add(oid)  # deleted, or no longer labelled ours: never touched
+            continue
         item = Item(oid=oid, action=Action.PRUNE, source="inventory", live=cur, resource=res)
         if annotation(cur, PRUNE_ANNOTATION) == DISABLED:
-            item.action, item.reason = Action.SKIP, f"{PRUNE_ANNOTATION}: {DISABLED}"
-        items.append(item)
-    return Plan(items=items, warnings=warnings)
+            item.action, item.reason, item.release = Action.SKIP, f"{PRUNE_ANNOTATION}: {DISABLED}", True
+        elif annotation(cur, RECONCILE_ANNOTATION) == DISABLED:
+            item.action, item.reason = Action.SKIP, f"{RECONCILE_ANNOTATION}: {DISABLED}"
+        out.items.append(item)
+    _protect_containers(out)
+    return out
+
+
+def _protect_containers(p: Plan) -> None:
+    """Do not prune a Namespace or CRD that still holds objects we keep.
+
+    Deleting a Namespace deletes everything in it, and deleting a CRD deletes every one of
+    its custom resources: an object git still wants, or one marked ``prune: disabled``,
+    would go with it.
+    """
+    kept = [i for i in p.items if i.action is not Action.PRUNE]
+    for item in p.items:
+        if item.action is not Action.PRUNE:
+            continue
+        if item.oid.kind == "Namespace" and item.oid.group == "":
+            inside = [k for k in kept if k.oid.namespace == item.oid.name]
+        elif item.oid.kind == "CustomResourceDefinition" and item.live is not None:
+            spec = item.live.get("spec") or {}
+            gk = (spec.get("group"), (spec.get("names") or {}).get("kind"))
+            inside = [k for k in kept if (k.oid.group, k.oid.kind) == gk]
+        else:
+            continue
+        if inside:
+            item.action = Action.SKIP
+            item.reason = f"still holds {len(inside)} kept object(s), e.g. {inside[0].oid}"
+            p.warnings.append(f"{item.oid}: not pruned: {item.reason}")
 
 
 def _immutable_fields(e: KubeError) -> list[str]:
@@ -273,49 +313,94 @@ def _immutable_fields(e: KubeError) -> list[str]:
     return [f for f in fields if f]
 
 
+def _missing_namespace(e: KubeError) -> bool:
+    return e.status == 404 and e.reason == "NotFound" and "namespaces" in e.message
+
+
+def dry_run(
+    kube: Kube, mapper: RestMapper, item: Item, *, owner: str, field_manager: str, want_diff: bool
+) -> str | None:
+    """Validate one create/configure with a server-side dry run; returns an error, or None.
+
+    Also settles what the plan could not know cheaply: whether a "create" is really an
+    object that exists without our label (adopted — unless another sync owns it), whether
+    a "configure" changes anything at all, and what the diff is.
+    """
+    assert item.desired is not None
+    desired_ns = item.desired_namespaces
+    try:
+        dry, created = apply_object(kube, mapper, item.desired, field_manager=field_manager, dry_run=True)
+    except KubeError as e:
+        if _missing_namespace(e) and item.oid.namespace in desired_ns:
+            item.deferred = True  # its Namespace is created by this sync; checked again before its stage
+            return None
+        fields = _immutable_fields(e)
+        if fields and annotation(item.desired, FORCE_ANNOTATION) == ENABLED and item.live is not None:
+            item.recreate = True
+            item.reason = f"immutable field {', '.join(fields)} changed; {FORCE_ANNOTATION}: {ENABLED}"
+            item.diff = [f"~ recreate: {item.reason}"]
+            return None
+        if fields:
+            hint = (
+                f"set annotation {FORCE_ANNOTATION}: {ENABLED} to delete and recreate it"
+                if item.live is not None
+                else "it exists without this sync's label, so it is not recreated; delete it by hand"
+            )
+            return f"{item.oid} ({item.source}): field {', '.join(fields)} is immutable and would change; {hint}"
+        return f"{item.oid} ({item.source}): {e.reason}: {e.message}"
+    except (UnreachableError, UnknownKindError) as e:
+        return f"{item.oid} ({item.source}): {e}"
+    if item.action is Action.CREATE and not created:
+        # It exists but is not labelled ours: adopt it, unless another sync owns it.
+        real = kube.get_or_none(
+            mapper.find(item.desired["apiVersion"], item.desired["kind"]).object_path(
+                item.oid.name, item.oid.namespace or None
+            )
+        )
+        other = ((real or {}).get("metadata") or {}).get("labels", {}).get(OWNER_LABEL)
+        if other and other != owner:
+            return (
+                f"{item.oid} ({item.source}): already managed by sync {other} "
+                f"(label {OWNER_LABEL}); two syncs must not manage one object"
+            )
+        item.action, item.live, item.adopt = Action.CONFIGURE, real, True
+        item.reason = "adopting an existing object"
+    if item.action is Action.CONFIGURE:
+        before, after = comparable(item.live), comparable(dry)
+        if before == after and not item.adopt:
+            item.action = Action.UNCHANGED
+            item.live = dry if item.live is None else item.live
+        elif want_diff:
+            item.diff = diffing.human_diff(before, after)
+    elif want_diff:
+        item.diff = diffing.human_diff(None, comparable(dry))
+    return None
+
+
 def preflight(
     kube: Kube,
     mapper: RestMapper,
     p: Plan,
     *,
+    owner: str,
     field_manager: str = FIELD_MANAGER,
     concurrency: int = 8,
     want_diff: bool = True,
     progress: Callable[[Item], None] | None = None,
 ) -> None:
     """Dry-run every create/configure: confirm real differences, compute diffs, and turn
-    invalid objects and immutable-field changes into plan errors before any write."""
+    invalid objects, immutable-field changes and objects of other syncs into plan errors
+    before any write."""
+    new_namespaces = frozenset(
+        i.oid.name for i in p.items if i.desired is not None and i.oid.kind == "Namespace" and i.oid.group == ""
+    )
+    todo = [i for i in p.items if i.action in (Action.CREATE, Action.CONFIGURE) and not i.deferred]
+    for i in todo:
+        i.desired_namespaces = new_namespaces
 
     def check(item: Item) -> str | None:
-        assert item.desired is not None
-        try:
-            dry, _ = apply_object(kube, mapper, item.desired, field_manager=field_manager, dry_run=True)
-        except KubeError as e:
-            fields = _immutable_fields(e)
-            if fields and annotation(item.desired, FORCE_ANNOTATION) == ENABLED:
-                item.recreate = True
-                item.reason = f"immutable field {', '.join(fields)} changed; {FORCE_ANNOTATION}: {ENABLED}"
-                item.diff = [f"~ recreate: {item.reason}"]
-                return None
-            if fields:
-                return (
-                    f"{item.oid} ({item.source}): field {', '.join(fields)} is immutable and would change; "
-                    f"set annotation {FORCE_ANNOTATION}: {ENABLED} to delete and recreate it"
-                )
-            return f"{item.oid} ({item.source}): {e.reason}: {e.message}"
-        except (UnreachableError, UnknownKindError) as e:
-            return f"{item.oid} ({item.source}): {e}"
-        if item.action is Action.CONFIGURE:
-            before, after = comparable(item.live), comparable(dry)
-            if before == after:
-                item.action = Action.UNCHANGED
-            elif want_diff:
-                item.diff = diffing.human_diff(before, after)
-        elif want_diff:
-            item.diff = diffing.human_diff(None, comparable(dry))
-        return None
+        return dry_run(kube, mapper, item, owner=owner, field_manager=field_manager, want_diff=want_diff)
 
-    todo = [i for i in p.items if i.action in (Action.CREATE, Action.CONFIGURE) and not i.deferred]
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for item, err in zip(todo, pool.map(check, todo), strict=True):
             if err:

@@ -38,9 +38,10 @@ def check_guard(p: Plan, inventory_size: int, guard: Guard) -> str | None:
     if guard.allow_mass_prune or n == 0 or inventory_size == 0:
         return None
     desired = sum(1 for i in p.items if i.desired is not None)
-    if desired == 0:
+    if desired == 0 or n >= inventory_size:
+        why = "the revision has no objects at all" if desired == 0 else "none of them is in the revision any more"
         return (
-            f"refusing to prune all {n} objects of the inventory: the revision has no objects at all "
+            f"refusing to prune all {n} objects of the inventory: {why} "
             "(wrong path? empty checkout?); use --allow-mass-prune if this is intended"
         )
     ratio = n / inventory_size
@@ -67,7 +68,7 @@ def prune(
             if item.action is not Action.PRUNE or item.stage is not stage or item.live is None:
                 continue
             try:
-                delete(kube, mapper, item.live)
+                delete(kube, mapper, item.live, uid=(item.live.get("metadata") or {}).get("uid"))
             except (KubeError, UnreachableError, UnknownKindError) as e:
                 report.errors.append(f"{item.oid}: prune failed: {e}")
                 if progress:

@@ -41,6 +41,7 @@ class Fleet:
     name: str = field(default_factory=lambda: f"s{uuid.uuid4().hex[:6]}")
     extra: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    ns_for_sync: str = ""  # where the inventory lives; default: the test namespace
 
     def commit(self, files: dict[str, str | None], message: str = "change") -> str:
         sha: str = self.repo.commit(files, message)
@@ -58,7 +59,7 @@ class Fleet:
             "--name",
             self.name,
             "--namespace",
-            self.ns,
+            self.ns_for_sync or self.ns,
             "--cache-dir",
             str(self.cache),
             *self.extra,
@@ -81,6 +82,19 @@ class Fleet:
         return self.get(f"/api/v1/namespaces/{self.ns}/configmaps/{name}")
 
 
+@pytest.fixture(params=["file", "ssh"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _ssh_args(server: Any, tmp_path: Path) -> list[str]:
+    key, known = tmp_path / "deploy_key", tmp_path / "known_hosts"
+    key.write_bytes(server.private_key)
+    key.chmod(0o600)
+    known.write_bytes(server.known_hosts)
+    return ["--ssh-key", str(key), "--known-hosts", str(known)]
+
+
 @pytest.fixture
 def fleet(git_repo: Any, cluster: Any, kube: client.Kube, namespace: str, tmp_path: Path) -> Fleet:
     return Fleet(
@@ -93,7 +107,18 @@ def fleet(git_repo: Any, cluster: Any, kube: client.Kube, namespace: str, tmp_pa
     )
 
 
-def test_commit_sync_resync_prune_revert(fleet: Fleet) -> None:
+@pytest.fixture
+def any_fleet(transport: str, request: pytest.FixtureRequest, fleet: Fleet, tmp_path: Path) -> Fleet:
+    """The same fleet, reached over file:// or over a real sshd with a deploy key."""
+    if transport == "ssh":
+        server = request.getfixturevalue("ssh_git_server")
+        fleet.url = server.url_for(fleet.repo.path)
+        fleet.extra = _ssh_args(server, tmp_path)
+    return fleet
+
+
+def test_commit_sync_resync_prune_revert(any_fleet: Fleet) -> None:
+    fleet = any_fleet
     ns = fleet.ns
     fleet.commit({"a.yaml": dump(cm("a", ns, {"k": "1"})), "b.yaml": dump(cm("b", ns, {"k": "2"}))}, "add a and b")
     sha = fleet.commit(
@@ -131,12 +156,13 @@ def test_commit_sync_resync_prune_revert(fleet: Fleet) -> None:
         body={"metadata": {"labels": {OWNER_LABEL: None}}},
         content_type="application/merge-patch+json",
     )
+    b_version = fleet.cm("b")["metadata"]["resourceVersion"]  # type: ignore[index]
     deleting = fleet.commit({"a.yaml": None, "b.yaml": None, "keep.yaml": None}, "delete all three")
     fleet.commit({"c.yaml": dump(cm("c", ns, {"k": "4"}))}, "add c")
     r = fleet.sync()
     assert r.exit_code == 0, r.output
     assert fleet.cm("a") is None
-    assert fleet.cm("b") is not None, "b lost our label: it must not be pruned"
+    assert fleet.cm("b")["metadata"]["resourceVersion"] == b_version, "b lost our label: never touched"  # type: ignore[index]
     assert fleet.cm("keep") is not None, "prune: disabled must be kept"
     assert "pruned" in r.output
 
@@ -153,7 +179,8 @@ def test_commit_sync_resync_prune_revert(fleet: Fleet) -> None:
     assert fleet.cm("a")["data"] == {"k": "1"}  # type: ignore[index]
 
 
-def test_drift_of_owned_field_is_found_and_corrected_but_foreign_fields_stay(fleet: Fleet) -> None:
+def test_drift_of_owned_field_is_found_and_corrected_but_foreign_fields_stay(any_fleet: Fleet) -> None:
+    fleet = any_fleet
     ns = fleet.ns
     fleet.commit({"app.yaml": dump(cm("app", ns, {"mode": "git"}))})
     assert fleet.sync().exit_code == 0
@@ -381,3 +408,171 @@ def test_sync_over_ssh_with_a_deploy_key(
         assert needle.lower() in r.output.lower()
         assert "nothing was applied or pruned" in r.output
     assert json.dumps(f.outputs).count("BEGIN OPENSSH PRIVATE KEY") == 0
+
+
+def _service(ns: str, selector: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "svc", "namespace": ns},
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80}]},
+    }
+
+
+def test_drift_in_an_atomic_map_and_replicas_owned_by_another_manager(fleet: Fleet) -> None:
+    ns = fleet.ns
+    dep = _deployment(ns, "one")
+    del dep["spec"]["replicas"]  # an HPA owns replicas
+    fleet.commit({"svc.yaml": dump(_service(ns, {"app": "one"})), "dep.yaml": dump(dep)})
+    assert fleet.sync().exit_code == 0
+    # kubectl edit adds a key to the Service's selector: the whole (atomic) map moves to kubectl-edit
+    fleet.kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/services/svc",
+        query=[("fieldManager", "kubectl-edit")],
+        body={"spec": {"selector": {"tier": "canary"}}},
+        content_type="application/merge-patch+json",
+    )
+    # an autoscaler sets replicas
+    fleet.kube.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{ns}/deployments/web/scale",
+        query=[("fieldManager", "hpa")],
+        body={"spec": {"replicas": 4}},
+        content_type="application/merge-patch+json",
+    )
+    d = fleet.diff()
+    assert d.exit_code == 1, d.output
+    assert "spec.selector.tier" in d.output
+    assert "Deployment" not in d.output.split("main@")[0], d.output
+    assert fleet.sync().exit_code == 0
+    svc = fleet.get(f"/api/v1/namespaces/{ns}/services/svc")
+    assert svc is not None
+    assert svc["spec"]["selector"] == {"app": "one"}
+    assert fleet.get(f"/apis/apps/v1/namespaces/{ns}/deployments/web")["spec"]["replicas"] == 4  # type: ignore[index]
+    assert fleet.diff().exit_code == 0
+
+
+def test_objects_of_other_syncs_are_never_taken_and_unlabelled_ones_are_adopted(fleet: Fleet) -> None:
+    ns = fleet.ns
+    for name, labels in (("theirs", {OWNER_LABEL: f"{ns}.someone-else"}), ("stray", {})):
+        fleet.kube.request(
+            "POST", f"/api/v1/namespaces/{ns}/configmaps", body=cm(name, ns, {"v": "orig"}, labels=labels)
+        )
+    fleet.kube.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", body=_deployment(ns, "one"))
+    theirs_rv = fleet.cm("theirs")["metadata"]["resourceVersion"]  # type: ignore[index]
+    fleet.commit({"theirs.yaml": dump(cm("theirs", ns, {"v": "mine"}))})
+    r = fleet.sync()
+    assert r.exit_code == 2, r.output
+    assert f"ConfigMap/{ns}/theirs" in r.output
+    assert "already managed by sync" in r.output
+    assert fleet.cm("theirs")["metadata"]["resourceVersion"] == theirs_rv  # type: ignore[index]
+
+    # an existing Deployment without any owner label, whose immutable selector git changes:
+    # never deleted, even with the force annotation, because it is not ours yet
+    uid = fleet.get(f"/apis/apps/v1/namespaces/{ns}/deployments/web")["metadata"]["uid"]  # type: ignore[index]
+    fleet.commit({"theirs.yaml": None, "web.yaml": dump(_deployment(ns, "two", force=True))}, "claim web")
+    r = fleet.sync()
+    assert r.exit_code == 2, r.output
+    assert "not recreated" in r.output
+    assert fleet.get(f"/apis/apps/v1/namespaces/{ns}/deployments/web")["metadata"]["uid"] == uid  # type: ignore[index]
+
+    fleet.commit({"web.yaml": None, "stray.yaml": dump(cm("stray", ns, {"v": "git"}))}, "adopt stray")
+    r = fleet.sync()
+    assert r.exit_code == 0, r.output
+    assert "adopted" in r.output
+    stray = fleet.cm("stray")
+    assert stray is not None
+    assert stray["data"] == {"v": "git"}
+    assert stray["metadata"]["labels"][OWNER_LABEL] == f"{ns}.{fleet.name}"
+
+
+def test_no_prune_keeps_the_inventory_and_reconcile_disabled_is_never_pruned(fleet: Fleet) -> None:
+    ns = fleet.ns
+    objs = {
+        "a.yaml": dump(cm("a", ns, {"k": "1"})),
+        "b.yaml": dump(cm("b", ns, {"k": "1"})),
+        "c.yaml": dump(cm("c", ns, {"k": "1"}, annotations={"gitops.reconciler.dev/reconcile": "disabled"})),
+    }
+    fleet.commit(objs)
+    assert fleet.sync().exit_code == 0
+    fleet.commit({"a.yaml": None, "c.yaml": None}, "drop a and c")
+    r = fleet.sync("--no-prune")
+    assert r.exit_code == 0, r.output
+    assert fleet.cm("a") is not None
+    assert {o.name for o in inventory.load(fleet.kube, ns, fleet.name).entries} == {"a", "b", "c"}
+    r = fleet.sync()
+    assert r.exit_code == 0, r.output
+    assert fleet.cm("a") is None
+    assert fleet.cm("c") is not None, "reconcile: disabled objects are neither changed nor pruned"
+
+
+def test_a_namespace_holding_kept_objects_is_not_pruned(fleet: Fleet) -> None:
+    ns = fleet.ns
+    other = f"{ns}-app"
+    fleet.commit(
+        {
+            "ns.yaml": dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}}),
+            "keep.yaml": dump(cm("keep", other, {"k": "v"}, annotations={"gitops.reconciler.dev/prune": "disabled"})),
+            "x.yaml": dump(cm("x", ns, {"k": "v"})),
+        }
+    )
+    assert fleet.sync().exit_code == 0
+    fleet.commit({"ns.yaml": None}, "drop the namespace only")
+    r = fleet.sync()
+    assert r.exit_code == 0, r.output
+    assert "still holds 1 kept object" in r.output
+    assert fleet.get(f"/api/v1/namespaces/{other}")["status"]["phase"] == "Active"  # type: ignore[index]
+    fleet.kube.request("DELETE", f"/api/v1/namespaces/{other}")
+
+
+def test_object_invalid_on_the_server_in_a_new_namespace_writes_no_namespaced_object(fleet: Fleet) -> None:
+    ns = fleet.ns
+    fresh = f"{ns}-new"
+    fleet.commit({"old.yaml": dump(cm("old", ns, {"k": "v"})), "stay.yaml": dump(cm("stay", ns, {"k": "v"}))})
+    assert fleet.sync().exit_code == 0
+    bad_svc = _service(fresh, {"app": "x"})
+    bad_svc["spec"]["ports"][0]["port"] = 99999
+    fleet.commit(
+        {
+            "old.yaml": None,
+            "ns.yaml": dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": fresh}}),
+            "cm.yaml": dump(cm("inside", fresh, {"k": "v"})),
+            "svc.yaml": dump(bad_svc),
+        },
+        "new namespace with an invalid service",
+    )
+    r = fleet.sync()
+    assert r.exit_code == 2, r.output
+    assert f"Service/{fresh}/svc" in r.output
+    assert "99999" in r.output
+    assert fleet.get(f"/api/v1/namespaces/{fresh}/configmaps/inside") is None
+    assert fleet.cm("old") is not None, "a failed sync prunes nothing"
+    inv = inventory.load(fleet.kube, ns, fleet.name)
+    assert {o.name for o in inv.entries} >= {"old", fresh}, "what a failed sync may have written stays recorded"
+    fleet.kube.request("DELETE", f"/api/v1/namespaces/{fresh}")
+
+
+def test_an_inventory_that_cannot_be_stored_means_nothing_is_applied(fleet: Fleet) -> None:
+    fleet.commit({"a.yaml": dump(cm("a", fleet.ns, {"k": "v"}))})
+    fleet.ns_for_sync = "no-such-namespace"
+    r = fleet.sync()
+    assert r.exit_code == 2, r.output
+    assert "cannot store the inventory" in r.output
+    assert "nothing was applied or pruned" in r.output
+    assert fleet.cm("a") is None
+
+
+def test_ratio_guard(fleet: Fleet) -> None:
+    ns = fleet.ns
+    fleet.commit({f"c{i}.yaml": dump(cm(f"c{i}", ns, {"i": str(i)})) for i in range(8)})
+    assert fleet.sync().exit_code == 0
+    fleet.commit({f"c{i}.yaml": None for i in range(5)}, "delete 5 of 8")
+    r = fleet.sync()
+    assert r.exit_code == 2, r.output
+    assert "refusing to prune 5 of 8 objects (62% > 50%)" in r.output
+    assert fleet.cm("c0") is not None
+    r = fleet.sync("--max-prune-ratio", "0.7")
+    assert r.exit_code == 0, r.output
+    assert fleet.cm("c0") is None
+    assert fleet.cm("c7") is not None
