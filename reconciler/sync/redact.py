@@ -27,11 +27,19 @@ def secret_values(manifests: Iterable[Manifest]) -> frozenset[str]:
         if obj.get("kind") != "Secret" or obj.get("apiVersion") != "v1":
             continue
         for v in (obj.get("data") or {}).values():
+            if v is None:
+                continue
             s = str(v)
             out.add(s)
+            # YAML block scalars and pasted `base64` output wrap lines; the API server drops
+            # the line breaks, so collect the unwrapped form too.
+            flat = "".join(s.split())
             with contextlib.suppress(binascii.Error, UnicodeDecodeError, ValueError):
-                out.add(base64.b64decode(s, validate=True).decode("utf-8"))
+                out.add(base64.b64decode(flat, validate=True).decode("utf-8"))
+                out.add(flat)
         for v in (obj.get("stringData") or {}).values():
+            if v is None:
+                continue
             s = str(v)
             out.add(s)
             out.add(base64.b64encode(s.encode()).decode())

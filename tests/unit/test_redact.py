@@ -163,11 +163,6 @@ def test_non_string_values_are_collected_as_text() -> None:
     assert b64("123456") in values
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a null data/stringData value (`key:` with nothing after it in YAML) is collected as the "
-    "string 'None', so every 'None' in every message is masked",
-)
 def test_null_values_are_not_collected() -> None:
     values = secret_values([secret({"empty": None, "ok": b64("real-value")}, {"also-empty": None})])
     assert values == frozenset({"real-value", b64("real-value")})
@@ -182,13 +177,6 @@ def _wrap(text: str, width: int = 76) -> str:
     return "\n".join(text[i : i + width] for i in range(0, len(text), width)) + "\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: base64 with line breaks (a YAML `|` block keeps a trailing newline; `base64` wraps at 76) is "
-    "accepted by the API server (checked: v1.35 create and server-side apply, dry run), which stores and echoes the "
-    "canonical base64; b64decode(validate=True) rejects it, so only the raw wrapped text is collected and neither "
-    "the plain value nor the canonical base64 is ever masked",
-)
 @pytest.mark.parametrize(
     ("plain", "encoded"),
     [
