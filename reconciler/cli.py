@@ -35,7 +35,7 @@ from reconciler.sync.inventory import InventoryError
 from reconciler.sync.plan import Action, Item, Plan
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
-DEFAULT_CACHE = Path.home() / ".cache" / "gitops-reconciler" / "git"
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gitops-reconciler" / "git"
 
 
 def _not_implemented(command: str) -> NoReturn:

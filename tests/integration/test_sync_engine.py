@@ -576,3 +576,23 @@ def test_ratio_guard(fleet: Fleet) -> None:
     assert r.exit_code == 0, r.output
     assert fleet.cm("c0") is None
     assert fleet.cm("c7") is not None
+
+
+def test_wait_reports_healthy_and_unhealthy_objects(fleet: Fleet, request: pytest.FixtureRequest) -> None:
+    if request.config.getoption("--no-kwok"):
+        pytest.fail("this test needs kwok (Pods that run); do not use --no-kwok")
+    ns = fleet.ns
+    fleet.commit({"web.yaml": dump(_deployment(ns, "one"))})
+    r = fleet.sync("--wait", "--timeout", "60")
+    assert r.exit_code == 0, r.output
+    dep = fleet.get(f"/apis/apps/v1/namespaces/{ns}/deployments/web")
+    assert dep is not None
+    assert dep["status"]["availableReplicas"] == 1
+
+    huge = _deployment(ns, "one")
+    huge["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1000"}}
+    fleet.commit({"web.yaml": dump(huge)}, "ask for more CPU than any node has")
+    r = fleet.sync("--wait", "--timeout", "8")
+    assert r.exit_code == 2, r.output
+    assert f"Deployment/{ns}/web: InProgress" in r.output
+    assert "sync stopped at health" in r.output
