@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import platform
 import re
@@ -283,7 +284,15 @@ def _print_diff(p: Plan, secrets: frozenset[str]) -> None:
 @source_options
 @render_options
 @cluster_options
-def diff(**kw: Any) -> None:
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one document with each change and its RFC 6902 patch (live -> git).",
+)
+def diff(output: str, **kw: Any) -> None:
     """Show what a sync would change, without changing anything.
 
     Exit 0: no changes; 1: changes; 2: error.
@@ -298,7 +307,22 @@ def diff(**kw: Any) -> None:
     if res.errors:
         _fail("diff", [redact.scrub(e, secrets) for e in res.errors])
     assert res.plan is not None
-    _print_diff(res.plan, secrets)
+    if output == "json":
+        changes = [
+            {
+                "action": i.action.value,
+                "object": {"group": i.oid.group, "kind": i.oid.kind, "namespace": i.oid.namespace, "name": i.oid.name},
+                "source": i.source,
+                "reason": i.reason,
+                "diff": [redact.scrub(line, secrets) for line in i.diff],
+                "patch": json.loads(redact.scrub(json.dumps(i.patch), secrets)),
+            }
+            for i in sorted(res.plan.items, key=lambda i: (i.stage, i.oid))
+            if i.action is not Action.UNCHANGED
+        ]
+        click.echo(json.dumps({"revision": revision, "counts": res.plan.counts(), "changes": changes}, indent=2))
+    else:
+        _print_diff(res.plan, secrets)
     counts = res.plan.counts()
     click.echo(f"{revision}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n), err=True)
     sys.exit(EXIT_CHANGES if res.plan.has_changes else EXIT_OK)

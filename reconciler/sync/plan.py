@@ -61,7 +61,8 @@ class Item:
     live: dict[str, Any] | None = None
     resource: Resource | None = None
     reason: str = ""  # why skipped / why recreated
-    diff: list[str] = field(default_factory=list)
+    diff: list[str] = field(default_factory=list)  # human lines, Secret values masked
+    patch: list[dict[str, Any]] = field(default_factory=list)  # RFC 6902 from live to desired, masked
     recreate: bool = False
     adopt: bool = False  # it existed without our label; this sync takes it over
     release: bool = False  # leaves the inventory without being deleted (prune: disabled)
@@ -69,6 +70,10 @@ class Item:
     # dry run cannot validate it until that earlier stage has been applied.
     deferred: bool = False
     desired_namespaces: frozenset[str] = frozenset()
+
+    def set_diff(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        self.diff = diffing.human_diff(before, after)
+        self.patch = diffing.json_patch(before, after)
 
     @property
     def stage(self) -> Stage:
@@ -371,9 +376,9 @@ def dry_run(
             item.action = Action.UNCHANGED
             item.live = dry if item.live is None else item.live
         elif want_diff:
-            item.diff = diffing.human_diff(before, after)
+            item.set_diff(before, after)
     elif want_diff:
-        item.diff = diffing.human_diff(None, comparable(dry))
+        item.set_diff(None, comparable(dry))
     return None
 
 
@@ -409,6 +414,6 @@ def preflight(
                 progress(item)
     for item in p.items:
         if item.deferred and want_diff:
-            item.diff = diffing.human_diff(None, item.desired)
+            item.set_diff(None, item.desired)
         if item.action is Action.PRUNE and want_diff:
-            item.diff = diffing.human_diff(comparable(item.live), None)
+            item.set_diff(comparable(item.live), None)

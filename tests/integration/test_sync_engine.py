@@ -353,6 +353,12 @@ def test_secret_values_never_shown(fleet: Fleet) -> None:
     assert d.exit_code == 1, d.output
     assert "*** (before)" in d.output
     assert "*** (after)" in d.output
+    j = fleet.diff("-o", "json")
+    assert j.exit_code == 1, j.output
+    doc = json.loads(j.stdout)
+    [change] = doc["changes"]
+    assert change["object"] == {"group": "", "kind": "Secret", "namespace": ns, "name": "creds"}
+    assert {"op": "replace", "path": "/data/password", "value": "*** (after)"} in change["patch"]
     assert fleet.sync().exit_code == 0
     everything = "\n".join(fleet.outputs)
     for value in (old, new):
