@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import re
 import subprocess
 import sys
@@ -29,21 +28,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import controlplane  # noqa: E402
 
 from reconciler.kube import client, discovery  # noqa: E402
 from reconciler.render import build as render_build  # noqa: E402
 from reconciler.source.local import LocalSource  # noqa: E402
 from reconciler.sync import engine  # noqa: E402
-
-
-def _controlplane() -> Any:
-    spec = importlib.util.spec_from_file_location("controlplane", ROOT / "scripts" / "controlplane.py")
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["controlplane"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def write_objects(root: Path, prefix: str, namespaces: int, per_ns: int) -> int:
@@ -136,14 +128,13 @@ def main() -> int:
     ap.add_argument("--namespaces", type=int, default=10)
     ap.add_argument("--objects-per-ns", type=int, default=99)
     a = ap.parse_args()
-    cp_mod = _controlplane()
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         (t / "ours").mkdir()
         (t / "kubectl").mkdir()
         n = write_objects(t / "ours", "bench", a.namespaces, a.objects_per_ns)
         write_objects(t / "kubectl", "kctl", a.namespaces, a.objects_per_ns)
-        with cp_mod.running(t / "cluster", kwok=False) as cp:
+        with controlplane.running(t / "cluster", kwok=False) as cp:
             kc = str(cp.kubeconfig)
             rows = []
             dt, reqs, counts = ours(kc, t / "ours", "initial")

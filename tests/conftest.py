@@ -10,14 +10,13 @@ like a pass or a skip.
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 import signal
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -27,17 +26,8 @@ from reconciler.kube import client, discovery
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_controlplane() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("controlplane", ROOT / "scripts" / "controlplane.py")
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["controlplane"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-controlplane = _load_controlplane()
+sys.path.insert(0, str(ROOT / "scripts"))
+import controlplane  # noqa: E402  (scripts/controlplane.py: the one implementation, shared with make cluster)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
