@@ -1,0 +1,226 @@
+"""CEL for ValidatingAdmissionPolicy, offline, as close to the kube-apiserver's as we can make it.
+
+The evaluator is cel-expr-python, Google's C++ CEL implementation (the conformant one,
+with the ``strings`` (version 2, as Kubernetes 1.29+) and ``optional`` extensions that
+Kubernetes enables).  On top of it this module adds what the Kubernetes CEL environment
+has and the C++ one lacks, written in Python: the Kubernetes ``lists`` library
+(``isSorted``, ``sum``, ``min``, ``max``; not ``indexOf``/``lastIndexOf`` on lists,
+which the C++ runtime cannot overload next to the string functions of the same name), the ``regex``
+library (``find``, ``findAll``) and the ``sets`` extension.  Anything else Kubernetes
+has (quantity, url, ip, cidr, semver, format, two-variable comprehensions, ``authorizer``)
+is an *undeclared reference* at compile time, so a policy using it fails to load: it is
+refused, never silently evaluated differently.
+
+Error wording: the apiserver reports a runtime error as ``expression 'E' resulted in
+error: <cel-go text>``.  The C++ texts for the two errors policies actually hit (a
+missing map key, an index out of range) are rewritten into cel-go's wording, so the
+messages we print are the ones the cluster would print (the differential test checks it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cel_expr_python import cel  # type: ignore[import-untyped]
+from cel_expr_python.ext import ext_optional, ext_strings  # type: ignore[import-untyped]
+
+__all__ = ["CelError", "Compiled", "Environment", "EvalError", "activation"]
+
+T = cel.Type
+
+
+class CelError(Exception):
+    """An expression that does not compile (or has the wrong result type): a load-time error."""
+
+
+@dataclass(frozen=True)
+class EvalError:
+    """A runtime error of one expression, worded as the apiserver words it."""
+
+    message: str
+
+
+def _member(name: str, impl: Callable[..., Any], ret: Any, *params: Any) -> Any:
+    return cel.Overload(f"k8s_{name}_{len(params)}", ret, list(params), is_member=True, impl=impl)
+
+
+def _is_sorted(items: list[Any]) -> bool:
+    return all(items[i] <= items[i + 1] for i in range(len(items) - 1))
+
+
+def _sum(items: list[Any]) -> Any:
+    return sum(items) if items else 0
+
+
+def _min(items: list[Any]) -> Any:
+    if not items:
+        raise ValueError("min called on empty list")
+    return min(items)
+
+
+def _max(items: list[Any]) -> Any:
+    if not items:
+        raise ValueError("max called on empty list")
+    return max(items)
+
+
+_RE_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    compiled = _RE_CACHE.get(pattern)
+    if compiled is None:
+        compiled = _RE_CACHE[pattern] = re.compile(pattern)
+    return compiled
+
+
+def _find(s: str, pattern: str) -> str:
+    m = _regex(pattern).search(s)
+    return m.group(0) if m else ""
+
+
+def _find_all(s: str, pattern: str) -> list[str]:
+    return [m.group(0) for m in _regex(pattern).finditer(s)]
+
+
+def _find_all_n(s: str, pattern: str, n: int) -> list[str]:
+    found = _find_all(s, pattern)
+    return found if n < 0 else found[:n]
+
+
+def _functions() -> list[Any]:
+    """Declarations of the Kubernetes libraries the C++ runtime does not have."""
+    dyn_list = T.List(T.DYN)
+    return [
+        cel.FunctionDecl("isSorted", [_member("isSorted", _is_sorted, T.BOOL, dyn_list)]),
+        cel.FunctionDecl("sum", [_member("sum", _sum, T.DYN, dyn_list)]),
+        cel.FunctionDecl("min", [_member("min", _min, T.DYN, dyn_list)]),
+        cel.FunctionDecl("max", [_member("max", _max, T.DYN, dyn_list)]),
+        cel.FunctionDecl("find", [_member("find", _find, T.STRING, T.STRING, T.STRING)]),
+        cel.FunctionDecl(
+            "findAll",
+            [
+                _member("findAll", _find_all, T.List(T.STRING), T.STRING, T.STRING),
+                _member("findAll", _find_all_n, T.List(T.STRING), T.STRING, T.STRING, T.INT),
+            ],
+        ),
+        cel.FunctionDecl(
+            "sets.contains",
+            [cel.Overload("k8s_sets_contains", T.BOOL, [dyn_list, dyn_list], impl=lambda a, b: all(x in a for x in b))],
+        ),
+        cel.FunctionDecl(
+            "sets.equivalent",
+            [
+                cel.Overload(
+                    "k8s_sets_equivalent",
+                    T.BOOL,
+                    [dyn_list, dyn_list],
+                    impl=lambda a, b: all(x in b for x in a) and all(x in a for x in b),
+                )
+            ],
+        ),
+        cel.FunctionDecl(
+            "sets.intersects",
+            [
+                cel.Overload(
+                    "k8s_sets_intersects", T.BOOL, [dyn_list, dyn_list], impl=lambda a, b: any(x in b for x in a)
+                )
+            ],
+        ),
+    ]
+
+
+_KEY_NOT_FOUND = re.compile(r'^(?:NOT_FOUND: )?Key not found in map : "?(.*?)"?$')
+_INDEX = re.compile(r"^(?:UNKNOWN: )?Index error: index=(-?\d+) size=\d+$")
+_STATUS_PREFIX = re.compile(r"^[A-Z_]+: ")
+
+
+def cel_go_wording(text: str) -> str:
+    """A C++ runtime error text in the words cel-go (so the apiserver) uses for the same error."""
+    text = text.strip()
+    if m := _KEY_NOT_FOUND.match(text):
+        return f"no such key: {m.group(1)}"
+    if m := _INDEX.match(text):
+        return f"index out of bounds: {m.group(1)}"
+    return _STATUS_PREFIX.sub("", text)
+
+
+class Compiled:
+    """One compiled expression; ``evaluate`` returns a plain Python value or an :class:`EvalError`."""
+
+    def __init__(self, source: str, program: Any) -> None:
+        self.source = source
+        self._program = program
+        self.return_type: Any = program.return_type()
+
+    def evaluate(self, activation: Any) -> Any:
+        try:
+            value = self._program.eval(activation)
+        except RuntimeError as e:  # cel-expr-python raises for some failures instead of an error value
+            return EvalError(cel_go_wording(str(e)))
+        if value.type() == T.ERROR:
+            return EvalError(cel_go_wording(str(value.value())))
+        return value.plain_value()
+
+
+class Environment:
+    """The variables one policy may use: ``object``, ``oldObject``, ``request``, ``namespaceObject``,
+    ``params`` (only with a ``paramKind``, as on the apiserver) and ``variables.<name>`` (each
+    declared with the result type of its own expression, so ``variables.ok`` can be a whole
+    validation, as it can on the apiserver)."""
+
+    def __init__(self, has_params: bool, variable_types: Mapping[str, Any] | None = None) -> None:
+        decls: dict[str, Any] = {
+            "object": T.DYN,
+            "oldObject": T.DYN,
+            "request": T.DYN,
+            "namespaceObject": T.DYN,
+        }
+        if has_params:
+            decls["params"] = T.DYN
+        for name, typ in (variable_types or {}).items():
+            decls[f"variables.{name}"] = typ
+        self._env = cel.NewEnv(
+            variables=decls,
+            extensions=[ext_strings.ExtStrings(2), ext_optional.ExtOptional()],
+            functions=_functions(),
+        )
+
+    def compile(self, source: str, want: Sequence[Any] = ()) -> Compiled:
+        """Compile ``source``; CelError (with the compiler's own text) if it does not, or if its
+        result type is not one of ``want`` (the apiserver refuses a validation typed ``dyn``)."""
+        try:
+            program = self._env.compile(source)
+        except RuntimeError as e:
+            text = _STATUS_PREFIX.sub("", str(e).strip())
+            text = re.sub(r"\s*\[INVALID_ARGUMENT\]$", "", text)
+            raise CelError(f"compilation failed: {text}") from None
+        compiled = Compiled(source, program)
+        if want and not any(compiled.return_type == w for w in want):
+            names = " or ".join(_type_name(w) for w in want)
+            raise CelError(f"must evaluate to {names} but got {_type_name(compiled.return_type)}")
+        return compiled
+
+
+_PLAIN_ENV: Any = None
+
+
+def activation(data: Mapping[str, Any]) -> Any:
+    """Bindings for evaluation.  An activation is not tied to the environment that compiled an
+    expression, so one activation serves all the expressions of a policy at one stage."""
+    global _PLAIN_ENV
+    if _PLAIN_ENV is None:
+        _PLAIN_ENV = cel.NewEnv()
+    return _PLAIN_ENV.Activation(dict(data))
+
+
+def _type_name(t: Any) -> str:
+    return str(t.name()).lower()
+
+
+BOOL = T.BOOL
+STRING = T.STRING
+NULL = T.NULL

@@ -1,0 +1,50 @@
+"""Kind -> resource (plural) offline, as the apiserver's REST mapping would answer.
+
+``resourceRules`` name resources (``deployments``), manifests name kinds (``Deployment``).
+Without discovery we use, in order: the CustomResourceDefinitions of the same render
+(their ``spec.names.plural``), a table of the built-in kinds whose plural is irregular,
+and Kubernetes' own guess (lowercase; ``-s`` -> ``-ses``, ``-y`` -> ``-ies``, else ``+s``),
+which is right for every other built-in kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from reconciler.render.namespaces import group_kind
+
+IRREGULAR: dict[tuple[str, str], str] = {
+    ("", "Endpoints"): "endpoints",
+    ("", "PodSecurityPolicy"): "podsecuritypolicies",
+}
+
+
+def guess_plural(kind: str) -> str:
+    """Kubernetes' ``UnsafeGuessKindToResource`` for a kind nobody declared."""
+    low = kind.lower()
+    if not low:
+        return low
+    if low.endswith("s"):
+        return low + "es"
+    if low.endswith("y"):
+        return low[:-1] + "ies"
+    return low + "s"
+
+
+class Resources:
+    """Plural names for one render (CRDs in it included)."""
+
+    def __init__(self, objs: Iterable[dict[str, Any]] = ()) -> None:
+        self.plurals: dict[tuple[str, str], str] = dict(IRREGULAR)
+        for obj in objs:
+            if group_kind(obj) != ("apiextensions.k8s.io", "CustomResourceDefinition"):
+                continue
+            spec = s if isinstance(s := obj.get("spec"), dict) else {}
+            names = n if isinstance(n := spec.get("names"), dict) else {}
+            group, kind, plural = spec.get("group"), names.get("kind"), names.get("plural")
+            if isinstance(group, str) and isinstance(kind, str) and isinstance(plural, str) and plural:
+                self.plurals[(group, kind)] = plural
+
+    def plural(self, group: str, kind: str) -> str:
+        return self.plurals.get((group, kind)) or guess_plural(kind)
