@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,10 +23,12 @@ import click
 import yaml
 
 import reconciler
+from reconciler import controller
 from reconciler.kube import client as kube_client
 from reconciler.kube import discovery
 from reconciler.render import build as render_build
 from reconciler.render.manifests import Manifest, ManifestError
+from reconciler.report import logs
 from reconciler.source import git as git_source
 from reconciler.source.artifact import Artifact, SourceError
 from reconciler.source.local import LocalSource
@@ -223,9 +226,70 @@ def _check_name(namespace: str, name: str) -> None:
 
 
 @cli.command()
-def run() -> None:
-    """Run the controller: reconcile every GitSync object in the cluster."""
-    _not_implemented("run")
+@click.option(
+    "--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG", help="Kubeconfig (default: in-cluster)."
+)
+@click.option("--context", "context", default=None, help="Kubeconfig context to use.")
+@click.option("--watch-namespace", default=None, help="Only reconcile GitSyncs of this namespace [default: all].")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="GitSyncs reconciled at once."
+)
+@click.option("--metrics-addr", default=":8080", show_default=True, help="Prometheus /metrics ('' to disable).")
+@click.option("--health-addr", default=":8081", show_default=True, help="/healthz and /readyz ('' to disable).")
+@click.option(
+    "--leader-elect/--no-leader-elect", default=False, show_default=True, help="Run as one of several replicas."
+)
+@click.option(
+    "--lease-namespace",
+    default=lambda: os.environ.get("POD_NAMESPACE", "reconciler-system"),
+    show_default="$POD_NAMESPACE or reconciler-system",
+    help="Namespace of the leader-election Lease.",
+)
+@click.option(
+    "--lease-duration", type=float, default=15.0, show_default=True, help="Seconds before a standby takes over."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_CACHE,
+    show_default=True,
+    help="Git checkouts, per GitSync.",
+)
+@click.option(
+    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
+)
+def run(**kw: Any) -> None:
+    """Run the controller: reconcile every GitSync object in the cluster.
+
+    Logs are JSON lines on stdout; a failed sync is exactly one ERROR line.
+    """
+    logs.setup(kw["log_level"])
+    identity = os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}"
+    try:
+        kube = controller.connect(kw["kubeconfig"], kw["context"], kw["workers"])
+    except kube_client.ConfigError as e:
+        _fail("run", [str(e)])
+    ctl = controller.Controller(
+        kube,
+        controller.Options(
+            namespace=kw["watch_namespace"],
+            workers=kw["workers"],
+            cache_dir=kw["cache_dir"],
+            leader_elect=kw["leader_elect"],
+            lease_namespace=kw["lease_namespace"],
+            lease_duration=kw["lease_duration"],
+            identity=identity,
+            metrics_addr=kw["metrics_addr"],
+            health_addr=kw["health_addr"],
+        ),
+    )
+
+    def _stop(signum: int, frame: object) -> None:
+        ctl.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    ctl.run()
 
 
 @cli.command()

@@ -12,7 +12,7 @@ import collections
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,7 @@ class Kube:
         self._api = api
         self._lock = threading.Lock()
         self.requests: collections.Counter[str] = collections.Counter()
+        self.on_request: Callable[[str], None] | None = None  # e.g. a metrics counter
 
     @property
     def host(self) -> str:
@@ -104,6 +105,8 @@ class Kube:
     def _count(self, verb: str) -> None:
         with self._lock:
             self.requests[verb] += 1
+        if self.on_request is not None:
+            self.on_request(verb)
 
     def _send(
         self,
@@ -175,6 +178,26 @@ class Kube:
         if not 200 <= resp.status < 300:
             raise _parse_error(resp.status, str(resp.reason), data, method, path)
         return resp.status, (json.loads(data) if data else None)
+
+    def stream_lines(
+        self, path: str, query: Sequence[tuple[str, str]], timeout: tuple[float, float]
+    ) -> Iterator[bytes]:
+        """GET a streaming response (a watch) and yield it line by line."""
+        resp = self._send("GET", path, query, None, JSON, JSON, timeout)
+        try:
+            if not 200 <= resp.status < 300:
+                raise _parse_error(resp.status, str(resp.reason), resp.read(), "GET", path)
+            buf = b""
+            for chunk in resp.stream(64 * 1024, decode_content=True):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                yield from (line for line in lines if line.strip())
+            if buf.strip():
+                yield buf
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise UnreachableError(f"GET {self.host}{path}: watch stream: {e}") from e
+        finally:
+            resp.release_conn()
 
     def get(self, path: str, query: Sequence[tuple[str, str]] | None = None) -> Any:
         return self.request("GET", path, query=query)

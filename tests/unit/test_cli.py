@@ -37,7 +37,7 @@ def test_version_server_without_cluster_is_a_clear_error(tmp_path: object) -> No
     assert "cannot load cluster configuration from /nonexistent/kubeconfig" in r.output
 
 
-@pytest.mark.parametrize("name", ["run", "check"])
+@pytest.mark.parametrize("name", ["check"])
 def test_unlanded_commands_exit_2(name: str) -> None:
     r = CliRunner().invoke(cli.cli, [name])
     assert r.exit_code == 2

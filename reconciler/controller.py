@@ -1,0 +1,307 @@
+"""The controller loop: watch GitSyncs, reconcile each on its own schedule.
+
+One watch keeps every GitSync in memory; a scheduler hands due GitSyncs to a bounded
+pool of workers, never two workers for one GitSync. A spec change (a new generation),
+a new ``requested-at`` annotation, a deletion, or a dependency becoming Ready
+reconciles at once; otherwise a GitSync is due again after its interval (with jitter,
+so a fleet of GitSyncs does not hit the git server in lockstep), or after an
+exponential backoff from its retryInterval when it failed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import make_wsgi_app
+
+from reconciler.kube import client as kube_client
+from reconciler.kube import discovery, watch
+from reconciler.kube.client import MERGE_PATCH, Kube, KubeError, UnreachableError
+from reconciler.kube.events import EventRecorder
+from reconciler.kube.lease import LeaderElector
+from reconciler.reconcile import Reconciler, SyncState
+from reconciler.report import conditions as cond
+from reconciler.report.metrics import Metrics
+from reconciler.spec import FINALIZER, GROUP, PLURAL, REQUESTED_AT, VERSION, SpecError, parse
+
+log = logging.getLogger("reconciler.controller")
+Key = tuple[str, str]
+MAX_BACKOFF = 600.0
+
+
+@dataclass(frozen=True)
+class Options:
+    namespace: str | None = None  # watch one namespace; None = all
+    workers: int = 4
+    cache_dir: Path = Path("/tmp/gitops-reconciler")  # noqa: S108 - overridden by --cache-dir
+    leader_elect: bool = False
+    lease_namespace: str = "reconciler-system"
+    lease_name: str = "gitops-reconciler-leader"
+    lease_duration: float = 15.0
+    identity: str = "reconciler"
+    metrics_addr: str = ":8080"
+    health_addr: str = ":8081"
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host or "0.0.0.0", int(port)  # noqa: S104 - in a Pod, probes come from the node
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Controller:
+    def __init__(self, kube: Kube, opts: Options, metrics: Metrics | None = None) -> None:
+        self.kube, self.opts = kube, opts
+        self.metrics = metrics or Metrics()
+        kube.on_request = lambda verb: self.metrics.api_requests.labels(verb).inc()
+        self.mapper = discovery.RestMapper(kube)
+        self.events = EventRecorder(kube, opts.identity)
+        self.reconciler = Reconciler(kube, self.mapper, self.metrics, self.events, opts.cache_dir)
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.states: dict[Key, SyncState] = {}
+        self._seen: set[Key] = set()
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int, Key]] = []
+        self._due: dict[Key, float] = {}
+        self._seq = itertools.count()
+        self._running: set[Key] = set()
+        self._again: set[Key] = set()
+        self.synced = threading.Event()
+        self.stop_event = threading.Event()
+        self.elector: LeaderElector | None = None
+
+    # ------------------------------------------------------------------ scheduling
+
+    def schedule(self, key: Key, delay: float) -> None:
+        due = time.monotonic() + max(0.0, delay)
+        with self._lock:
+            if key in self._running:
+                if delay <= 0:
+                    self._again.add(key)
+                return
+            if key in self._due and self._due[key] <= due:
+                return
+            self._due[key] = due
+            heapq.heappush(self._heap, (due, next(self._seq), key))
+            self._lock.notify()
+
+    def _next_due(self) -> Key | None:
+        with self._lock:
+            while not self.stop_event.is_set():
+                while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
+                    heapq.heappop(self._heap)  # superseded entry
+                if self._heap and self._heap[0][0] <= time.monotonic() and len(self._running) < self.opts.workers:
+                    _, _, key = heapq.heappop(self._heap)
+                    del self._due[key]
+                    self._running.add(key)
+                    return key
+                wait = self._heap[0][0] - time.monotonic() if self._heap else 1.0
+                self._lock.wait(timeout=min(max(wait, 0.05), 1.0))
+        return None
+
+    def _done(self, key: Key, next_delay: float | None) -> None:
+        with self._lock:
+            self._running.discard(key)
+            again = key in self._again
+            self._again.discard(key)
+            self._lock.notify()
+        if again:
+            self.schedule(key, 0)
+        elif next_delay is not None:
+            self.schedule(key, next_delay)
+
+    # ------------------------------------------------------------------ watch
+
+    def _wants_now(self, obj: dict[str, Any], old: dict[str, Any] | None) -> bool:
+        """A change that asks for a reconcile; our own status updates do not."""
+        md, st = obj.get("metadata") or {}, obj.get("status") or {}
+        old_md = (old or {}).get("metadata") or {}
+        if old is None or md.get("deletionTimestamp"):
+            return True
+        if md.get("generation") != old_md.get("generation") or md.get("finalizers") != old_md.get("finalizers"):
+            return True
+        req = (md.get("annotations") or {}).get(REQUESTED_AT)
+        old_req = (old_md.get("annotations") or {}).get(REQUESTED_AT)
+        return bool(req and req != old_req and req != st.get("lastHandledRequestedAt"))
+
+    def on_event(self, type_: str, obj: dict[str, Any]) -> None:
+        if type_ == "RELISTED" and not obj:
+            gone = set(self.objects) - self._seen
+            for key in gone:
+                self.objects.pop(key, None)
+            self._seen = set()
+            self.synced.set()
+            return
+        md = obj.get("metadata") or {}
+        key = (str(md.get("namespace")), str(md.get("name")))
+        if type_ == "DELETED":
+            self.objects.pop(key, None)
+            state = self.states.pop(key, None)
+            if state and state.source:
+                state.source.close()
+            return
+        old = self.objects.get(key)
+        self.objects[key] = obj
+        if type_ == "RELISTED":
+            self._seen.add(key)
+        if self._wants_now(obj, old):
+            self.schedule(key, 0)
+        if old is not None and not cond.is_ready(old) and cond.is_ready(obj):
+            for k, o in list(self.objects.items()):  # a dependency became Ready: its dependents may go
+                deps = (o.get("spec") or {}).get("dependsOn") or []
+                if any(d.get("name") == key[1] and (d.get("namespace") or k[0]) == key[0] for d in deps):
+                    self.schedule(k, 0)
+
+    def _watch(self) -> None:
+        base = f"/apis/{GROUP}/{VERSION}"
+        path = f"{base}/namespaces/{self.opts.namespace}/{PLURAL}" if self.opts.namespace else f"{base}/{PLURAL}"
+        watch.watch(self.kube, path, self.on_event, self.stop_event, kind="GitSync", api_version=f"{GROUP}/{VERSION}")
+
+    # ------------------------------------------------------------------ one GitSync
+
+    def _ready_of(self, namespace: str, name: str) -> bool:
+        obj = self.objects.get((namespace, name))
+        return obj is not None and cond.is_ready(obj)
+
+    def _patch_finalizers(self, obj: dict[str, Any], finalizers: list[str]) -> None:
+        md = obj["metadata"]
+        self.kube.request(
+            "PATCH",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{md['namespace']}/{PLURAL}/{md['name']}",
+            body={"metadata": {"finalizers": finalizers, "resourceVersion": md["resourceVersion"]}},
+            content_type=MERGE_PATCH,
+        )
+
+    def work(self, key: Key) -> float | None:
+        """Reconcile one GitSync; returns the delay until it is due again (None: only on change)."""
+        obj = self.objects.get(key)
+        if obj is None:
+            return None
+        md = obj["metadata"]
+        finalizers = list(md.get("finalizers") or [])
+        try:
+            spec = parse(obj)
+        except SpecError as e:
+            spec = None
+            spec_error = str(e)
+        if md.get("deletionTimestamp"):
+            if FINALIZER not in finalizers:
+                return None
+            err = self.reconciler.finalize(obj, spec)
+            if err:
+                log.error(err, extra={"gitsync": f"{key[0]}/{key[1]}", "reason": "FinalizeFailed"})
+                return 30.0
+            self._patch_finalizers(obj, [f for f in finalizers if f != FINALIZER])
+            return None
+        if FINALIZER not in finalizers:
+            self._patch_finalizers(obj, [*finalizers, FINALIZER])  # the MODIFIED event brings us back
+            return None
+        if spec is None:
+            self.reconciler._fail(
+                obj, "InvalidSpec", "SyncFailed", f"GitSync {key[0]}/{key[1]}: {spec_error}", stalled=True
+            )
+            return None
+        if spec.suspend:
+            log.info("suspended; not reconciling", extra={"gitsync": f"{key[0]}/{key[1]}"})
+            return None
+        req = (md.get("annotations") or {}).get(REQUESTED_AT)
+        state = self.states.setdefault(key, SyncState())
+        out = self.reconciler.reconcile(obj, spec, state, self._ready_of, req)
+        if out.ok:
+            state.failures = 0
+            return spec.interval * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not crypto
+        if out.stalled:
+            return None
+        if out.waiting:
+            return min(spec.retry_interval, 10.0)
+        state.failures += 1
+        backoff: float = spec.retry_interval * 2.0 ** (state.failures - 1)
+        return min(backoff, max(spec.interval, spec.retry_interval), MAX_BACKOFF)
+
+    def _work(self, key: Key) -> None:
+        delay: float | None = 30.0
+        try:
+            delay = self.work(key)
+        except (KubeError, UnreachableError) as e:
+            log.error(f"GitSync {key[0]}/{key[1]}: {e}", extra={"gitsync": f"{key[0]}/{key[1]}"})
+        except Exception:
+            log.exception(f"GitSync {key[0]}/{key[1]}: unexpected error", extra={"gitsync": f"{key[0]}/{key[1]}"})
+        finally:
+            self._done(key, delay)
+
+    # ------------------------------------------------------------------ process
+
+    def _serve(self, addr: str, app: Callable[..., Any]) -> None:
+        host, port = _split_addr(addr)
+        server = make_server(host, port, app, handler_class=_Quiet)
+        threading.Thread(target=server.serve_forever, name=f"http-{port}", daemon=True).start()
+
+    def health_app(self, environ: dict[str, Any], start: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            ok = True
+        elif path == "/readyz":
+            ok = self.synced.is_set() or (self.elector is not None and not self.elector.is_leader.is_set())
+        else:
+            start("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        start("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [b"ok\n" if ok else b"not ready\n"]
+
+    def run(self) -> None:
+        """Serve metrics and probes, win the lease (if asked), then watch and reconcile until stopped."""
+        metrics_app = make_wsgi_app(self.metrics.registry)
+        if self.opts.metrics_addr:
+            self._serve(self.opts.metrics_addr, metrics_app)
+        if self.opts.health_addr:
+            self._serve(self.opts.health_addr, self.health_app)
+        if self.opts.leader_elect:
+            self.elector = LeaderElector(
+                self.kube,
+                self.opts.lease_namespace,
+                self.opts.lease_name,
+                self.opts.identity,
+                duration=self.opts.lease_duration,
+                renew=max(1.0, self.opts.lease_duration / 3),
+            )
+            threading.Thread(target=self.elector.run, name="leader-election", daemon=True).start()
+            log.info("waiting for leadership", extra={"reason": "LeaderElection"})
+            while not self.elector.is_leader.wait(1.0):
+                if self.stop_event.is_set():
+                    return
+        threading.Thread(target=self._watch, name="watch-gitsyncs", daemon=True).start()
+        with ThreadPoolExecutor(max_workers=self.opts.workers, thread_name_prefix="gitsync") as pool:
+            while not self.stop_event.is_set():
+                if self.elector is not None and not self.elector.is_leader.is_set():
+                    log.error("lost leadership: exiting so a restart rejoins as a standby")
+                    self.stop_event.set()
+                    break
+                key = self._next_due()
+                if key is not None:
+                    pool.submit(self._work, key)
+        if self.elector is not None:
+            self.elector.stop()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        with self._lock:
+            self._lock.notify_all()
+
+
+def connect(kubeconfig: str | None, context: str | None, workers: int) -> Kube:
+    return kube_client.connect(kubeconfig, context, pool_size=max(8, workers * 4))

@@ -1,0 +1,100 @@
+"""Leader election on a coordination.k8s.io Lease.
+
+Two replicas run for availability; only the holder of the Lease reconciles. A standby
+takes over once the holder has not renewed for ``duration`` seconds. Our own loop
+rather than the client library's: that one blocks a thread and never releases the
+Lease on shutdown, which would make every rolling update wait a full lease duration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from typing import Any
+
+from reconciler.kube.client import Kube, KubeError, UnreachableError
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _fmt(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(s: str | None) -> dt.datetime | None:
+    if not s:
+        return None
+    return dt.datetime.strptime(s.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+class LeaderElector:
+    def __init__(
+        self, kube: Kube, namespace: str, name: str, identity: str, duration: float = 15.0, renew: float = 5.0
+    ) -> None:
+        self._kube, self.namespace, self.name, self.identity = kube, namespace, name, identity
+        self.duration, self.renew = duration, renew
+        self.is_leader = threading.Event()
+        self._stop = threading.Event()
+        self._path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+
+    def _try(self) -> bool:
+        now = _now()
+        cur: dict[str, Any] | None = self._kube.get_or_none(self._path)
+        spec = (cur or {}).get("spec") or {}
+        holder = spec.get("holderIdentity")
+        renewed = _parse(spec.get("renewTime"))
+        duration = float(spec.get("leaseDurationSeconds") or self.duration)
+        expired = renewed is None or (now - renewed).total_seconds() > duration
+        if cur is not None and holder not in (None, "", self.identity) and not expired:
+            return False
+        new_spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.duration),
+            "renewTime": _fmt(now),
+            "acquireTime": spec.get("acquireTime") if holder == self.identity else _fmt(now),
+            "leaseTransitions": int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1),
+        }
+        metadata: dict[str, Any] = {"name": self.name}
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": new_spec}
+        if cur is None:
+            self._kube.request("POST", self._path.rsplit("/", 1)[0], body=body)
+        else:
+            metadata["resourceVersion"] = cur["metadata"]["resourceVersion"]  # optimistic lock
+            self._kube.request("PUT", self._path, body=body)
+        return True
+
+    def run(self) -> None:
+        """Loop until :meth:`stop`; sets/clears :attr:`is_leader`."""
+        while not self._stop.is_set():
+            try:
+                ok = self._try()
+            except (KubeError, UnreachableError) as e:
+                ok = False
+                log.warning("leader election: %s", e)
+            if ok and not self.is_leader.is_set():
+                log.info("became leader (lease %s/%s)", self.namespace, self.name)
+                self.is_leader.set()
+            elif not ok and self.is_leader.is_set():
+                log.error("lost leadership (lease %s/%s); stopping reconciles", self.namespace, self.name)
+                self.is_leader.clear()
+            self._stop.wait(self.renew if ok else self.renew / 2)
+
+    def stop(self) -> None:
+        """Stop, and hand the Lease back at once so a standby need not wait for it to expire."""
+        self._stop.set()
+        if not self.is_leader.is_set():
+            return
+        self.is_leader.clear()
+        try:
+            cur = self._kube.get_or_none(self._path)
+            if cur and (cur.get("spec") or {}).get("holderIdentity") == self.identity:
+                cur["spec"]["holderIdentity"] = None
+                cur["spec"]["renewTime"] = None
+                self._kube.request("PUT", self._path, body=cur)
+        except (KubeError, UnreachableError) as e:
+            log.warning("could not release the lease: %s", e)

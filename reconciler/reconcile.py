@@ -1,0 +1,349 @@
+"""One reconcile of one GitSync: fetch, render, sync, and tell everyone what happened.
+
+Each outcome is reported four ways at once — status conditions, an Event, metrics and
+one log line — from the same facts, so ``kubectl get gitsync``, ``kubectl events``,
+Grafana and ``kubectl logs | grep ERROR`` never disagree about why a sync failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.kube.client import Kube, KubeError, UnreachableError
+from reconciler.kube.discovery import RestMapper
+from reconciler.kube.events import EventRecorder
+from reconciler.render import build as render_build
+from reconciler.render.manifests import ManifestError
+from reconciler.report import conditions as cond
+from reconciler.report.metrics import Metrics
+from reconciler.source import git as git_source
+from reconciler.source.artifact import SourceError
+from reconciler.spec import GitSyncSpec, SpecError
+from reconciler.sync import engine, inventory, redact
+from reconciler.sync import prune as pruning
+from reconciler.sync.inventory import InventoryError
+from reconciler.sync.plan import Action
+
+log = logging.getLogger("reconciler.gitsync")
+
+
+@dataclass
+class Outcome:
+    """What the controller needs to schedule the next run."""
+
+    ok: bool
+    stalled: bool = False  # retrying cannot help until the spec changes
+    waiting: bool = False  # on a dependency
+    revision: str = ""
+
+
+@dataclass
+class SyncState:
+    """Per-GitSync state that outlives one reconcile (the git cache handle, failures)."""
+
+    source: git_source.GitSource | None = None
+    source_key: tuple[str, str] = ("", "")
+    failures: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _gitsync_id(obj: dict[str, Any]) -> str:
+    md = obj["metadata"]
+    return f"{md.get('namespace')}/{md['name']}"
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        mapper: RestMapper,
+        metrics: Metrics,
+        events: EventRecorder,
+        cache_dir: Path,
+        impersonate: Any = None,
+    ) -> None:
+        self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
+        self.cache_dir = cache_dir
+        self._impersonate = impersonate  # (namespace, serviceaccount) -> (Kube, RestMapper)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
+        sec = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return {k: base64.b64decode(v) for k, v in (sec.get("data") or {}).items()}
+
+    def _credentials(self, namespace: str, spec: GitSyncSpec) -> git_source.GitCredentials | None:
+        """Flux's secret keys: identity, known_hosts, username, password, bearerToken, ca.crt."""
+        if spec.git.secret_ref is None:
+            return None
+        d = self._secret_data(namespace, spec.git.secret_ref.name)
+
+        def text(key: str) -> str | None:
+            return d[key].decode() if key in d else None
+
+        return git_source.GitCredentials(
+            ssh_private_key=d.get("identity"),
+            known_hosts=d.get("known_hosts"),
+            username=text("username"),
+            password=text("password"),
+            bearer_token=text("bearerToken"),
+            ca_bundle=d.get("ca.crt") or d.get("caFile"),
+        )
+
+    def _variables(self, namespace: str, spec: GitSyncSpec) -> tuple[dict[str, str], frozenset[str]]:
+        values: dict[str, str] = {}
+        secret_names: set[str] = set()
+        for vf in spec.substitute_from:
+            kind = "secrets" if vf.kind == "Secret" else "configmaps"
+            obj = self.kube.get_or_none(f"/api/v1/namespaces/{namespace}/{kind}/{vf.name}")
+            if obj is None:
+                if vf.optional:
+                    continue
+                raise SpecError(f"spec.substituteFrom: {vf.kind} {namespace}/{vf.name} not found")
+            data = obj.get("data") or {}
+            if vf.kind == "Secret":
+                data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+                secret_names |= set(data)
+            values.update(data)
+        values.update(spec.substitute)  # inline values win, as in Flux
+        return values, frozenset(secret_names - set(spec.substitute))
+
+    def _source(self, state: SyncState, namespace: str, name: str, spec: GitSyncSpec) -> git_source.GitSource:
+        key = (spec.git.url, repr(spec.git.ref))
+        if state.source is None or state.source_key != key:
+            if state.source is not None:
+                state.source.close()
+            state.source = git_source.GitSource(
+                spec.git.url,
+                spec.git.ref,
+                cache_dir=self.cache_dir / namespace / name,
+                credentials=self._credentials(namespace, spec),
+                timeout=min(spec.timeout, 300.0),
+            )
+            state.source_key = key
+        return state.source
+
+    # ------------------------------------------------------------------ status
+
+    def _patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        md = obj["metadata"]
+        try:
+            self.kube.request(
+                "PATCH",
+                f"/apis/gitops.reconciler.dev/v1/namespaces/{md['namespace']}/gitsyncs/{md['name']}/status",
+                body={"status": status},
+                content_type="application/merge-patch+json",
+            )
+        except KubeError as e:
+            if not e.not_found:
+                log.warning("cannot update status: %s", e, extra={"gitsync": _gitsync_id(obj)})
+
+    def _conditions(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        return list((obj.get("status") or {}).get("conditions") or [])
+
+    def mark_reconciling(self, obj: dict[str, Any], message: str) -> None:
+        gen = int(obj["metadata"].get("generation") or 0)
+        cs = cond.set_condition(self._conditions(obj), cond.RECONCILING, True, "Progressing", message, gen)
+        if cond.get(cs, cond.READY) is None:
+            cs = cond.set_condition(cs, cond.READY, False, "Progressing", message, gen)
+        obj.setdefault("status", {})["conditions"] = cs
+        self._patch_status(obj, {"conditions": cs})
+
+    def _fail(
+        self,
+        obj: dict[str, Any],
+        reason: str,
+        event_reason: str,
+        message: str,
+        revision: str = "",
+        *,
+        stalled: bool = False,
+        waiting: bool = False,
+        extra_status: dict[str, Any] | None = None,
+    ) -> Outcome:
+        md = obj["metadata"]
+        ns, name, gen = md["namespace"], md["name"], int(md.get("generation") or 0)
+        cs = self._conditions(obj)
+        cs = cond.set_condition(cs, cond.READY, False, reason, message, gen)
+        cs = cond.remove_condition(cs, cond.RECONCILING)
+        cs = (
+            cond.set_condition(cs, cond.STALLED, True, reason, message, gen)
+            if stalled
+            else cond.remove_condition(cs, cond.STALLED)
+        )
+        status: dict[str, Any] = {"conditions": cs, "observedGeneration": gen, **(extra_status or {})}
+        if revision:
+            status["lastAttemptedRevision"] = revision
+        obj.setdefault("status", {}).update(status)
+        self._patch_status(obj, status)
+        if not waiting:
+            self.events.emit(obj, "Warning", event_reason, message)
+            self.metrics.reconciles.labels(ns, name, "failure").inc()
+            log.error(message, extra={"gitsync": f"{ns}/{name}", "revision": revision, "reason": reason})
+        else:
+            log.info(message, extra={"gitsync": f"{ns}/{name}", "reason": reason})
+        self.metrics.ready.labels(ns, name).set(0)
+        self.metrics.stalled.labels(ns, name).set(1 if stalled else 0)
+        return Outcome(ok=False, stalled=stalled, waiting=waiting, revision=revision)
+
+    # ------------------------------------------------------------------ the reconcile
+
+    def reconcile(
+        self, obj: dict[str, Any], spec: GitSyncSpec, state: SyncState, ready_of: Any, handled_request: str | None
+    ) -> Outcome:
+        md = obj["metadata"]
+        ns, name = md["namespace"], md["name"]
+        gid = f"{ns}/{name}"
+        self.metrics.interval.labels(ns, name).set(spec.interval)
+        for dep in spec.depends_on:
+            if not ready_of(dep.namespace, dep.name):
+                return self._fail(
+                    obj,
+                    "DependencyNotReady",
+                    "DependencyNotReady",
+                    f"GitSync {gid}: waiting for dependency GitSync {dep.namespace}/{dep.name} to be Ready",
+                    waiting=True,
+                )
+        self.mark_reconciling(obj, f"reconciling {spec.git.url} ({spec.git.ref})")
+        extra: dict[str, Any] = {"lastHandledRequestedAt": handled_request} if handled_request else {}
+        t0 = time.monotonic()
+        kube, mapper = self.kube, self.mapper
+        if spec.service_account_name and self._impersonate is not None:
+            kube, mapper = self._impersonate(ns, spec.service_account_name)
+
+        # 1. fetch
+        try:
+            source = self._source(state, ns, name, spec)
+            f0 = time.monotonic()
+            artifact = source.fetch()
+            self.metrics.fetch_duration.labels(ns, name).observe(time.monotonic() - f0)
+        except (SourceError, KubeError, UnreachableError, ValueError) as e:
+            return self._fail(
+                obj, "ArtifactFailed", "SourceFailed", f"GitSync {gid}: fetch failed: {e}", extra_status=extra
+            )
+        revision = artifact.revision
+
+        # 2. render
+        secrets: frozenset[str] = frozenset()
+        try:
+            values, secret_vars = self._variables(ns, spec)
+            secrets = frozenset(values[k] for k in secret_vars if len(values[k]) >= redact.MIN_LEN)
+            manifests = render_build.render(
+                artifact.path,
+                spec.path,
+                render_build.RenderOptions(
+                    substitute=values,
+                    secret_vars=secret_vars,
+                    patches=spec.patches,
+                    target_namespace=spec.target_namespace,
+                ),
+            )
+        except (ManifestError, SpecError, KubeError, UnreachableError) as e:
+            msg = redact.scrub(f"GitSync {gid}: revision {revision}: render failed: {e}", secrets)
+            return self._fail(obj, "BuildFailed", "RenderFailed", msg, revision, extra_status=extra)
+        secrets |= redact.secret_values(manifests)
+
+        # 3. plan, apply, prune, wait
+        opts = engine.Options(
+            name=name,
+            namespace=ns,
+            prune=spec.prune,
+            wait=spec.wait,
+            timeout=spec.timeout,
+            default_namespace=spec.target_namespace or ns,
+        )
+        try:
+            res = engine.run(kube, mapper, manifests, revision, opts)
+        except (InventoryError, KubeError, UnreachableError) as e:
+            msg = redact.scrub(f"GitSync {gid}: revision {revision}: {e}", secrets)
+            return self._fail(obj, "ReconciliationFailed", "SyncFailed", msg, revision, extra_status=extra)
+        duration = time.monotonic() - t0
+        self.metrics.reconcile_duration.labels(ns, name).observe(duration)
+        plan_counts = res.plan.counts() if res.plan else {}
+        last_plan = {a.value: plan_counts.get(a.value, 0) for a in Action}
+        extra = {**extra, "lastPlan": last_plan}
+        if res.errors:
+            what = {
+                "plan": "plan",
+                "preflight": "validation",
+                "guard": "prune guard",
+                "apply": "apply",
+                "prune": "prune",
+                "health": "health check",
+            }.get(res.stage, res.stage)
+            first = redact.scrub(res.errors[0], secrets)
+            more = f" (and {len(res.errors) - 1} more)" if len(res.errors) > 1 else ""
+            msg = f"GitSync {gid}: revision {revision}: {what} failed: {first}{more}"
+            event = "HealthCheckFailed" if res.stage == "health" else "SyncFailed"
+            reason = "HealthCheckFailed" if res.stage == "health" else "ReconciliationFailed"
+            return self._fail(obj, reason, event, msg, revision, extra_status=extra)
+
+        # 4. success
+        gen = int(md.get("generation") or 0)
+        inv = inventory.load(kube, ns, name)
+        cs = self._conditions(obj)
+        summary = ", ".join(f"{n} {a}" for a, n in last_plan.items() if n)
+        msg = f"Applied revision {revision}: {summary}"
+        cs = cond.set_condition(cs, cond.READY, True, "ReconciliationSucceeded", msg, gen)
+        cs = cond.remove_condition(cs, cond.RECONCILING)
+        cs = cond.remove_condition(cs, cond.STALLED)
+        if spec.wait:
+            cs = cond.set_condition(cs, cond.HEALTHY, True, "Succeeded", "all applied objects are healthy", gen)
+        status = {
+            "conditions": cs,
+            "observedGeneration": gen,
+            "lastAttemptedRevision": revision,
+            "lastAppliedRevision": revision,
+            "inventory": inv.to_status(),
+            **extra,
+        }
+        changed = (
+            bool(res.plan and res.plan.has_changes) or (obj.get("status") or {}).get("lastAppliedRevision") != revision
+        )
+        obj.setdefault("status", {}).update(status)
+        self._patch_status(obj, status)
+        if changed:
+            self.events.emit(obj, "Normal", "Synced", msg)
+            if res.pruned and res.pruned.deleted:
+                pruned = ", ".join(str(i.oid) for i in res.pruned.deleted[:20])
+                self.events.emit(obj, "Normal", "Pruned", f"revision {revision}: pruned {pruned}")
+        log.info(msg, extra={"gitsync": gid, "revision": revision, "reason": "ReconciliationSucceeded"})
+        self.metrics.reconciles.labels(ns, name, "success").inc()
+        self.metrics.ready.labels(ns, name).set(1)
+        self.metrics.stalled.labels(ns, name).set(0)
+        self.metrics.last_success.labels(ns, name).set(time.time())
+        self.metrics.managed.labels(ns, name).set(len(inv))
+        self.metrics.set_revision(ns, name, revision)
+        return Outcome(ok=True, revision=revision)
+
+    def finalize(self, obj: dict[str, Any], spec: GitSyncSpec | None) -> str | None:
+        """On deletion: prune everything the GitSync owns if ``prune: true``, else orphan it.
+
+        Returns an error message, or None when the finalizer may be removed.
+        """
+        md = obj["metadata"]
+        ns, name = md["namespace"], md["name"]
+        if spec is None or not spec.prune:
+            log.info("GitSync deleted; objects orphaned (prune: false)", extra={"gitsync": f"{ns}/{name}"})
+        else:
+            opts = engine.Options(name=name, namespace=ns, prune=True, guard=pruning.Guard(allow_mass_prune=True))
+            try:
+                res = engine.run(self.kube, self.mapper, [], "", opts)
+            except (InventoryError, KubeError, UnreachableError) as e:
+                return f"GitSync {ns}/{name}: cannot prune on deletion: {e}"
+            if res.errors:
+                return f"GitSync {ns}/{name}: cannot prune on deletion: {res.errors[0]}"
+            n = len(res.pruned.deleted) if res.pruned else 0
+            log.info(f"GitSync deleted; pruned {n} objects", extra={"gitsync": f"{ns}/{name}"})
+        try:
+            self.kube.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/{inventory.configmap_name(name)}")
+        except KubeError as e:
+            if not e.not_found:
+                return f"GitSync {ns}/{name}: cannot delete the inventory: {e}"
+        self.metrics.forget(ns, name)
+        return None

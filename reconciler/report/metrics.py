@@ -1,0 +1,105 @@
+"""Prometheus metrics of the controller.
+
+Labels are per GitSync at most (``namespace``, ``name``), never per managed object:
+a fleet of thousands of objects must not turn into thousands of series. The names are
+fixed; the Grafana dashboard and the PrometheusRule in ``deploy/`` use exactly these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+import reconciler
+
+SYNC_LABELS = ("namespace", "name")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reconcile_duration = Histogram(
+            "reconciler_reconcile_duration_seconds",
+            "Time one reconcile of a GitSync took (fetch, render, plan, apply, prune, health).",
+            SYNC_LABELS,
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.reconciles = Counter(
+            "reconciler_reconcile", "Reconciles by result (success or failure).", (*SYNC_LABELS, "result"), registry=r
+        )
+        self.ready = Gauge("reconciler_gitsync_ready", "1 if the GitSync is Ready.", SYNC_LABELS, registry=r)
+        self.stalled = Gauge("reconciler_gitsync_stalled", "1 if the GitSync is Stalled.", SYNC_LABELS, registry=r)
+        self.drift = Gauge(
+            "reconciler_drift_objects", "Managed objects that differ from git right now.", SYNC_LABELS, registry=r
+        )
+        self.last_success = Gauge(
+            "reconciler_last_success_timestamp_seconds",
+            "Unix time of the last successful sync.",
+            SYNC_LABELS,
+            registry=r,
+        )
+        self.interval = Gauge(
+            "reconciler_gitsync_interval_seconds", "The GitSync's spec.interval.", SYNC_LABELS, registry=r
+        )
+        self.revision = Gauge(
+            "reconciler_applied_revision_info",
+            "The applied revision (value 1).",
+            (*SYNC_LABELS, "revision"),
+            registry=r,
+        )
+        self.managed = Gauge(
+            "reconciler_managed_objects", "Objects in the GitSync's inventory.", SYNC_LABELS, registry=r
+        )
+        self.api_requests = Counter(
+            "reconciler_api_requests", "Kubernetes API requests by verb.", ("verb",), registry=r
+        )
+        self.fetch_duration = Histogram(
+            "reconciler_git_fetch_duration_seconds",
+            "Time to fetch the source revision.",
+            SYNC_LABELS,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.webhook_requests = Counter(
+            "reconciler_webhook_requests",
+            "Webhook requests by provider and result.",
+            ("provider", "result"),
+            registry=r,
+        )
+        self.policy_violations = Gauge(
+            "reconciler_policy_violations",
+            "Policy violations in the last revision, per policy.",
+            (*SYNC_LABELS, "policy"),
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "reconciler_build_info", "Version of the controller (value 1).", ("version",), registry=r
+        )
+        self.build_info.labels(reconciler.__version__).set(1)
+
+    def set_revision(self, namespace: str, name: str, revision: str) -> None:
+        """One series per GitSync: drop the previous revision's series first."""
+        for labels in list(self.revision._metrics):
+            if labels[:2] == (namespace, name):
+                self.revision.remove(*labels)
+        self.revision.labels(namespace, name, revision).set(1)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted GitSync leaves no stale series behind."""
+        for metric in (
+            self.ready,
+            self.stalled,
+            self.drift,
+            self.last_success,
+            self.interval,
+            self.managed,
+        ):
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, name)
+        for labelled in (self.revision, self.policy_violations):
+            for labels in list(labelled._metrics):
+                if labels[:2] == (namespace, name):
+                    labelled.remove(*labels)

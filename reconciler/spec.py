@@ -1,0 +1,168 @@
+"""The GitSync object's spec, read once into typed values.
+
+The CRD's schema already rejects most bad specs at admission time, but the controller
+must not trust that (a CRD installed without validation, an older schema), so every
+field is checked again here and a bad one names the field; the controller then reports
+it as Stalled rather than crashing its worker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.render.options import Patch
+from reconciler.source.git import GitRef
+
+GROUP = "gitops.reconciler.dev"
+VERSION = "v1"
+PLURAL = "gitsyncs"
+KIND = "GitSync"
+FINALIZER = f"{GROUP}/finalizer"
+REQUESTED_AT = f"{GROUP}/requested-at"
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class SpecError(ValueError):
+    """A spec field is invalid; the message names the field."""
+
+
+def parse_duration(text: str, field_name: str) -> float:
+    """Go-style durations as Flux and Kubernetes users write them: ``90s``, ``1m30s``, ``1h``."""
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise SpecError(f"spec.{field_name}: {text!r} is not a duration like 30s, 5m or 1h30m")
+    return total
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    name: str
+
+
+@dataclass(frozen=True)
+class GitSource:
+    url: str
+    ref: GitRef
+    secret_ref: SecretRef | None
+
+
+@dataclass(frozen=True)
+class ValuesFrom:
+    kind: str  # ConfigMap | Secret
+    name: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Dependency:
+    name: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class GitSyncSpec:
+    git: GitSource
+    path: str = "."
+    interval: float = 300.0
+    retry_interval: float = 60.0
+    timeout: float = 300.0
+    prune: bool = True
+    wait: bool = False
+    depends_on: tuple[Dependency, ...] = ()
+    target_namespace: str | None = None
+    service_account_name: str | None = None
+    substitute: Mapping[str, str] = field(default_factory=dict)
+    substitute_from: tuple[ValuesFrom, ...] = ()
+    patches: tuple[Patch, ...] = ()
+    policy_mode: str = "enforce"
+    drift_mode: str = "correct"
+    suspend: bool = False
+
+
+def _str(spec: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str | None:
+    v = spec.get(key, default)
+    if v is not None and not isinstance(v, str):
+        raise SpecError(f"{where}.{key}: expected a string, got {type(v).__name__}")
+    return v
+
+
+def _bool(spec: Mapping[str, Any], key: str, default: bool) -> bool:
+    v = spec.get(key, default)
+    if not isinstance(v, bool):
+        raise SpecError(f"spec.{key}: expected true or false, got {v!r}")
+    return v
+
+
+def _mode(spec: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    v = (spec.get(key) or {}).get("mode", default)
+    if v not in allowed:
+        raise SpecError(f"spec.{key}.mode: {v!r} is not one of {', '.join(allowed)}")
+    return str(v)
+
+
+def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
+    """Read a GitSync object's spec; raises :class:`SpecError` naming the bad field."""
+    spec = obj.get("spec") or {}
+    namespace = str((obj.get("metadata") or {}).get("namespace") or "default")
+    source = spec.get("source") or {}
+    if "bucket" in source:
+        raise SpecError("spec.source.bucket: bucket sources are not supported by this version yet")
+    git = source.get("git")
+    if not isinstance(git, dict) or not git.get("url"):
+        raise SpecError("spec.source.git.url: required")
+    try:
+        ref = GitRef.from_spec(git.get("ref") or {})
+    except ValueError as e:
+        raise SpecError(f"spec.source.git.ref: {e}") from e
+    secret = git.get("secretRef")
+    substitute = spec.get("substitute") or {}
+    if not isinstance(substitute, dict) or not all(isinstance(v, str) for v in substitute.values()):
+        raise SpecError("spec.substitute: expected a map of strings")
+    values_from = []
+    for i, vf in enumerate(spec.get("substituteFrom") or []):
+        if vf.get("kind") not in ("ConfigMap", "Secret") or not vf.get("name"):
+            raise SpecError(f"spec.substituteFrom[{i}]: needs kind ConfigMap or Secret, and a name")
+        values_from.append(ValuesFrom(vf["kind"], vf["name"], bool(vf.get("optional", False))))
+    patches = []
+    for i, p in enumerate(spec.get("patches") or []):
+        try:
+            patches.append(Patch.from_spec(p))
+        except ValueError as e:
+            raise SpecError(f"spec.patches[{i}]: {e}") from e
+    deps = tuple(
+        Dependency(str(d["name"]), str(d.get("namespace") or namespace))
+        for d in spec.get("dependsOn") or []
+        if isinstance(d, dict) and d.get("name")
+    )
+    return GitSyncSpec(
+        git=GitSource(
+            url=str(git["url"]),
+            ref=ref,
+            secret_ref=SecretRef(str(secret["name"])) if isinstance(secret, dict) and secret.get("name") else None,
+        ),
+        path=_str(spec, "path", "spec", ".") or ".",
+        interval=parse_duration(_str(spec, "interval", "spec", "5m") or "5m", "interval"),
+        retry_interval=parse_duration(_str(spec, "retryInterval", "spec", "1m") or "1m", "retryInterval"),
+        timeout=parse_duration(_str(spec, "timeout", "spec", "5m") or "5m", "timeout"),
+        prune=_bool(spec, "prune", True),
+        wait=_bool(spec, "wait", False),
+        depends_on=deps,
+        target_namespace=_str(spec, "targetNamespace", "spec") or None,
+        service_account_name=_str(spec, "serviceAccountName", "spec") or None,
+        substitute=dict(substitute),
+        substitute_from=tuple(values_from),
+        patches=tuple(patches),
+        policy_mode=_mode(spec, "policy", ("enforce", "audit", "off"), "enforce"),
+        drift_mode=_mode(spec, "drift", ("correct", "warn", "off"), "correct"),
+        suspend=_bool(spec, "suspend", False),
+    )

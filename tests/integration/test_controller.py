@@ -1,0 +1,300 @@
+"""`reconciler run` end to end: a real controller process against the real control plane,
+GitSync objects of the real CRD in deploy/, git over file://."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler.kube import apply, client, discovery
+
+ROOT = Path(__file__).resolve().parents[2]
+GS = "/apis/gitops.reconciler.dev/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cm(name: str, ns: str, data: dict[str, str]) -> str:
+    return yaml.safe_dump(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data}
+    )
+
+
+@dataclass
+class Controller:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    metrics_port: int
+
+    def lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"level": "RAW", "msg": line})
+        return out
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Env:
+    kube: client.Kube
+    cluster: Any
+    tmp: Path
+    started: list[Controller] = field(default_factory=list)
+
+    def start(self, *extra: str, name: str = "ctl") -> Controller:
+        log = self.tmp / f"{name}-{len(self.started)}.log"
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "run",
+                "--kubeconfig",
+                str(self.cluster.kubeconfig),
+                "--metrics-addr",
+                f"127.0.0.1:{port}",
+                "--health-addr",
+                f"127.0.0.1:{free_port()}",
+                "--cache-dir",
+                str(self.tmp / "cache"),
+                *extra,
+            ],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "POD_NAME": f"{name}-{len(self.started)}"},
+        )
+        c = Controller(proc, log, port)
+        self.started.append(c)
+        return c
+
+    def gitsync(self, ns: str, name: str, url: str, **spec: Any) -> dict[str, Any]:
+        body = {
+            "apiVersion": "gitops.reconciler.dev/v1",
+            "kind": "GitSync",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "source": {"git": {"url": url, "ref": {"branch": "main"}}},
+                "interval": "5s",
+                "retryInterval": "2s",
+                **spec,
+            },
+        }
+        obj: dict[str, Any] = self.kube.request("POST", f"{GS}/namespaces/{ns}/gitsyncs", body=body)
+        return obj
+
+    def get(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get_or_none(f"{GS}/namespaces/{ns}/gitsyncs/{name}")
+
+    def ready(self, ns: str, name: str) -> dict[str, Any] | None:
+        obj = self.get(ns, name)
+        conds = ((obj or {}).get("status") or {}).get("conditions") or []
+        ok = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+        return obj if ok and obj and obj["status"].get("observedGeneration") == obj["metadata"]["generation"] else None
+
+    def events(self, ns: str, name: str) -> list[dict[str, Any]]:
+        items = self.kube.get(f"/apis/events.k8s.io/v1/namespaces/{ns}/events")["items"]
+        return [e for e in items if (e.get("regarding") or {}).get("name") == name]
+
+
+@pytest.fixture(scope="module")
+def crd(kube: client.Kube) -> None:
+    mapper = discovery.RestMapper(kube)
+    for doc in yaml.safe_load_all((ROOT / "deploy" / "crd-gitsync.yaml").read_text()):
+        if doc:
+            apply.server_side_apply(kube, mapper, doc, field_manager="test-setup")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        crd_obj = kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gitsyncs.gitops.reconciler.dev")
+        if any(c["type"] == "Established" and c["status"] == "True" for c in crd_obj["status"].get("conditions") or []):
+            return
+        time.sleep(0.2)
+    pytest.fail("GitSync CRD not Established")
+
+
+@pytest.fixture
+def env(crd: None, kube: client.Kube, cluster: Any, tmp_path: Path) -> Iterator[Env]:
+    e = Env(kube=kube, cluster=cluster, tmp=tmp_path)
+    yield e
+    for c in e.started:
+        c.stop()
+
+
+def test_gitsync_lifecycle(env: Env, git_repo: Any, namespace: str, eventually: Any) -> None:
+    ns = namespace
+    sha = git_repo.commit({"app/a.yaml": cm("a", ns, {"v": "1"})}, "first")
+    ctl = env.start("--watch-namespace", ns)
+    env.gitsync(ns, "app", git_repo.url, path="app")
+
+    obj = eventually(lambda: env.ready(ns, "app"), 60, "GitSync app to become Ready")
+    assert obj["status"]["lastAppliedRevision"] == f"main@sha1:{sha}"
+    assert obj["status"]["inventory"] == [{"id": f"{ns}_a__ConfigMap", "v": "v1"}]
+    assert obj["status"]["lastPlan"]["create"] == 1
+    assert "gitops.reconciler.dev/finalizer" in obj["metadata"]["finalizers"]
+    assert env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/a")["data"] == {"v": "1"}
+    assert any(e["reason"] == "Synced" and e["type"] == "Normal" for e in env.events(ns, "app"))
+    m = ctl.metrics()
+    assert f'reconciler_gitsync_ready{{name="app",namespace="{ns}"}} 1.0' in m
+    assert f'reconciler_applied_revision_info{{name="app",namespace="{ns}",revision="main@sha1:{sha}"}} 1.0' in m
+
+    # a pushed commit is applied within the interval (5s)
+    sha2 = git_repo.commit({"app/a.yaml": cm("a", ns, {"v": "2"})}, "second")
+    eventually(
+        lambda: (env.get(ns, "app") or {}).get("status", {}).get("lastAppliedRevision") == f"main@sha1:{sha2}",
+        15,
+        "the new commit to be applied",
+    )
+    assert env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/a")["data"] == {"v": "2"}
+
+    # a broken commit: Ready=False naming the object, one ERROR line, a SyncFailed Event, old objects untouched
+    bad = git_repo.commit({"app/b.yaml": cm("b", ns, {"port": "${UNDEFINED}"})}, "broken")
+
+    def failed() -> dict[str, Any] | None:
+        o = env.get(ns, "app")
+        c = [c for c in (o or {}).get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+        return o if c and c[0]["status"] == "False" and bad in o["status"].get("lastAttemptedRevision", "") else None  # type: ignore[index]
+
+    o = eventually(failed, 20, "Ready=False for the broken commit")
+    ready = next(c for c in o["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "BuildFailed"
+    assert "b.yaml" in ready["message"]
+    assert "ConfigMap/" in ready["message"]
+    assert "UNDEFINED" in ready["message"]
+    assert o["status"]["lastAppliedRevision"] == f"main@sha1:{sha2}"
+    assert env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/a")["data"] == {"v": "2"}, "previous revision untouched"
+    assert any(e["reason"] == "RenderFailed" and e["type"] == "Warning" for e in env.events(ns, "app"))
+    errors = [line for line in ctl.lines() if line.get("level") == "ERROR" and bad in line.get("revision", "")]
+    assert len({e["msg"] for e in errors}) == 1, errors
+    assert errors[0]["gitsync"] == f"{ns}/app"
+    assert errors[0]["reason"] == "BuildFailed"
+
+    # fixed again, then deleted with prune: true -> its objects go
+    git_repo.commit({"app/b.yaml": cm("b", ns, {"port": "80"})}, "fix")
+    eventually(lambda: env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/b"), 20, "the fixed commit")
+    env.kube.request("DELETE", f"{GS}/namespaces/{ns}/gitsyncs/app")
+    eventually(lambda: env.get(ns, "app") is None, 20, "the GitSync to be finalized")
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/a") is None
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/b") is None
+
+
+def test_depends_on_suspend_requested_at_and_orphaning(
+    env: Env, git_repo: Any, namespace: str, eventually: Any
+) -> None:
+    ns = namespace
+    git_repo.commit({"base/x.yaml": cm("x", ns, {"k": "v"}), "top/y.yaml": cm("y", ns, {"k": "v"})})
+    env.start("--watch-namespace", ns)
+    env.gitsync(ns, "top", git_repo.url, path="top", dependsOn=[{"name": "base"}], prune=False)
+    time.sleep(3)
+    top = env.get(ns, "top")
+    ready = [c for c in (top or {}).get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+    assert ready, top
+    assert ready[0]["reason"] == "DependencyNotReady"
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/y") is None
+    env.gitsync(ns, "base", git_repo.url, path="base")
+    eventually(lambda: env.ready(ns, "top"), 30, "top to sync once base is Ready")
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/y") is not None
+
+    # suspend: a new commit is not applied
+    env.kube.request(
+        "PATCH",
+        f"{GS}/namespaces/{ns}/gitsyncs/top",
+        body={"spec": {"suspend": True, "interval": "1h"}},
+        content_type="application/merge-patch+json",
+    )
+    time.sleep(1)
+    git_repo.commit({"top/y.yaml": cm("y", ns, {"k": "changed"})}, "change y")
+    time.sleep(4)
+    assert env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/y")["data"] == {"k": "v"}
+    # resumed with a long interval: only the requested-at annotation brings the change in now
+    env.kube.request(
+        "PATCH",
+        f"{GS}/namespaces/{ns}/gitsyncs/top",
+        body={"spec": {"suspend": False}},
+        content_type="application/merge-patch+json",
+    )
+    eventually(lambda: env.ready(ns, "top"), 20, "top to reconcile after resume")
+    git_repo.commit({"top/y.yaml": cm("y", ns, {"k": "requested"})}, "change y again")
+    stamp = str(uuid.uuid4())
+    env.kube.request(
+        "PATCH",
+        f"{GS}/namespaces/{ns}/gitsyncs/top",
+        body={"metadata": {"annotations": {"gitops.reconciler.dev/requested-at": stamp}}},
+        content_type="application/merge-patch+json",
+    )
+    eventually(
+        lambda: env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/y")["data"] == {"k": "requested"},
+        20,
+        "the requested-at annotation to trigger a reconcile",
+    )
+    eventually(
+        lambda: (env.get(ns, "top") or {}).get("status", {}).get("lastHandledRequestedAt") == stamp, 10, "handled"
+    )
+
+    # prune: false -> deleting the GitSync orphans its objects
+    env.kube.request("DELETE", f"{GS}/namespaces/{ns}/gitsyncs/top")
+    eventually(lambda: env.get(ns, "top") is None, 20, "top to be finalized")
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/y") is not None
+
+
+def test_leader_election_fails_over(env: Env, git_repo: Any, namespace: str, eventually: Any) -> None:
+    ns = namespace
+    git_repo.commit({"a.yaml": cm("le", ns, {"k": "v"})})
+    lease_args = ("--watch-namespace", ns, "--leader-elect", "--lease-namespace", ns, "--lease-duration", "6")
+    first = env.start(*lease_args, name="first")
+    eventually(lambda: any("became leader" in ln.get("msg", "") for ln in first.lines()), 20, "a leader")
+    second = env.start(*lease_args, name="second")
+    env.gitsync(ns, "le", git_repo.url)
+    eventually(lambda: env.ready(ns, "le"), 30, "the leader to sync")
+    time.sleep(2)
+    assert not any("became leader" in ln.get("msg", "") for ln in second.lines())
+    assert not any(ln.get("gitsync") for ln in second.lines()), "the standby must not reconcile"
+
+    first.proc.kill()  # no chance to hand the lease back: the standby must wait for it to expire
+    first.proc.wait()
+    t0 = time.monotonic()
+    eventually(lambda: any("became leader" in ln.get("msg", "") for ln in second.lines()), 20, "failover")
+    assert time.monotonic() - t0 < 6 + 6, "took over within the lease duration (plus one retry period)"
+    env.kube.request(
+        "PATCH",
+        f"{GS}/namespaces/{ns}/gitsyncs/le",
+        body={"metadata": {"annotations": {"gitops.reconciler.dev/requested-at": "after-failover"}}},
+        content_type="application/merge-patch+json",
+    )
+    eventually(
+        lambda: (env.get(ns, "le") or {}).get("status", {}).get("lastHandledRequestedAt") == "after-failover",
+        20,
+        "the new leader to reconcile",
+    )

@@ -1,0 +1,80 @@
+"""GitSync spec parsing: defaults, durations, and errors that name the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reconciler.spec import SpecError, parse, parse_duration
+
+
+def gs(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "apps", "namespace": "team-a"},
+        "spec": {"source": {"git": {"url": "ssh://git@h/r.git"}}, **spec},
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("1.5h", 5400), ("2m3s", 123)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text, "interval") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "5d", "-5s", "5s junk"])
+def test_bad_durations_name_the_field(text: str) -> None:
+    with pytest.raises(SpecError, match=r"^spec\.interval: "):
+        parse_duration(text, "interval")
+
+
+def test_defaults() -> None:
+    s = parse(gs())
+    assert s.git.url == "ssh://git@h/r.git"
+    assert (s.path, s.interval, s.retry_interval, s.timeout) == (".", 300, 60, 300)
+    assert s.prune is True
+    assert s.wait is False
+    assert (s.policy_mode, s.drift_mode, s.suspend) == ("enforce", "correct", False)
+
+
+def test_full_spec() -> None:
+    s = parse(
+        gs(
+            path="./clusters/prod",
+            interval="1m",
+            dependsOn=[{"name": "crds"}, {"name": "base", "namespace": "infra"}],
+            substitute={"CLUSTER_NAME": "prod"},
+            substituteFrom=[{"kind": "ConfigMap", "name": "vars"}, {"kind": "Secret", "name": "s", "optional": True}],
+            policy={"mode": "audit"},
+            drift={"mode": "warn"},
+            targetNamespace="apps",
+        )
+    )
+    assert [(d.namespace, d.name) for d in s.depends_on] == [("team-a", "crds"), ("infra", "base")]
+    assert s.substitute == {"CLUSTER_NAME": "prod"}
+    assert [(v.kind, v.name, v.optional) for v in s.substitute_from] == [
+        ("ConfigMap", "vars", False),
+        ("Secret", "s", True),
+    ]
+    assert (s.policy_mode, s.drift_mode, s.target_namespace) == ("audit", "warn", "apps")
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"source": {}}, "spec.source.git.url"),
+        ({"source": {"git": {"url": "x", "ref": {"branch": "a", "tag": "b"}}}}, "spec.source.git.ref"),
+        ({"prune": "yes"}, "spec.prune"),
+        ({"policy": {"mode": "strict"}}, "spec.policy.mode"),
+        ({"substituteFrom": [{"kind": "Pod", "name": "x"}]}, "spec.substituteFrom[0]"),
+        ({"substitute": {"A": 1}}, "spec.substitute"),
+        ({"source": {"bucket": {"bucket": "b"}}}, "spec.source.bucket"),
+    ],
+)
+def test_errors_name_the_field(spec: dict[str, Any], field: str) -> None:
+    obj = gs()
+    obj["spec"].update(spec)
+    with pytest.raises(SpecError) as e:
+        parse(obj)
+    assert str(e.value).startswith(field)
