@@ -619,9 +619,9 @@ def _evaluate_binding(
     for param in params:
         for action, message, reason in _decisions(p, req, obj, param):
             if action == "config":
-                out.append(Violation(p.name, b.name, "Deny", ref, file, message, reason))
+                out.append(Violation(p.name, b.name, "Deny", ref, file, message, reason or "Invalid"))
                 continue
-            out.extend(Violation(p.name, b.name, a, ref, file, message, reason) for a in b.actions)
+            out.extend(Violation(p.name, b.name, a, ref, file, message, reason or "Invalid") for a in b.actions)
     return out
 
 
