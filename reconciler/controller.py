@@ -25,8 +25,10 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import make_wsgi_app
 
+from reconciler.drift import Drift, DriftWatcher
 from reconciler.kube import client as kube_client
 from reconciler.kube import discovery, watch
+from reconciler.kube.apply import FIELD_MANAGER
 from reconciler.kube.client import MERGE_PATCH, Kube, KubeError, UnreachableError
 from reconciler.kube.events import EventRecorder
 from reconciler.kube.lease import LeaderElector
@@ -34,6 +36,7 @@ from reconciler.reconcile import Reconciler, SyncState
 from reconciler.report import conditions as cond
 from reconciler.report.metrics import Metrics
 from reconciler.spec import FINALIZER, GROUP, PLURAL, REQUESTED_AT, VERSION, SpecError, parse
+from reconciler.sync.objects import ObjectId
 
 log = logging.getLogger("reconciler.controller")
 Key = tuple[str, str]
@@ -84,6 +87,7 @@ class Controller:
         self.synced = threading.Event()
         self.stop_event = threading.Event()
         self.elector: LeaderElector | None = None
+        self.drift = DriftWatcher(kube, FIELD_MANAGER, self._on_drift, self.stop_event)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -151,6 +155,7 @@ class Controller:
         key = (str(md.get("namespace")), str(md.get("name")))
         if type_ == "DELETED":
             self.objects.pop(key, None)
+            self.drift.forget(key)
             state = self.states.pop(key, None)
             if state and state.source:
                 state.source.close()
@@ -222,6 +227,13 @@ class Controller:
         req = (md.get("annotations") or {}).get(REQUESTED_AT)
         state = self.states.setdefault(key, SyncState())
         out = self.reconciler.reconcile(obj, spec, state, self._ready_of, req)
+        if out.ok and out.tracked is not None:
+            if spec.drift_mode == "off":
+                self.drift.forget(key)
+            else:
+                self.drift.track(key, out.tracked)
+                if state.drifted:
+                    self._on_drift(key, {})  # the sync re-applied what had drifted
         if out.ok:
             state.failures = 0
             return spec.interval * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not crypto
@@ -232,6 +244,43 @@ class Controller:
         state.failures += 1
         backoff: float = spec.retry_interval * 2.0 ** (state.failures - 1)
         return min(backoff, max(spec.interval, spec.retry_interval), MAX_BACKOFF)
+
+    def _on_drift(self, key: Key, drifted: dict[ObjectId, Drift]) -> None:
+        """Report a change in a GitSync's drifted objects, and correct it at once in ``correct`` mode."""
+        obj = self.objects.get(key)
+        if obj is None:
+            return
+        try:
+            spec = parse(obj)
+        except SpecError:
+            return
+        state = self.states.setdefault(key, SyncState())
+        ns, name = key
+        n, before = len(drifted), state.drifted
+        state.drifted = n
+        self.metrics.drift.labels(ns, name).set(n)
+        gen = int(obj["metadata"].get("generation") or 0)
+        cs = list((obj.get("status") or {}).get("conditions") or [])
+        status: dict[str, Any] = {"drift": {"objects": n}}
+        if n:
+            what = "; ".join(f"{d.oid}: {', '.join(d.paths[:5])}" for d in list(drifted.values())[:10])
+            msg = f"GitSync {ns}/{name}: {n} object(s) drifted from git: {what}"
+            status["drift"]["lastDetectedAt"] = cond.now()
+            status["conditions"] = cond.set_condition(cs, cond.DRIFTED, True, "DriftDetected", msg, gen)
+            self.events.emit(obj, "Warning", "DriftDetected", msg, action="DetectDrift")
+            log.warning(msg, extra={"gitsync": f"{ns}/{name}", "reason": "DriftDetected"})
+            if spec.drift_mode == "correct":
+                self.schedule(key, 0)
+        elif before:
+            msg = f"GitSync {ns}/{name}: drift corrected; live state matches git again"
+            status["conditions"] = cond.set_condition(cs, cond.DRIFTED, False, "DriftCorrected", msg, gen)
+            self.events.emit(obj, "Normal", "DriftCorrected", msg, action="CorrectDrift")
+            log.info(msg, extra={"gitsync": f"{ns}/{name}", "reason": "DriftCorrected"})
+        else:
+            return
+        if "conditions" in status:
+            obj.setdefault("status", {})["conditions"] = status["conditions"]
+        self.reconciler._patch_status(obj, status)
 
     def _work(self, key: Key) -> None:
         delay: float | None = 30.0

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.drift import Desired
 from reconciler.kube.client import Kube, KubeError, UnreachableError
-from reconciler.kube.discovery import RestMapper
+from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.kube.events import EventRecorder
 from reconciler.render import build as render_build
 from reconciler.render.manifests import ManifestError
@@ -27,6 +28,7 @@ from reconciler.spec import GitSyncSpec, SpecError
 from reconciler.sync import engine, inventory, redact
 from reconciler.sync import prune as pruning
 from reconciler.sync.inventory import InventoryError
+from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Action
 
 log = logging.getLogger("reconciler.gitsync")
@@ -40,6 +42,7 @@ class Outcome:
     stalled: bool = False  # retrying cannot help until the spec changes
     waiting: bool = False  # on a dependency
     revision: str = ""
+    tracked: dict[ObjectId, Desired] | None = None  # what the objects must look like now (drift baseline)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class SyncState:
     source: git_source.GitSource | None = None
     source_key: tuple[str, str] = ("", "")
     failures: int = 0
+    drifted: int = 0  # objects drifted at last report (for DriftCorrected)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -249,6 +253,22 @@ class Reconciler:
         secrets |= redact.secret_values(manifests)
 
         # 3. plan, apply, prune, wait
+        st = obj.get("status") or {}
+        if (
+            spec.drift_mode == "warn"
+            and state.drifted
+            and revision == st.get("lastAppliedRevision")
+            and md.get("generation") == st.get("observedGeneration")
+            and (not handled_request or handled_request == st.get("lastHandledRequestedAt"))
+        ):
+            # drift.mode warn: report drift, never correct it; only a new revision or spec applies.
+            log.info(
+                f"GitSync {gid}: {state.drifted} drifted object(s) left as they are (drift.mode: warn)",
+                extra={"gitsync": gid, "revision": revision, "reason": "DriftDetected"},
+            )
+            cs = cond.remove_condition(self._conditions(obj), cond.RECONCILING)
+            self._patch_status(obj, {"conditions": cs})
+            return Outcome(ok=True, revision=revision)
         opts = engine.Options(
             name=name,
             namespace=ns,
@@ -319,7 +339,18 @@ class Reconciler:
         self.metrics.last_success.labels(ns, name).set(time.time())
         self.metrics.managed.labels(ns, name).set(len(inv))
         self.metrics.set_revision(ns, name, revision)
-        return Outcome(ok=True, revision=revision)
+        tracked: dict[ObjectId, Desired] = {}
+        if res.plan is not None:
+            for item in res.plan.items:
+                entry = inv.entries.get(item.oid)
+                if item.desired is None or item.action is Action.SKIP or entry is None:
+                    continue
+                try:
+                    resource = mapper.find(item.desired["apiVersion"], item.desired["kind"])
+                except UnknownKindError:  # a kind gone since the apply is simply not watched
+                    continue
+                tracked[item.oid] = Desired(item.desired, entry.fields, resource)
+        return Outcome(ok=True, revision=revision, tracked=tracked)
 
     def finalize(self, obj: dict[str, Any], spec: GitSyncSpec | None) -> str | None:
         """On deletion: prune everything the GitSync owns if ``prune: true``, else orphan it.

@@ -298,3 +298,82 @@ def test_leader_election_fails_over(env: Env, git_repo: Any, namespace: str, eve
         20,
         "the new leader to reconcile",
     )
+
+
+def _deployment(ns: str, replicas: int) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+                },
+            },
+        }
+    )
+
+
+def _edit(kube: client.Kube, path: str, body: dict[str, Any]) -> None:
+    """What `kubectl edit` does: an update by another field manager."""
+    kube.request(
+        "PATCH", path, query=[("fieldManager", "kubectl-edit")], body=body, content_type="application/merge-patch+json"
+    )
+
+
+def _events(env: Env, ns: str, name: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in env.events(ns, name) if e["reason"] == reason]
+
+
+def test_drift_is_detected_within_seconds_and_corrected(
+    env: Env, git_repo: Any, namespace: str, eventually: Any
+) -> None:
+    ns = namespace
+    git_repo.commit({"web.yaml": _deployment(ns, 2), "cm.yaml": cm("settings", ns, {"mode": "git"})})
+    ctl = env.start("--watch-namespace", ns)
+    env.gitsync(ns, "drift", git_repo.url, interval="1h")
+    eventually(lambda: env.ready(ns, "drift"), 30, "the first sync")
+    dep_path = f"/apis/apps/v1/namespaces/{ns}/deployments/web"
+
+    t0 = time.monotonic()
+    _edit(env.kube, dep_path, {"spec": {"replicas": 5}})
+    eventually(lambda: _events(env, ns, "drift", "DriftDetected"), 5, "a DriftDetected Event within 5 s")
+    detected = _events(env, ns, "drift", "DriftDetected")[0]
+    assert f"Deployment/{ns}/web" in detected["note"]
+    assert "spec.replicas" in detected["note"]
+    eventually(lambda: env.kube.get(dep_path)["spec"]["replicas"] == 2, 10, "the drift to be corrected")
+    assert time.monotonic() - t0 < 10, "corrected right away, not at the 1h interval"
+    eventually(lambda: _events(env, ns, "drift", "DriftCorrected"), 10, "a DriftCorrected Event")
+    eventually(lambda: f'reconciler_drift_objects{{name="drift",namespace="{ns}"}} 0.0' in ctl.metrics(), 10, "gauge 0")
+
+    # an object deleted out of band is drift too, and comes back
+    env.kube.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/settings")
+    eventually(lambda: env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/settings"), 10, "re-creation")
+
+
+def test_drift_warn_mode_reports_and_leaves_it(env: Env, git_repo: Any, namespace: str, eventually: Any) -> None:
+    ns = namespace
+    git_repo.commit({"cm.yaml": cm("settings", ns, {"mode": "git"})})
+    ctl = env.start("--watch-namespace", ns)
+    env.gitsync(ns, "warn", git_repo.url, interval="2s", drift={"mode": "warn"})
+    eventually(lambda: env.ready(ns, "warn"), 30, "the first sync")
+    _edit(env.kube, f"/api/v1/namespaces/{ns}/configmaps/settings", {"data": {"mode": "by-hand"}})
+    eventually(
+        lambda: f'reconciler_drift_objects{{name="warn",namespace="{ns}"}} 1.0' in ctl.metrics(), 5, "drift gauge 1"
+    )
+    obj = eventually(
+        lambda: (
+            (env.get(ns, "warn") or {}).get("status", {}).get("drift", {}).get("objects") == 1 and env.get(ns, "warn")
+        ),
+        5,
+        "status.drift",
+    )
+    drifted = next(c for c in obj["status"]["conditions"] if c["type"] == "Drifted")
+    assert drifted["status"] == "True"
+    assert "data.mode" in drifted["message"]
+    time.sleep(5)  # two more intervals: still not corrected
+    assert env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/settings")["data"] == {"mode": "by-hand"}
