@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -236,6 +237,13 @@ def _check_name(namespace: str, name: str) -> None:
 )
 @click.option("--metrics-addr", default=":8080", show_default=True, help="Prometheus /metrics ('' to disable).")
 @click.option("--health-addr", default=":8081", show_default=True, help="/healthz and /readyz ('' to disable).")
+@click.option("--webhook-addr", default="", help="Push webhook receiver, e.g. :9292 ('' = off).")
+@click.option(
+    "--webhook-secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="RECONCILER_WEBHOOK_SECRET_FILE",
+    help="File holding the shared webhook secret (required with --webhook-addr).",
+)
 @click.option(
     "--leader-elect/--no-leader-elect", default=False, show_default=True, help="Run as one of several replicas."
 )
@@ -264,6 +272,20 @@ def run(**kw: Any) -> None:
     Logs are JSON lines on stdout; a failed sync is exactly one ERROR line.
     """
     logs.setup(kw["log_level"])
+    secret = b""
+    if kw["webhook_addr"]:
+        if not kw["webhook_secret_file"]:
+            _fail("run", ["--webhook-addr needs --webhook-secret-file: unsigned webhooks are never accepted"])
+        if not kw["webhook_secret_file"].exists():
+            # The Secret volume is optional: install first, configure webhooks later.
+            logging.getLogger("reconciler").warning(
+                f"{kw['webhook_secret_file']} does not exist: webhooks are off until it does (restart to enable)"
+            )
+            kw["webhook_addr"] = ""
+        else:
+            secret = kw["webhook_secret_file"].read_bytes().strip()
+            if len(secret) < 16:
+                _fail("run", [f"{kw['webhook_secret_file']}: the webhook secret must be at least 16 bytes"])
     identity = os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}"
     try:
         kube = controller.connect(kw["kubeconfig"], kw["context"], kw["workers"])
@@ -281,6 +303,8 @@ def run(**kw: Any) -> None:
             identity=identity,
             metrics_addr=kw["metrics_addr"],
             health_addr=kw["health_addr"],
+            webhook_addr=kw["webhook_addr"],
+            webhook_secret=secret,
         ),
     )
 

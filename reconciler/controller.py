@@ -10,6 +10,7 @@ exponential backoff from its retryInterval when it failed.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -35,6 +36,7 @@ from reconciler.kube.lease import LeaderElector
 from reconciler.reconcile import Reconciler, SyncState
 from reconciler.report import conditions as cond
 from reconciler.report.metrics import Metrics
+from reconciler.source import webhook
 from reconciler.spec import FINALIZER, GROUP, PLURAL, REQUESTED_AT, VERSION, SpecError, parse
 from reconciler.sync.objects import ObjectId
 
@@ -55,6 +57,8 @@ class Options:
     identity: str = "reconciler"
     metrics_addr: str = ":8080"
     health_addr: str = ":8081"
+    webhook_addr: str = ""
+    webhook_secret: bytes = b""
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
@@ -223,6 +227,8 @@ class Controller:
             return None
         if spec.suspend:
             log.info("suspended; not reconciling", extra={"gitsync": f"{key[0]}/{key[1]}"})
+            with contextlib.suppress(KeyError):  # a suspended GitSync is not stale
+                self.metrics.interval.remove(*key)
             return None
         req = (md.get("annotations") or {}).get(REQUESTED_AT)
         state = self.states.setdefault(key, SyncState())
@@ -282,6 +288,35 @@ class Controller:
             obj.setdefault("status", {})["conditions"] = status["conditions"]
         self.reconciler._patch_status(obj, status)
 
+    def on_push(self, push: webhook.Push) -> int:
+        """Mark the GitSyncs that follow the pushed repository and branch as requested.
+
+        Through the ``requested-at`` annotation rather than an in-memory queue, so that a
+        standby replica (the Service reaches both) hands the push to the leader, and a
+        push during a restart is not lost.
+        """
+        base = f"/apis/{GROUP}/{VERSION}"
+        path = f"{base}/namespaces/{self.opts.namespace}/{PLURAL}" if self.opts.namespace else f"{base}/{PLURAL}"
+        items = self.kube.get(path).get("items", [])
+        stamp = cond.now() + f"#{next(self._seq)}"
+        n = 0
+        for obj in items:
+            git = ((obj.get("spec") or {}).get("source") or {}).get("git") or {}
+            if webhook.repo_key(str(git.get("url", ""))) not in push.repos:
+                continue
+            branch = (git.get("ref") or {}).get("branch")
+            if push.branch is not None and branch not in (None, push.branch):
+                continue
+            md = obj["metadata"]
+            self.kube.request(
+                "PATCH",
+                f"{base}/namespaces/{md['namespace']}/{PLURAL}/{md['name']}",
+                body={"metadata": {"annotations": {REQUESTED_AT: stamp}}},
+                content_type=MERGE_PATCH,
+            )
+            n += 1
+        return n
+
     def _work(self, key: Key) -> None:
         delay: float | None = 30.0
         try:
@@ -319,6 +354,13 @@ class Controller:
             self._serve(self.opts.metrics_addr, metrics_app)
         if self.opts.health_addr:
             self._serve(self.opts.health_addr, self.health_app)
+        if self.opts.webhook_addr:
+            receiver = webhook.Receiver(
+                self.opts.webhook_secret,
+                self.on_push,
+                lambda provider, result: self.metrics.webhook_requests.labels(provider, result).inc(),
+            )
+            self._serve(self.opts.webhook_addr, receiver)
         if self.opts.leader_elect:
             self.elector = LeaderElector(
                 self.kube,

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import yaml
 from reconciler.kube import apply, client, discovery
 
 ROOT = Path(__file__).resolve().parents[2]
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 GS = "/apis/gitops.reconciler.dev/v1"
 
 
@@ -74,9 +76,13 @@ class Env:
     tmp: Path
     started: list[Controller] = field(default_factory=list)
 
-    def start(self, *extra: str, name: str = "ctl") -> Controller:
+    def start(self, *extra: str, name: str = "ctl", webhook_port: int = 0) -> Controller:
         log = self.tmp / f"{name}-{len(self.started)}.log"
         port = free_port()
+        if webhook_port:
+            secret = self.tmp / "webhook-secret"
+            secret.write_text(WEBHOOK_SECRET)
+            extra = (*extra, "--webhook-addr", f"127.0.0.1:{webhook_port}", "--webhook-secret-file", str(secret))
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -377,3 +383,52 @@ def test_drift_warn_mode_reports_and_leaves_it(env: Env, git_repo: Any, namespac
     assert "data.mode" in drifted["message"]
     time.sleep(5)  # two more intervals: still not corrected
     assert env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/settings")["data"] == {"mode": "by-hand"}
+
+
+def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> int:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, headers={"Content-Type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_signed_webhook_push_applies_within_seconds(env: Env, git_repo: Any, namespace: str, eventually: Any) -> None:
+    import hashlib
+    import hmac
+
+    ns = namespace
+    git_repo.commit({"cm.yaml": cm("hooked", ns, {"v": "1"})})
+    port = free_port()
+    ctl = env.start("--watch-namespace", ns, webhook_port=port)
+    env.gitsync(ns, "hooked", git_repo.url, interval="1h")
+    eventually(lambda: env.ready(ns, "hooked"), 30, "the first sync")
+    eventually(lambda: _post(port, "/hook/none", b"", {}) == 404, 10, "the webhook receiver")
+
+    git_repo.commit({"cm.yaml": cm("hooked", ns, {"v": "2"})}, "push")
+    payload = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": git_repo.url}}).encode()
+    bad = "sha256=" + hmac.new(b"wrong-secret-wrong-secret", payload, hashlib.sha256).hexdigest()
+    assert _post(port, "/hook/github", payload, {"X-Hub-Signature-256": bad, "X-GitHub-Event": "push"}) == 401
+    assert _post(port, "/hook/github", payload, {"X-GitHub-Event": "push"}) == 401
+    time.sleep(2)
+    assert env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/hooked")["data"] == {"v": "1"}, (
+        "a refused call triggers nothing"
+    )
+    assert any("bad or missing signature" in ln.get("msg", "") for ln in ctl.lines())
+
+    good = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), payload, hashlib.sha256).hexdigest()
+    t0 = time.monotonic()
+    assert _post(port, "/hook/github", payload, {"X-Hub-Signature-256": good, "X-GitHub-Event": "push"}) == 202
+    eventually(
+        lambda: env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/hooked")["data"] == {"v": "2"},
+        5,
+        "the pushed commit to be applied after the webhook",
+    )
+    took = time.monotonic() - t0
+    assert took < 2.0, f"applied {took:.2f}s after the webhook"
+    m = ctl.metrics()
+    assert 'reconciler_webhook_requests_total{provider="github",result="unauthorized"} 2.0' in m
+    assert 'reconciler_webhook_requests_total{provider="github",result="accepted"} 1.0' in m
