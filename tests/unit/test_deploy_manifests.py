@@ -126,9 +126,13 @@ def test_deployment_writes_only_to_its_empty_dirs() -> None:
     c = _container()
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in _deployment()["spec"]["template"]["spec"]["volumes"]}
-    assert set(mounts) == {"/tmp", "/cache"}
-    for name in mounts.values():
-        assert "emptyDir" in volumes[name], name
+    assert set(mounts) == {"/tmp", "/cache", "/etc/reconciler/webhook"}
+    for path, name in mounts.items():
+        if path == "/etc/reconciler/webhook":  # the webhook secret: read-only, optional
+            assert volumes[name]["secret"] == {"secretName": "reconciler-webhook", "optional": True}
+            assert next(m for m in c["volumeMounts"] if m["name"] == name)["readOnly"] is True
+        else:
+            assert "emptyDir" in volumes[name], name
     env = {e["name"]: e for e in c["env"]}
     assert env["XDG_CACHE_HOME"]["value"] == "/cache"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
@@ -137,7 +141,14 @@ def test_deployment_writes_only_to_its_empty_dirs() -> None:
 
 def test_probes_and_ports_match_the_flags() -> None:
     c = _container()
-    assert c["args"] == ["run", "--leader-elect", "--metrics-addr=:8080", "--webhook-addr=:9292", "--health-addr=:8081"]
+    assert c["args"] == [
+        "run",
+        "--leader-elect",
+        "--metrics-addr=:8080",
+        "--webhook-addr=:9292",
+        "--webhook-secret-file=/etc/reconciler/webhook/secret",
+        "--health-addr=:8081",
+    ]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"http-metrics": 8080, "webhook": 9292, "health": 8081}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -152,16 +163,11 @@ def test_probes_and_ports_match_the_flags() -> None:
 
 
 def test_deployment_flags_exist_in_reconciler_run() -> None:
-    if "run" not in cli.cli.commands:
-        pytest.xfail("`reconciler run` lands with the controller (issue 4)")
     res = CliRunner().invoke(cli.cli, ["run", "--help"])
     assert res.exit_code == 0, res.output
     flags = [a.split("=")[0] for a in _container()["args"][1:]]
-    pending = {"--webhook-addr"}  # lands with the controller's webhook receiver (issue 4)
     missing = [f for f in flags if f not in res.output]
-    assert not set(missing) - pending, f"the Deployment passes flags `reconciler run` does not have: {missing}"
-    if missing:
-        pytest.xfail(f"`reconciler run` does not have {missing} yet")
+    assert not missing, f"the Deployment passes flags `reconciler run` does not have: {missing}"
 
 
 # --- Dockerfile ---------------------------------------------------------------------------
