@@ -148,6 +148,22 @@ def cel_go_wording(text: str) -> str:
     return _STATUS_PREFIX.sub("", text)
 
 
+_GVK = T.Map(T.STRING, T.STRING)
+REQUEST_FIELDS: dict[str, Any] = {
+    "request.uid": T.STRING,
+    "request.kind": _GVK,
+    "request.resource": _GVK,
+    "request.subResource": T.STRING,
+    "request.requestKind": _GVK,
+    "request.requestResource": _GVK,
+    "request.requestSubResource": T.STRING,
+    "request.name": T.STRING,
+    "request.namespace": T.STRING,
+    "request.operation": T.STRING,
+    "request.dryRun": T.BOOL,
+}
+
+
 class Compiled:
     """One compiled expression; ``evaluate`` returns a plain Python value or an :class:`EvalError`."""
 
@@ -179,6 +195,10 @@ class Environment:
             "request": T.DYN,
             "namespaceObject": T.DYN,
         }
+        # ``request`` is a typed object on the apiserver (``request.name`` is a string, so
+        # ``'x' + request.name`` is a valid messageExpression); qualified declarations give its
+        # fields the same types while ``request`` itself stays a map.
+        decls.update(REQUEST_FIELDS)
         if has_params:
             decls["params"] = T.DYN
         for name, typ in (variable_types or {}).items():

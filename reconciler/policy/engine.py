@@ -29,7 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.policy import schema
-from reconciler.policy.celenv import BOOL, STRING, CelError, Compiled, Environment, EvalError, activation
+from reconciler.policy.celenv import (
+    BOOL,
+    NULL,
+    REQUEST_FIELDS,
+    STRING,
+    CelError,
+    Compiled,
+    Environment,
+    EvalError,
+    activation,
+)
 from reconciler.policy.resources import Resources
 from reconciler.render.errors import ManifestError
 from reconciler.render.manifests import Manifest, load_path
@@ -359,7 +369,9 @@ def _policy(m: Manifest) -> Policy:
     audits = []
     for i, a in enumerate(spec.get("auditAnnotations") or []):
         src = a.get("valueExpression")
-        audits.append((a.get("key", ""), compile_(env, src, f"spec.auditAnnotations[{i}].valueExpression")))
+        audits.append(
+            (a.get("key", ""), compile_(env, src, f"spec.auditAnnotations[{i}].valueExpression", [STRING, NULL]))
+        )
     return Policy(name, m.file, failure, param_kind, match, conditions, variables, validations, audits)
 
 
@@ -631,7 +643,10 @@ def _decisions(
     """(action, message, reason) for each failed validation; action "deny" goes through the
     binding's validationActions, "config" is denied whatever they are (an audit annotation error)."""
     fail = p.failure_policy == "Fail"
-    data: dict[str, Any] = {"object": obj, "oldObject": None, "request": req.cel(), "namespaceObject": None}
+    request = req.cel()
+    data: dict[str, Any] = {"object": obj, "oldObject": None, "request": request, "namespaceObject": None}
+    for key in REQUEST_FIELDS:
+        data[key] = request.get(key.removeprefix("request."), "")
     if p.param_kind is not None:
         data["params"] = param
     if p.match_conditions:

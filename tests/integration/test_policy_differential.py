@@ -382,6 +382,7 @@ CASES: list[Case] = [
             )
         ],
     ),
+    Case("request-typed", cm("rq2"), [v("request.name == 'x'", messageExpression="request.name")]),
     # --- actions
     Case("warn-only", cm("wa1"), [v("false", "warned")], actions=["Warn"]),
     Case("audit-only", cm("wa2"), [v("false", "audited")], actions=["Audit"]),
