@@ -20,13 +20,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler.kube import client
 from reconciler.policy.engine import Violation, admission_message, evaluate, policy_set_from_manifests
-from reconciler.render.manifests import Manifest
+from reconciler.render.manifests import Manifest, load_path
 
 CASE_LABEL = "diff.test/case"
 RUN = uuid.uuid4().hex[:6]
@@ -531,6 +532,8 @@ def path_for(kube_obj: dict[str, Any]) -> str:
     base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
     plural = {"ConfigMap": "configmaps", "Deployment": "deployments", "Secret": "secrets", "Namespace": "namespaces"}
     plural["ClusterRoleBinding"] = "clusterrolebindings"
+    plural.update(RoleBinding="rolebindings", DaemonSet="daemonsets", StatefulSet="statefulsets", Pod="pods")
+    plural.update(CronJob="cronjobs")
     plural["ValidatingAdmissionPolicy"] = "validatingadmissionpolicies"
     plural["ValidatingAdmissionPolicyBinding"] = "validatingadmissionpolicybindings"
     ns = kube_obj["metadata"].get("namespace")
@@ -607,3 +610,93 @@ def test_offline_verdict_equals_apiserver(case: Case, kube: client.Kube, install
     if violation is not None:
         assert message.endswith(": " + admission_message(violation)), f"apiserver: {theirs}\nours:      {ours}"
         assert reason == violation.reason, f"apiserver: {theirs}\nours:      {ours}"
+
+
+# --------------------------------------------------------------------------- the default set
+
+
+DEFAULTS = Path(__file__).resolve().parents[2] / "policies"
+DEFAULT_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "policy" / "defaults"
+FIXTURE_NAMESPACES = ("shop", "monitoring", "reconciler-system")
+
+
+def renamed_defaults() -> list[dict[str, Any]]:
+    """The shipped policies, renamed for this run and bound only to objects labelled for it."""
+    out = []
+    for m in load_path(DEFAULTS):
+        obj = copy.deepcopy(m.obj)
+        if obj["kind"] == "ValidatingAdmissionPolicy":
+            obj["metadata"]["name"] += f"-{RUN}"
+        elif obj["kind"] == "ValidatingAdmissionPolicyBinding":
+            obj["metadata"]["name"] += f"-{RUN}"
+            obj["spec"]["policyName"] += f"-{RUN}"
+            sel = obj["spec"].setdefault("matchResources", {}).setdefault("objectSelector", {})
+            sel.setdefault("matchExpressions", []).append({"key": CASE_LABEL, "operator": "In", "values": [RUN]})
+        out.append(obj)
+    return out
+
+
+def labelled_fixtures() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted(DEFAULT_FIXTURES.glob("*/*.yaml")):
+        for m in load_path(path):
+            obj = copy.deepcopy(m.obj)
+            obj["metadata"].setdefault("labels", {})[CASE_LABEL] = RUN
+            out.append((f"{path.parent.name}/{path.name}:{obj['kind']}/{obj['metadata']['name']}", obj))
+    return out
+
+
+def _create(kube: client.Kube, path: str, body: dict[str, Any]) -> bool:
+    """Create ``body``; False if it already existed (then it is not ours to delete)."""
+    try:
+        kube.request("POST", path, body=body)
+    except client.KubeError as e:
+        if e.conflict:
+            return False
+        raise
+    return True
+
+
+def test_default_policies_agree_with_apiserver(kube: client.Kube) -> None:
+    """Every fixture of the default set gets the same verdict (and message) from the apiserver."""
+    installed = renamed_defaults()
+    ours = policy_set_from_manifests([Manifest(o, "policies.yaml", i) for i, o in enumerate(installed)])
+    created: list[str] = []
+    try:
+        for ns in FIXTURE_NAMESPACES:
+            if _create(kube, "/api/v1/namespaces", {"metadata": {"name": ns}}):
+                created.append(f"/api/v1/namespaces/{ns}")
+        # Pods need their ServiceAccount (no controller-manager may have made it).
+        _create(kube, "/api/v1/namespaces/shop/serviceaccounts", {"metadata": {"name": "default"}})
+        for o in installed:
+            kube.request("POST", path_for(o), body=o)
+            created.append(f"{path_for(o)}/{o['metadata']['name']}")
+        sentinel = build(Case("sentinel-defaults", cm("sentinel"), [v("object.metadata.name != 'sentinel'", "s")]))
+        deadline = time.monotonic() + 60
+        for o in sentinel[0]:
+            kube.request("POST", path_for(o), body=o)
+            created.append(f"{path_for(o)}/{o['metadata']['name']}")
+        probe = {**sentinel[1], "metadata": {**sentinel[1]["metadata"], "namespace": "shop"}}
+        while server_verdict(kube, probe)[0]:
+            if time.monotonic() > deadline:
+                pytest.fail("the sentinel policy was not enforced within 60s")
+            time.sleep(0.2)
+        checked = denied = 0
+        for name, obj in labelled_fixtures():
+            allowed, _reason, message = server_verdict(kube, obj)
+            violations = evaluate([Manifest(obj, "fixture.yaml", 1)], ours)
+            deny = next((x for x in violations if x.action == "Deny"), None)
+            assert allowed == (deny is None), f"{name}: apiserver {message or 'allowed'}; ours {violations}"
+            if deny is not None:
+                assert message.endswith(": " + admission_message(deny)), f"{name}: {message} != {deny}"
+                denied += 1
+            checked += 1
+        assert checked >= 20
+        assert denied >= 8
+    finally:
+        for path in reversed(created):
+            try:
+                kube.request("DELETE", path)
+            except client.KubeError as e:
+                if not e.not_found:
+                    raise
