@@ -237,6 +237,12 @@ def _check_name(namespace: str, name: str) -> None:
 )
 @click.option("--metrics-addr", default=":8080", show_default=True, help="Prometheus /metrics ('' to disable).")
 @click.option("--health-addr", default=":8081", show_default=True, help="/healthz and /readyz ('' to disable).")
+@click.option(
+    "--alertmanager-url",
+    default="",
+    envvar="RECONCILER_ALERTMANAGER_URL",
+    help="Post drift and failure alerts to this Alertmanager (v2 API), e.g. http://alertmanager:9093.",
+)
 @click.option("--webhook-addr", default="", help="Push webhook receiver, e.g. :9292 ('' = off).")
 @click.option(
     "--webhook-secret-file",
@@ -305,6 +311,7 @@ def run(**kw: Any) -> None:
             health_addr=kw["health_addr"],
             webhook_addr=kw["webhook_addr"],
             webhook_secret=secret,
+            alertmanager_url=kw["alertmanager_url"],
         ),
     )
 

@@ -35,6 +35,7 @@ from reconciler.kube.events import EventRecorder
 from reconciler.kube.lease import LeaderElector
 from reconciler.reconcile import Reconciler, SyncState
 from reconciler.report import conditions as cond
+from reconciler.report.alertmanager import Alert, AlertmanagerClient
 from reconciler.report.metrics import Metrics
 from reconciler.source import webhook
 from reconciler.spec import FINALIZER, GROUP, PLURAL, REQUESTED_AT, VERSION, SpecError, parse
@@ -59,6 +60,7 @@ class Options:
     health_addr: str = ":8081"
     webhook_addr: str = ""
     webhook_secret: bytes = b""
+    alertmanager_url: str = ""
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
@@ -92,6 +94,7 @@ class Controller:
         self.stop_event = threading.Event()
         self.elector: LeaderElector | None = None
         self.drift = DriftWatcher(kube, FIELD_MANAGER, self._on_drift, self.stop_event)
+        self.alerts = AlertmanagerClient(opts.alertmanager_url) if opts.alertmanager_url else None
 
     # ------------------------------------------------------------------ scheduling
 
@@ -233,6 +236,21 @@ class Controller:
         req = (md.get("annotations") or {}).get(REQUESTED_AT)
         state = self.states.setdefault(key, SyncState())
         out = self.reconciler.reconcile(obj, spec, state, self._ready_of, req)
+        if self.alerts and not out.waiting:
+            if out.ok:
+                self.alerts.resolve("GitSyncFailing", *key)
+            else:
+                ready = cond.get((obj.get("status") or {}).get("conditions") or [], cond.READY) or {}
+                self.alerts.fire(
+                    Alert(
+                        "GitSyncFailing",
+                        key[0],
+                        key[1],
+                        "critical",
+                        f"GitSync {key[0]}/{key[1]} is failing",
+                        str(ready.get("message", "")),
+                    )
+                )
         if out.ok and out.tracked is not None:
             if spec.drift_mode == "off":
                 self.drift.forget(key)
@@ -275,6 +293,10 @@ class Controller:
             status["conditions"] = cond.set_condition(cs, cond.DRIFTED, True, "DriftDetected", msg, gen)
             self.events.emit(obj, "Warning", "DriftDetected", msg, action="DetectDrift")
             log.warning(msg, extra={"gitsync": f"{ns}/{name}", "reason": "DriftDetected"})
+            if self.alerts:
+                self.alerts.fire(
+                    Alert("GitSyncDriftDetected", ns, name, "warning", f"GitSync {ns}/{name} has drifted", msg)
+                )
             if spec.drift_mode == "correct":
                 self.schedule(key, 0)
         elif before:
@@ -282,6 +304,8 @@ class Controller:
             status["conditions"] = cond.set_condition(cs, cond.DRIFTED, False, "DriftCorrected", msg, gen)
             self.events.emit(obj, "Normal", "DriftCorrected", msg, action="CorrectDrift")
             log.info(msg, extra={"gitsync": f"{ns}/{name}", "reason": "DriftCorrected"})
+            if self.alerts:
+                self.alerts.resolve("GitSyncDriftDetected", ns, name)
         else:
             return
         if "conditions" in status:
@@ -376,6 +400,8 @@ class Controller:
                 if self.stop_event.is_set():
                     return
         threading.Thread(target=self._watch, name="watch-gitsyncs", daemon=True).start()
+        if self.alerts:
+            threading.Thread(target=self._refresh_alerts, name="alerts", daemon=True).start()
         with ThreadPoolExecutor(max_workers=self.opts.workers, thread_name_prefix="gitsync") as pool:
             while not self.stop_event.is_set():
                 if self.elector is not None and not self.elector.is_leader.is_set():
@@ -387,6 +413,11 @@ class Controller:
                     pool.submit(self._work, key)
         if self.elector is not None:
             self.elector.stop()
+
+    def _refresh_alerts(self) -> None:
+        while not self.stop_event.wait(60.0):
+            if self.alerts:
+                self.alerts.refresh()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -4,159 +4,14 @@ GitSync objects of the real CRD in deploy/, git over file://."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-
-from reconciler.kube import apply, client, discovery
-
-ROOT = Path(__file__).resolve().parents[2]
-WEBHOOK_SECRET = "test-webhook-secret-0123456789"
-GS = "/apis/gitops.reconciler.dev/v1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cm(name: str, ns: str, data: dict[str, str]) -> str:
-    return yaml.safe_dump(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data}
-    )
-
-
-@dataclass
-class Controller:
-    proc: subprocess.Popen[bytes]
-    log: Path
-    metrics_port: int
-
-    def lines(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"level": "RAW", "msg": line})
-        return out
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@dataclass
-class Env:
-    kube: client.Kube
-    cluster: Any
-    tmp: Path
-    started: list[Controller] = field(default_factory=list)
-
-    def start(self, *extra: str, name: str = "ctl", webhook_port: int = 0) -> Controller:
-        log = self.tmp / f"{name}-{len(self.started)}.log"
-        port = free_port()
-        if webhook_port:
-            secret = self.tmp / "webhook-secret"
-            secret.write_text(WEBHOOK_SECRET)
-            extra = (*extra, "--webhook-addr", f"127.0.0.1:{webhook_port}", "--webhook-secret-file", str(secret))
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reconciler",
-                "run",
-                "--kubeconfig",
-                str(self.cluster.kubeconfig),
-                "--metrics-addr",
-                f"127.0.0.1:{port}",
-                "--health-addr",
-                f"127.0.0.1:{free_port()}",
-                "--cache-dir",
-                str(self.tmp / "cache"),
-                *extra,
-            ],
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "POD_NAME": f"{name}-{len(self.started)}"},
-        )
-        c = Controller(proc, log, port)
-        self.started.append(c)
-        return c
-
-    def gitsync(self, ns: str, name: str, url: str, **spec: Any) -> dict[str, Any]:
-        body = {
-            "apiVersion": "gitops.reconciler.dev/v1",
-            "kind": "GitSync",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {
-                "source": {"git": {"url": url, "ref": {"branch": "main"}}},
-                "interval": "5s",
-                "retryInterval": "2s",
-                **spec,
-            },
-        }
-        obj: dict[str, Any] = self.kube.request("POST", f"{GS}/namespaces/{ns}/gitsyncs", body=body)
-        return obj
-
-    def get(self, ns: str, name: str) -> dict[str, Any] | None:
-        return self.kube.get_or_none(f"{GS}/namespaces/{ns}/gitsyncs/{name}")
-
-    def ready(self, ns: str, name: str) -> dict[str, Any] | None:
-        obj = self.get(ns, name)
-        conds = ((obj or {}).get("status") or {}).get("conditions") or []
-        ok = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-        return obj if ok and obj and obj["status"].get("observedGeneration") == obj["metadata"]["generation"] else None
-
-    def events(self, ns: str, name: str) -> list[dict[str, Any]]:
-        items = self.kube.get(f"/apis/events.k8s.io/v1/namespaces/{ns}/events")["items"]
-        return [e for e in items if (e.get("regarding") or {}).get("name") == name]
-
-
-@pytest.fixture(scope="module")
-def crd(kube: client.Kube) -> None:
-    mapper = discovery.RestMapper(kube)
-    for doc in yaml.safe_load_all((ROOT / "deploy" / "crd-gitsync.yaml").read_text()):
-        if doc:
-            apply.server_side_apply(kube, mapper, doc, field_manager="test-setup")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        crd_obj = kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gitsyncs.gitops.reconciler.dev")
-        if any(c["type"] == "Established" and c["status"] == "True" for c in crd_obj["status"].get("conditions") or []):
-            return
-        time.sleep(0.2)
-    pytest.fail("GitSync CRD not Established")
-
-
-@pytest.fixture
-def env(crd: None, kube: client.Kube, cluster: Any, tmp_path: Path) -> Iterator[Env]:
-    e = Env(kube=kube, cluster=cluster, tmp=tmp_path)
-    yield e
-    for c in e.started:
-        c.stop()
+from controllers import GS, WEBHOOK_SECRET, Env, _edit, _events, cm, free_port
 
 
 def test_gitsync_lifecycle(env: Env, git_repo: Any, namespace: str, eventually: Any) -> None:
@@ -322,17 +177,6 @@ def _deployment(ns: str, replicas: int) -> str:
             },
         }
     )
-
-
-def _edit(kube: client.Kube, path: str, body: dict[str, Any]) -> None:
-    """What `kubectl edit` does: an update by another field manager."""
-    kube.request(
-        "PATCH", path, query=[("fieldManager", "kubectl-edit")], body=body, content_type="application/merge-patch+json"
-    )
-
-
-def _events(env: Env, ns: str, name: str, reason: str) -> list[dict[str, Any]]:
-    return [e for e in env.events(ns, name) if e["reason"] == reason]
 
 
 def test_drift_is_detected_within_seconds_and_corrected(
