@@ -22,6 +22,9 @@ Deliberate differences, each documented in docs/policies.md:
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -599,8 +602,29 @@ def evaluate(manifests: Sequence[Manifest], policy_set: PolicySet) -> list[Viola
             if not p.match.matches(req):
                 continue
             for b in policy_set.bindings.get(p.name, ()):
-                out.extend(_evaluate_binding(policy_set, p, b, req, obj, ref, m.file))
+                found = _evaluate_binding(policy_set, p, b, req, obj, ref, m.file)
+                if found and (req.group, req.kind) == ("", "Secret"):
+                    found = [_scrub(x, obj) for x in found]
+                out.extend(found)
     return out
+
+
+def _scrub(v: Violation, secret: Mapping[str, Any]) -> Violation:
+    """``v`` without any value of ``secret`` in its message: a policy message may quote a field,
+    and a Secret value must never reach a log, an Event or a CI report."""
+    values: set[str] = set()
+    for key in ("data", "stringData"):
+        for value in (secret.get(key) or {}).values():
+            if isinstance(value, str) and len(value) >= 4:
+                values.add(value)
+                if key == "data":
+                    with contextlib.suppress(ValueError, UnicodeDecodeError):
+                        values.add(base64.b64decode(value, validate=True).decode())
+    message = v.message
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) >= 4:
+            message = message.replace(value, "***")
+    return v if message == v.message else dataclasses.replace(v, message=message)
 
 
 def _evaluate_binding(
