@@ -16,6 +16,7 @@ import platform
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,6 +32,7 @@ from reconciler.render import build as render_build
 from reconciler.render.manifests import Manifest, ManifestError
 from reconciler.report import logs
 from reconciler.source import git as git_source
+from reconciler.source import local_watch
 from reconciler.source.artifact import Artifact, SourceError
 from reconciler.source.local import LocalSource
 from reconciler.sync import engine, redact
@@ -336,21 +338,41 @@ def render(path: Path, **kw: Any) -> None:
     click.echo(yaml.safe_dump_all([m.obj for m in objs], sort_keys=False, explicit_start=True), nl=False)
 
 
-def _prepare(command: str, kw: dict[str, Any]) -> tuple[kube_client.Kube, discovery.RestMapper, list[Manifest], str]:
+class _FailedError(Exception):
+    """Errors for the user; the caller decides whether they end the process (sync) or not (--watch)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+def _collect(kw: dict[str, Any]) -> tuple[list[Manifest], str]:
     revision = ""
     try:
         with open_source(kw) as artifact:
             revision = artifact.revision
-            manifests = _render(artifact, kw)
+            return _render(artifact, kw), revision
     except (SourceError, ManifestError, OSError, ValueError) as e:
         at = f"{revision}: " if revision else ""
-        _fail(command, [f"{at}{e}; nothing was applied or pruned"])
+        raise _FailedError([f"{at}{e}; nothing was applied or pruned"]) from e
+
+
+def _cluster(kw: dict[str, Any]) -> tuple[kube_client.Kube, discovery.RestMapper]:
     try:
         kube = kube_client.connect(kw["kubeconfig"], kw["context"], pool_size=kw.get("concurrency") or 8)
         mapper = discovery.RestMapper(kube)
         mapper.refresh()
     except (kube_client.ConfigError, kube_client.UnreachableError, kube_client.KubeError) as e:
-        _fail(command, [f"{e}; nothing was applied or pruned"])
+        raise _FailedError([f"{e}; nothing was applied or pruned"]) from e
+    return kube, mapper
+
+
+def _prepare(command: str, kw: dict[str, Any]) -> tuple[kube_client.Kube, discovery.RestMapper, list[Manifest], str]:
+    try:
+        manifests, revision = _collect(kw)
+        kube, mapper = _cluster(kw)
+    except _FailedError as e:
+        _fail(command, e.errors)
     return kube, mapper, manifests, revision
 
 
@@ -440,13 +462,39 @@ def diff(output: str, **kw: Any) -> None:
     help="Largest share of the inventory one sync may prune.",
 )
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True, help="Parallel API requests.")
+@click.option("--watch", is_flag=True, help="With --dir: sync again within a second of every file change.")
 def sync(**kw: Any) -> None:
     """Sync a folder or repository into the cluster once, then exit.
 
     Prints one line per object (operation, kind, namespace, name, result).
     Exit 0: synced; 2: error (nothing is pruned after any error).
+    With --watch (and --dir): sync again whenever a file changes, until interrupted.
     """
-    kube, mapper, manifests, revision = _prepare("sync", kw)
+    if kw["watch"]:
+        if not kw["directory"]:
+            raise click.UsageError("--watch needs --dir")
+        try:
+            kube, mapper = _cluster(kw)
+        except _FailedError as e:
+            _fail("sync", e.errors)
+        local_watch.run(kw["directory"], lambda: _sync_once(kw, kube, mapper, quiet=True))
+        return
+    try:
+        kube, mapper = _cluster(kw)
+    except _FailedError as e:
+        _fail("sync", e.errors)
+    sys.exit(_sync_once(kw, kube, mapper))
+
+
+def _sync_once(kw: dict[str, Any], kube: kube_client.Kube, mapper: discovery.RestMapper, quiet: bool = False) -> int:
+    """One sync; prints the table (or, with ``quiet``, only what changed) and returns the exit code."""
+    t0 = time.monotonic()
+    try:
+        manifests, revision = _collect(kw)
+    except _FailedError as e:
+        for err in e.errors:
+            click.echo(f"reconciler sync: error: {err}", err=True)
+        return EXIT_ERROR
     secrets = redact.secret_values(manifests)
     opts = _options(
         kw,
@@ -457,28 +505,28 @@ def sync(**kw: Any) -> None:
         concurrency=kw["concurrency"],
         guard=pruning.Guard(allow_mass_prune=kw["allow_mass_prune"], max_ratio=kw["max_prune_ratio"]),
     )
-    with _progress(len(manifests)) as progress:
+    with _progress(0 if quiet else len(manifests)) as progress:
         try:
             res = engine.run(kube, mapper, manifests, revision, opts, progress)
         except (InventoryError, kube_client.UnreachableError, kube_client.KubeError) as e:
-            _fail("sync", [redact.scrub(str(e), secrets)])
+            click.echo(f"reconciler sync: error: {redact.scrub(str(e), secrets)}", err=True)
+            return EXIT_ERROR
     if res.plan is not None:
-        _print_table(res)
+        _print_table(res, only_changes=quiet)
     if res.errors:
         stage = {"plan": "planning", "preflight": "validation", "guard": "the prune guard"}.get(res.stage, res.stage)
         tail = "; nothing was applied or pruned" if res.stage in ("plan", "preflight", "guard") else ""
-        _fail(
-            "sync",
-            [
-                redact.scrub(f"{e}", secrets) + (tail if i == len(res.errors) - 1 else "")
-                for i, e in enumerate(res.errors)
-            ]
-            + [f"sync stopped at {stage}"],
-        )
+        for i, err in enumerate(res.errors):
+            msg = redact.scrub(err, secrets) + (tail if i == len(res.errors) - 1 else "")
+            click.echo(f"reconciler sync: error: {msg}", err=True)
+        click.echo(f"reconciler sync: error: sync stopped at {stage}", err=True)
+        return EXIT_ERROR
     assert res.plan is not None
     counts = res.plan.counts()
     summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
-    click.echo(f"{'dry run of ' if opts.dry_run else ''}{revision}: {summary}")
+    took = f" ({time.monotonic() - t0:.2f}s)" if quiet else ""
+    click.echo(f"{'dry run of ' if opts.dry_run else ''}{revision}: {summary}{took}")
+    return EXIT_OK
 
 
 def _result_of(item: Item, res: engine.Result) -> str:
@@ -493,12 +541,15 @@ def _result_of(item: Item, res: engine.Result) -> str:
     return "planned" if res.stage == "done" else "not run"
 
 
-def _print_table(res: engine.Result) -> None:
+def _print_table(res: engine.Result, only_changes: bool = False) -> None:
     assert res.plan is not None
     rows = [
         (i.action.value, i.oid.kind, i.oid.namespace or "-", i.oid.name, _result_of(i, res))
         for i in sorted(res.plan.items, key=lambda i: (i.stage, i.oid))
+        if not only_changes or i.action is not Action.UNCHANGED
     ]
+    if not rows:
+        return
     widths = [
         max([len(h), *(len(r[c]) for r in rows)])
         for c, h in enumerate(("OPERATION", "KIND", "NAMESPACE", "NAME", "RESULT"))
@@ -512,7 +563,7 @@ def _print_table(res: engine.Result) -> None:
 @contextlib.contextmanager
 def _progress(total: int) -> Iterator[engine.Progress]:
     """A progress bar on stderr when it is a terminal; silent otherwise (CI logs stay clean)."""
-    if not sys.stderr.isatty():
+    if total == 0 or not sys.stderr.isatty():
         yield engine.Progress()
         return
     with click.progressbar(length=total, label="syncing", file=sys.stderr) as bar:
