@@ -315,6 +315,9 @@ def run(**kw: Any) -> None:
             webhook_secret=secret,
             alertmanager_url=kw["alertmanager_url"],
         ),
+        client_factory=lambda headers: kube_client.connect(
+            kw["kubeconfig"], kw["context"], pool_size=8, headers=headers
+        ),
     )
 
     def _stop(signum: int, frame: object) -> None:

@@ -74,13 +74,28 @@ class _Quiet(WSGIRequestHandler):
 
 
 class Controller:
-    def __init__(self, kube: Kube, opts: Options, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        opts: Options,
+        metrics: Metrics | None = None,
+        client_factory: Callable[[dict[str, str]], Kube] | None = None,
+    ) -> None:
         self.kube, self.opts = kube, opts
         self.metrics = metrics or Metrics()
         kube.on_request = lambda verb: self.metrics.api_requests.labels(verb).inc()
         self.mapper = discovery.RestMapper(kube)
         self.events = EventRecorder(kube, opts.identity)
-        self.reconciler = Reconciler(kube, self.mapper, self.metrics, self.events, opts.cache_dir)
+        self._client_factory = client_factory
+        self._impersonated: dict[tuple[str, str], tuple[Kube, discovery.RestMapper]] = {}
+        self.reconciler = Reconciler(
+            kube,
+            self.mapper,
+            self.metrics,
+            self.events,
+            opts.cache_dir,
+            impersonate=self._impersonate if client_factory else None,
+        )
         self.objects: dict[Key, dict[str, Any]] = {}
         self.states: dict[Key, SyncState] = {}
         self._seen: set[Key] = set()
@@ -311,6 +326,21 @@ class Controller:
         if "conditions" in status:
             obj.setdefault("status", {})["conditions"] = status["conditions"]
         self.reconciler._patch_status(obj, status)
+
+    def _impersonate(self, namespace: str, service_account: str) -> tuple[Kube, discovery.RestMapper]:
+        """A client acting as the GitSync's ServiceAccount (multi-tenancy: RBAC limits what it may apply)."""
+        key = (namespace, service_account)
+        with self._lock:
+            hit = self._impersonated.get(key)
+        if hit is not None:
+            return hit
+        assert self._client_factory is not None
+        kube = self._client_factory({"Impersonate-User": f"system:serviceaccount:{namespace}:{service_account}"})
+        kube.on_request = self.kube.on_request
+        pair = (kube, discovery.RestMapper(kube))
+        with self._lock:
+            self._impersonated[key] = pair
+        return pair
 
     def on_push(self, push: webhook.Push) -> int:
         """Mark the GitSyncs that follow the pushed repository and branch as requested.

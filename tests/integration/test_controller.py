@@ -276,3 +276,53 @@ def test_signed_webhook_push_applies_within_seconds(env: Env, git_repo: Any, nam
     m = ctl.metrics()
     assert 'reconciler_webhook_requests_total{provider="github",result="unauthorized"} 2.0' in m
     assert 'reconciler_webhook_requests_total{provider="github",result="accepted"} 1.0' in m
+
+
+def test_service_account_impersonation_limits_what_a_gitsync_may_apply(
+    env: Env, git_repo: Any, namespace: str, eventually: Any
+) -> None:
+    ns = namespace
+    k = env.kube
+    k.request("POST", f"/api/v1/namespaces/{ns}/serviceaccounts", body={"metadata": {"name": "deployer"}})
+    k.request(
+        "POST",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+        body={
+            "metadata": {"name": "deployer"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
+                }
+            ],
+        },
+    )
+    k.request(
+        "POST",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+        body={
+            "metadata": {"name": "deployer"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+            "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}],
+        },
+    )
+    git_repo.commit({"cm.yaml": cm("tenant", ns, {"k": "v"})})
+    env.start("--watch-namespace", ns)
+    env.gitsync(ns, "tenant", git_repo.url, serviceAccountName="deployer")
+    eventually(lambda: env.ready(ns, "tenant"), 30, "the tenant's ConfigMap to sync as the ServiceAccount")
+    managers = {f["manager"] for f in k.get(f"/api/v1/namespaces/{ns}/configmaps/tenant")["metadata"]["managedFields"]}
+    assert managers == {"gitops-reconciler"}
+
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sneaky", "namespace": ns}}
+    git_repo.commit({"sa.yaml": yaml.safe_dump(sa)}, "something the tenant may not create")
+
+    def refused() -> dict[str, Any] | None:
+        o = env.get(ns, "tenant")
+        c = [c for c in (o or {}).get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+        return c[0] if c and c[0]["status"] == "False" else None
+
+    ready = eventually(refused, 20, "the sync to fail for lack of permission")
+    assert "Forbidden" in ready["message"]
+    assert f"system:serviceaccount:{ns}:deployer" in ready["message"]
+    assert k.get_or_none(f"/api/v1/namespaces/{ns}/serviceaccounts/sneaky") is None
