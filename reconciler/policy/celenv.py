@@ -215,9 +215,7 @@ class Environment:
         try:
             program = self._env.compile(source)
         except RuntimeError as e:
-            text = _STATUS_PREFIX.sub("", str(e).strip())
-            text = re.sub(r"\s*\[INVALID_ARGUMENT\]$", "", text)
-            raise CelError(f"compilation failed: {text}") from None
+            raise CelError(f"compilation failed: {_one_line(str(e))}") from None
         compiled = Compiled(source, program)
         if want and not any(compiled.return_type == w for w in want):
             names = " or ".join(_type_name(w) for w in want)
@@ -235,6 +233,17 @@ def activation(data: Mapping[str, Any]) -> Any:
     if _PLAIN_ENV is None:
         _PLAIN_ENV = cel.NewEnv()
     return _PLAIN_ENV.Activation(dict(data))
+
+
+def _one_line(text: str) -> str:
+    """The compiler's errors without the caret drawings, on one line (a log line, an Event)."""
+    errors = []
+    for line in text.splitlines():
+        line = _STATUS_PREFIX.sub("", line.strip())
+        if line.startswith("ERROR: "):
+            line = line.removeprefix("ERROR: ").replace("<input>:", "at ", 1)
+            errors.append(re.sub(r"\s*\(in container ''\)|\s*\[[A-Z_]+\]$", "", line))
+    return "; ".join(errors) or re.sub(r"\s+", " ", text).strip()
 
 
 def _type_name(t: Any) -> str:

@@ -134,3 +134,33 @@ def test_shipped_addons_pass_the_default_policies(addon: str) -> None:
     )
     text, code = check(ADDONS / addon, POLICIES, "table", substitute=dict.fromkeys(variables, "1"))
     assert code == EXIT_OK, text
+
+
+def test_kustomized_tree_reports_every_policy_in_one_run() -> None:
+    """The example of docs/policies.md: kustomize, a namespace transformer, five findings and a warning."""
+    text, code = check(FIXTURES / "check" / "shop", POLICIES, "json")
+    assert code == EXIT_DENIED
+    doc = json.loads(text)
+    found = {(v["policy"], v["action"], v["object"]) for v in doc["violations"]}
+    assert found == {
+        ("cluster-admin-service-accounts", "Deny", "ClusterRoleBinding/shop-ci-admin"),
+        ("plain-secrets", "Warn", "Secret/shop/db"),
+        ("allowed-registries", "Deny", "Deployment/shop/web"),
+        ("container-resources", "Deny", "Deployment/shop/web"),
+        ("image-tags", "Deny", "Deployment/shop/web"),
+        ("workload-name-label", "Deny", "Deployment/shop/worker"),
+    }
+    assert "hunter2" not in text
+
+
+def test_compile_errors_are_one_line(tmp_path: Path) -> None:
+    shutil.copytree(POLICIES, tmp_path / "policies")
+    bad = tmp_path / "policies" / "image-tags.yaml"
+    bad.write_text(bad.read_text().replace("variables.untagged.size() == 0", "variables.untaged.size() == 0"))
+    text, code = check(FIXTURES / "check" / "shop", tmp_path / "policies", "table")
+    assert code == EXIT_ERROR
+    assert text == (
+        "error: policy: image-tags.yaml: ValidatingAdmissionPolicy image-tags: "
+        "expression 'variables.untaged.size() == 0': "
+        "spec.validations[0].expression: compilation failed: at 1:10: undeclared reference to 'variables.untaged'\n"
+    )
