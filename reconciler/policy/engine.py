@@ -509,6 +509,27 @@ class Request:
     ns_labels: Mapping[str, str]
     ns_object: dict[str, Any] | None
 
+    _data: dict[str, Any] | None = None
+    _acts: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    variables: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    obj: dict[str, Any] = field(default_factory=dict)
+
+    def data(self) -> dict[str, Any]:
+        """The CEL variables every policy sees for this object (``params`` and ``variables`` aside)."""
+        if self._data is None:
+            request = self.cel()
+            d: dict[str, Any] = {"object": self.obj, "oldObject": None, "request": request, "namespaceObject": None}
+            for k in REQUEST_FIELDS:
+                d[k] = request.get(k.removeprefix("request."), "")
+            self._data = d
+        return self._data
+
+    def activation(self, key: tuple[Any, ...], data: Mapping[str, Any]) -> Any:
+        act = self._acts.get(key)
+        if act is None:
+            act = self._acts[key] = activation(data)
+        return act
+
     def cel(self) -> dict[str, Any]:
         gvk = {"group": self.group, "version": self.version, "kind": self.kind}
         gvr = {"group": self.group, "version": self.version, "resource": self.resource}
@@ -527,6 +548,9 @@ class Request:
         if self.namespace:
             out["namespace"] = self.namespace
         return out
+
+
+_MISSING = object()
 
 
 class _Context:
@@ -565,7 +589,7 @@ class _Context:
             ns_obj = self.namespace(namespace) if namespace else None
             ns_labels = ns_obj["metadata"]["labels"] if ns_obj else {}
             labels = md.get("labels") or {}
-        req = Request(group, version, kind, resource, namespace, md["name"], labels, ns_labels, ns_obj)
+        req = Request(group, version, kind, resource, namespace, md["name"], labels, ns_labels, ns_obj, obj=obj)
         return req, obj
 
 
@@ -667,15 +691,16 @@ def _decisions(
     """(action, message, reason) for each failed validation; action "deny" goes through the
     binding's validationActions, "config" is denied whatever they are (an audit annotation error)."""
     fail = p.failure_policy == "Fail"
-    request = req.cel()
-    data: dict[str, Any] = {"object": obj, "oldObject": None, "request": request, "namespaceObject": None}
-    for key in REQUEST_FIELDS:
-        data[key] = request.get(key.removeprefix("request."), "")
-    if p.param_kind is not None:
+    data = dict(req.data())
+    has_params = p.param_kind is not None
+    if has_params:
         data["params"] = param
+    # Building an activation converts the whole object: share the ones that policies without
+    # variables (or before their first variable) would build identically, per object.
+    key = (id(param) if has_params else None, has_params)
     if p.match_conditions:
         errors = []
-        act = activation(data)
+        act = req.activation(("conditions", *key), data)
         for _name, cond in p.match_conditions:
             r = cond.evaluate(act)
             if isinstance(r, EvalError):
@@ -689,15 +714,22 @@ def _decisions(
             return [("deny", msg, "")]
     data["namespaceObject"] = req.ns_object
     failed_vars: dict[str, str] = {}
-    for vname, vexpr in p.variables:
-        r = vexpr.evaluate(activation(data))
+    chain: tuple[Any, ...] = key
+    for i, (vname, vexpr) in enumerate(p.variables):
+        # Policies often share their first variables (podSpec, containers): a variable whose
+        # definition and predecessors are the same has the same value, so evaluate it once per object.
+        chain = (*chain, vname, vexpr.source)
+        r = req.variables.get(chain, _MISSING)
+        if r is _MISSING:
+            act = req.activation(("base", *key), data) if i == 0 else activation(data)
+            r = req.variables[chain] = vexpr.evaluate(act)
         if isinstance(r, EvalError):
             inner = failed_vars.get(_first_failed(vexpr.source, failed_vars) or "", r.message)
             failed_vars[vname] = inner
         else:
             data[f"variables.{vname}"] = r
     out: list[tuple[str, str, str]] = []
-    act = activation(data)
+    act = activation(data) if p.variables else req.activation(("base", *key), data)
     for v in p.validations:
         r = v.expression.evaluate(act)
         if isinstance(r, EvalError):
