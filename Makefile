@@ -46,8 +46,7 @@ cluster-down:
 	 else $(PYTHON) scripts/controlplane.py down $(CLUSTER_DIR); fi
 
 demo: cluster
-	$(VENV)/bin/reconciler sync --kubeconfig $(CLUSTER_DIR)/kubeconfig --dir examples/hello --name hello --wait --timeout 120
-	$(PY) scripts/demo.py --kubeconfig $(CLUSTER_DIR)/kubeconfig --sync default.hello
+	$(PY) scripts/demo.py --kubeconfig $(CLUSTER_DIR)/kubeconfig
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -250,7 +250,14 @@ class Controller:
             return None
         req = (md.get("annotations") or {}).get(REQUESTED_AT)
         state = self.states.setdefault(key, SyncState())
-        out = self.reconciler.reconcile(obj, spec, state, self._ready_of, req)
+        self.drift.pause(key)
+        try:
+            out = self.reconciler.reconcile(obj, spec, state, self._ready_of, req)
+        except BaseException:
+            self.drift.resume(key)
+            raise
+        if not (out.ok and out.tracked is not None and spec.drift_mode != "off"):
+            self.drift.resume(key)  # on success, track() below swaps in the new baseline and resumes
         if self.alerts and not out.waiting:
             if out.ok:
                 self.alerts.resolve("GitSyncFailing", *key)

@@ -65,6 +65,9 @@ def _project(shape: Any, value: Any) -> Any:
 class _Tracked:
     objects: dict[ObjectId, Desired] = field(default_factory=dict)
     drifted: dict[ObjectId, Drift] = field(default_factory=dict)
+    # While a sync of this GitSync runs, its own applies would look like drift against the
+    # previous revision's baseline: events are ignored until the sync hands over the new one.
+    paused: bool = False
 
 
 class DriftWatcher:
@@ -89,10 +92,24 @@ class DriftWatcher:
             t = self._tracked.setdefault(key, _Tracked())
             t.objects = objects
             t.drifted = {}
+            t.paused = False
             new = {d.resource for d in objects.values()} - self._watched
             self._watched |= new
         for res in sorted(new, key=lambda r: (r.group, r.kind)):
             threading.Thread(target=self._watch, args=(res,), name=f"drift-{res.kind}", daemon=True).start()
+
+    def pause(self, key: Key) -> None:
+        with self._lock:
+            t = self._tracked.get(key)
+            if t is not None:
+                t.paused = True
+
+    def resume(self, key: Key) -> None:
+        """After a failed sync: watch against the old baseline again."""
+        with self._lock:
+            t = self._tracked.get(key)
+            if t is not None:
+                t.paused = False
 
     def forget(self, key: Key) -> None:
         with self._lock:
@@ -128,7 +145,7 @@ class DriftWatcher:
         with self._lock:
             t = self._tracked.get(key)
             desired = t.objects.get(oid) if t else None
-            if t is None or desired is None:
+            if t is None or desired is None or t.paused:
                 return
             d = check(desired, live, self._fm)
             before = set(t.drifted)

@@ -200,6 +200,26 @@ def test_drift_is_detected_within_seconds_and_corrected(
     eventually(lambda: _events(env, ns, "drift", "DriftCorrected"), 10, "a DriftCorrected Event")
     eventually(lambda: f'reconciler_drift_objects{{name="drift",namespace="{ns}"}} 0.0' in ctl.metrics(), 10, "gauge 0")
 
+    # our own apply of a new revision is not drift
+    def drift_lines() -> int:  # Events are deduplicated; the log has one WARNING per detection
+        return sum(1 for ln in ctl.lines() if ln.get("reason") == "DriftDetected" and ln.get("level") == "WARNING")
+
+    detected_before = drift_lines()
+    assert detected_before >= 1
+    sha = git_repo.commit({"web.yaml": _deployment(ns, 3)}, "scale in git")
+    env.kube.request(
+        "PATCH",
+        f"{GS}/namespaces/{ns}/gitsyncs/drift",
+        body={"metadata": {"annotations": {"gitops.reconciler.dev/requested-at": "scale"}}},
+        content_type="application/merge-patch+json",
+    )
+    eventually(
+        lambda: sha in str((env.get(ns, "drift") or {}).get("status", {}).get("lastAppliedRevision")), 10, "sync"
+    )
+    time.sleep(1)
+    assert drift_lines() == detected_before, "our own apply of a new revision was reported as drift"
+    assert env.kube.get(dep_path)["spec"]["replicas"] == 3
+
     # an object deleted out of band is drift too, and comes back
     env.kube.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/settings")
     eventually(lambda: env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/settings"), 10, "re-creation")
