@@ -216,6 +216,7 @@ class Environment:
             program = self._env.compile(source)
         except RuntimeError as e:
             raise CelError(f"compilation failed: {_one_line(str(e))}") from None
+        _check_literals(self._env, source)
         compiled = Compiled(source, program)
         if want and not any(compiled.return_type == w for w in want):
             names = " or ".join(_type_name(w) for w in want)
@@ -233,6 +234,37 @@ def activation(data: Mapping[str, Any]) -> Any:
     if _PLAIN_ENV is None:
         _PLAIN_ENV = cel.NewEnv()
     return _PLAIN_ENV.Activation(dict(data))
+
+
+_LITERAL = r"""('(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")"""
+_REGEX_ARG = re.compile(r"\.(?:matches|find|findAll)\(\s*" + _LITERAL)
+_FIND_ARG = re.compile(r"\.(?:find|findAll)\(\s*" + _LITERAL)
+_TIME_ARG = re.compile(r"\b(duration|timestamp)\(\s*" + _LITERAL + r"\s*\)")
+
+
+def _check_literals(env: Any, source: str) -> None:
+    """Refuse invalid regex, duration and timestamp literals at load time, as the apiserver's
+    compiler does (since 1.29), instead of failing every evaluation.  Each literal is checked
+    by the CEL runtime itself, so the regex dialect is RE2's, as on the apiserver."""
+    checks = [(m.group(1), f"''.matches({m.group(1)})", "regular expression") for m in _REGEX_ARG.finditer(source)]
+    checks += [(m.group(2), f"{m.group(1)}({m.group(2)})", m.group(1)) for m in _TIME_ARG.finditer(source)]
+    for literal, probe, what in checks:
+        try:
+            value = env.compile(probe).eval(data={})
+        except RuntimeError:
+            continue  # not a plain literal after all (e.g. inside a string): leave it to the compiler
+        if value.type() == T.ERROR:
+            raise CelError(f"invalid {what} {literal}: {cel_go_wording(str(value.value()))}")
+    # find/findAll run on Python's re here (the C++ runtime has no such functions): a pattern
+    # it cannot compile (RE2-only syntax such as \pL) is refused now, not at evaluation.
+    for m in _FIND_ARG.finditer(source):
+        try:
+            pattern = env.compile(m.group(1)).eval(data={}).plain_value()
+            re.compile(pattern)
+        except RuntimeError:
+            continue
+        except re.error as e:
+            raise CelError(f"regular expression {m.group(1)} is not supported by find/findAll offline: {e}") from None
 
 
 def _one_line(text: str) -> str:

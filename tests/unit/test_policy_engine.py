@@ -73,6 +73,18 @@ def cm(name: str, ns: str | None = "app", **data: str) -> Manifest:
         ([vap(validations=[{"expression": "variables.nope"}])], ["undeclared reference"]),
         ([vap(validatons=[])], ["spec.validatons: unknown field"]),
         (
+            [vap(validations=[{"expression": "object.metadata.name.matches('[a-')"}])],
+            ["invalid regular expression '[a-'"],
+        ),
+        (
+            [vap(validations=[{"expression": "duration('5 minutes') > duration('1s')"}])],
+            ["invalid duration '5 minutes'"],
+        ),
+        (
+            [vap(validations=[{"expression": "object.metadata.name.find('\\\\pL') == ''"}])],
+            ["not supported by find/findAll"],
+        ),
+        (
             [vap(), vapb(validationAction=["Deny"])],
             ["ValidatingAdmissionPolicyBinding b", "spec.validationAction: unknown field"],
         ),
