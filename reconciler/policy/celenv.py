@@ -237,8 +237,8 @@ def activation(data: Mapping[str, Any]) -> Any:
 
 
 _LITERAL = r"""('(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")"""
-_REGEX_ARG = re.compile(r"\.(?:matches|find|findAll)\(\s*" + _LITERAL)
-_FIND_ARG = re.compile(r"\.(?:find|findAll)\(\s*" + _LITERAL)
+_REGEX_ARG = re.compile(r"\.(?:matches|find|findAll)\(\s*" + _LITERAL + r"\s*[,)]")  # the whole argument
+_FIND_ARG = re.compile(r"\.(?:find|findAll)\(\s*" + _LITERAL + r"\s*[,)]")
 _TIME_ARG = re.compile(r"\b(duration|timestamp)\(\s*" + _LITERAL + r"\s*\)")
 
 

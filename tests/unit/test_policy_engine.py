@@ -205,3 +205,9 @@ def test_crd_plural_from_the_render(tmp_path: Path) -> None:
     assert evaluate([Manifest(widget, "w.yaml", 1)], ps) == []  # without the CRD: guessed plural "widgets"
     (v,) = evaluate([Manifest(crd, "crd.yaml", 1), Manifest(widget, "w.yaml", 1)], ps)
     assert v.object == "Widget/app/w"
+
+
+def test_a_pattern_built_at_run_time_is_not_mistaken_for_a_literal(tmp_path: Path) -> None:
+    check = [{"expression": "object.metadata.name.matches('^(' + 'ok|fine' + ')$')", "message": "m"}]
+    ps = load_policies(write(tmp_path, vap(validations=check)))
+    assert [v.object for v in evaluate([cm("ok"), cm("bad")], ps)] == ["ConfigMap/app/bad"]
