@@ -287,6 +287,18 @@ CASES: list[Case] = [
         [v("variables.ok", "not ok")],
         policy={"variables": [{"name": "ok", "expression": "object.data.k == 'w'"}]},
     ),
+    Case(
+        "variable-error",
+        cm("ve1", {"k": "v"}),
+        [v("variables.bad == 'x'", "never")],
+        policy={"variables": [{"name": "bad", "expression": "object.data.nokey"}]},
+    ),
+    Case(
+        "variable-error-unused",
+        cm("ve2", {"k": "v"}),
+        [v("object.data.k == 'w' || variables.bad == 'x'", "k must be w")],
+        policy={"variables": [{"name": "bad", "expression": "object.data.nokey"}]},
+    ),
     # --- matching
     Case(
         "match-condition-false",
