@@ -3,9 +3,30 @@
 Policies are Kubernetes ValidatingAdmissionPolicies (see docs/policies.md).  The sync engine
 needs two calls: :func:`load_policies` once per revision (a :class:`PolicyError` means the
 sync must not proceed) and :func:`evaluate` on the whole render (a ``Deny`` violation in
-enforce mode means nothing of the revision is applied or pruned).
+enforce mode, :func:`denied`, means nothing of the revision is applied or pruned), then
+:func:`describe` for each Event/log line and :func:`counts` for the metric.
 """
 
-from reconciler.policy.engine import PolicyError, PolicySet, Violation, admission_message, evaluate, load_policies
+from reconciler.policy.engine import (
+    PolicyError,
+    PolicySet,
+    Violation,
+    admission_message,
+    counts,
+    denied,
+    describe,
+    evaluate,
+    load_policies,
+)
 
-__all__ = ["PolicyError", "PolicySet", "Violation", "admission_message", "evaluate", "load_policies"]
+__all__ = [
+    "PolicyError",
+    "PolicySet",
+    "Violation",
+    "admission_message",
+    "counts",
+    "denied",
+    "describe",
+    "evaluate",
+    "load_policies",
+]

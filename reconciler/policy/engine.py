@@ -56,6 +56,9 @@ __all__ = [
     "PolicySet",
     "Violation",
     "admission_message",
+    "counts",
+    "denied",
+    "describe",
     "evaluate",
     "load_policies",
     "policy_set_from_manifests",
@@ -103,6 +106,24 @@ def admission_message(v: Violation) -> str:
     if v.action == "Warn":
         return f"Validation failed for ValidatingAdmissionPolicy '{v.policy}' with binding '{v.binding}': {v.message}"
     return f"ValidatingAdmissionPolicy '{v.policy}' with binding '{v.binding}' denied request: {v.message}"
+
+
+def describe(v: Violation) -> str:
+    """One line for a log record or a ``PolicyViolation`` Event: action, policy, object, file, message."""
+    return f"{v.action} by policy {v.policy} (binding {v.binding}): {v.object} in {v.file}: {v.message}"
+
+
+def counts(violations: Sequence[Violation]) -> dict[tuple[str, str], int]:
+    """Violations per (policy, action): the values of ``reconciler_policy_violations`` for one GitSync."""
+    out: dict[tuple[str, str], int] = {}
+    for v in violations:
+        out[(v.policy, v.action)] = out.get((v.policy, v.action), 0) + 1
+    return out
+
+
+def denied(violations: Sequence[Violation]) -> bool:
+    """Whether an enforcing sync must stop: any ``Deny`` violation (Warn and Audit only report)."""
+    return any(v.action == "Deny" for v in violations)
 
 
 # --------------------------------------------------------------------------- model

@@ -211,3 +211,14 @@ def test_a_pattern_built_at_run_time_is_not_mistaken_for_a_literal(tmp_path: Pat
     check = [{"expression": "object.metadata.name.matches('^(' + 'ok|fine' + ')$')", "message": "m"}]
     ps = load_policies(write(tmp_path, vap(validations=check)))
     assert [v.object for v in evaluate([cm("ok"), cm("bad")], ps)] == ["ConfigMap/app/bad"]
+
+
+def test_helpers_for_the_sync_engine(tmp_path: Path) -> None:
+    from reconciler.policy import counts, denied, describe
+
+    ps = load_policies(write(tmp_path, vap(), vapb(name="warn", validationActions=["Warn"]), vapb(name="deny")))
+    violations = evaluate([cm("bad"), cm("good")], ps)
+    assert denied(violations)
+    assert not denied([v for v in violations if v.action != "Deny"])
+    assert counts(violations) == {("p", "Deny"): 1, ("p", "Warn"): 1}
+    assert describe(violations[0]) == "Deny by policy p (binding deny): ConfigMap/app/bad in app.yaml: bad name"
