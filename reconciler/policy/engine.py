@@ -568,6 +568,8 @@ class Request:
         }
         if self.namespace:
             out["namespace"] = self.namespace
+        elif (self.group, self.resource) == ("", "namespaces"):
+            out["namespace"] = self.name  # the apiserver's request for a Namespace carries its own name
         return out
 
 

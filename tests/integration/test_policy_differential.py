@@ -483,7 +483,8 @@ CASES: list[Case] = [
         [
             v(
                 "object.metadata.labels.team != 'x'",
-                messageExpression="'team ' + object.metadata.labels.team + ' for ' + request.name",
+                messageExpression="'team ' + object.metadata.labels.team + ' for ' + request.name"
+                + " + ' in [' + request.namespace + ']'",
             )
         ],
         rules=[
