@@ -66,8 +66,10 @@ class _Tracked:
     objects: dict[ObjectId, Desired] = field(default_factory=dict)
     drifted: dict[ObjectId, Drift] = field(default_factory=dict)
     # While a sync of this GitSync runs, its own applies would look like drift against the
-    # previous revision's baseline: events are ignored until the sync hands over the new one.
+    # previous revision's baseline: events are held until the sync hands over the new one,
+    # then checked against it (so an edit made during a sync is not lost).
     paused: bool = False
+    held: dict[ObjectId, dict[str, Any] | None] = field(default_factory=dict)
 
 
 class DriftWatcher:
@@ -93,8 +95,17 @@ class DriftWatcher:
             t.objects = objects
             t.drifted = {}
             t.paused = False
+            held, t.held = t.held, {}
+            for oid, live in held.items():
+                desired = objects.get(oid)
+                d = check(desired, live, self._fm) if desired is not None else None
+                if d is not None:
+                    t.drifted[oid] = d
+            snapshot = dict(t.drifted)
             new = {d.resource for d in objects.values()} - self._watched
             self._watched |= new
+        if snapshot:
+            self._on_change(key, snapshot)
         for res in sorted(new, key=lambda r: (r.group, r.kind)):
             threading.Thread(target=self._watch, args=(res,), name=f"drift-{res.kind}", daemon=True).start()
 
@@ -105,11 +116,15 @@ class DriftWatcher:
                 t.paused = True
 
     def resume(self, key: Key) -> None:
-        """After a failed sync: watch against the old baseline again."""
+        """After a failed sync: watch against the old baseline again (held events included)."""
         with self._lock:
             t = self._tracked.get(key)
-            if t is not None:
-                t.paused = False
+            if t is None:
+                return
+            t.paused = False
+            held, t.held = t.held, {}
+        for oid, live in held.items():
+            self._observe(key, oid, live)
 
     def forget(self, key: Key) -> None:
         with self._lock:
@@ -144,8 +159,11 @@ class DriftWatcher:
     def _observe(self, key: Key, oid: ObjectId, live: dict[str, Any] | None) -> None:
         with self._lock:
             t = self._tracked.get(key)
+            if t is not None and t.paused:
+                t.held[oid] = live  # the latest state wins
+                return
             desired = t.objects.get(oid) if t else None
-            if t is None or desired is None or t.paused:
+            if t is None or desired is None:
                 return
             d = check(desired, live, self._fm)
             before = set(t.drifted)
