@@ -136,6 +136,7 @@ def _functions() -> list[Any]:
 _KEY_NOT_FOUND = re.compile(r'^(?:NOT_FOUND: )?Key not found in map : "?(.*?)"?$')
 _INDEX = re.compile(r"^(?:UNKNOWN: )?Index error: index=(-?\d+) size=\d+$")
 _STATUS_PREFIX = re.compile(r"^[A-Z_]+: ")
+_CONVERT = re.compile(r"^cannot convert (\w+) to (\w+)$")
 
 
 def cel_go_wording(text: str) -> str:
@@ -145,7 +146,14 @@ def cel_go_wording(text: str) -> str:
         return f"no such key: {m.group(1)}"
     if m := _INDEX.match(text):
         return f"index out of bounds: {m.group(1)}"
-    return _STATUS_PREFIX.sub("", text)
+    text = _STATUS_PREFIX.sub("", text)
+    if m := _CONVERT.match(text):
+        return f"type conversion error from '{m.group(1)}' to '{m.group(2)}'"
+    if text.startswith("No matching overloads found"):
+        return "no such overload"
+    if text == "divide by zero":
+        return "division by zero"
+    return text[:1].lower() + text[1:] if text.startswith("Type conversion error") else text
 
 
 _GVK = T.Map(T.STRING, T.STRING)

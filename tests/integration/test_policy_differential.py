@@ -299,6 +299,33 @@ CASES: list[Case] = [
         [v("object.data.k == 'w' || variables.bad == 'x'", "k must be w")],
         policy={"variables": [{"name": "bad", "expression": "object.data.nokey"}]},
     ),
+    Case("err-int-parse", cm("ep1", {"k": "abc"}), [v("int(object.data.k) > 1", "m")]),
+    Case("err-overload", cm("ep2", {"k": "abc"}), [v("object.data.k > 5", "m")]),
+    Case("err-div-zero", cm("ep3", {"k": "0"}), [v("10 / int(object.data.k) > 1", "m")]),
+    Case("err-no-such-field-nested", cm("ep4", {"k": "v"}), [v("object.spec.x == 1", "m")]),
+    Case(
+        "map-all-keys",
+        cm("mk1", {"a1": "v", "b2": "v"}),
+        [v("object.data.all(k, k.startsWith('a'))", "keys start with a")],
+    ),
+    Case(
+        "cluster-scoped-ns-null",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": f"cr-{RUN}"},
+            "rules": [],
+        },
+        [v("namespaceObject != null || oldObject != null", "no namespace, no old object")],
+        rules=[
+            {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "apiVersions": ["v1"],
+                "resources": ["clusterroles"],
+                "operations": ["CREATE"],
+            }
+        ],
+    ),
     # --- matching
     Case(
         "match-condition-false",
@@ -546,7 +573,7 @@ def path_for(kube_obj: dict[str, Any]) -> str:
     plural = {"ConfigMap": "configmaps", "Deployment": "deployments", "Secret": "secrets", "Namespace": "namespaces"}
     plural["ClusterRoleBinding"] = "clusterrolebindings"
     plural.update(RoleBinding="rolebindings", DaemonSet="daemonsets", StatefulSet="statefulsets", Pod="pods")
-    plural.update(CronJob="cronjobs")
+    plural.update(CronJob="cronjobs", ClusterRole="clusterroles")
     plural["ValidatingAdmissionPolicy"] = "validatingadmissionpolicies"
     plural["ValidatingAdmissionPolicyBinding"] = "validatingadmissionpolicybindings"
     ns = kube_obj["metadata"].get("namespace")
