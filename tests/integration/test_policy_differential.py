@@ -326,6 +326,35 @@ CASES: list[Case] = [
             }
         ],
     ),
+    Case("fmt-list", cm("fmt-list"), [v("false", messageExpression="'%s'.format([[1, 2]])")]),
+    Case("fmt-map", cm("fmt-map"), [v("false", messageExpression="'%s'.format([{'a': 1}])")]),
+    Case("fmt-float", cm("fmt-float"), [v("false", messageExpression="'%.2f and %f'.format([1.0 / 3.0, 2.5])")]),
+    Case(
+        "fmt-string-double",
+        cm("fmt-string-double"),
+        [v("false", messageExpression="string(2.0) + ' ' + string(1.5) + ' ' + string(1e20)")],
+    ),
+    Case("fmt-bool-null", cm("fmt-bool-null"), [v("false", messageExpression="'%s %s'.format([true, null])")]),
+    Case("fmt-sci", cm("fmt-sci"), [v("false", messageExpression="'%e'.format([1234.5])")]),
+    Case("fmt-hex", cm("fmt-hex"), [v("false", messageExpression="'%x %X %o %b'.format([255, 255, 8, 5])")]),
+    Case(
+        "str-funcs",
+        cm("str-funcs"),
+        [
+            v(
+                "false",
+                messageExpression="'Hello'.charAt(1) + string('Hello'.indexOf('l')) + string('Hello'.lastIndexOf('l')) + 'a-b-c'.replace('-', '+', 1) + 'a,b,c'.split(',', 2).join('|') + 'Hello'.substring(1, 3) + strings.quote('x\"y')",  # noqa: E501 (a CEL expression reads best on one line)
+            )
+        ],
+    ),
+    Case(
+        "duration-string",
+        cm("duration-string"),
+        [v("false", messageExpression="string(duration('1h30m')) + ' ' + string(timestamp('2024-01-02T03:04:05Z'))")],
+    ),
+    Case("int-string", cm("int-string"), [v("false", messageExpression="string(-5) + string(5u) + string(b'ab')")]),
+    Case("double-arith", cm("double-arith"), [v("false", messageExpression="string(0.1 + 0.2)")]),
+    Case("size-unicode", cm("size-unicode"), [v("false", messageExpression="string('héllo'.size())")]),
     # --- matching
     Case(
         "match-condition-false",
@@ -639,7 +668,19 @@ def test_corpus_is_large_enough() -> None:
     assert len({c.id for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+# Known message differences of the C++ strings extension's format() (same verdict, other text):
+# cel-go renders a map as JSON ({"a":1}, C++: {a: 1}) and %e with a multiplication sign and
+# superscript digits (C++: 1.234500e+03).
+KNOWN_MESSAGE_DIFFERENCES = {"fmt-map", "fmt-sci"}
+
+
+def _param(c: Case) -> Any:
+    if c.id in KNOWN_MESSAGE_DIFFERENCES:
+        return pytest.param(c, id=c.id, marks=pytest.mark.xfail(strict=True, reason="format() wording differs"))
+    return pytest.param(c, id=c.id)
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_offline_verdict_equals_apiserver(case: Case, kube: client.Kube, installed: Any) -> None:
     objs, obj = installed[case.id]
     allowed, reason, message = server_verdict(kube, obj)
