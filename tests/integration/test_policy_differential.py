@@ -355,6 +355,86 @@ CASES: list[Case] = [
     Case("int-string", cm("int-string"), [v("false", messageExpression="string(-5) + string(5u) + string(b'ab')")]),
     Case("double-arith", cm("double-arith"), [v("false", messageExpression="string(0.1 + 0.2)")]),
     Case("size-unicode", cm("size-unicode"), [v("false", messageExpression="string('héllo'.size())")]),
+    Case(
+        "opt-none",
+        cm("opt-none", {"k": "v"}),
+        [
+            v(
+                "optional.none().orValue(1) == 1 && !optional.none().hasValue() && optional.of(2).value() == 2",
+                "expected true",
+            )
+        ],
+    ),
+    Case(
+        "opt-list-literal",
+        cm("opt-list-literal", {"k": "v"}),
+        [v("[1, ?optional.none(), ?optional.of(3)] == [1, 3]", "expected true")],
+    ),
+    Case(
+        "opt-map-literal",
+        cm("opt-map-literal", {"k": "v"}),
+        [v("{?'a': optional.none(), 'b': 1}.size() == 1", "expected true")],
+    ),
+    Case(
+        "opt-chain-missing",
+        cm("opt-chain-missing", {"k": "v"}),
+        [v("!object.?metadata.?annotations[?'x'].hasValue()", "expected true")],
+    ),
+    Case(
+        "has-label",
+        cm("has-label", {"k": "v"}),
+        [v("has(object.metadata.labels) && !has(object.metadata.annotations)", "expected true")],
+    ),
+    Case(
+        "type-checks",
+        cm("type-checks", {"k": "v"}),
+        [v("type(object.data) == map && type(object.data.k) == string && type(1) == int", "expected true")],
+    ),
+    Case(
+        "uint-equality",
+        cm("uint-equality", {"k": "v"}),
+        [v("dyn(1u) == 1 && dyn(1) == 1.0 && dyn(2u) < 3.5", "expected true")],
+    ),
+    Case("string-compare", cm("string-compare", {"k": "v"}), [v("'abc' < 'abd' && 'b' > 'a'", "expected true")]),
+    Case(
+        "list-ops",
+        cm("list-ops", {"k": "v"}),
+        [v("[1, 2] + [3] == [1, 2, 3] && 2 in [1, 2] && !(5 in [1, 2])", "expected true")],
+    ),
+    Case("map-in", cm("map-in", {"k": "v"}), [v("'k' in object.data && !('z' in object.data)", "expected true")]),
+    Case(
+        "timestamp-math",
+        cm("timestamp-math", {"k": "v"}),
+        [
+            v(
+                "timestamp('2024-01-01T00:00:00Z') + duration('24h') == timestamp('2024-01-02T00:00:00Z')",
+                "expected true",
+            )
+        ],
+    ),
+    Case(
+        "duration-compare",
+        cm("duration-compare", {"k": "v"}),
+        [v("duration('90m') > duration('1h') && duration('1h').getMinutes() == 60", "expected true")],
+    ),
+    Case("dyn-cast", cm("dyn-cast", {"k": "v"}), [v("dyn(object.data.k) == 'v'", "expected true")]),
+    Case(
+        "unicode-matches",
+        cm("unicode-matches", {"k": "v"}),
+        [v("'héllo'.matches('^h.llo$') && 'héllo'.size() == 5", "expected true")],
+    ),
+    Case("exists-map", cm("exists-map", {"k": "v"}), [v("object.data.exists(key, key == 'k')", "expected true")]),
+    Case(
+        "filter-map-size",
+        cm("filter-map-size", {"k": "v"}),
+        [v("object.data.filter(key, key.startsWith('k')).size() == 1", "expected true")],
+    ),
+    Case(
+        "int-limits",
+        cm("int-limits", {"k": "v"}),
+        [v("9223372036854775807 > 0 && -9223372036854775808 < 0", "expected true")],
+    ),
+    Case("double-nan", cm("double-nan", {"k": "v"}), [v("!(0.0/0.0 == 0.0/0.0)", "expected true")]),
     # --- matching
     Case(
         "match-condition-false",
