@@ -11,10 +11,11 @@ verdicts with a real apiserver's.
 
 Deliberate differences, each documented in docs/policies.md:
 
-* **Fail closed at load.**  Where the apiserver would accept a broken policy and then fail
-  (or, with ``failurePolicy: Ignore``, silently pass) every request, we refuse to load it:
-  an expression that does not compile, an unknown field, a binding to a missing policy,
-  a missing param, ``authorizer``.  Errors name the file, the policy and the expression.
+* **Fail closed at load.**  Like the apiserver (which refuses to store a policy whose
+  expression does not compile), and also where it would store a policy and then skip or fail
+  on it at request time, we refuse to load it: a compile error, an unknown field, a binding to
+  a missing policy, a missing param, a CEL library we lack, ``authorizer``.  Errors name the
+  file, the policy and the expression.
 * **A policy without a binding** in the folder is evaluated as if bound with
   ``validationActions: [Deny]`` (on a cluster it would do nothing until bound).
 * **The object is the one in git**, before the apiserver's defaulting and mutation.
