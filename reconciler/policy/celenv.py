@@ -172,6 +172,26 @@ REQUEST_FIELDS: dict[str, Any] = {
 }
 
 
+_TOP_NAME = re.compile(r"\b(object|oldObject|request|namespaceObject|params)\b|\bvariables\s*\.\s*([A-Za-z_]\w*)")
+
+
+def references(source: str) -> frozenset[str]:
+    """The activation names ``source`` may read (a superset: a name inside a string literal counts).
+
+    Building an activation converts every value it holds, and the object is the big one: an
+    expression over ``variables.containers`` alone is evaluated without converting the object.
+    """
+    out: set[str] = set()
+    for m in _TOP_NAME.finditer(source):
+        if m.group(1):
+            out.add(m.group(1))
+            if m.group(1) == "request":
+                out.update(REQUEST_FIELDS)
+        else:
+            out.add(f"variables.{m.group(2)}")
+    return frozenset(out)
+
+
 class Compiled:
     """One compiled expression; ``evaluate`` returns a plain Python value or an :class:`EvalError`."""
 
@@ -179,6 +199,7 @@ class Compiled:
         self.source = source
         self._program = program
         self.return_type: Any = program.return_type()
+        self.refs = references(source)
 
     def evaluate(self, activation: Any) -> Any:
         try:

@@ -229,6 +229,15 @@ class Policy:
     variables: list[tuple[str, Compiled]]
     validations: list[Validation]
     audit_annotations: list[tuple[str, Compiled]]
+    condition_refs: frozenset[str] = frozenset()  # activation names the match conditions read
+    validation_refs: frozenset[str] = frozenset()  # ... and the validations, messages, annotations
+
+    def __post_init__(self) -> None:
+        self.condition_refs = frozenset().union(*(c.refs for _, c in self.match_conditions))
+        exprs = [v.expression for v in self.validations]
+        exprs += [v.message_expression for v in self.validations if v.message_expression is not None]
+        exprs += [a for _, a in self.audit_annotations]
+        self.validation_refs = frozenset().union(*(e.refs for e in exprs))
 
 
 @dataclass(frozen=True)
@@ -719,14 +728,27 @@ def _decisions(
     has_params = p.param_kind is not None
     if has_params:
         data["params"] = param
-    # Building an activation converts the whole object: share the ones that policies without
-    # variables (or before their first variable) would build identically, per object.
+    # Building an activation converts every value in it, the object above all: each stage gets
+    # only the names its expressions read, and activations without variables are shared by the
+    # policies of one object.
     key = (id(param) if has_params else None, has_params)
+
+    def act_for(refs: frozenset[str]) -> Any:
+        sub = {k: data[k] for k in refs if k in data}
+        if any(k.startswith("variables.") for k in refs):
+            return activation(sub)
+        return req.activation((*key, data["namespaceObject"] is not None, refs), sub)
+
     if p.match_conditions:
         errors = []
-        act = req.activation(("conditions", *key), data)
+        act = None
         for _name, cond in p.match_conditions:
-            r = cond.evaluate(act)
+            # The same condition in several policies (not-owned-pod) is evaluated once per object.
+            ckey = ("condition", cond.source, *(key if "params" in cond.refs else ()))
+            r = req.variables.get(ckey, _MISSING)
+            if r is _MISSING:
+                act = act or act_for(p.condition_refs)
+                r = req.variables[ckey] = cond.evaluate(act)
             if isinstance(r, EvalError):
                 errors.append(f"expression '{cond.source}' resulted in error: {r.message}")
             elif r is False:
@@ -739,21 +761,20 @@ def _decisions(
     data["namespaceObject"] = req.ns_object
     failed_vars: dict[str, str] = {}
     chain: tuple[Any, ...] = key
-    for i, (vname, vexpr) in enumerate(p.variables):
+    for vname, vexpr in p.variables:
         # Policies often share their first variables (podSpec, containers): a variable whose
         # definition and predecessors are the same has the same value, so evaluate it once per object.
         chain = (*chain, vname, vexpr.source)
         r = req.variables.get(chain, _MISSING)
         if r is _MISSING:
-            act = req.activation(("base", *key), data) if i == 0 else activation(data)
-            r = req.variables[chain] = vexpr.evaluate(act)
+            r = req.variables[chain] = vexpr.evaluate(act_for(vexpr.refs))
         if isinstance(r, EvalError):
             inner = failed_vars.get(_first_failed(vexpr.source, failed_vars) or "", r.message)
             failed_vars[vname] = inner
         else:
             data[f"variables.{vname}"] = r
     out: list[tuple[str, str, str]] = []
-    act = activation(data) if p.variables else req.activation(("base", *key), data)
+    act = act_for(p.validation_refs)
     for v in p.validations:
         r = v.expression.evaluate(act)
         if isinstance(r, EvalError):
