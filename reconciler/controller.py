@@ -38,7 +38,7 @@ from reconciler.report import conditions as cond
 from reconciler.report.alertmanager import Alert, AlertmanagerClient
 from reconciler.report.metrics import Metrics
 from reconciler.source import webhook
-from reconciler.spec import FINALIZER, GROUP, PLURAL, REQUESTED_AT, VERSION, SpecError, parse
+from reconciler.spec import FINALIZER, GROUP, PLURAL, REQUESTED_AT, VERSION, WEBHOOK_STAMP, SpecError, parse
 from reconciler.sync.objects import ObjectId
 
 log = logging.getLogger("reconciler.controller")
@@ -129,6 +129,8 @@ class Controller:
     def _next_due(self) -> Key | None:
         with self._lock:
             while not self.stop_event.is_set():
+                if self.elector is not None and not self.elector.is_leader.is_set():
+                    return None
                 while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
                     heapq.heappop(self._heap)  # superseded entry
                 if self._heap and self._heap[0][0] <= time.monotonic() and len(self._running) < self.opts.workers:
@@ -170,6 +172,7 @@ class Controller:
             gone = set(self.objects) - self._seen
             for key in gone:
                 self.objects.pop(key, None)
+                self._forget(key, deleted=True)
             self._seen = set()
             self.synced.set()
             return
@@ -177,10 +180,7 @@ class Controller:
         key = (str(md.get("namespace")), str(md.get("name")))
         if type_ == "DELETED":
             self.objects.pop(key, None)
-            self.drift.forget(key)
-            state = self.states.pop(key, None)
-            if state and state.source:
-                state.source.close()
+            self._forget(key, deleted=True)
             return
         old = self.objects.get(key)
         self.objects[key] = obj
@@ -205,14 +205,28 @@ class Controller:
         obj = self.objects.get((namespace, name))
         return obj is not None and cond.is_ready(obj)
 
-    def _patch_finalizers(self, obj: dict[str, Any], finalizers: list[str]) -> None:
+    def _patch_finalizers(self, obj: dict[str, Any], add: bool) -> None:
+        """Add or remove our finalizer on the current object (re-read on conflict, never a stale list)."""
         md = obj["metadata"]
-        self.kube.request(
-            "PATCH",
-            f"/apis/{GROUP}/{VERSION}/namespaces/{md['namespace']}/{PLURAL}/{md['name']}",
-            body={"metadata": {"finalizers": finalizers, "resourceVersion": md["resourceVersion"]}},
-            content_type=MERGE_PATCH,
-        )
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{md['namespace']}/{PLURAL}/{md['name']}"
+        for _ in range(5):
+            cur = self.kube.get_or_none(path)
+            if cur is None:
+                return
+            fins = [f for f in cur["metadata"].get("finalizers") or [] if f != FINALIZER]
+            if add:
+                fins.append(FINALIZER)
+            try:
+                self.kube.request(
+                    "PATCH",
+                    path,
+                    body={"metadata": {"finalizers": fins, "resourceVersion": cur["metadata"]["resourceVersion"]}},
+                    content_type=MERGE_PATCH,
+                )
+                return
+            except KubeError as e:
+                if not e.conflict:
+                    raise
 
     def work(self, key: Key) -> float | None:
         """Reconcile one GitSync; returns the delay until it is due again (None: only on change)."""
@@ -229,14 +243,18 @@ class Controller:
         if md.get("deletionTimestamp"):
             if FINALIZER not in finalizers:
                 return None
-            err = self.reconciler.finalize(obj, spec)
+            self._forget(key, deleted=True)  # no drift reports about objects we are about to prune
+            impersonated = None
+            if spec is not None and spec.service_account_name and self._client_factory is not None:
+                impersonated = self._impersonate(key[0], spec.service_account_name)
+            err = self.reconciler.finalize(obj, spec, impersonated)
             if err:
                 log.error(err, extra={"gitsync": f"{key[0]}/{key[1]}", "reason": "FinalizeFailed"})
                 return 30.0
-            self._patch_finalizers(obj, [f for f in finalizers if f != FINALIZER])
+            self._patch_finalizers(obj, add=False)
             return None
         if FINALIZER not in finalizers:
-            self._patch_finalizers(obj, [*finalizers, FINALIZER])  # the MODIFIED event brings us back
+            self._patch_finalizers(obj, add=True)  # the MODIFIED event brings us back
             return None
         if spec is None:
             self.reconciler._fail(
@@ -245,17 +263,21 @@ class Controller:
             return None
         if spec.suspend:
             log.info("suspended; not reconciling", extra={"gitsync": f"{key[0]}/{key[1]}"})
-            with contextlib.suppress(KeyError):  # a suspended GitSync is not stale
-                self.metrics.interval.remove(*key)
+            self._forget(key, deleted=False)
             return None
         req = (md.get("annotations") or {}).get(REQUESTED_AT)
         state = self.states.setdefault(key, SyncState())
+        if self.elector is not None and not self.elector.is_leader.is_set():
+            return None  # lost the lease: the new leader reconciles
         self.drift.pause(key)
         try:
             out = self.reconciler.reconcile(obj, spec, state, self._ready_of, req)
-        except BaseException:
+        except Exception as e:
             self.drift.resume(key)
-            raise
+            log.exception(f"GitSync {key[0]}/{key[1]}: unexpected error", extra={"gitsync": f"{key[0]}/{key[1]}"})
+            out = self.reconciler._fail(
+                obj, "ReconciliationFailed", "SyncFailed", f"GitSync {key[0]}/{key[1]}: {type(e).__name__}: {e}"
+            )
         if not (out.ok and out.tracked is not None and spec.drift_mode != "off"):
             self.drift.resume(key)  # on success, track() below swaps in the new baseline and resumes
         if self.alerts and not out.waiting:
@@ -291,10 +313,32 @@ class Controller:
         backoff: float = spec.retry_interval * 2.0 ** (state.failures - 1)
         return min(backoff, max(spec.interval, spec.retry_interval), MAX_BACKOFF)
 
+    def _forget(self, key: Key, deleted: bool) -> None:
+        """Stop watching, alerting and (if deleted) exporting series for a GitSync that is gone or suspended."""
+        self.drift.forget(key)
+        if self.alerts:
+            self.alerts.resolve("GitSyncDriftDetected", *key)
+            self.alerts.resolve("GitSyncFailing", *key)
+        with contextlib.suppress(KeyError):  # a suspended GitSync is not stale
+            self.metrics.interval.remove(*key)
+        if deleted:
+            state = self.states.pop(key, None)
+            if state and state.source:
+                state.source.close()
+            self.metrics.forget(*key)
+
     def _on_drift(self, key: Key, drifted: dict[ObjectId, Drift]) -> None:
         """Report a change in a GitSync's drifted objects, and correct it at once in ``correct`` mode."""
-        obj = self.objects.get(key)
-        if obj is None:
+        cached = self.objects.get(key)
+        if cached is None or cached["metadata"].get("deletionTimestamp"):
+            return
+        if self.elector is not None and not self.elector.is_leader.is_set():
+            return
+        md0 = cached["metadata"]
+        try:  # the cache may lag our own status writes: never write back a stale conditions list
+            obj = self.kube.get(f"/apis/{GROUP}/{VERSION}/namespaces/{md0['namespace']}/{PLURAL}/{md0['name']}")
+        except (KubeError, UnreachableError) as e:
+            log.warning(f"GitSync {key[0]}/{key[1]}: cannot read it to report drift: {e}")
             return
         try:
             spec = parse(obj)
@@ -319,8 +363,6 @@ class Controller:
                 self.alerts.fire(
                     Alert("GitSyncDriftDetected", ns, name, "warning", f"GitSync {ns}/{name} has drifted", msg)
                 )
-            if spec.drift_mode == "correct":
-                self.schedule(key, 0)
         elif before:
             msg = f"GitSync {ns}/{name}: drift corrected; live state matches git again"
             status["conditions"] = cond.set_condition(cs, cond.DRIFTED, False, "DriftCorrected", msg, gen)
@@ -330,9 +372,9 @@ class Controller:
                 self.alerts.resolve("GitSyncDriftDetected", ns, name)
         else:
             return
-        if "conditions" in status:
-            obj.setdefault("status", {})["conditions"] = status["conditions"]
         self.reconciler._patch_status(obj, status)
+        if n and spec.drift_mode == "correct":
+            self.schedule(key, 0)  # after our patch, so the correcting sync's status is not overwritten
 
     def _impersonate(self, namespace: str, service_account: str) -> tuple[Kube, discovery.RestMapper]:
         """A client acting as the GitSync's ServiceAccount (multi-tenancy: RBAC limits what it may apply)."""
@@ -359,7 +401,7 @@ class Controller:
         base = f"/apis/{GROUP}/{VERSION}"
         path = f"{base}/namespaces/{self.opts.namespace}/{PLURAL}" if self.opts.namespace else f"{base}/{PLURAL}"
         items = self.kube.get(path).get("items", [])
-        stamp = cond.now() + f"#{next(self._seq)}"
+        stamp = f"{WEBHOOK_STAMP}{cond.now()}#{next(self._seq)}"
         n = 0
         for obj in items:
             git = ((obj.get("spec") or {}).get("source") or {}).get("git") or {}

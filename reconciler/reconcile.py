@@ -8,6 +8,9 @@ Grafana and ``kubectl logs | grep ERROR`` never disagree about why a sync failed
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,8 +26,10 @@ from reconciler.render.manifests import ManifestError
 from reconciler.report import conditions as cond
 from reconciler.report.metrics import Metrics
 from reconciler.source import git as git_source
+from reconciler.source import urls
 from reconciler.source.artifact import SourceError
-from reconciler.spec import GitSyncSpec, SpecError
+from reconciler.source.local import tree_digest
+from reconciler.spec import WEBHOOK_STAMP, GitSyncSpec, SpecError
 from reconciler.sync import engine, inventory, redact
 from reconciler.sync import prune as pruning
 from reconciler.sync.inventory import InventoryError
@@ -53,6 +58,8 @@ class SyncState:
     source_key: tuple[str, str] = ("", "")
     failures: int = 0
     drifted: int = 0  # objects drifted at last report (for DriftCorrected)
+    inputs: str = ""  # digest of everything the last successful sync rendered from
+    synced_at: float = float("-inf")  # monotonic time of the last full successful sync
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,7 +118,15 @@ class Reconciler:
                 raise SpecError(f"spec.substituteFrom: {vf.kind} {namespace}/{vf.name} not found")
             data = obj.get("data") or {}
             if vf.kind == "Secret":
-                data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+                decoded = {}
+                for k, v in data.items():
+                    try:
+                        decoded[k] = base64.b64decode(v).decode()
+                    except (binascii.Error, UnicodeDecodeError) as e:
+                        raise SpecError(
+                            f"spec.substituteFrom: Secret {namespace}/{vf.name} key {k} is not UTF-8 text"
+                        ) from e
+                data = decoded
                 secret_names |= set(data)
             values.update(data)
         values.update(spec.substitute)  # inline values win, as in Flux
@@ -213,7 +228,7 @@ class Reconciler:
                     f"GitSync {gid}: waiting for dependency GitSync {dep.namespace}/{dep.name} to be Ready",
                     waiting=True,
                 )
-        self.mark_reconciling(obj, f"reconciling {spec.git.url} ({spec.git.ref})")
+        self.mark_reconciling(obj, f"reconciling {urls.redact(spec.git.url)} ({spec.git.ref})")
         extra: dict[str, Any] = {"lastHandledRequestedAt": handled_request} if handled_request else {}
         t0 = time.monotonic()
         kube, mapper = self.kube, self.mapper
@@ -236,6 +251,10 @@ class Reconciler:
         secrets: frozenset[str] = frozenset()
         try:
             values, secret_vars = self._variables(ns, spec)
+            inputs = self._inputs(artifact.path / spec.path, values, md)
+            if self._unchanged_inputs(obj, spec, state, inputs, handled_request):
+                return self._same_content(obj, state, revision, extra)
+            state.inputs = ""  # until this sync succeeds: a failure may have changed live state
             secrets = frozenset(values[k] for k in secret_vars if len(values[k]) >= redact.MIN_LEN)
             manifests = render_build.render(
                 artifact.path,
@@ -339,6 +358,7 @@ class Reconciler:
         self.metrics.last_success.labels(ns, name).set(time.time())
         self.metrics.managed.labels(ns, name).set(len(inv))
         self.metrics.set_revision(ns, name, revision)
+        state.inputs, state.synced_at = inputs, time.monotonic()
         tracked: dict[ObjectId, Desired] = {}
         if res.plan is not None:
             for item in res.plan.items:
@@ -352,19 +372,69 @@ class Reconciler:
                 tracked[item.oid] = Desired(item.desired, entry.fields, resource)
         return Outcome(ok=True, revision=revision, tracked=tracked)
 
-    def finalize(self, obj: dict[str, Any], spec: GitSyncSpec | None) -> str | None:
+    @staticmethod
+    def _inputs(path: Path, values: dict[str, str], md: dict[str, Any]) -> str:
+        """Digest of all a sync renders from: the files under its path, its variables, its spec."""
+        files = tree_digest(path) if path.is_dir() else "missing"
+        blob = json.dumps([files, sorted(values.items()), md.get("generation")], sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @staticmethod
+    def _unchanged_inputs(
+        obj: dict[str, Any], spec: GitSyncSpec, state: SyncState, inputs: str, handled_request: str | None
+    ) -> bool:
+        """A push to a repository shared by many GitSyncs wakes them all; those whose path did not
+        change need not render and plan again — unless a person asked (requested-at), something
+        drifted, or the interval's full sync (the safety net) is due."""
+        st = obj.get("status") or {}
+        new_request = bool(handled_request) and handled_request != st.get("lastHandledRequestedAt")
+        return (
+            state.inputs == inputs
+            and state.drifted == 0
+            and time.monotonic() - state.synced_at < spec.interval
+            and (not new_request or str(handled_request).startswith(WEBHOOK_STAMP))
+        )
+
+    def _same_content(self, obj: dict[str, Any], state: SyncState, revision: str, extra: dict[str, Any]) -> Outcome:
+        md = obj["metadata"]
+        ns, name, gen = md["namespace"], md["name"], int(md.get("generation") or 0)
+        msg = f"Applied revision {revision}: nothing changed under this GitSync's path"
+        cs = cond.set_condition(self._conditions(obj), cond.READY, True, "ReconciliationSucceeded", msg, gen)
+        cs = cond.remove_condition(cs, cond.RECONCILING)
+        status = {
+            "conditions": cs,
+            "observedGeneration": gen,
+            "lastAttemptedRevision": revision,
+            "lastAppliedRevision": revision,
+            **extra,
+        }
+        obj.setdefault("status", {}).update(status)
+        self._patch_status(obj, status)
+        log.info(msg, extra={"gitsync": f"{ns}/{name}", "revision": revision, "reason": "ReconciliationSucceeded"})
+        self.metrics.reconciles.labels(ns, name, "success").inc()
+        self.metrics.last_success.labels(ns, name).set(time.time())
+        self.metrics.set_revision(ns, name, revision)
+        return Outcome(ok=True, revision=revision)
+
+    def finalize(
+        self, obj: dict[str, Any], spec: GitSyncSpec | None, impersonated: tuple[Kube, RestMapper] | None = None
+    ) -> str | None:
         """On deletion: prune everything the GitSync owns if ``prune: true``, else orphan it.
 
-        Returns an error message, or None when the finalizer may be removed.
+        A suspended GitSync orphans (as in Flux: suspend, then delete, hands the objects over),
+        and the prune runs as the GitSync's ServiceAccount when it has one, so deletion is held
+        to the same RBAC as apply. Returns an error message, or None when the finalizer may go.
         """
         md = obj["metadata"]
         ns, name = md["namespace"], md["name"]
-        if spec is None or not spec.prune:
-            log.info("GitSync deleted; objects orphaned (prune: false)", extra={"gitsync": f"{ns}/{name}"})
+        kube, mapper = impersonated or (self.kube, self.mapper)
+        if spec is None or not spec.prune or spec.suspend:
+            why = "spec invalid" if spec is None else ("suspended" if spec.prune else "prune: false")
+            log.info(f"GitSync deleted; objects orphaned ({why})", extra={"gitsync": f"{ns}/{name}"})
         else:
             opts = engine.Options(name=name, namespace=ns, prune=True, guard=pruning.Guard(allow_mass_prune=True))
             try:
-                res = engine.run(self.kube, self.mapper, [], "", opts)
+                res = engine.run(kube, mapper, [], "", opts)
             except (InventoryError, KubeError, UnreachableError) as e:
                 return f"GitSync {ns}/{name}: cannot prune on deletion: {e}"
             if res.errors:

@@ -22,6 +22,7 @@ PLURAL = "gitsyncs"
 KIND = "GitSync"
 FINALIZER = f"{GROUP}/finalizer"
 REQUESTED_AT = f"{GROUP}/requested-at"
+WEBHOOK_STAMP = "webhook:"  # requested-at values set by a push webhook (may take the fast path)
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -89,6 +90,13 @@ class GitSyncSpec:
     suspend: bool = False
 
 
+def _at_least(seconds: float, minimum: float, field_name: str) -> float:
+    """A zero interval would reconcile in a hot loop against the git server and the API server."""
+    if seconds < minimum:
+        raise SpecError(f"spec.{field_name}: must be at least {minimum:g}s")
+    return seconds
+
+
 def _str(spec: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str | None:
     v = spec.get(key, default)
     if v is not None and not isinstance(v, str):
@@ -151,9 +159,11 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
             secret_ref=SecretRef(str(secret["name"])) if isinstance(secret, dict) and secret.get("name") else None,
         ),
         path=_str(spec, "path", "spec", ".") or ".",
-        interval=parse_duration(_str(spec, "interval", "spec", "5m") or "5m", "interval"),
-        retry_interval=parse_duration(_str(spec, "retryInterval", "spec", "1m") or "1m", "retryInterval"),
-        timeout=parse_duration(_str(spec, "timeout", "spec", "5m") or "5m", "timeout"),
+        interval=_at_least(parse_duration(_str(spec, "interval", "spec", "5m") or "5m", "interval"), 1, "interval"),
+        retry_interval=_at_least(
+            parse_duration(_str(spec, "retryInterval", "spec", "1m") or "1m", "retryInterval"), 1, "retryInterval"
+        ),
+        timeout=_at_least(parse_duration(_str(spec, "timeout", "spec", "5m") or "5m", "timeout"), 1, "timeout"),
         prune=_bool(spec, "prune", True),
         wait=_bool(spec, "wait", False),
         depends_on=deps,

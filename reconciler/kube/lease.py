@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from typing import Any
 
 from reconciler.kube.client import Kube, KubeError, UnreachableError
@@ -40,16 +41,28 @@ class LeaderElector:
         self.duration, self.renew = duration, renew
         self.is_leader = threading.Event()
         self._stop = threading.Event()
+        # Expiry is judged by when *we* last saw the Lease change, on our monotonic clock, as
+        # client-go does: another node's wall clock may be skewed.
+        self._observed: tuple[Any, ...] = ()
+        self._observed_at = 0.0
         self._path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
 
     def _try(self) -> bool:
         now = _now()
-        cur: dict[str, Any] | None = self._kube.get_or_none(self._path)
+        timeout = (3.0, max(1.0, self.renew))  # a hung request must not outlive our claim
+        cur: dict[str, Any] | None = None
+        try:
+            cur = self._kube.request("GET", self._path, timeout=timeout)
+        except KubeError as e:
+            if not e.not_found:
+                raise
         spec = (cur or {}).get("spec") or {}
         holder = spec.get("holderIdentity")
-        renewed = _parse(spec.get("renewTime"))
+        seen = (holder, spec.get("renewTime"), (cur or {}).get("metadata", {}).get("resourceVersion"))
+        if seen != self._observed:
+            self._observed, self._observed_at = seen, time.monotonic()
         duration = float(spec.get("leaseDurationSeconds") or self.duration)
-        expired = renewed is None or (now - renewed).total_seconds() > duration
+        expired = _parse(spec.get("renewTime")) is None or time.monotonic() - self._observed_at > duration
         if cur is not None and holder not in (None, "", self.identity) and not expired:
             return False
         new_spec = {
@@ -62,10 +75,10 @@ class LeaderElector:
         metadata: dict[str, Any] = {"name": self.name}
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": new_spec}
         if cur is None:
-            self._kube.request("POST", self._path.rsplit("/", 1)[0], body=body)
+            self._kube.request("POST", self._path.rsplit("/", 1)[0], body=body, timeout=timeout)
         else:
             metadata["resourceVersion"] = cur["metadata"]["resourceVersion"]  # optimistic lock
-            self._kube.request("PUT", self._path, body=body)
+            self._kube.request("PUT", self._path, body=body, timeout=timeout)
         return True
 
     def run(self) -> None:

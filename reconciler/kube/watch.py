@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, dict[str, Any]], None]  # ("ADDED"|"MODIFIED"|"DELETED"|"RELISTED", object)
 
 
+def _call(handler: Handler, type_: str, obj: dict[str, Any], path: str) -> None:
+    """A failing handler must not end the watch: log it and go on with the next event."""
+    try:
+        handler(type_, obj)
+    except Exception:
+        log.exception("watch %s: handler failed on a %s event", path, type_)
+
+
 def watch(
     kube: Kube,
     path: str,
@@ -42,8 +50,8 @@ def watch(
                 for item in doc.get("items", []):
                     item.setdefault("kind", kind)
                     item.setdefault("apiVersion", api_version)
-                    handler("RELISTED", item)
-                handler("RELISTED", {})
+                    _call(handler, "RELISTED", item, path)
+                _call(handler, "RELISTED", {}, path)
                 rv = str(doc["metadata"]["resourceVersion"])
             q = [
                 *query,
@@ -67,7 +75,7 @@ def watch(
                 rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
                 if ev.get("type") == "BOOKMARK":
                     continue
-                handler(str(ev.get("type")), obj)
+                _call(handler, str(ev.get("type")), obj, path)
             backoff = 0.5
         except (KubeError, UnreachableError, ValueError) as e:
             log.warning("watch %s: %s; retrying in %.1fs", path, e, backoff)

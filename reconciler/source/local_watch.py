@@ -48,9 +48,18 @@ def run(
     observer = Observer()
     observer.schedule(_Changed(changed), str(root), recursive=True)
     observer.start()
+
+    def attempt() -> bool:
+        try:
+            return sync() == 0
+        except Exception:  # a bug in one sync must not end watch mode
+            log.exception("sync failed")
+            return False
+
     try:
-        sync()
-        digest = tree_digest(root)
+        digest = tree_digest(root)  # before the sync: an edit made during it is seen afterwards
+        if not attempt():
+            digest = ""  # retried at the next change or rescan
         last_scan = time.monotonic()
         while not stop.is_set():
             if changed.wait(timeout=0.5):
@@ -66,8 +75,7 @@ def run(
             last_scan = time.monotonic()
             now = tree_digest(root)
             if now != digest:
-                digest = now
-                sync()
+                digest = now if attempt() else ""  # a failed sync is retried at the next rescan
     except KeyboardInterrupt:
         pass
     finally:
