@@ -25,9 +25,10 @@ import click
 import yaml
 
 import reconciler
-from reconciler import controller
+from reconciler import controller, policy
 from reconciler.kube import client as kube_client
 from reconciler.kube import discovery
+from reconciler.policy import checking
 from reconciler.render import build as render_build
 from reconciler.render.manifests import Manifest, ManifestError
 from reconciler.report import logs
@@ -43,11 +44,6 @@ from reconciler.sync.plan import Action, Item, Plan
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gitops-reconciler" / "git"
-
-
-def _not_implemented(command: str) -> NoReturn:
-    click.echo(f"reconciler {command}: not implemented yet", err=True)
-    sys.exit(EXIT_ERROR)
 
 
 def _fail(command: str, errors: list[str]) -> NoReturn:
@@ -123,6 +119,22 @@ def source_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def policy_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--policies",
+        type=click.Path(exists=True, path_type=Path),
+        default=None,
+        help="Gate the revision with these ValidatingAdmissionPolicies (see `reconciler check`).",
+    )(f)
+    return click.option(
+        "--policy-mode",
+        type=click.Choice(["enforce", "audit", "off"]),
+        default="enforce",
+        show_default=True,
+        help="enforce: a Deny violation applies and prunes nothing; audit: report and go on.",
+    )(f)
+
+
 def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG", help="Kubeconfig file.")(f)
     f = click.option("--context", "context", default=None, help="Kubeconfig context to use.")(f)
@@ -189,18 +201,6 @@ def _render(artifact: Artifact, kw: dict[str, Any]) -> list[Manifest]:
     return render_build.render(artifact.path, kw.get("subpath") or ".", opts)
 
 
-def _checkout_root(path: Path) -> tuple[Path, str]:
-    """The repository a path lives in (so an overlay may refer to ``../base``) and the path inside it.
-
-    Outside a git work tree the path itself is the root.
-    """
-    path = path.resolve()
-    for parent in (path, *path.parents):
-        if (parent / ".git").exists():
-            return parent, str(path.relative_to(parent)) or "."
-    return (path, ".") if path.is_dir() else (path.parent, path.name)
-
-
 def _default_name(kw: dict[str, Any]) -> str:
     """``<repo or folder>-<path>-<hash>``: readable, and distinct for distinct sources.
 
@@ -239,6 +239,13 @@ def _check_name(namespace: str, name: str) -> None:
 )
 @click.option("--metrics-addr", default=":8080", show_default=True, help="Prometheus /metrics ('' to disable).")
 @click.option("--health-addr", default=":8081", show_default=True, help="/healthz and /readyz ('' to disable).")
+@click.option(
+    "--policies",
+    "policies_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Policy files (e.g. a mounted ConfigMap); reloaded when they change. Default: no policy gate.",
+)
 @click.option(
     "--alertmanager-url",
     default="",
@@ -314,6 +321,7 @@ def run(**kw: Any) -> None:
             webhook_addr=kw["webhook_addr"],
             webhook_secret=secret,
             alertmanager_url=kw["alertmanager_url"],
+            policies_dir=kw["policies_dir"],
         ),
         client_factory=lambda headers: kube_client.connect(
             kw["kubeconfig"], kw["context"], pool_size=8, headers=headers
@@ -334,7 +342,7 @@ def run(**kw: Any) -> None:
 def render(path: Path, **kw: Any) -> None:
     """Print the objects PATH renders to (YAML stream), offline."""
     try:
-        root, sub = _checkout_root(path)
+        root, sub = checking.checkout_root(path)
         objs = _render(Artifact(revision="", path=root), {**kw, "subpath": sub})
     except (ManifestError, click.BadParameter) as e:
         _fail("render", [str(e)])
@@ -382,8 +390,16 @@ def _prepare(command: str, kw: dict[str, Any]) -> tuple[kube_client.Kube, discov
 def _options(kw: dict[str, Any], **extra: Any) -> engine.Options:
     name = _default_name(kw)
     _check_name(kw["namespace"], name)
+    policies = None
+    if kw.get("policies"):
+        try:  # loaded for every sync: edited policy files take effect at once (also with --watch)
+            policies = policy.load_policies(kw["policies"])
+        except policy.PolicyError as e:
+            raise _FailedError([f"{e}; the sync refuses to proceed"]) from e
     return engine.Options(
         name=name,
+        policies=policies,
+        policy_mode=kw.get("policy_mode") or "enforce",
         namespace=kw["namespace"],
         default_namespace=kw["default_namespace"],
         **extra,
@@ -404,6 +420,7 @@ def _print_diff(p: Plan, secrets: frozenset[str]) -> None:
 @source_options
 @render_options
 @cluster_options
+@policy_options
 @click.option(
     "--output",
     "-o",
@@ -419,11 +436,15 @@ def diff(output: str, **kw: Any) -> None:
     """
     kube, mapper, manifests, revision = _prepare("diff", kw)
     secrets = redact.secret_values(manifests)
-    opts = _options(kw, dry_run=True, guard=pruning.Guard(allow_mass_prune=True))
+    try:
+        opts = _options(kw, dry_run=True, guard=pruning.Guard(allow_mass_prune=True))
+    except _FailedError as e:
+        _fail("diff", e.errors)
     try:
         res = engine.run(kube, mapper, manifests, revision, opts)
     except (InventoryError, kube_client.UnreachableError, kube_client.KubeError) as e:
         _fail("diff", [redact.scrub(str(e), secrets)])
+    _print_violations(res, secrets)
     if res.errors:
         _fail("diff", [redact.scrub(e, secrets) for e in res.errors])
     assert res.plan is not None
@@ -452,6 +473,7 @@ def diff(output: str, **kw: Any) -> None:
 @source_options
 @render_options
 @cluster_options
+@policy_options
 @click.option("--prune/--no-prune", default=True, show_default=True, help="Delete objects git no longer has.")
 @click.option("--wait", is_flag=True, help="Wait until applied objects are healthy.")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds for apply waits and --wait.")
@@ -499,15 +521,20 @@ def _sync_once(kw: dict[str, Any], kube: kube_client.Kube, mapper: discovery.Res
             click.echo(f"reconciler sync: error: {err}", err=True)
         return EXIT_ERROR
     secrets = redact.secret_values(manifests)
-    opts = _options(
-        kw,
-        prune=kw["prune"],
-        wait=kw["wait"],
-        timeout=kw["timeout"],
-        dry_run=kw["dry_run"],
-        concurrency=kw["concurrency"],
-        guard=pruning.Guard(allow_mass_prune=kw["allow_mass_prune"], max_ratio=kw["max_prune_ratio"]),
-    )
+    try:
+        opts = _options(
+            kw,
+            prune=kw["prune"],
+            wait=kw["wait"],
+            timeout=kw["timeout"],
+            dry_run=kw["dry_run"],
+            concurrency=kw["concurrency"],
+            guard=pruning.Guard(allow_mass_prune=kw["allow_mass_prune"], max_ratio=kw["max_prune_ratio"]),
+        )
+    except _FailedError as e:
+        for err in e.errors:
+            click.echo(f"reconciler sync: error: {err}", err=True)
+        return EXIT_ERROR
     with _progress(0 if quiet else len(manifests)) as progress:
         try:
             res = engine.run(kube, mapper, manifests, revision, opts, progress)
@@ -516,9 +543,12 @@ def _sync_once(kw: dict[str, Any], kube: kube_client.Kube, mapper: discovery.Res
             return EXIT_ERROR
     if res.plan is not None:
         _print_table(res, only_changes=quiet)
+    _print_violations(res, secrets)
     if res.errors:
-        stage = {"plan": "planning", "preflight": "validation", "guard": "the prune guard"}.get(res.stage, res.stage)
-        tail = "; nothing was applied or pruned" if res.stage in ("plan", "preflight", "guard") else ""
+        stage = {"plan": "planning", "preflight": "validation", "guard": "the prune guard", "policy": "policy"}.get(
+            res.stage, res.stage
+        )
+        tail = "; nothing was applied or pruned" if res.stage in ("policy", "plan", "preflight", "guard") else ""
         for i, err in enumerate(res.errors):
             msg = redact.scrub(err, secrets) + (tail if i == len(res.errors) - 1 else "")
             click.echo(f"reconciler sync: error: {msg}", err=True)
@@ -530,6 +560,14 @@ def _sync_once(kw: dict[str, Any], kube: kube_client.Kube, mapper: discovery.Res
     took = f" ({time.monotonic() - t0:.2f}s)" if quiet else ""
     click.echo(f"{'dry run of ' if opts.dry_run else ''}{revision}: {summary}{took}")
     return EXIT_OK
+
+
+def _print_violations(res: engine.Result, secrets: frozenset[str]) -> None:
+    """Warn/Audit violations (and Deny ones in audit mode) are reported without stopping the sync."""
+    if res.stage == "policy" and res.errors:
+        return  # the Deny violations are the errors
+    for v in res.violations:
+        click.echo(f"reconciler: policy warning: {redact.scrub(policy.describe(v), secrets)}", err=True)
 
 
 def _result_of(item: Item, res: engine.Result) -> str:
@@ -578,9 +616,35 @@ def _progress(total: int) -> Iterator[engine.Progress]:
 
 
 @cli.command()
-def check() -> None:
-    """Check rendered objects against policies, offline (exit 1 on a Deny violation)."""
-    _not_implemented("check")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--policies",
+    "policies_dir",
+    type=click.Path(exists=True, path_type=Path),
+    default=Path("policies"),
+    show_default=True,
+    help="ValidatingAdmissionPolicies, their bindings and params (a folder or a file).",
+)
+@click.option(
+    "-o", "--output", type=click.Choice(checking.OUTPUTS), default="table", show_default=True, help="Report format."
+)
+@render_options
+def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
+    """Check rendered objects against policies, offline (exit 1 on a Deny violation).
+
+    Renders PATH as a sync would and judges every object with the ValidatingAdmissionPolicies
+    in --policies, without a cluster.  Exit 0 if nothing is denied (warnings are printed),
+    1 on a Deny violation, 2 on an error (a policy or manifest that cannot be loaded).
+    """
+    try:
+        substitute = _parse_pairs(kw["substitute"], "--substitute")
+    except click.BadParameter as e:
+        _fail("check", [str(e)])
+    text, code = checking.check(
+        path, policies_dir, output, substitute=substitute, target_namespace=kw["target_namespace"]
+    )
+    click.echo(text, nl=False)
+    sys.exit(code)
 
 
 @cli.command()

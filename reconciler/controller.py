@@ -61,6 +61,7 @@ class Options:
     webhook_addr: str = ""
     webhook_secret: bytes = b""
     alertmanager_url: str = ""
+    policies_dir: Path | None = None
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
@@ -95,6 +96,7 @@ class Controller:
             self.events,
             opts.cache_dir,
             impersonate=self._impersonate if client_factory else None,
+            policies_dir=opts.policies_dir,
         )
         self.objects: dict[Key, dict[str, Any]] = {}
         self.states: dict[Key, SyncState] = {}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler import policy
 from reconciler.drift import Desired
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
@@ -77,9 +78,12 @@ class Reconciler:
         events: EventRecorder,
         cache_dir: Path,
         impersonate: Any = None,
+        policies_dir: Path | None = None,
     ) -> None:
         self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
         self.cache_dir = cache_dir
+        self.policies_dir = policies_dir
+        self._policies: tuple[str, policy.PolicySet] | None = None
         self._impersonate = impersonate  # (namespace, serviceaccount) -> (Kube, RestMapper)
 
     # ------------------------------------------------------------------ inputs
@@ -271,6 +275,12 @@ class Reconciler:
             return self._fail(obj, "BuildFailed", "RenderFailed", msg, revision, extra_status=extra)
         secrets |= redact.secret_values(manifests)
 
+        try:
+            policies = self.policies() if spec.policy_mode != "off" else None
+        except (policy.PolicyError, OSError) as e:
+            msg = f"GitSync {gid}: revision {revision}: policies cannot be loaded, the sync refuses to proceed: {e}"
+            return self._fail(obj, "PolicyFailed", "SyncFailed", msg, revision, extra_status=extra)
+
         # 3. plan, apply, prune, wait
         st = obj.get("status") or {}
         if (
@@ -295,6 +305,8 @@ class Reconciler:
             wait=spec.wait,
             timeout=spec.timeout,
             default_namespace=spec.target_namespace or ns,
+            policies=policies,
+            policy_mode=spec.policy_mode,
         )
         try:
             res = engine.run(kube, mapper, manifests, revision, opts)
@@ -303,6 +315,12 @@ class Reconciler:
             return self._fail(obj, "ReconciliationFailed", "SyncFailed", msg, revision, extra_status=extra)
         duration = time.monotonic() - t0
         self.metrics.reconcile_duration.labels(ns, name).observe(duration)
+        self._report_violations(obj, res.violations, secrets)
+        if res.stage == "policy" and res.errors:
+            first = redact.scrub(res.errors[0], secrets)
+            more = f" (and {len(res.errors) - 1} more)" if len(res.errors) > 1 else ""
+            msg = f"GitSync {gid}: revision {revision}: denied by policy, nothing applied or pruned: {first}{more}"
+            return self._fail(obj, "PolicyViolation", "PolicyViolation", msg, revision, extra_status=extra)
         plan_counts = res.plan.counts() if res.plan else {}
         last_plan = {a.value: plan_counts.get(a.value, 0) for a in Action}
         extra = {**extra, "lastPlan": last_plan}
@@ -371,6 +389,31 @@ class Reconciler:
                     continue
                 tracked[item.oid] = Desired(item.desired, entry.fields, resource)
         return Outcome(ok=True, revision=revision, tracked=tracked)
+
+    def policies(self) -> policy.PolicySet | None:
+        """The policy set, reloaded whenever its files change (a ConfigMap volume updates in place)."""
+        if self.policies_dir is None:
+            return None
+        digest = tree_digest(self.policies_dir) if self.policies_dir.is_dir() else str(self.policies_dir.stat())
+        if self._policies is None or self._policies[0] != digest:
+            self._policies = (digest, policy.load_policies(self.policies_dir))
+            log.info(f"loaded policies from {self.policies_dir}")
+        return self._policies[1]
+
+    def _report_violations(
+        self, obj: dict[str, Any], violations: list[policy.Violation], secrets: frozenset[str]
+    ) -> None:
+        md = obj["metadata"]
+        ns, name = md["namespace"], md["name"]
+        for labels in list(self.metrics.policy_violations._metrics):
+            if labels[:2] == (ns, name):
+                self.metrics.policy_violations.remove(*labels)
+        for (pol, _action), n in policy.counts(violations).items():
+            self.metrics.policy_violations.labels(ns, name, pol).inc(n)
+        if violations:
+            lines = [redact.scrub(policy.describe(v), secrets) for v in violations[:10]]
+            more = f" (and {len(violations) - 10} more)" if len(violations) > 10 else ""
+            self.events.emit(obj, "Warning", "PolicyViolation", "; ".join(lines) + more, action="CheckPolicy")
 
     @staticmethod
     def _inputs(path: Path, values: dict[str, str], md: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from reconciler import policy
 from reconciler.kube.apply import FIELD_MANAGER
 from reconciler.kube.client import Kube
 from reconciler.kube.discovery import RestMapper
@@ -37,6 +38,8 @@ class Options:
     concurrency: int = 8
     default_namespace: str = "default"
     field_manager: str = FIELD_MANAGER
+    policies: policy.PolicySet | None = None
+    policy_mode: str = "enforce"  # enforce | audit | off
 
     @property
     def owner(self) -> str:
@@ -61,7 +64,8 @@ class Result:
     pruned: pruning.PruneReport | None = None
     health: dict[ObjectId, health.Health] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    stage: str = "plan"  # where it stopped: plan | preflight | guard | apply | prune | health | done
+    violations: list[policy.Violation] = field(default_factory=list)
+    stage: str = "plan"  # where it stopped: policy | plan | preflight | guard | apply | prune | health | done
 
     @property
     def ok(self) -> bool:
@@ -140,6 +144,14 @@ def run(
 ) -> Result:
     cb = progress or Progress()
     res = Result(revision=revision)
+    if opts.policies is not None and opts.policy_mode != "off":
+        res.stage = "policy"
+        res.violations = policy.evaluate(manifests, opts.policies)
+        if opts.policy_mode == "enforce" and policy.denied(res.violations):
+            # The whole revision is refused: nothing of it applied, nothing pruned.
+            res.errors = [policy.describe(v) for v in res.violations if v.action == "Deny"]
+            return res
+    res.stage = "plan"
     previous = inventory.load(kube, opts.namespace, opts.name)
     try:
         p = plan(

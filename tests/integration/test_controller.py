@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import yaml
-from controllers import GS, WEBHOOK_SECRET, Env, _edit, _events, cm, free_port
+from controllers import GS, ROOT, WEBHOOK_SECRET, Env, _edit, _events, cm, free_port
 
 
 def test_gitsync_lifecycle(env: Env, git_repo: Any, namespace: str, eventually: Any) -> None:
@@ -346,3 +346,39 @@ def test_service_account_impersonation_limits_what_a_gitsync_may_apply(
     assert "Forbidden" in ready["message"]
     assert f"system:serviceaccount:{ns}:deployer" in ready["message"]
     assert k.get_or_none(f"/api/v1/namespaces/{ns}/serviceaccounts/sneaky") is None
+
+
+def test_policy_enforce_refuses_the_whole_revision(env: Env, git_repo: Any, namespace: str, eventually: Any) -> None:
+    ns = namespace
+    git_repo.commit({"old.yaml": cm("old", ns, {"k": "v"}), "keep.yaml": cm("keep", ns, {"k": "v"})})
+    ctl = env.start("--watch-namespace", ns, "--policies", str(ROOT / "policies"))
+    env.gitsync(ns, "gated", git_repo.url, policy={"mode": "enforce"})
+    eventually(lambda: env.ready(ns, "gated"), 30, "the first (clean) revision")
+
+    bad = yaml.safe_load(_deployment(ns, 1))
+    bad["metadata"]["labels"] = {"app.kubernetes.io/name": "web"}
+    bad["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.k8s.io/pause:latest"
+    bad["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "requests": {"cpu": "10m", "memory": "8Mi"},
+        "limits": {"cpu": "50m", "memory": "16Mi"},
+    }
+    files: dict[str, str | None] = {f"good-{i}.yaml": cm(f"good-{i}", ns, {"i": str(i)}) for i in range(20)}
+    files["web.yaml"] = yaml.safe_dump(bad)
+    files["old.yaml"] = None
+    sha = git_repo.commit(files, "twenty good objects and one :latest image")
+
+    def refused() -> dict[str, Any] | None:
+        o = env.get(ns, "gated")
+        c = [c for c in (o or {}).get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+        return c[0] if c and c[0]["status"] == "False" and sha in o["status"].get("lastAttemptedRevision", "") else None  # type: ignore[index]
+
+    ready = eventually(refused, 30, "the revision to be refused by policy")
+    assert ready["reason"] == "PolicyViolation"
+    assert "image-tags" in ready["message"]
+    assert f"Deployment/{ns}/web" in ready["message"]
+    assert all(env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/good-{i}") is None for i in range(20))
+    assert env.kube.get_or_none(f"/apis/apps/v1/namespaces/{ns}/deployments/web") is None
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/old") is not None, "nothing pruned"
+    assert any("image-tags" in e["note"] for e in _events(env, ns, "gated", "PolicyViolation"))
+    m = ctl.metrics()
+    assert f'reconciler_policy_violations{{name="gated",namespace="{ns}",policy="image-tags"}} 1.0' in m

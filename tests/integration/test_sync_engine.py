@@ -602,3 +602,25 @@ def test_wait_reports_healthy_and_unhealthy_objects(fleet: Fleet, request: pytes
     assert r.exit_code == 2, r.output
     assert f"Deployment/{ns}/web: InProgress" in r.output
     assert "sync stopped at health" in r.output
+
+
+def test_policy_gate_in_cli_sync(fleet: Fleet) -> None:
+    ns = fleet.ns
+    root = Path(__file__).resolve().parents[2]
+    dep = _deployment(ns, "one")
+    dep["metadata"]["labels"] = {"app.kubernetes.io/name": "web"}
+    dep["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.k8s.io/pause:latest"
+    dep["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "requests": {"cpu": "10m", "memory": "8Mi"},
+        "limits": {"cpu": "50m", "memory": "16Mi"},
+    }
+    fleet.commit({"cm.yaml": dump(cm("fine", ns, {"k": "v"})), "web.yaml": dump(dep)})
+    r = fleet.sync("--policies", str(root / "policies"))
+    assert r.exit_code == 2, r.output
+    assert "Deny by policy image-tags" in r.output
+    assert "nothing was applied or pruned" in r.output
+    assert fleet.cm("fine") is None
+    r = fleet.sync("--policies", str(root / "policies"), "--policy-mode", "audit")
+    assert r.exit_code == 0, r.output
+    assert "policy warning: Deny by policy image-tags" in r.output
+    assert fleet.cm("fine") is not None

@@ -35,10 +35,3 @@ def test_version_server_without_cluster_is_a_clear_error(tmp_path: object) -> No
     r = CliRunner().invoke(cli.cli, ["version", "--server", "--kubeconfig", "/nonexistent/kubeconfig"])
     assert r.exit_code == 2
     assert "cannot load cluster configuration from /nonexistent/kubeconfig" in r.output
-
-
-@pytest.mark.parametrize("name", ["check"])
-def test_unlanded_commands_exit_2(name: str) -> None:
-    r = CliRunner().invoke(cli.cli, [name])
-    assert r.exit_code == 2
-    assert r.output.strip() == f"reconciler {name}: not implemented yet"
