@@ -30,9 +30,27 @@ Key = tuple[str, str]
 
 @dataclass(frozen=True)
 class Desired:
+    """What a managed object must look like: the shape git gives it and the values the API
+    server stored for that shape right after our apply (so server-side normalisation —
+    ``cpu: 1`` stored as ``"1"``, ``stringData`` stored as ``data`` — is never drift)."""
+
     obj: dict[str, Any]
     fields: str  # owned-fields digest right after our apply
     resource: Resource
+    baseline: Any = None  # _project(shape(obj), live after apply); None: compare with obj itself
+
+    @classmethod
+    def after_apply(cls, obj: dict[str, Any], live: dict[str, Any] | None, fields: str, resource: Resource) -> Desired:
+        baseline = _project(shape(obj), comparable(live) or {}) if live is not None else None
+        return cls(obj, fields, resource, baseline)
+
+
+def shape(obj: dict[str, Any]) -> dict[str, Any]:
+    """The fields git sets, as the server stores them (a Secret's stringData lands in data)."""
+    out = dict(comparable(obj) or {})
+    if obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1" and "stringData" in out:
+        out["data"] = {**(out.get("data") or {}), **dict.fromkeys(out.pop("stringData") or {}, "")}
+    return out
 
 
 @dataclass
@@ -45,10 +63,17 @@ def check(desired: Desired, live: dict[str, Any] | None, field_manager: str) -> 
     oid = ObjectId.of(desired.obj)
     if live is None:
         return Drift(oid, ["(deleted)"])
-    if contains(desired.obj, live) and owned_fields(live, field_manager) == desired.fields:
+    same_fields = owned_fields(live, field_manager) == desired.fields
+    if desired.baseline is None:
+        if contains(desired.obj, live) and same_fields:
+            return None
+        projected = _project(desired.obj, comparable(live) or {})
+        paths = diffing.changed_paths(projected, comparable(desired.obj) or {}) or ["(field ownership changed)"]
+        return Drift(oid, paths)
+    projected = _project(shape(desired.obj), comparable(live) or {})
+    if projected == desired.baseline and same_fields:
         return None
-    projected = _project(desired.obj, comparable(live) or {})
-    paths = diffing.changed_paths(projected, comparable(desired.obj) or {}) or ["(field ownership changed)"]
+    paths = diffing.changed_paths(desired.baseline, projected) or ["(field ownership changed)"]
     return Drift(oid, paths)
 
 

@@ -378,6 +378,11 @@ class Reconciler:
         self.metrics.set_revision(ns, name, revision)
         state.inputs, state.synced_at = inputs, time.monotonic()
         tracked: dict[ObjectId, Desired] = {}
+        live_after = (
+            {o.item.oid: (o.live if o.live is not None else o.item.live) for o in res.applied.outcomes}
+            if res.applied
+            else {}
+        )
         if res.plan is not None:
             for item in res.plan.items:
                 entry = inv.entries.get(item.oid)
@@ -387,7 +392,7 @@ class Reconciler:
                     resource = mapper.find(item.desired["apiVersion"], item.desired["kind"])
                 except UnknownKindError:  # a kind gone since the apply is simply not watched
                     continue
-                tracked[item.oid] = Desired(item.desired, entry.fields, resource)
+                tracked[item.oid] = Desired.after_apply(item.desired, live_after.get(item.oid), entry.fields, resource)
         return Outcome(ok=True, revision=revision, tracked=tracked)
 
     def policies(self) -> policy.PolicySet | None:

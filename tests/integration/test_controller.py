@@ -382,3 +382,39 @@ def test_policy_enforce_refuses_the_whole_revision(env: Env, git_repo: Any, name
     assert any("image-tags" in e["note"] for e in _events(env, ns, "gated", "PolicyViolation"))
     m = ctl.metrics()
     assert f'reconciler_policy_violations{{name="gated",namespace="{ns}",policy="image-tags"}} 1.0' in m
+
+
+def test_server_normalised_fields_are_not_drift(env: Env, git_repo: Any, namespace: str, eventually: Any) -> None:
+    ns = namespace
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": ns},
+        "stringData": {"password": "s3cret-pass"},
+    }
+    dep = yaml.safe_load(_deployment(ns, 1))
+    dep["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": 0.5, "memory": "1G"}}
+    git_repo.commit({"s.yaml": yaml.safe_dump(secret), "d.yaml": yaml.safe_dump(dep)})
+    ctl = env.start("--watch-namespace", ns)
+    env.gitsync(ns, "norm", git_repo.url, interval="1h")
+    eventually(lambda: env.ready(ns, "norm"), 30, "the first sync")
+
+    def drift_lines() -> list[dict[str, Any]]:
+        return [ln for ln in ctl.lines() if ln.get("reason") == "DriftDetected"]
+
+    # unrelated changes by others: a label on the Secret, the deployment controller's status updates
+    env.kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/secrets/creds",
+        query=[("fieldManager", "someone")],
+        body={"metadata": {"labels": {"team": "x"}}},
+        content_type="application/merge-patch+json",
+    )
+    time.sleep(2)
+    assert drift_lines() == [], "stringData stored as data, 0.5 stored as 500m: not drift"
+
+    _edit(env.kube, f"/api/v1/namespaces/{ns}/secrets/creds", {"data": {"password": "Y2hhbmdlZA=="}})
+    eventually(drift_lines, 5, "the changed Secret value to be drift")
+    line = drift_lines()[0]["msg"]
+    assert f"Secret/{ns}/creds" in line
+    assert "s3cret-pass" not in ctl.log.read_text()
