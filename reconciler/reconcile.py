@@ -432,15 +432,19 @@ class Reconciler:
         obj: dict[str, Any], spec: GitSyncSpec, state: SyncState, inputs: str, handled_request: str | None
     ) -> bool:
         """A push to a repository shared by many GitSyncs wakes them all; those whose path did not
-        change need not render and plan again — unless a person asked (requested-at), something
-        drifted, or the interval's full sync (the safety net) is due."""
+        change need not render and plan again. Only for that trigger: a reconcile asked for by a
+        person, by drift, by a spec change or by the interval (the safety net) always runs in full."""
         st = obj.get("status") or {}
-        new_request = bool(handled_request) and handled_request != st.get("lastHandledRequestedAt")
+        webhook = (
+            bool(handled_request)
+            and handled_request != st.get("lastHandledRequestedAt")
+            and str(handled_request).startswith(WEBHOOK_STAMP)
+        )
         return (
-            state.inputs == inputs
+            webhook
+            and state.inputs == inputs
             and state.drifted == 0
             and time.monotonic() - state.synced_at < spec.interval
-            and (not new_request or str(handled_request).startswith(WEBHOOK_STAMP))
         )
 
     def _same_content(self, obj: dict[str, Any], state: SyncState, revision: str, extra: dict[str, Any]) -> Outcome:

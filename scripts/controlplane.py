@@ -53,7 +53,8 @@ KCM_CONTROLLERS = ",".join(
         "root-ca-certificate-publisher-controller",
         "endpointslice-controller",
         "endpoints-controller",
-        "node-lifecycle-controller",  # lifts the not-ready taint from (kwok) Nodes that report Ready
+        "node-lifecycle-controller",
+        "disruption-controller",  # PodDisruptionBudget status, so health waits on PDBs can finish  # lifts the not-ready taint from (kwok) Nodes that report Ready
     ]
 )
 

@@ -202,6 +202,10 @@ def normalize(
                 )
                 continue
             namespaced = crds.scope[(group, kind)]
+        if kind == "Secret" and api_version == "v1" and isinstance(obj.get("data"), dict):
+            # base64 may be wrapped (kustomize wraps at 70 columns); the server stores it unwrapped,
+            # so compare the unwrapped form or every sync would see a difference.
+            obj["data"] = {k: "".join(str(v).split()) if v is not None else v for k, v in obj["data"].items()}
         md = obj["metadata"]
         if namespaced:
             md["namespace"] = md.get("namespace") or default_namespace
