@@ -54,7 +54,7 @@ KCM_CONTROLLERS = ",".join(
         "endpointslice-controller",
         "endpoints-controller",
         "node-lifecycle-controller",
-        "disruption-controller",  # PodDisruptionBudget status, so health waits on PDBs can finish  # lifts the not-ready taint from (kwok) Nodes that report Ready
+        "disruption-controller",  # PDB status, so health waits on PDBs can finish  # lifts the not-ready taint from (kwok) Nodes that report Ready
     ]
 )
 
