@@ -53,8 +53,8 @@ KCM_CONTROLLERS = ",".join(
         "root-ca-certificate-publisher-controller",
         "endpointslice-controller",
         "endpoints-controller",
-        "node-lifecycle-controller",
-        "disruption-controller",  # PDB status, so health waits on PDBs can finish  # lifts the not-ready taint from (kwok) Nodes that report Ready
+        "node-lifecycle-controller",  # lifts the not-ready taint from (kwok) Nodes that report Ready
+        "disruption-controller",  # PDB status, so health waits on PDBs can finish
     ]
 )
 
