@@ -62,13 +62,42 @@ def test_gitsync_lifecycle(env: Env, git_repo: Any, namespace: str, eventually: 
     assert errors[0]["gitsync"] == f"{ns}/app"
     assert errors[0]["reason"] == "BuildFailed"
 
-    # fixed again, then deleted with prune: true -> its objects go
+    # fixed again
     git_repo.commit({"app/b.yaml": cm("b", ns, {"port": "80"})}, "fix")
     eventually(lambda: env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/b"), 20, "the fixed commit")
+
+    # an object the API server rejects: Ready=False naming it, a SyncFailed Event, nothing of it applied
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "bad-port", "namespace": ns},
+        "spec": {"ports": [{"port": 99999}]},
+    }
+    rejected = git_repo.commit(
+        {"app/svc.yaml": yaml.safe_dump(svc), "app/c.yaml": cm("c", ns, {"k": "v"})}, "invalid service"
+    )
+
+    def rejected_status() -> dict[str, Any] | None:
+        o = env.get(ns, "app")
+        c = [c for c in (o or {}).get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+        ok = c and c[0]["status"] == "False" and rejected in o["status"].get("lastAttemptedRevision", "")  # type: ignore[index]
+        return c[0] if ok else None
+
+    ready = eventually(rejected_status, 20, "Ready=False for the rejected object")
+    assert ready["reason"] == "ReconciliationFailed"
+    assert f"Service/{ns}/bad-port" in ready["message"]
+    assert "99999" in ready["message"]
+    assert any(f"Service/{ns}/bad-port" in e["note"] for e in _events(env, ns, "app", "SyncFailed"))
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/c") is None, "nothing of that revision applied"
+    git_repo.commit({"app/svc.yaml": None}, "drop the invalid service")
+    eventually(lambda: env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/c"), 20, "the repaired revision")
+
+    # deleted with prune: true -> its objects go
     env.kube.request("DELETE", f"{GS}/namespaces/{ns}/gitsyncs/app")
     eventually(lambda: env.get(ns, "app") is None, 20, "the GitSync to be finalized")
     assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/a") is None
     assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/b") is None
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/c") is None
 
 
 def test_depends_on_suspend_requested_at_and_orphaning(
