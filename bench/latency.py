@@ -3,7 +3,8 @@
 On a fresh local control plane, one `reconciler run` process manages 10 GitSyncs of 500
 ConfigMaps each (5,000 objects). Then:
   (a) 50 out-of-band edits of a managed object -> time until the controller logs DriftDetected;
-  (b) 50 signed webhook pushes of a commit -> time until the change is live;
+  (b) 50 signed webhook pushes of a commit changing one object -> time until it is live
+      (every push wakes all 10 GitSyncs, which follow the same repository);
   baseline: the same commit without a webhook, found by polling at a 10 s interval (5 trials).
 Prints p50/p95 of each and the controller's RSS (VmRSS) once everything is synced.
 
@@ -55,13 +56,14 @@ def git(repo: Path, *args: str) -> str:
     return r.stdout.strip()
 
 
-def cms(i: int, n: int, value: str) -> str:
+def cms(i: int, n: int, value: str, last: str | None = None) -> str:
+    """n ConfigMaps; ``last`` (if given) is the value of only the last one: a one-object commit."""
     docs = [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": f"g{i}-cm-{j}", "namespace": "bench"},
-            "data": {"v": value},
+            "data": {"v": last if last is not None and j == n - 1 else value},
         }
         for j in range(n)
     ]
@@ -202,7 +204,8 @@ def main() -> int:
 
                 # (b) webhook push -> live
                 def push(value: str, i: int) -> None:
-                    (work / f"g{i}" / "cms.yaml").write_text(cms(i, a.objects, value))
+                    # a commit that changes one object of one GitSync (all 10 follow the repository)
+                    (work / f"g{i}" / "cms.yaml").write_text(cms(i, a.objects, "0", last=value))
                     git(work, "commit", "-qam", value)
                     git(work, "push", "-q", "origin", "main")
 
