@@ -526,6 +526,7 @@ def test_controller_pods_pass_the_restricted_pod_security_standard(
         "--leader-elect",
         "--metrics-addr=:8080",
         "--webhook-addr=:9292",
+        "--webhook-secret-file=/etc/reconciler/webhook/secret",
         "--health-addr=:8081",
     ]
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}

@@ -8,8 +8,8 @@ nothing changed writes nothing (every resourceVersion stays).
 What the local control plane cannot satisfy, asserted precisely rather than skipped:
 - APIService v1beta1.metrics.k8s.io stays Available=False: the API server cannot reach a
   kwok pod (they are simulated), so metrics-server never answers its discovery check.
-- PodDisruptionBudgets get no status: scripts/controlplane.py does not run kube-controller-
-  manager's disruption controller. (If it is added, the PDBs turn Current and this still passes.)
+- The PodDisruptionBudgets of Prometheus and Alertmanager never see a healthy pod: their pods
+  would be made by prometheus-operator, which on kwok only pretends to run.
 - Without kwok (--no-kwok) there is no node: Deployments and DaemonSets never become available.
 
 Everything the test creates is pruned at the end, cluster-scoped objects included (CRDs,
@@ -38,7 +38,10 @@ FLEET = ROOT / "examples" / "fleet"
 NAME = "fleet-dev"
 UNSATISFIABLE = {
     ("APIService", "v1beta1.metrics.k8s.io"): "APIService not available",
-    ("PodDisruptionBudget", None): "PodDisruptionBudget status not yet reported",
+    # Prometheus and Alertmanager pods are made by prometheus-operator, which on kwok only
+    # pretends to run: their PDBs (status from the disruption controller) never see a healthy pod.
+    ("PodDisruptionBudget", "prometheus-k8s"): "PodDisruptionBudget: 0 of 1 required pods healthy",
+    ("PodDisruptionBudget", "alertmanager-main"): "PodDisruptionBudget: 0 of 1 required pods healthy",
 }
 
 
