@@ -60,11 +60,9 @@ def test_watch_mode(cluster: Any, kube: client.Kube, namespace: str, tmp_path: P
         eventually(lambda: syncs() >= 1, 30, "the first sync")
         assert kube.get(path)["data"] == {"v": "0"}
 
-        t0 = time.monotonic()
         (src / "cm.yaml").write_text(cm(namespace, "1"))
+        # the rescan runs every 30 s: within 5 s only the file watch can have seen the save
         eventually(lambda: kube.get(path)["data"] == {"v": "1"}, 5, "the saved edit to go live")
-        took = time.monotonic() - t0
-        assert took < 2.0, f"live {took:.2f}s after the save"
 
         time.sleep(1)
         before = syncs()
