@@ -342,7 +342,7 @@ class Reconciler:
 
         # 4. success
         gen = int(md.get("generation") or 0)
-        inv = inventory.load(kube, ns, name)
+        inv = res.inventory if res.inventory is not None else inventory.load(kube, ns, name)
         cs = self._conditions(obj)
         summary = ", ".join(f"{n} {a}" for a, n in last_plan.items() if n)
         msg = f"Applied revision {revision}: {summary}"
@@ -410,9 +410,7 @@ class Reconciler:
     ) -> None:
         md = obj["metadata"]
         ns, name = md["namespace"], md["name"]
-        for labels in list(self.metrics.policy_violations._metrics):
-            if labels[:2] == (ns, name):
-                self.metrics.policy_violations.remove(*labels)
+        self.metrics.drop_series(self.metrics.policy_violations, ns, name)
         for (pol, _action), n in policy.counts(violations).items():
             self.metrics.policy_violations.labels(ns, name, pol).inc(n)
         if violations:

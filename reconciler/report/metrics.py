@@ -80,11 +80,16 @@ class Metrics:
         )
         self.build_info.labels(reconciler.__version__).set(1)
 
+    @staticmethod
+    def drop_series(metric: Gauge, namespace: str, name: str) -> None:
+        """Remove every series of one GitSync from a metric with extra labels (revision, policy)."""
+        for labels in list(metric._metrics):  # prometheus_client has no public lookup by label prefix
+            if labels[:2] == (namespace, name):
+                metric.remove(*labels)
+
     def set_revision(self, namespace: str, name: str, revision: str) -> None:
         """One series per GitSync: drop the previous revision's series first."""
-        for labels in list(self.revision._metrics):
-            if labels[:2] == (namespace, name):
-                self.revision.remove(*labels)
+        self.drop_series(self.revision, namespace, name)
         self.revision.labels(namespace, name, revision).set(1)
 
     def forget(self, namespace: str, name: str) -> None:
@@ -100,6 +105,4 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, name)
         for labelled in (self.revision, self.policy_violations):
-            for labels in list(labelled._metrics):
-                if labels[:2] == (namespace, name):
-                    labelled.remove(*labels)
+            self.drop_series(labelled, namespace, name)

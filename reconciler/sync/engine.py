@@ -65,6 +65,7 @@ class Result:
     health: dict[ObjectId, health.Health] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     violations: list[policy.Violation] = field(default_factory=list)
+    inventory: inventory.Inventory | None = None  # as recorded at the end of an applying sync
     stage: str = "plan"  # where it stopped: policy | plan | preflight | guard | apply | prune | health | done
 
     @property
@@ -235,6 +236,7 @@ def run(
         )
         try:
             _record(kube, opts, ahead, final)
+            res.inventory = final
         except inventory.InventoryError as e:
             res.errors.append(str(e))
             ok = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,8 +80,9 @@ class Item:
     def stage(self) -> Stage:
         return stage_of(self.oid)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        """Serialising a large object is the costliest step of an unchanged sync: do it once."""
         return digest(self.desired) if self.desired is not None else ""
 
 
