@@ -30,6 +30,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 pytest_plugins = ["controllers"]  # tests/controllers.py: fixtures for tests that run `reconciler run`
 import controlplane  # noqa: E402  (scripts/controlplane.py: the one implementation, shared with make cluster)
 
+sys.path.insert(0, str(ROOT / "tests"))
+import awsserver  # noqa: E402  (tests/awsserver.py: the moto server on loopback)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -104,3 +107,21 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.25
 @pytest.fixture
 def eventually() -> Any:
     return wait_until
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[awsserver.MotoServer]:
+    """One moto server on 127.0.0.1 per session (see tests/awsserver.py); reset per test
+    through the ``aws`` fixture."""
+    with awsserver.moto_server() as server:
+        yield server
+
+
+@pytest.fixture
+def aws(moto: awsserver.MotoServer, monkeypatch: pytest.MonkeyPatch) -> awsserver.MotoServer:
+    """A clean moto account, and AWS_* variables in this process pointing at test credentials
+    (subprocesses started with os.environ inherit them; add ``awsserver.AWS_ENV`` otherwise)."""
+    moto.reset()
+    for key, value in awsserver.AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    return moto
