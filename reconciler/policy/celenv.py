@@ -1,13 +1,14 @@
 """CEL for ValidatingAdmissionPolicy, offline, as close to the kube-apiserver's as we can make it.
 
 The evaluator is cel-expr-python, Google's C++ CEL implementation (the conformant one,
-with the ``strings`` (version 2, as Kubernetes 1.29+) and ``optional`` extensions that
-Kubernetes enables).  On top of it this module adds what the Kubernetes CEL environment
-has and the C++ one lacks, written in Python: the Kubernetes ``lists`` library
+with the ``strings`` and ``optional`` extensions that Kubernetes enables; the strings
+functions of versions 1-2 -- ``format``, ``strings.quote``, ``join`` -- are celformat's, because
+the C++ ``format`` prints other text than cel-go's).  On top of it this module adds what the
+Kubernetes CEL environment has and the C++ one lacks, written in Python: the Kubernetes ``lists`` library
 (``isSorted``, ``sum``, ``min``, ``max``; not ``indexOf``/``lastIndexOf`` on lists,
 which the C++ runtime cannot overload next to the string functions of the same name), the ``regex``
 library (``find``, ``findAll``) and the ``sets`` extension.  Anything else Kubernetes
-has (quantity, url, ip, cidr, semver, format, two-variable comprehensions, ``authorizer``)
+has (quantity, url, ip, cidr, semver, the ``format.named`` library, two-variable comprehensions, ``authorizer``)
 is an *undeclared reference* at compile time, so a policy using it fails to load: it is
 refused, never silently evaluated differently.
 
@@ -26,6 +27,8 @@ from typing import Any
 
 from cel_expr_python import cel  # type: ignore[import-untyped]
 from cel_expr_python.ext import ext_optional, ext_strings  # type: ignore[import-untyped]
+
+from reconciler.policy import celformat
 
 __all__ = ["CelError", "Compiled", "Environment", "EvalError", "activation"]
 
@@ -105,6 +108,23 @@ def _functions() -> list[Any]:
             [
                 _member("findAll", _find_all, T.List(T.STRING), T.STRING, T.STRING),
                 _member("findAll", _find_all_n, T.List(T.STRING), T.STRING, T.STRING, T.INT),
+            ],
+        ),
+        # The strings extension is loaded at version 0 and its version 1-2 functions are ours:
+        # the C++ ``format`` prints other text than cel-go's (see celformat), and a function
+        # the extension declares cannot be overloaded again.
+        cel.FunctionDecl(
+            "format",
+            [_member("format", celformat.format_string, T.STRING, T.STRING, dyn_list)],
+        ),
+        cel.FunctionDecl(
+            "strings.quote", [cel.Overload("k8s_strings_quote", T.STRING, [T.STRING], impl=celformat.quote)]
+        ),
+        cel.FunctionDecl(
+            "join",
+            [
+                _member("join", celformat.join, T.STRING, T.List(T.STRING)),
+                _member("join", celformat.join, T.STRING, T.List(T.STRING), T.STRING),
             ],
         ),
         cel.FunctionDecl(
@@ -234,7 +254,7 @@ class Environment:
             decls[f"variables.{name}"] = typ
         self._env = cel.NewEnv(
             variables=decls,
-            extensions=[ext_strings.ExtStrings(2), ext_optional.ExtOptional()],
+            extensions=[ext_strings.ExtStrings(0), ext_optional.ExtOptional()],
             functions=_functions(),
         )
 

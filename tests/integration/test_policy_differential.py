@@ -337,6 +337,57 @@ CASES: list[Case] = [
     Case("fmt-bool-null", cm("fmt-bool-null"), [v("false", messageExpression="'%s %s'.format([true, null])")]),
     Case("fmt-sci", cm("fmt-sci"), [v("false", messageExpression="'%e'.format([1234.5])")]),
     Case("fmt-hex", cm("fmt-hex"), [v("false", messageExpression="'%x %X %o %b'.format([255, 255, 8, 5])")]),
+    # format() is cel-go's (celformat.py): locale grouping, %e's width quirk, Go's %g and %q, nesting
+    Case(
+        "fmt-grouping",
+        cm("fmt-grouping"),
+        [v("false", messageExpression="'%.3f / %f / %f'.format([1234.5678, 1e20, -0.0])")],
+    ),
+    Case(
+        "fmt-sci-width",
+        cm("fmt-sci-width"),
+        [v("false", messageExpression="'%.12e|%e|%.3e|%.20e'.format([1.0 / 3.0, -0.0, 0.000123, -1e100])")],
+    ),
+    Case(
+        "fmt-s-doubles",
+        cm("fmt-s-doubles"),
+        [v("false", messageExpression="'%s %s %s %s %s'.format([1234567.0, 123456.0, 0.00001, 0.1 + 0.2, -0.0])")],
+    ),
+    Case(
+        "fmt-non-finite",
+        cm("fmt-non-finite"),
+        [v("false", messageExpression="'%f %f %e %s %s'.format(['NaN', 1.0/0.0, -1.0/0.0, 0.0/0.0, [1.0/0.0]])")],
+    ),
+    Case(
+        "fmt-nested",
+        cm("fmt-nested"),
+        [
+            v(
+                "false",
+                messageExpression="'%s'.format([[1.5, 'a\\\"b\\n', b'x', true, null, 2u, {'k': [1], 'b': -1.0 / 0.0}, duration('90m'), timestamp('2023-01-01T00:00:00.5Z'), type(1)]])",  # noqa: E501
+            )
+        ],
+    ),
+    Case(
+        "fmt-object-map",
+        cm("fmt-object-map", {"b": "2", "a": "tab\there", "c": "nbsp\u00a0é"}),
+        [v("false", messageExpression="'data: %s, size: %d'.format([object.data, object.data.size()])")],
+    ),
+    Case(
+        "fmt-in-expression",
+        cm("fmt-in-expression", {"k": "hi"}),
+        [v("'%x'.format([object.data.k]) == '6869'", "k must be hi")],
+    ),
+    Case(
+        "fmt-runtime-error",
+        cm("fmt-runtime-error", {"k": "abc"}),
+        [v("false", "static message", messageExpression="'%d'.format([object.data.k])")],
+    ),
+    Case(
+        "fmt-runtime-error-validation",
+        cm("fmt-runtime-error-validation", {"k": "abc"}),
+        [v("'%d'.format([object.data.k]) == 'abc'", "m")],
+    ),
     Case(
         "str-funcs",
         cm("str-funcs"),
@@ -748,19 +799,7 @@ def test_corpus_is_large_enough() -> None:
     assert len({c.id for c in CASES}) == len(CASES)
 
 
-# Known message differences of the C++ strings extension's format() (same verdict, other text):
-# cel-go renders a map as JSON ({"a":1}, C++: {a: 1}) and %e with a multiplication sign and
-# superscript digits (C++: 1.234500e+03).
-KNOWN_MESSAGE_DIFFERENCES = {"fmt-map", "fmt-sci"}
-
-
-def _param(c: Case) -> Any:
-    if c.id in KNOWN_MESSAGE_DIFFERENCES:
-        return pytest.param(c, id=c.id, marks=pytest.mark.xfail(strict=True, reason="format() wording differs"))
-    return pytest.param(c, id=c.id)
-
-
-@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_offline_verdict_equals_apiserver(case: Case, kube: client.Kube, installed: Any) -> None:
     objs, obj = installed[case.id]
     allowed, reason, message = server_verdict(kube, obj)
