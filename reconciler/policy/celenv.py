@@ -304,6 +304,7 @@ def _check_literals(env: Any, source: str) -> None:
             continue  # not a plain literal after all (e.g. inside a string): leave it to the compiler
         if value.type() == T.ERROR:
             raise CelError(f"invalid {what} {literal}: {cel_go_wording(str(value.value()))}")
+    _check_format_calls(env, source)
     # find/findAll run on Python's re here (the C++ runtime has no such functions): a pattern
     # it cannot compile (RE2-only syntax such as \pL) is refused now, not at evaluation.
     for m in _FIND_ARG.finditer(source):
@@ -314,6 +315,32 @@ def _check_literals(env: Any, source: str) -> None:
             continue
         except re.error as e:
             raise CelError(f"regular expression {m.group(1)} is not supported by find/findAll offline: {e}") from None
+
+
+def _check_format_calls(env: Any, source: str) -> None:
+    """cel-go's compile-time check of ``'<literal>'.format([...])`` (see celformat.check_format)."""
+    for call in celformat.literal_format_calls(source):
+        try:
+            text = env.compile(call.literal).eval(data={}).plain_value()
+        except RuntimeError:
+            continue
+        kinds = [_static_kind(env, arg) for arg, _ in call.args]
+        verdict = celformat.check_format(text, kinds)
+        if verdict is not None:
+            message, blame = verdict
+            offset = call.call_at if blame is None else call.args[blame][1]
+            line = source.count("\n", 0, offset) + 1
+            column = offset - (source.rfind("\n", 0, offset) + 1) + 1
+            raise CelError(f"compilation failed: at {line}:{column}: {message}")
+
+
+def _static_kind(env: Any, expression: str) -> str:
+    """The static type of one argument, as cel-go names it; ``dyn`` when it cannot be compiled
+    alone (it uses a comprehension's variable, say) or is dynamically typed."""
+    try:
+        return celformat.type_name_of(env.compile(expression).return_type())
+    except RuntimeError:
+        return "dyn"
 
 
 def _one_line(text: str) -> str:

@@ -175,3 +175,89 @@ def test_go_quote_escapes_like_strconv_quote() -> None:
         celformat.go_quote("tab\t \x00 \u00a0 \U0001f600 \U000e0001") == '"tab\\t \\x00 \\u00a0 \U0001f600 \\U000e0001"'
     )
     assert celformat.go_quote(b"\xff a") == '"\\xff a"'
+
+
+# cel-go refuses these when the policy is compiled (a literal format string with a literal list):
+# texts and positions are cel-go's.
+COMPILE_ERRORS = [
+    (
+        "'%d'.format([1.5])",
+        "at 1:14: error during formatting: decimal clause can only be used on integers, was given double",
+    ),
+    (
+        "'%d'.format(['a'])",
+        "at 1:14: error during formatting: decimal clause can only be used on integers, was given string",
+    ),
+    ("'%q'.format([1])", 'at 1:12: could not parse formatting clause: unrecognized formatting clause "q"'),
+    ("'%s %s'.format([1])", "at 1:15: index 1 out of range"),
+    ("'%'.format([1])", "at 1:11: unexpected end of string"),
+    (
+        "'%.f'.format([1.5])",
+        'at 1:13: could not parse formatting clause: error while parsing precision: error while converting precision to integer: strconv.Atoi: parsing "": invalid syntax',
+    ),
+    (
+        "'%.2f'.format([1])",
+        "at 1:16: error during formatting: fixed-point clause can only be used on doubles, was given int",
+    ),
+    ("'%5d'.format([1])", 'at 1:13: could not parse formatting clause: unrecognized formatting clause "5"'),
+    ("'%d %d'.format([1, 2, 3])", "at 1:15: too many arguments supplied to string.format (expected 2, got 3)"),
+    (
+        "'%d'.format([true])",
+        "at 1:14: error during formatting: decimal clause can only be used on integers, was given bool",
+    ),
+    (
+        "'%x'.format([[1]])",
+        "at 1:14: error during formatting: only integers, byte buffers, and strings can be formatted as hex, was given list",
+    ),
+    ("'%s%'.format([1])", "at 1:13: unexpected end of string"),
+    (
+        "'%.'.format([1.0])",
+        "at 1:12: could not parse formatting clause: error while parsing precision: could not find end of precision specifier",
+    ),
+    (
+        "'%e'.format([1])",
+        "at 1:14: error during formatting: scientific clause can only be used on doubles, was given int",
+    ),
+    (
+        "'%o'.format([1.0])",
+        "at 1:14: error during formatting: octal clause can only be used on integers, was given double",
+    ),
+    (
+        "'%b'.format(['x'])",
+        "at 1:14: error during formatting: only integers and bools can be formatted as binary, was given string",
+    ),
+    ("'%d %s'.format([1, 'a', [1, 2]])", "at 1:15: too many arguments supplied to string.format (expected 2, got 3)"),
+    (
+        '"%d\\n%f".format([1, 2])',
+        "at 1:21: error during formatting: fixed-point clause can only be used on doubles, was given int",
+    ),
+    (
+        "'%s' + '%d'.format(['x'])",
+        "at 1:21: error during formatting: decimal clause can only be used on integers, was given string",
+    ),
+    (
+        "'%d, %d'.format([1, 'a,b'])",
+        "at 1:21: error during formatting: decimal clause can only be used on integers, was given string",
+    ),
+]
+
+
+@pytest.mark.parametrize(("expression", "message"), COMPILE_ERRORS)
+def test_literal_format_calls_are_checked_at_compile_time(expression: str, message: str) -> None:
+    with pytest.raises(celenv.CelError) as e:
+        celenv.Environment(False).compile(expression)
+    assert str(e.value) == f"compilation failed: {message}"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "'%d'.format([object.spec.replicas])",  # dyn: checked when evaluated
+        "[1].all(x, '%d'.format([x]) == '1')",  # a comprehension variable
+        "'%d %s'.format([1, 'a, b'])",  # a comma inside a string element
+        "'say %d'.format([1]) + \"'%d'.format(['x'])\"",  # a format call inside a string
+    ],
+)
+def test_what_cel_go_accepts_still_compiles(expression: str) -> None:
+    compiled = celenv.Environment(False).compile(expression)
+    assert compiled.source == expression
