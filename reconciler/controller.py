@@ -435,9 +435,11 @@ class Controller:
             return hit
         kube = self._client_factory(spec.target, {"Impersonate-User": user} if user else {})
         kube.on_request = self.kube.on_request
-        pair = (kube, discovery.RestMapper(kube))
+        made = (kube, discovery.RestMapper(kube))
         with self._lock:
-            self._clients[key] = pair
+            pair = self._clients.setdefault(key, made)
+        if pair is not made:  # another worker built one meanwhile: keep one pool per key
+            kube.close()
         return pair
 
     def on_push(self, push: webhook.Push) -> int:

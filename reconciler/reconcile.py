@@ -71,6 +71,16 @@ def _gitsync_id(obj: dict[str, Any]) -> str:
     return f"{md.get('namespace')}/{md['name']}"
 
 
+def _target_hint(spec: GitSyncSpec, e: Exception) -> str:
+    """A 401 from an EKS target is an IAM mapping problem, not a Kubernetes one: say where to look."""
+    if spec.target is None or not isinstance(e, KubeError) or e.status != 401:
+        return ""
+    return (
+        f" (EKS cluster {spec.target.cluster} does not accept the controller's AWS identity:"
+        " it needs an access entry, or an aws-auth mapping, for that IAM role)"
+    )
+
+
 class Reconciler:
     def __init__(
         self,
@@ -315,7 +325,7 @@ class Reconciler:
         try:
             res = engine.run(kube, mapper, manifests, revision, opts)
         except (InventoryError, KubeError, UnreachableError) as e:
-            msg = redact.scrub(f"GitSync {gid}: revision {revision}: {e}", secrets)
+            msg = redact.scrub(f"GitSync {gid}: revision {revision}: {e}{_target_hint(spec, e)}", secrets)
             return self._fail(obj, "ReconciliationFailed", "SyncFailed", msg, revision, extra_status=extra)
         duration = time.monotonic() - t0
         self.metrics.reconcile_duration.labels(ns, name).observe(duration)

@@ -250,7 +250,36 @@ def test_controller_syncs_a_gitsync_into_its_eks_target_and_reports_failures_her
         "GitSync here to fail on the token the local API server cannot check",
     )
     assert "401 Unauthorized" in here["message"], here
+    assert here["message"].endswith(
+        "(EKS cluster here does not accept the controller's AWS identity:"
+        " it needs an access entry, or an aws-auth mapping, for that IAM role)"
+    )
     assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/a") is None
     log = ctl.log.read_text()
     assert "Traceback" not in log
     assert "k8s-aws-v1." not in log, "a token must never be logged"
+
+
+@pytest.mark.parametrize(
+    ("target", "field"),
+    [
+        ({"eks": {"cluster": "prod"}}, "spec.target.eks.region"),
+        ({"eks": {"region": REGION}}, "spec.target.eks.cluster"),
+        ({"eks": {"cluster": "prod", "region": "Europe"}}, "spec.target.eks.region"),
+        ({"eks": {"cluster": "-prod", "region": REGION}}, "spec.target.eks.cluster"),
+        ({}, "spec.target.eks"),
+    ],
+)
+def test_the_crd_refuses_bad_targets_at_apply_time(
+    crd: None, kube: client.Kube, namespace: str, target: dict[str, Any], field: str
+) -> None:
+    body = {
+        "apiVersion": "gitops.reconciler.dev/v1",
+        "kind": "GitSync",
+        "metadata": {"name": "bad-target"},
+        "spec": {"source": {"git": {"url": "https://example.invalid/r.git"}}, "target": target},
+    }
+    with pytest.raises(client.KubeError) as e:
+        kube.request("POST", f"/apis/gitops.reconciler.dev/v1/namespaces/{namespace}/gitsyncs", body=body)
+    assert e.value.status == 422
+    assert field in e.value.message
