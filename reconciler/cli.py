@@ -8,6 +8,7 @@ so scripts and CI can tell "something to do" from "something broke".
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -23,9 +24,12 @@ from typing import Any, NoReturn
 
 import click
 import yaml
+from click.core import ParameterSource
 
 import reconciler
 from reconciler import controller, policy
+from reconciler.aws import target as eks_target
+from reconciler.aws.errors import AwsError
 from reconciler.kube import client as kube_client
 from reconciler.kube import discovery
 from reconciler.policy import checking
@@ -135,9 +139,66 @@ def policy_options(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--kubeconfig/--context, or --eks-cluster/--region: how to reach the cluster."""
+
+    @functools.wraps(f)
+    def checked(*args: Any, **kw: Any) -> Any:
+        _check_connection_flags(kw)
+        return f(*args, **kw)
+
+    opts = [
+        click.option(
+            "--kubeconfig",
+            type=click.Path(dir_okay=False),
+            envvar="KUBECONFIG",
+            help="Kubeconfig file [default: ~/.kube/config, or in-cluster in a Pod].",
+        ),
+        click.option("--context", "context", default=None, help="Kubeconfig context to use."),
+        click.option(
+            "--eks-cluster",
+            metavar="NAME",
+            default=None,
+            help="Reach this EKS cluster with AWS credentials instead of a kubeconfig "
+            "(eks:DescribeCluster, and an IAM bearer token renewed before it expires).",
+        ),
+        click.option(
+            "--region", default=None, help="AWS region of --eks-cluster [default: AWS_REGION or the AWS profile's]."
+        ),
+    ]
+    for o in reversed(opts):
+        checked = o(checked)
+    return checked
+
+
+def _check_connection_flags(kw: dict[str, Any]) -> None:
+    """A kubeconfig and an EKS cluster name are two answers to one question: refuse both at once.
+
+    Only flags given on the command line count: a KUBECONFIG in the environment (set by many
+    shells) must not forbid --eks-cluster.
+    """
+    if kw.get("eks_cluster"):
+        ctx = click.get_current_context()
+        given = [
+            f"--{p}" for p in ("kubeconfig", "context") if ctx.get_parameter_source(p) is ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise click.UsageError(f"--eks-cluster cannot be combined with {' and '.join(given)}: choose one cluster")
+    elif kw.get("region"):
+        raise click.UsageError("--region is the region of --eks-cluster: give --eks-cluster NAME too")
+
+
+def connect_cluster(
+    kw: dict[str, Any], *, pool_size: int = 8, headers: dict[str, str] | None = None
+) -> kube_client.Kube:
+    """The handle the connection flags ask for; raises ConfigError or AwsError."""
+    if kw.get("eks_cluster"):
+        return eks_target.connect(kw["eks_cluster"], kw["region"], pool_size=pool_size, headers=headers)
+    return kube_client.connect(kw["kubeconfig"], kw["context"], pool_size=pool_size, headers=headers)
+
+
 def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG", help="Kubeconfig file.")(f)
-    f = click.option("--context", "context", default=None, help="Kubeconfig context to use.")(f)
+    f = connection_options(f)
     f = click.option(
         "--name", default=None, help="Name of the sync whose inventory is kept [default: from the source]."
     )(f)
@@ -229,10 +290,7 @@ def _check_name(namespace: str, name: str) -> None:
 
 
 @cli.command()
-@click.option(
-    "--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG", help="Kubeconfig (default: in-cluster)."
-)
-@click.option("--context", "context", default=None, help="Kubeconfig context to use.")
+@connection_options
 @click.option("--watch-namespace", default=None, help="Only reconcile GitSyncs of this namespace [default: all].")
 @click.option(
     "--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="GitSyncs reconciled at once."
@@ -284,7 +342,9 @@ def _check_name(namespace: str, name: str) -> None:
 def run(**kw: Any) -> None:
     """Run the controller: reconcile every GitSync object in the cluster.
 
-    Logs are JSON lines on stdout; a failed sync is exactly one ERROR line.
+    With --eks-cluster the controller runs outside the cluster it manages (GitSyncs, status,
+    Events and the leader Lease all live there).  Logs are JSON lines on stdout; a failed sync
+    is exactly one ERROR line.
     """
     logs.setup(kw["log_level"])
     secret = b""
@@ -303,8 +363,8 @@ def run(**kw: Any) -> None:
                 _fail("run", [f"{kw['webhook_secret_file']}: the webhook secret must be at least 16 bytes"])
     identity = os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}"
     try:
-        kube = controller.connect(kw["kubeconfig"], kw["context"], kw["workers"])
-    except kube_client.ConfigError as e:
+        kube = connect_cluster(kw, pool_size=controller.pool_size(kw["workers"]))
+    except (kube_client.ConfigError, AwsError) as e:
         _fail("run", [str(e)])
     ctl = controller.Controller(
         kube,
@@ -323,9 +383,7 @@ def run(**kw: Any) -> None:
             alertmanager_url=kw["alertmanager_url"],
             policies_dir=kw["policies_dir"],
         ),
-        client_factory=lambda headers: kube_client.connect(
-            kw["kubeconfig"], kw["context"], pool_size=8, headers=headers
-        ),
+        client_factory=controller.client_factory(lambda headers: connect_cluster(kw, headers=headers)),
     )
 
     def _stop(signum: int, frame: object) -> None:
@@ -370,10 +428,10 @@ def _collect(kw: dict[str, Any]) -> tuple[list[Manifest], str]:
 
 def _cluster(kw: dict[str, Any]) -> tuple[kube_client.Kube, discovery.RestMapper]:
     try:
-        kube = kube_client.connect(kw["kubeconfig"], kw["context"], pool_size=kw.get("concurrency") or 8)
+        kube = connect_cluster(kw, pool_size=kw.get("concurrency") or 8)
         mapper = discovery.RestMapper(kube)
         mapper.refresh()
-    except (kube_client.ConfigError, kube_client.UnreachableError, kube_client.KubeError) as e:
+    except (kube_client.ConfigError, AwsError, kube_client.UnreachableError, kube_client.KubeError) as e:
         raise _FailedError([f"{e}; nothing was applied or pruned"]) from e
     return kube, mapper
 
@@ -649,16 +707,15 @@ def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
 
 @cli.command()
 @click.option("--server", is_flag=True, help="Also ask the API server for its version.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG", help="Kubeconfig file.")
-@click.option("--context", "context", default=None, help="Kubeconfig context to use.")
-def version(server: bool, kubeconfig: str | None, context: str | None) -> None:
+@connection_options
+def version(server: bool, **kw: Any) -> None:
     """Print the reconciler's version (and, with --server, the cluster's)."""
     click.echo(f"reconciler {reconciler.__version__} (python {platform.python_version()})")
     if server:
         try:
-            kube = kube_client.connect(kubeconfig, context)
+            kube = connect_cluster(kw)
             info = kube.get("/version")
-        except kube_client.ConfigError as e:
+        except (kube_client.ConfigError, AwsError) as e:
             click.echo(f"reconciler version: {e}", err=True)
             sys.exit(EXIT_ERROR)
         except (kube_client.KubeError, kube_client.UnreachableError) as e:

@@ -26,8 +26,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import make_wsgi_app
 
+from reconciler.aws import target as eks_target
+from reconciler.aws.errors import AwsError
 from reconciler.drift import Drift, DriftWatcher
-from reconciler.kube import client as kube_client
 from reconciler.kube import discovery, watch
 from reconciler.kube.apply import FIELD_MANAGER
 from reconciler.kube.client import MERGE_PATCH, Kube, KubeError, UnreachableError
@@ -38,12 +39,38 @@ from reconciler.report import conditions as cond
 from reconciler.report.alertmanager import Alert, AlertmanagerClient
 from reconciler.report.metrics import Metrics
 from reconciler.source import webhook
-from reconciler.spec import FINALIZER, GROUP, PLURAL, REQUESTED_AT, VERSION, WEBHOOK_STAMP, SpecError, parse
+from reconciler.spec import (
+    FINALIZER,
+    GROUP,
+    PLURAL,
+    REQUESTED_AT,
+    VERSION,
+    WEBHOOK_STAMP,
+    EksTarget,
+    GitSyncSpec,
+    SpecError,
+    parse,
+)
 from reconciler.sync.objects import ObjectId
 
 log = logging.getLogger("reconciler.controller")
 Key = tuple[str, str]
 MAX_BACKOFF = 600.0
+
+ClientFactory = Callable[[EksTarget | None, dict[str, str]], Kube]
+"""Builds a handle on the management cluster (target None) or a GitSync's remote target,
+sending extra headers (impersonation) with every request."""
+
+
+def client_factory(local: Callable[[dict[str, str]], Kube]) -> ClientFactory:
+    """The production factory: ``local`` for this cluster, EKS targets from their name and region."""
+
+    def make(target: EksTarget | None, headers: dict[str, str]) -> Kube:
+        if target is None:
+            return local(headers)
+        return eks_target.connect(target.cluster, target.region, headers=headers)
+
+    return make
 
 
 @dataclass(frozen=True)
@@ -80,7 +107,7 @@ class Controller:
         kube: Kube,
         opts: Options,
         metrics: Metrics | None = None,
-        client_factory: Callable[[dict[str, str]], Kube] | None = None,
+        client_factory: ClientFactory | None = None,
     ) -> None:
         self.kube, self.opts = kube, opts
         self.metrics = metrics or Metrics()
@@ -88,14 +115,14 @@ class Controller:
         self.mapper = discovery.RestMapper(kube)
         self.events = EventRecorder(kube, opts.identity)
         self._client_factory = client_factory
-        self._impersonated: dict[tuple[str, str], tuple[Kube, discovery.RestMapper]] = {}
+        self._clients: dict[tuple[EksTarget | None, str], tuple[Kube, discovery.RestMapper]] = {}
         self.reconciler = Reconciler(
             kube,
             self.mapper,
             self.metrics,
             self.events,
             opts.cache_dir,
-            impersonate=self._impersonate if client_factory else None,
+            clients=self.clients_for,
             policies_dir=opts.policies_dir,
         )
         self.objects: dict[Key, dict[str, Any]] = {}
@@ -246,10 +273,17 @@ class Controller:
             if FINALIZER not in finalizers:
                 return None
             self._forget(key, deleted=True)  # no drift reports about objects we are about to prune
-            impersonated = None
-            if spec is not None and spec.service_account_name and self._client_factory is not None:
-                impersonated = self._impersonate(key[0], spec.service_account_name)
-            err = self.reconciler.finalize(obj, spec, impersonated)
+            clients = None
+            if spec is not None and spec.prune and not spec.suspend:
+                try:
+                    clients = self.clients_for(key[0], spec)
+                except (AwsError, SpecError) as e:
+                    log.error(
+                        f"GitSync {key[0]}/{key[1]}: cannot prune on deletion: {e}",
+                        extra={"gitsync": f"{key[0]}/{key[1]}"},
+                    )
+                    return 30.0
+            err = self.reconciler.finalize(obj, spec, clients)
             if err:
                 log.error(err, extra={"gitsync": f"{key[0]}/{key[1]}", "reason": "FinalizeFailed"})
                 return 30.0
@@ -280,7 +314,9 @@ class Controller:
             out = self.reconciler._fail(
                 obj, "ReconciliationFailed", "SyncFailed", f"GitSync {key[0]}/{key[1]}: {type(e).__name__}: {e}"
             )
-        if not (out.ok and out.tracked is not None and spec.drift_mode != "off"):
+        # The drift watch sees the management cluster only: a remote target is corrected at each interval.
+        watch_drift = spec.drift_mode != "off" and spec.target is None
+        if not (out.ok and out.tracked is not None and watch_drift):
             self.drift.resume(key)  # on success, track() below swaps in the new baseline and resumes
         if self.alerts and not out.waiting:
             if out.ok:
@@ -298,7 +334,7 @@ class Controller:
                     )
                 )
         if out.ok and out.tracked is not None:
-            if spec.drift_mode == "off":
+            if not watch_drift:
                 self.drift.forget(key)
             else:
                 self.drift.track(key, out.tracked)
@@ -378,19 +414,32 @@ class Controller:
         if n and spec.drift_mode == "correct":
             self.schedule(key, 0)  # after our patch, so the correcting sync's status is not overwritten
 
-    def _impersonate(self, namespace: str, service_account: str) -> tuple[Kube, discovery.RestMapper]:
-        """A client acting as the GitSync's ServiceAccount (multi-tenancy: RBAC limits what it may apply)."""
-        key = (namespace, service_account)
+    def clients_for(self, namespace: str, spec: GitSyncSpec) -> tuple[Kube, discovery.RestMapper] | None:
+        """The handle a GitSync applies and prunes with; None means the controller's own.
+
+        Another one when the GitSync names a ServiceAccount (multi-tenancy: RBAC limits what it
+        may apply) or a remote target, or both.  One per (target, identity), kept for the life
+        of the process, so a remote cluster costs one DescribeCluster, one connection pool and
+        one discovery, not one per reconcile.  Raises :class:`AwsError` when a target cannot be
+        reached.
+        """
+        user = f"system:serviceaccount:{namespace}:{spec.service_account_name}" if spec.service_account_name else ""
+        if spec.target is None and (not user or self._client_factory is None):
+            return None
+        if self._client_factory is None:
+            raise SpecError("spec.target: this controller was started without support for remote clusters")
+        key = (spec.target, user)
         with self._lock:
-            hit = self._impersonated.get(key)
+            hit = self._clients.get(key)
         if hit is not None:
             return hit
-        assert self._client_factory is not None
-        kube = self._client_factory({"Impersonate-User": f"system:serviceaccount:{namespace}:{service_account}"})
+        kube = self._client_factory(spec.target, {"Impersonate-User": user} if user else {})
         kube.on_request = self.kube.on_request
-        pair = (kube, discovery.RestMapper(kube))
+        made = (kube, discovery.RestMapper(kube))
         with self._lock:
-            self._impersonated[key] = pair
+            pair = self._clients.setdefault(key, made)
+        if pair is not made:  # another worker built one meanwhile: keep one pool per key
+            kube.close()
         return pair
 
     def on_push(self, push: webhook.Push) -> int:
@@ -506,5 +555,6 @@ class Controller:
             self._lock.notify_all()
 
 
-def connect(kubeconfig: str | None, context: str | None, workers: int) -> Kube:
-    return kube_client.connect(kubeconfig, context, pool_size=max(8, workers * 4))
+def pool_size(workers: int) -> int:
+    """Connections for the controller's own handle: every worker plus watches and status writes."""
+    return max(8, workers * 4)

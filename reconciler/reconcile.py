@@ -13,11 +13,13 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconciler import policy
+from reconciler.aws.errors import AwsError
 from reconciler.drift import Desired
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
@@ -69,6 +71,16 @@ def _gitsync_id(obj: dict[str, Any]) -> str:
     return f"{md.get('namespace')}/{md['name']}"
 
 
+def _target_hint(spec: GitSyncSpec, e: Exception) -> str:
+    """A 401 from an EKS target is an IAM mapping problem, not a Kubernetes one: say where to look."""
+    if spec.target is None or not isinstance(e, KubeError) or e.status != 401:
+        return ""
+    return (
+        f" (EKS cluster {spec.target.cluster} does not accept the controller's AWS identity:"
+        " it needs an access entry, or an aws-auth mapping, for that IAM role)"
+    )
+
+
 class Reconciler:
     def __init__(
         self,
@@ -77,14 +89,14 @@ class Reconciler:
         metrics: Metrics,
         events: EventRecorder,
         cache_dir: Path,
-        impersonate: Any = None,
+        clients: Callable[[str, GitSyncSpec], tuple[Kube, RestMapper] | None] | None = None,
         policies_dir: Path | None = None,
     ) -> None:
         self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
         self.cache_dir = cache_dir
         self.policies_dir = policies_dir
         self._policies: tuple[str, policy.PolicySet] | None = None
-        self._impersonate = impersonate  # (namespace, serviceaccount) -> (Kube, RestMapper)
+        self._clients = clients  # (namespace, spec) -> (Kube, RestMapper) to apply with; None: our own
 
     # ------------------------------------------------------------------ inputs
 
@@ -235,9 +247,11 @@ class Reconciler:
         self.mark_reconciling(obj, f"reconciling {urls.redact(spec.git.url)} ({spec.git.ref})")
         extra: dict[str, Any] = {"lastHandledRequestedAt": handled_request} if handled_request else {}
         t0 = time.monotonic()
-        kube, mapper = self.kube, self.mapper
-        if spec.service_account_name and self._impersonate is not None:
-            kube, mapper = self._impersonate(ns, spec.service_account_name)
+        try:
+            kube, mapper = (self._clients(ns, spec) if self._clients else None) or (self.kube, self.mapper)
+        except (AwsError, SpecError) as e:  # Status and Events still go to the GitSync here
+            msg = f"GitSync {gid}: cannot connect to the target cluster: {e}"
+            return self._fail(obj, "TargetFailed", "SyncFailed", msg, extra_status=extra)
 
         # 1. fetch
         try:
@@ -311,7 +325,7 @@ class Reconciler:
         try:
             res = engine.run(kube, mapper, manifests, revision, opts)
         except (InventoryError, KubeError, UnreachableError) as e:
-            msg = redact.scrub(f"GitSync {gid}: revision {revision}: {e}", secrets)
+            msg = redact.scrub(f"GitSync {gid}: revision {revision}: {e}{_target_hint(spec, e)}", secrets)
             return self._fail(obj, "ReconciliationFailed", "SyncFailed", msg, revision, extra_status=extra)
         duration = time.monotonic() - t0
         self.metrics.reconcile_duration.labels(ns, name).observe(duration)
@@ -467,7 +481,7 @@ class Reconciler:
         return Outcome(ok=True, revision=revision)
 
     def finalize(
-        self, obj: dict[str, Any], spec: GitSyncSpec | None, impersonated: tuple[Kube, RestMapper] | None = None
+        self, obj: dict[str, Any], spec: GitSyncSpec | None, clients: tuple[Kube, RestMapper] | None = None
     ) -> str | None:
         """On deletion: prune everything the GitSync owns if ``prune: true``, else orphan it.
 
@@ -477,7 +491,7 @@ class Reconciler:
         """
         md = obj["metadata"]
         ns, name = md["namespace"], md["name"]
-        kube, mapper = impersonated or (self.kube, self.mapper)
+        kube, mapper = clients or (self.kube, self.mapper)
         if spec is None or not spec.prune or spec.suspend:
             why = "spec invalid" if spec is None else ("suspended" if spec.prune else "prune: false")
             log.info(f"GitSync deleted; objects orphaned ({why})", extra={"gitsync": f"{ns}/{name}"})
@@ -491,8 +505,10 @@ class Reconciler:
                 return f"GitSync {ns}/{name}: cannot prune on deletion: {res.errors[0]}"
             n = len(res.pruned.deleted) if res.pruned else 0
             log.info(f"GitSync deleted; pruned {n} objects", extra={"gitsync": f"{ns}/{name}"})
+        # The inventory lives next to the objects: on the remote target when there is one.
+        inv_kube = kube if spec is not None and spec.target is not None else self.kube
         try:
-            self.kube.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/{inventory.configmap_name(name)}")
+            inv_kube.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/{inventory.configmap_name(name)}")
         except KubeError as e:
             if not e.not_found:
                 return f"GitSync {ns}/{name}: cannot delete the inventory: {e}"

@@ -71,6 +71,38 @@ class Dependency:
 
 
 @dataclass(frozen=True)
+class EksTarget:
+    """A remote EKS cluster to sync into, reached with the controller's own AWS identity.
+
+    Hashable on purpose: the controller keeps one connection (pool, RestMapper, token) per target.
+    """
+
+    cluster: str
+    region: str
+
+
+_EKS_CLUSTER = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")  # EKS's own CreateCluster constraint
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
+
+
+def _target(spec: Mapping[str, Any]) -> EksTarget | None:
+    """``spec.target.eks: {cluster, region}``; absent means the cluster the GitSync lives in."""
+    target = spec.get("target")
+    if target is None:
+        return None
+    if not isinstance(target, dict) or not isinstance(target.get("eks"), dict):
+        raise SpecError("spec.target.eks: required when spec.target is set (an object with cluster and region)")
+    eks = target["eks"]
+    cluster = _str(eks, "cluster", "spec.target.eks") or ""
+    region = _str(eks, "region", "spec.target.eks") or ""
+    if not _EKS_CLUSTER.fullmatch(cluster):
+        raise SpecError(f"spec.target.eks.cluster: {cluster!r} is not an EKS cluster name")
+    if not _REGION.fullmatch(region):
+        raise SpecError(f"spec.target.eks.region: {region!r} is not an AWS region like eu-west-1")
+    return EksTarget(cluster, region)
+
+
+@dataclass(frozen=True)
 class GitSyncSpec:
     git: GitSource
     path: str = "."
@@ -88,6 +120,7 @@ class GitSyncSpec:
     policy_mode: str = "enforce"
     drift_mode: str = "correct"
     suspend: bool = False
+    target: EksTarget | None = None  # None: the cluster the GitSync lives in
 
 
 def _at_least(seconds: float, minimum: float, field_name: str) -> float:
@@ -175,4 +208,5 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         policy_mode=_mode(spec, "policy", ("enforce", "audit", "off"), "enforce"),
         drift_mode=_mode(spec, "drift", ("correct", "warn", "off"), "correct"),
         suspend=_bool(spec, "suspend", False),
+        target=_target(spec),
     )

@@ -59,6 +59,14 @@ class UnreachableError(Exception):
     """The API server could not be reached at all (connection, TLS or timeout)."""
 
 
+class CredentialsError(UnreachableError):
+    """No bearer token could be had for the request (e.g. the cloud credentials behind it expired).
+
+    An :class:`UnreachableError` to every caller: the request never reached the API server,
+    and retrying later is the remedy either way.
+    """
+
+
 class ConfigError(Exception):
     """No usable kubeconfig or in-cluster configuration."""
 
@@ -99,6 +107,12 @@ class Kube:
     def host(self) -> str:
         return str(self._api.configuration.host)
 
+    @property
+    def configuration(self) -> kubernetes.client.Configuration:
+        """How this handle connects (host, CA, auth hook): for inspection, not for changing."""
+        cfg: kubernetes.client.Configuration = self._api.configuration
+        return cfg
+
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
 
@@ -121,6 +135,8 @@ class Kube:
         headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
+        # param_serialize builds the Authorization header through Configuration.auth_settings(),
+        # which calls refresh_api_key_hook: expiring tokens (EKS) are renewed here, per request.
         m, url, hdrs, _, _ = self._api.param_serialize(
             method, path, query_params=list(query or []), header_params=headers, auth_settings=["BearerToken"]
         )
@@ -245,16 +261,49 @@ def connect(
     return _handle(_configuration(kubeconfig, context), pool_size, user_agent, headers)
 
 
+TokenSource = Callable[[], str]
+"""Returns a bearer token that is valid now; called before every request, so it must cache."""
+
+
 def connect_token(
-    host: str, token: str, ca_file: str | None, *, pool_size: int = 8, user_agent: str = "gitops-reconciler"
+    host: str,
+    token: str | TokenSource,
+    ca_file: str | None = None,
+    *,
+    ca_data: str | None = None,
+    pool_size: int = 8,
+    user_agent: str = "gitops-reconciler",
+    headers: Mapping[str, str] | None = None,
 ) -> Kube:
-    """A handle that authenticates with a bearer token (a ServiceAccount's, or an EKS token)."""
+    """A handle that authenticates with a bearer token (a ServiceAccount's, or an EKS token).
+
+    ``token`` may be a callable for tokens that expire: it is asked before each request
+    through ``refresh_api_key_hook``, which the official client calls while building the
+    Authorization header (also on our raw request path, see :meth:`Kube._send`).
+    ``ca_data`` is PEM text, for CAs that come from an API rather than a file.
+    """
     cfg = kubernetes.client.Configuration()
     cfg.host = host
-    cfg.api_key = {"BearerToken": token}
     cfg.api_key_prefix = {"BearerToken": "Bearer"}
     cfg.ssl_ca_cert = ca_file
-    return _handle(cfg, pool_size, user_agent, None)
+    cfg.ca_cert_data = ca_data
+    if isinstance(token, str):
+        cfg.api_key = {"BearerToken": token}
+    else:
+        cfg.api_key = {"BearerToken": ""}  # the key must exist for the client to ask the hook at all
+        cfg.refresh_api_key_hook = _refresh_hook(token, host)  # type: ignore[assignment]  # typed as None
+    return _handle(cfg, pool_size, user_agent, headers)
+
+
+def _refresh_hook(token: TokenSource, host: str) -> Callable[[kubernetes.client.Configuration], None]:
+    def refresh(cfg: kubernetes.client.Configuration) -> None:
+        try:
+            value = token()
+        except Exception as e:  # whatever the source (AWS, a file): one clear error, never a traceback
+            raise CredentialsError(f"{host}: cannot get a bearer token: {e}") from e
+        cfg.api_key["BearerToken"] = value
+
+    return refresh
 
 
 def _handle(

@@ -1,0 +1,40 @@
+"""--eks-cluster/--region against --kubeconfig/--context: one way to name the cluster, or a usage error.
+
+All of these stop before any connection is attempted (click usage errors exit 2)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from reconciler import cli
+
+
+@pytest.mark.parametrize("command", [["run"], ["diff", "--dir", "."], ["sync", "--dir", "."], ["version", "--server"]])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--eks-cluster", "prod", "--kubeconfig", "/k"], "--eks-cluster cannot be combined with --kubeconfig"),
+        (["--eks-cluster", "prod", "--context", "c"], "--eks-cluster cannot be combined with --context"),
+        (["--region", "eu-west-1"], "--region is the region of --eks-cluster"),
+    ],
+)
+def test_conflicting_cluster_flags_are_a_usage_error(command: list[str], extra: list[str], message: str) -> None:
+    r = CliRunner().invoke(cli.cli, [*command, *extra])
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Usage:" in r.output
+
+
+def test_kubeconfig_from_the_environment_does_not_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KUBECONFIG is often exported by the shell; only flags on the command line clash."""
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EKS", "http://127.0.0.1:9")  # fails fast, on loopback, if it got that far
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNITTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    r = CliRunner().invoke(cli.cli, ["version", "--server", "--eks-cluster", "prod", "--region", "eu-west-1"])
+    assert r.exit_code == 2
+    assert "cannot be combined" not in r.output
+    assert "eks:DescribeCluster prod (eu-west-1): EndpointUnreachable" in r.output
