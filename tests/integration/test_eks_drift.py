@@ -186,3 +186,35 @@ def test_unknown_cluster_is_one_clear_line_and_exit_2(aws: awsserver.MotoServer)
         "ResourceNotFoundException: No cluster found for name: prod."
     )
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "message"),
+    [
+        (
+            "AccessDeniedException",
+            403,
+            "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: eks:DescribeNodegroup",
+        ),
+        ("ThrottlingException", 400, "Rate exceeded"),
+    ],
+)
+def test_aws_errors_through_the_cli_are_one_line_and_exit_2(
+    aws: awsserver.MotoServer, calls: EksCalls, code: str, status: int, message: str
+) -> None:
+    """The error is injected at botocore's before-call hook (as Stubber does) for the node group only:
+    the cluster itself is read from moto."""
+    make_cluster(
+        aws, logs=ALL_LOGS, instanceTypes=["m5.large"], scalingConfig={"minSize": 2, "maxSize": 6, "desiredSize": 2}
+    )
+
+    def refuse(model: Any, **kw: Any) -> Any:
+        error = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        return AWSResponse(url="", status_code=status, headers={}, raw=None), error
+
+    boto3.DEFAULT_SESSION.events.register("before-call.eks.DescribeNodegroup", refuse)  # type: ignore[union-attr]
+    r = run("diff")
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    assert r.stderr == f"reconciler eks diff: error: eks:DescribeNodegroup prod/ng-1 (eu-west-1): {code}: {message}\n"
+    assert "Traceback" not in r.output
