@@ -283,6 +283,22 @@ def _check_name(namespace: str, name: str) -> None:
     help="Git checkouts, per GitSync.",
 )
 @click.option(
+    "--eks-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Check the EKS cluster against this eksctl ClusterConfig every --eks-interval (docs/eks.md).",
+)
+@click.option("--eks-var", "eks_vars", multiple=True, metavar="NAME=VALUE", help="${NAME} in --eks-config.")
+@click.option("--eks-interval", type=float, default=600.0, show_default=True, help="Seconds between EKS checks.")
+@click.option(
+    "--eks-drift",
+    type=click.Choice(["warn", "correct"]),
+    default="warn",
+    show_default=True,
+    help="correct: also send the in-place updates `reconciler eks sync` would.",
+)
+@click.option("--eks-region", default=None, help="AWS region [default: the ClusterConfig's metadata.region].")
+@click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
 def run(**kw: Any) -> None:
@@ -306,6 +322,15 @@ def run(**kw: Any) -> None:
             if len(secret) < 16:
                 _fail("run", [f"{kw['webhook_secret_file']}: the webhook secret must be at least 16 bytes"])
     identity = os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}"
+    eks_opts = None
+    if kw["eks_config"]:
+        try:
+            eks_vars = _parse_pairs(kw["eks_vars"], "--eks-var")
+        except click.BadParameter as e:
+            _fail("run", [str(e)])
+        eks_opts = controller.EksOptions(
+            kw["eks_config"], eks_vars, kw["eks_interval"], kw["eks_drift"], kw["eks_region"]
+        )
     try:
         kube = controller.connect(kw["kubeconfig"], kw["context"], kw["workers"])
     except kube_client.ConfigError as e:
@@ -326,6 +351,7 @@ def run(**kw: Any) -> None:
             webhook_secret=secret,
             alertmanager_url=kw["alertmanager_url"],
             policies_dir=kw["policies_dir"],
+            eks=eks_opts,
         ),
         client_factory=lambda headers: kube_client.connect(
             kw["kubeconfig"], kw["context"], pool_size=8, headers=headers

@@ -218,3 +218,40 @@ def test_aws_errors_through_the_cli_are_one_line_and_exit_2(
     assert r.stdout == ""
     assert r.stderr == f"reconciler eks diff: error: eks:DescribeNodegroup prod/ng-1 (eu-west-1): {code}: {message}\n"
     assert "Traceback" not in r.output
+
+
+def test_the_controller_reports_eks_drift_as_metric_and_events_on_its_pod(
+    aws: awsserver.MotoServer, calls: EksCalls, kube: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reconciler run --eks-config`'s checker, with the real API server taking the Events."""
+    from reconciler import controller
+    from reconciler.aws import eksupdate
+    from reconciler.kube.events import EventRecorder
+    from reconciler.report.metrics import Metrics
+
+    make_cluster(
+        aws, logs=["api"], instanceTypes=["m5.large"], scalingConfig={"minSize": 2, "maxSize": 3, "desiredSize": 2}
+    )
+    monkeypatch.setenv("POD_NAME", "reconciler-0")
+    monkeypatch.setenv("POD_NAMESPACE", namespace)
+    metrics, events = Metrics(), EventRecorder(kube, "test")
+    variables = {"CLUSTER_NAME": CLUSTER, "AWS_REGION": awsserver.REGION}
+
+    def gauge(kind: str) -> float | None:
+        return metrics.registry.get_sample_value("reconciler_eks_drift", {"cluster": CLUSTER, "kind": kind})
+
+    def reasons() -> list[str]:
+        items = kube.get(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")["items"]
+        assert all(e["regarding"]["kind"] == "Pod" and e["regarding"]["name"] == "reconciler-0" for e in items)
+        return sorted(e["reason"] for e in items)
+
+    controller.EksDriftChecker(controller.EksOptions(Path(CONFIG), variables), metrics, events).check()
+    assert (gauge("cluster"), gauge("nodegroup"), gauge("addon")) == (1, 4, 0)  # logging; max, labels.role, 2 configs
+    assert calls.mutating() == []
+    assert reasons() == ["DriftDetected"]
+
+    opts = controller.EksOptions(Path(CONFIG), variables, mode="correct", wait=eksupdate.Wait(interval=0))
+    controller.EksDriftChecker(opts, metrics, events).check()
+    assert (gauge("cluster"), gauge("nodegroup"), gauge("addon")) == (0, 0, 0)
+    assert calls.mutating() == ["UpdateClusterConfig", "UpdateNodegroupConfig"]
+    assert "DriftCorrected" in reasons()
