@@ -547,6 +547,7 @@ class EksDriftChecker:
     def __init__(self, opts: EksOptions, metrics: Metrics, events: EventRecorder) -> None:
         self.opts, self.metrics, self.events = opts, metrics, events
         self.drifted = 0
+        self._clients: dict[str, Any] = {}  # per region, made once: boto3's default session is not thread-safe
         pod, ns = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
         self.pod = (
             {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns}} if pod and ns else None
@@ -564,7 +565,7 @@ class EksDriftChecker:
             cfg = clusterconfig.parse(document.load(self.opts.config, self.opts.variables), where)
             if self.opts.region:
                 cfg = dataclasses.replace(cfg, region=self.opts.region)
-            client = eks.client(cfg.region)
+            client = self._clients.get(cfg.region) or self._clients.setdefault(cfg.region, eks.client(cfg.region))
             if self.opts.mode == "correct":
                 res = eks.sync(client, cfg, self.opts.wait)
                 before, after, applied = res.before, res.after, res.applied
