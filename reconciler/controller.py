@@ -528,7 +528,10 @@ class Controller:
         while not self.stop_event.wait(delay):
             delay = self.eks.opts.interval
             if self.elector is None or self.elector.is_leader.is_set():
-                self.eks.check()
+                try:
+                    self.eks.check()
+                except Exception:  # a bug must not end the loop: the next interval tries again
+                    log.exception("EKS drift check: unexpected error", extra={"reason": "SyncFailed"})
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -559,7 +562,7 @@ class EksDriftChecker:
             self.events.emit(self.pod, type_, reason, note, action="CheckEKSDrift")
 
     def check(self) -> None:
-        """One check (and, in correct mode, one correction); never raises: the next interval retries."""
+        """One check (and, in correct mode, one correction); AWS and file errors become Events, not exceptions."""
         where = str(self.opts.config)
         try:
             cfg = clusterconfig.parse(document.load(self.opts.config, self.opts.variables), where)
@@ -573,12 +576,10 @@ class EksDriftChecker:
                 before = after = eks.check(client, cfg)
                 applied = []
         except (ManifestError, clusterconfig.ClusterConfigError) as e:
-            self._event("Warning", "DriftDetected", f"EKS drift check: cannot read the ClusterConfig: {e}")
+            self._event("Warning", "RenderFailed", f"EKS drift check: cannot read the ClusterConfig: {e}")
             return
         except AwsError as e:
-            self._event(
-                "Warning", "SyncFailed" if self.opts.mode == "correct" else "DriftDetected", f"EKS drift check: {e}"
-            )
+            self._event("Warning", "SyncFailed", f"EKS drift check ({self.opts.mode}): {e}")
             return
         for kind, n in after.counts_by_kind().items():
             self.metrics.eks_drift.labels(cfg.name, kind).set(n)
