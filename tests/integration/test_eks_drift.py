@@ -10,6 +10,7 @@ UpdateClusterVersion are covered with Stubber in tests/unit/test_eks_stubbed.py.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,8 +90,6 @@ def run(*args: str) -> Any:
 
 
 def found(output: str) -> set[tuple[str, str, str]]:
-    import json
-
     return {(f["resource"], f["field"], f["action"]) for f in json.loads(output)["findings"]}
 
 
@@ -160,9 +159,11 @@ def test_instance_type_needs_replacement_and_is_never_attempted(aws: awsserver.M
     assert len(lines) == 2
     assert lines[1].split()[:5] == ["nodegroup/ng-1", "instanceTypes", "m5.large", "t3.small", "replace-required"]
 
-    sync = run("sync", "--poll-interval", "0")
+    sync = run("sync", "--poll-interval", "0", "-o", "json")
     assert sync.exit_code == 1, sync.output  # something is left that only eksctl can do
-    assert "replace-required" in sync.stdout
+    report = json.loads(sync.stdout)
+    assert report["applied"] == []
+    assert found(json.dumps(report["remaining"])) == {("nodegroup/ng-1", "instanceTypes", "replace-required")}
     assert calls.mutating() == []
     assert set(calls.names) == {"DescribeCluster", "DescribeNodegroup", *ADDON_CALLS}
     ng = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName="ng-1")["nodegroup"]
