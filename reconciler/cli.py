@@ -8,6 +8,7 @@ so scripts and CI can tell "something to do" from "something broke".
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -28,12 +29,14 @@ from click.core import ParameterSource
 
 import reconciler
 from reconciler import controller, policy
+from reconciler.aws import clusterconfig, eks, eksreport, eksupdate
 from reconciler.aws import target as eks_target
 from reconciler.aws.errors import AwsError
 from reconciler.kube import client as kube_client
 from reconciler.kube import discovery
 from reconciler.policy import checking
 from reconciler.render import build as render_build
+from reconciler.render import document
 from reconciler.render.manifests import Manifest, ManifestError
 from reconciler.report import logs
 from reconciler.source import git as git_source
@@ -337,6 +340,22 @@ def _check_name(namespace: str, name: str) -> None:
     help="Git checkouts, per GitSync.",
 )
 @click.option(
+    "--eks-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Check the EKS cluster against this eksctl ClusterConfig every --eks-interval (docs/eks.md).",
+)
+@click.option("--eks-var", "eks_vars", multiple=True, metavar="NAME=VALUE", help="${NAME} in --eks-config.")
+@click.option("--eks-interval", type=float, default=600.0, show_default=True, help="Seconds between EKS checks.")
+@click.option(
+    "--eks-drift",
+    type=click.Choice(["warn", "correct"]),
+    default="warn",
+    show_default=True,
+    help="correct: also send the in-place updates `reconciler eks sync` would.",
+)
+@click.option("--eks-region", default=None, help="AWS region [default: the ClusterConfig's metadata.region].")
+@click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
 def run(**kw: Any) -> None:
@@ -362,6 +381,15 @@ def run(**kw: Any) -> None:
             if len(secret) < 16:
                 _fail("run", [f"{kw['webhook_secret_file']}: the webhook secret must be at least 16 bytes"])
     identity = os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}"
+    eks_opts = None
+    if kw["eks_config"]:
+        try:
+            eks_vars = _parse_pairs(kw["eks_vars"], "--eks-var")
+        except click.BadParameter as e:
+            _fail("run", [str(e)])
+        eks_opts = controller.EksOptions(
+            kw["eks_config"], eks_vars, kw["eks_interval"], kw["eks_drift"], kw["eks_region"]
+        )
     try:
         kube = connect_cluster(kw, pool_size=controller.pool_size(kw["workers"]))
     except (kube_client.ConfigError, AwsError) as e:
@@ -382,6 +410,7 @@ def run(**kw: Any) -> None:
             webhook_secret=secret,
             alertmanager_url=kw["alertmanager_url"],
             policies_dir=kw["policies_dir"],
+            eks=eks_opts,
         ),
         client_factory=controller.client_factory(lambda headers: connect_cluster(kw, headers=headers)),
     )
@@ -722,6 +751,113 @@ def version(server: bool, **kw: Any) -> None:
             click.echo(f"reconciler version: cannot reach the API server: {e}", err=True)
             sys.exit(EXIT_ERROR)
         click.echo(f"server {info.get('gitVersion')} at {kube.host}")
+
+
+# --------------------------------------------------------------------------- eks
+
+
+@cli.group("eks")
+def eks_group() -> None:
+    """Drift of the EKS cluster itself (version, logging, node groups, addons) against an eksctl ClusterConfig.
+
+    The endpoint is botocore's: AWS_ENDPOINT_URL_EKS or AWS_ENDPOINT_URL, else AWS's own.
+    See docs/eks.md.
+    """
+
+
+def eks_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option(
+            "--config",
+            "config_path",
+            required=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="The eksctl ClusterConfig, e.g. manifests/cluster/cluster.yaml.",
+        ),
+        click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Value for ${NAME} (repeatable)."),
+        click.option("--region", default=None, help="AWS region [default: the config's metadata.region]."),
+        click.option(
+            "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Format."
+        ),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _eks_config(command: str, kw: dict[str, Any]) -> clusterconfig.ClusterConfig:
+    try:
+        variables = _parse_pairs(kw["variables"], "--var")
+        cfg = clusterconfig.parse(document.load(kw["config_path"], variables), str(kw["config_path"]))
+    except (click.BadParameter, ManifestError, clusterconfig.ClusterConfigError) as e:
+        _fail(command, [str(e)])
+    return dataclasses.replace(cfg, region=kw["region"]) if kw["region"] else cfg
+
+
+@eks_group.command("diff")
+@eks_options
+def eks_diff(**kw: Any) -> None:
+    """List the fields where the EKS cluster differs from the ClusterConfig, changing nothing.
+
+    Exit 0: no differences; 1: differences; 2: error.
+    """
+    cfg = _eks_config("eks diff", kw)
+    try:
+        drift = eks.check(eks.client(cfg.region), cfg)
+    except AwsError as e:
+        _fail("eks diff", [str(e)])
+    if kw["output"] == "json":
+        click.echo(eksreport.to_json(eksreport.document(drift)), nl=False)
+    elif drift.findings:
+        click.echo(eksreport.table(drift.findings), nl=False)
+    click.echo(f"EKS {cfg.name} ({cfg.region}): {len(drift.findings)} difference(s)", err=True)
+    sys.exit(EXIT_CHANGES if drift.findings else EXIT_OK)
+
+
+@eks_group.command("sync")
+@eks_options
+@click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds to follow each EKS update.")
+@click.option(
+    "--poll-interval", type=float, default=15.0, show_default=True, help="Seconds between DescribeUpdate calls."
+)
+def eks_sync(timeout: float, poll_interval: float, **kw: Any) -> None:
+    """Correct what can change in place (UpdateClusterConfig/Version, UpdateNodegroupConfig, Create/UpdateAddon).
+
+    Each update is followed to completion, then the cluster is described again.
+    Exit 0: the cluster matches; 1: differences remain that need eksctl (replacement,
+    creation, a downgrade); 2: error.
+    """
+    cfg = _eks_config("eks sync", kw)
+    table = kw["output"] == "table"
+
+    def applied(a: eks.Applied) -> None:
+        if table:
+            fields = ", ".join(f.field for f in a.change.findings)
+            click.echo(f"{a.change.call} {a.change.resource}: {fields}: {a.status}")
+
+    try:
+        res = eks.sync(eks.client(cfg.region), cfg, eksupdate.Wait(timeout, poll_interval), applied)
+    except AwsError as e:
+        _fail("eks sync", [str(e)])
+    left = res.after.findings
+    if not table:
+        done = [
+            {
+                "call": a.change.call,
+                "resource": a.change.resource,
+                "status": a.status,
+                "findings": [f.as_dict() for f in a.change.findings],
+            }
+            for a in res.applied
+        ]
+        click.echo(eksreport.to_json({"applied": done, "remaining": eksreport.document(res.after)}), nl=False)
+    elif left:
+        click.echo(eksreport.table(left), nl=False)
+    click.echo(
+        f"EKS {cfg.name} ({cfg.region}): {len(res.applied)} correction(s) applied, {len(left)} difference(s) left",
+        err=True,
+    )
+    sys.exit(EXIT_CHANGES if left else EXIT_OK)
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """One-line AWS error messages that name the call, the resource and the region.
 
-Whoever reads the CLI's stderr or a GitSync's Ready condition must see at once which
-permission or which resource is wrong: ``eks:DescribeCluster prod (eu-west-1):
-AccessDeniedException: ...`` is what an IAM policy fix or a typo fix needs, a botocore
-traceback is not.  The ``service:Operation`` spelling is the IAM action name, so the
+Whoever reads the CLI's stderr, a controller log or a GitSync's Ready condition must see at
+once which permission or which resource is wrong: ``eks:DescribeNodegroup prod/ng-1
+(eu-west-1): AccessDeniedException: ...`` is what an IAM policy fix or a typo fix needs, a
+botocore traceback is not.  The ``service:Operation`` spelling is the IAM action name, so the
 message doubles as the missing permission.
 """
 
@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Iterator
 
 from botocore import exceptions as bce
+
+MAX_MESSAGE = 400
 
 
 class AwsError(Exception):
@@ -25,7 +27,11 @@ def describe_aws_error(call: str, resource: str, exc: BaseException, region: str
     if isinstance(exc, bce.ClientError):
         err = exc.response.get("Error", {})
         code = err.get("Code") or "Error"
-        detail = err.get("Message") or str(exc)
+        detail = " ".join(str(err.get("Message") or exc).split())
+        if detail.startswith("<"):  # an HTML error page: a proxy, or an endpoint without this API
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code)
+            code, detail = "HTTPError", f"HTTP {status} from the endpoint, not an AWS error (does it serve this API?)"
+        detail = detail[:MAX_MESSAGE]
     elif isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
         code = type(exc).__name__
         detail = "no AWS credentials found (environment, web identity/IRSA, shared config or instance role)"

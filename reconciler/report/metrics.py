@@ -75,6 +75,13 @@ class Metrics:
             (*SYNC_LABELS, "policy"),
             registry=r,
         )
+        self.eks_drift = Gauge(
+            "reconciler_eks_drift",
+            "Fields of the EKS cluster that differ from its eksctl ClusterConfig, per resource kind "
+            "(cluster, nodegroup, addon); see docs/eks.md.",
+            ("cluster", "kind"),
+            registry=r,
+        )
         self.build_info = Gauge(
             "reconciler_build_info", "Version of the controller (value 1).", ("version",), registry=r
         )
