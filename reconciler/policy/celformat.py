@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -430,7 +430,7 @@ def literal_format_calls(source: str) -> list[FormatCall]:
     scanner cannot split with certainty is left out (it is checked at runtime instead)."""
     calls = []
     for m in _FORMAT_CALL.finditer(source):
-        if _in_string(source, m.start()):
+        if not _opens_literal(source, m.start()):
             continue
         args = _split_list(source, m.end() - 1)
         if args is not None:
@@ -438,29 +438,10 @@ def literal_format_calls(source: str) -> list[FormatCall]:
     return calls
 
 
-def _in_string(source: str, end: int) -> bool:
-    """Whether offset ``end`` lies inside a string literal (a match inside a message text)."""
+def _code(source: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """(offset, character) of what lies outside string literals, from ``start`` (itself outside
+    one): an opening quote is yielded, the literal's body and closing quote are not."""
     quote = ""
-    i = 0
-    while i < end:
-        ch = source[i]
-        if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        i += 1
-    return bool(quote)
-
-
-def _split_list(source: str, start: int) -> list[tuple[str, int]] | None:
-    """Split the list literal opening at ``source[start] == '['`` into (element, offset) pairs."""
-    depth = 0
-    quote = ""
-    items: list[tuple[str, int]] = []
-    item_start = start + 1
     i = start
     while i < len(source):
         ch = source[i]
@@ -469,11 +450,27 @@ def _split_list(source: str, start: int) -> list[tuple[str, int]] | None:
                 i += 1
             elif ch == quote:
                 quote = ""
-        elif ch in "'\"":
-            if source[i : i + 3] in ("'''", '"""'):
-                return None  # triple-quoted strings: not worth a scanner
-            quote = ch
-        elif ch in "([{":
+        else:
+            if ch in "'\"":
+                quote = ch
+            yield i, ch
+        i += 1
+
+
+def _opens_literal(source: str, at: int) -> bool:
+    """Whether the quote at ``at`` opens a literal (rather than sitting inside a message text)."""
+    return any(i == at for i, _ in _code(source) if i <= at)
+
+
+def _split_list(source: str, start: int) -> list[tuple[str, int]] | None:
+    """Split the list literal opening at ``source[start] == '['`` into (element, offset) pairs."""
+    depth = 0
+    items: list[tuple[str, int]] = []
+    item_start = start + 1
+    for i, ch in _code(source, start):
+        if ch in "'\"" and source[i : i + 3] in ("'''", '"""'):
+            return None  # triple-quoted strings: not worth a scanner
+        if ch in "([{":
             depth += 1
         elif ch in ")]}":
             depth -= 1
@@ -485,7 +482,6 @@ def _split_list(source: str, start: int) -> list[tuple[str, int]] | None:
         elif ch == "," and depth == 1:
             _add_item(items, source[item_start:i], item_start)
             item_start = i + 1
-        i += 1
     return None
 
 
