@@ -159,7 +159,7 @@ class BucketSource:
                 aws_session_token=creds.session_token if creds else None,
             )
             config = botocore.config.Config(
-                retries={"mode": "standard", "max_attempts": 3},
+                retries={"mode": "standard", "total_max_attempts": 3},  # the first try and two retries
                 connect_timeout=min(self._timeout, 10.0),
                 read_timeout=self._timeout,
             )
@@ -168,13 +168,13 @@ class BucketSource:
 
     def _fetch(self) -> Artifact:
         deadline = time.monotonic() + self._timeout
+        self.downloaded = 0
         self._dir.mkdir(parents=True, exist_ok=True)
         with lock.exclusive(self._dir / "lock", deadline=deadline):
             listing = self._list()
             for key in listing:
                 snapshot.safe_parts(key)  # before anything is written: one bad key refuses the revision
             rev = revision(listing)
-            self.downloaded = 0
             if self._current is not None and self._current[0].revision == rev:
                 return self._current[0]
             objects = self._dir / "objects"
