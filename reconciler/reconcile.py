@@ -31,7 +31,7 @@ from reconciler.source import git as git_source
 from reconciler.source import urls
 from reconciler.source.artifact import Source, SourceError
 from reconciler.source.local import tree_digest
-from reconciler.spec import WEBHOOK_STAMP, BucketSource, GitSyncSpec, SecretRef, SpecError
+from reconciler.spec import WEBHOOK_STAMP, BucketSource, GitSource, GitSyncSpec, SpecError
 from reconciler.sync import engine, inventory, redact
 from reconciler.sync import prune as pruning
 from reconciler.sync.inventory import InventoryError
@@ -101,9 +101,9 @@ class Reconciler:
         sec = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
         return {k: base64.b64decode(v) for k, v in (sec.get("data") or {}).items()}
 
-    def _credentials(self, namespace: str, ref: SecretRef) -> git_source.GitCredentials:
+    @staticmethod
+    def _git_credentials(d: dict[str, bytes]) -> git_source.GitCredentials:
         """Flux's secret keys: identity, known_hosts, username, password, bearerToken, ca.crt."""
-        d = self._secret_data(namespace, ref.name)
 
         def text(key: str) -> str | None:
             return d[key].decode() if key in d else None
@@ -144,36 +144,41 @@ class Reconciler:
         return values, frozenset(secret_names - set(spec.substitute))
 
     def _source(self, state: SyncState, namespace: str, name: str, spec: GitSyncSpec) -> Source:
-        key = repr(spec.source)
+        """The source object kept between reconciles, opened again when its spec or the content
+        of its Secret changes (rotated keys take effect at the next reconcile)."""
+        src = spec.source
+        secret = self._secret_data(namespace, src.secret_ref.name) if src.secret_ref else None
+        key = repr(src)
+        if secret is not None:
+            key += hashlib.sha256(repr(sorted(secret.items())).encode()).hexdigest()
         if state.source is None or state.source_key != key:
             if state.source is not None:
                 state.source.close()
-            state.source = self._open_source(namespace, spec, cache_dir=self.cache_dir / namespace / name)
+            cache_dir = self.cache_dir / namespace / name
+            state.source = self._open_source(src, secret, timeout=min(spec.timeout, 300.0), cache_dir=cache_dir)
             state.source_key = key
         return state.source
 
-    def _open_source(self, namespace: str, spec: GitSyncSpec, *, cache_dir: Path) -> Source:
-        src, timeout = spec.source, min(spec.timeout, 300.0)
+    def _open_source(
+        self, src: GitSource | BucketSource, secret: dict[str, bytes] | None, *, timeout: float, cache_dir: Path
+    ) -> Source:
         if isinstance(src, BucketSource):
-            ref = src.secret_ref
             return bucket_source.BucketSource(
                 src.bucket,
                 prefix=src.prefix,
                 region=src.region,
                 endpoint=src.endpoint,
                 cache_dir=cache_dir,
-                credentials=(
-                    bucket_source.BucketCredentials.from_secret(self._secret_data(namespace, ref.name), name=ref.name)
-                    if ref
-                    else None
-                ),
+                credentials=bucket_source.BucketCredentials.from_secret(secret, name=src.secret_ref.name)
+                if secret is not None and src.secret_ref
+                else None,
                 timeout=timeout,
             )
         return git_source.GitSource(
             src.url,
             src.ref,
             cache_dir=cache_dir,
-            credentials=self._credentials(namespace, src.secret_ref) if src.secret_ref else None,
+            credentials=self._git_credentials(secret) if secret is not None else None,
             timeout=timeout,
         )
 

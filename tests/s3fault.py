@@ -28,12 +28,16 @@ FAULTS = {
 @dataclass
 class Faults:
     """``rules``: (HTTP method, substring of the path and query) -> "deny" | "throttle" | "truncate".
-    ``hits`` counts the requests each rule answered."""
+    ``hits`` counts the requests each rule answered. ``revoked``: access key IDs whose signed
+    requests are denied, as IAM would after the key was deactivated."""
 
     rules: dict[tuple[str, str], str] = field(default_factory=dict)
     hits: dict[tuple[str, str], int] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
 
-    def match(self, method: str, path: str) -> tuple[tuple[str, str], str] | None:
+    def match(self, method: str, path: str, authorization: str = "") -> tuple[tuple[str, str], str] | None:
+        if any(f"Credential={key}/" in authorization for key in self.revoked):
+            return ("*", "revoked"), "deny"
         for (m, fragment), fault in self.rules.items():
             if m == method and fragment in urllib.parse.unquote(path):
                 self.hits[(m, fragment)] = self.hits.get((m, fragment), 0) + 1
@@ -55,7 +59,7 @@ def proxy(upstream: str) -> Iterator[tuple[str, Faults]]:
 
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            hit = faults.match(self.command, self.path)
+            hit = faults.match(self.command, self.path, self.headers.get("Authorization") or "")
             if hit and hit[1] in FAULTS:
                 status, code, message = FAULTS[hit[1]]
                 payload = _ERROR.format(code=code, message=message).encode()

@@ -240,6 +240,56 @@ def test_controller_syncs_a_bucket_prefix(env: Env, aws: awsserver.MotoServer, n
     assert awsserver.ACCESS_KEY not in reported
 
 
+def test_controller_uses_the_secret_and_picks_up_rotated_keys(
+    env: Env, aws: awsserver.MotoServer, namespace: str, eventually: Any
+) -> None:
+    """The Secret's keys, not the controller's environment, sign the requests; a Secret without
+    secretkey fails naming the key; a rotated key takes effect without any change to the GitSync."""
+    ns = namespace
+    revoked = "AKIAREVOKEDKEY000000"
+    make_bucket(aws, {"prod/app/a.yaml": cm("a", ns, {"v": "1"})})
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    secret_path = f"/api/v1/namespaces/{ns}/secrets/s3-keys"
+    env.kube.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/secrets",
+        body={"metadata": {"name": "s3-keys"}, "data": {"accesskey": b64(revoked)}},
+    )
+
+    def set_secret(data: dict[str, str]) -> None:
+        body = {"data": {k: b64(v) for k, v in data.items()}}
+        env.kube.request("PATCH", secret_path, body=body, content_type="application/merge-patch+json")
+
+    def failed(expect: str) -> dict[str, Any] | None:
+        ready = [c for c in _status(env, ns, "app").get("conditions", []) if c["type"] == "Ready"]
+        return ready[0] if ready and ready[0]["status"] == "False" and expect in ready[0]["message"] else None
+
+    with s3fault.proxy(aws.endpoint) as (endpoint, faults):
+        faults.revoked.add(revoked)
+        ctl = env.start("--watch-namespace", ns)
+        spec = {"bucket": BUCKET, "prefix": "prod/", "endpoint": endpoint, "secretRef": {"name": "s3-keys"}}
+        env.gitsync(ns, "app", "", source={"bucket": spec}, path="prod/app")
+
+        ready = eventually(lambda: failed("secretkey"), 30, "Ready=False naming the missing Secret key")
+        assert "Secret s3-keys has no secretkey key" in ready["message"]
+
+        set_secret({"secretkey": awsserver.SECRET_KEY})  # complete, but with the revoked access key
+        ready = eventually(lambda: failed("AccessDenied"), 30, "AccessDenied for the revoked key")
+        assert "ListObjectsV2: AccessDenied" in ready["message"]
+        assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/a") is None
+
+        set_secret({"accesskey": awsserver.ACCESS_KEY})  # rotated
+        eventually(lambda: env.ready(ns, "app"), 30, "Ready with the rotated key")
+    assert env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/a")["data"] == {"v": "1"}
+    assert (env.get(ns, "app") or {})["metadata"]["generation"] == 1, "the GitSync itself never changed"
+    reported = ctl.log.read_text() + str(env.events(ns, "app"))
+    for value in (revoked, awsserver.ACCESS_KEY, awsserver.SECRET_KEY):
+        assert value not in reported
+
+
 def test_cli_diff_and_sync_from_a_bucket(
     aws: awsserver.MotoServer, cluster: Any, namespace: str, tmp_path: Path
 ) -> None:
