@@ -151,6 +151,8 @@ class BucketSource:
         return urls.scrub(text, secrets)
 
     def _s3(self) -> S3Client:
+        """A client from a Session of this source's own: boto3 Sessions are not thread-safe and the
+        default one is shared, while each worker owns its source (boto/botocore#2985)."""
         if self._client is None:
             creds = self._creds
             session = boto3.session.Session(
