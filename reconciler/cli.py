@@ -39,9 +39,10 @@ from reconciler.render import build as render_build
 from reconciler.render import document
 from reconciler.render.manifests import Manifest, ManifestError
 from reconciler.report import logs
+from reconciler.source import bucket as bucket_source
 from reconciler.source import git as git_source
 from reconciler.source import local_watch
-from reconciler.source.artifact import Artifact, SourceError
+from reconciler.source.artifact import Artifact, Source, SourceError
 from reconciler.source.local import LocalSource
 from reconciler.sync import engine, redact
 from reconciler.sync import prune as pruning
@@ -94,6 +95,10 @@ def source_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), help="A local folder."),
         click.option("--repo", help="Git URL: file://, ssh://, user@host:path or https://."),
+        click.option("--bucket", default=None, help="S3 bucket (credentials: the AWS environment, e.g. AWS_PROFILE)."),
+        click.option("--prefix", default="", help="With --bucket: only keys starting with this."),
+        click.option("--region", default=None, help="With --bucket: its AWS region [default: the environment's]."),
+        click.option("--endpoint", default=None, help="With --bucket: an S3-compatible endpoint URL (MinIO, ...)."),
         click.option(
             "--ref",
             default=None,
@@ -118,7 +123,7 @@ def source_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(file_okay=False, path_type=Path),
             default=DEFAULT_CACHE,
             show_default=True,
-            help="Where git checkouts are cached between runs.",
+            help="Where git checkouts and bucket objects are cached between runs.",
         ),
     ]
     for o in reversed(opts):
@@ -234,28 +239,39 @@ def parse_ref(ref: str | None) -> git_source.GitRef:
 @contextlib.contextmanager
 def open_source(kw: dict[str, Any]) -> Iterator[Artifact]:
     """Fetch the revision named by the source flags; the source is closed afterwards."""
-    directory, repo = kw["directory"], kw["repo"]
-    if bool(directory) == bool(repo):
-        raise click.UsageError("give exactly one of --dir or --repo")
+    directory, repo, bucket = kw["directory"], kw["repo"], kw["bucket"]
+    if sum(map(bool, (directory, repo, bucket))) != 1:
+        raise click.UsageError("give exactly one of --dir, --repo or --bucket")
+    src: Source
     if directory:
-        yield LocalSource(directory).fetch()
-        return
-    creds = git_source.GitCredentials(
+        src = LocalSource(directory)
+    elif bucket:
+        src = bucket_source.BucketSource(
+            bucket, prefix=kw["prefix"], region=kw["region"], endpoint=kw["endpoint"], cache_dir=kw["cache_dir"]
+        )
+    else:
+        src = git_source.GitSource(repo, _ref(kw), cache_dir=kw["cache_dir"], credentials=_git_credentials(kw))
+    try:
+        yield src.fetch()
+    finally:
+        src.close()
+
+
+def _ref(kw: dict[str, Any]) -> git_source.GitRef:
+    try:
+        return parse_ref(kw["ref"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--ref") from e
+
+
+def _git_credentials(kw: dict[str, Any]) -> git_source.GitCredentials:
+    return git_source.GitCredentials(
         ssh_private_key=kw["ssh_key"].read_bytes() if kw["ssh_key"] else None,
         known_hosts=kw["known_hosts"].read_bytes() if kw["known_hosts"] else None,
         username=kw["username"],
         password=kw["password_file"].read_text().strip() if kw["password_file"] else None,
         ca_bundle=kw["ca_file"].read_bytes() if kw["ca_file"] else None,
     )
-    try:
-        ref = parse_ref(kw["ref"])
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--ref") from e
-    src = git_source.GitSource(repo, ref, cache_dir=kw["cache_dir"], credentials=creds)
-    try:
-        yield src.fetch()
-    finally:
-        src.close()
 
 
 def _render(artifact: Artifact, kw: dict[str, Any]) -> list[Manifest]:
@@ -273,8 +289,16 @@ def _default_name(kw: dict[str, Any]) -> str:
     """
     if kw.get("name"):
         return str(kw["name"])
-    src = str(Path(kw["directory"]).resolve()) if kw.get("directory") else str(kw["repo"])
-    base = Path(kw["directory"]).resolve().name if kw.get("directory") else src.rstrip("/").split("/")[-1]
+    if kw.get("directory"):
+        src = str(Path(kw["directory"]).resolve())
+        base = Path(src).name
+    else:
+        src = (
+            f"{kw.get('endpoint') or ''}s3://{kw['bucket']}/{kw.get('prefix') or ''}"
+            if kw.get("bucket")
+            else str(kw["repo"])
+        )
+        base = kw["bucket"] if kw.get("bucket") else src.rstrip("/").split("/")[-1]
     sub = Path(kw.get("subpath") or ".").name
     h = hashlib.sha256(f"{src}\0{kw.get('subpath') or '.'}".encode()).hexdigest()[:8]
     stem = re.sub(r"[^a-z0-9-]+", "-", f"{base.removesuffix('.git')}-{sub}".lower()).strip("-")[:30].strip("-")

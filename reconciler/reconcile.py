@@ -28,11 +28,12 @@ from reconciler.render import build as render_build
 from reconciler.render.manifests import ManifestError
 from reconciler.report import conditions as cond
 from reconciler.report.metrics import Metrics
+from reconciler.source import bucket as bucket_source
 from reconciler.source import git as git_source
 from reconciler.source import urls
-from reconciler.source.artifact import SourceError
+from reconciler.source.artifact import Source, SourceError
 from reconciler.source.local import tree_digest
-from reconciler.spec import WEBHOOK_STAMP, GitSyncSpec, SpecError
+from reconciler.spec import WEBHOOK_STAMP, BucketSource, GitSource, GitSyncSpec, SpecError
 from reconciler.sync import engine, inventory, redact
 from reconciler.sync import prune as pruning
 from reconciler.sync.inventory import InventoryError
@@ -57,13 +58,21 @@ class Outcome:
 class SyncState:
     """Per-GitSync state that outlives one reconcile (the git cache handle, failures)."""
 
-    source: git_source.GitSource | None = None
-    source_key: tuple[str, str] = ("", "")
+    source: Source | None = None
+    source_key: str = ""  # repr of the spec's source: a changed field opens a new source
     failures: int = 0
     drifted: int = 0  # objects drifted at last report (for DriftCorrected)
     inputs: str = ""  # digest of everything the last successful sync rendered from
     synced_at: float = float("-inf")  # monotonic time of the last full successful sync
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _describe(spec: GitSyncSpec) -> str:
+    """The source as a status message names it, without credentials."""
+    src = spec.source
+    if isinstance(src, BucketSource):
+        return f"s3://{src.bucket}/{src.prefix}"
+    return f"{urls.redact(src.url)} ({src.ref})"
 
 
 def _gitsync_id(obj: dict[str, Any]) -> str:
@@ -104,11 +113,9 @@ class Reconciler:
         sec = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
         return {k: base64.b64decode(v) for k, v in (sec.get("data") or {}).items()}
 
-    def _credentials(self, namespace: str, spec: GitSyncSpec) -> git_source.GitCredentials | None:
+    @staticmethod
+    def _git_credentials(d: dict[str, bytes]) -> git_source.GitCredentials:
         """Flux's secret keys: identity, known_hosts, username, password, bearerToken, ca.crt."""
-        if spec.git.secret_ref is None:
-            return None
-        d = self._secret_data(namespace, spec.git.secret_ref.name)
 
         def text(key: str) -> str | None:
             return d[key].decode() if key in d else None
@@ -148,20 +155,44 @@ class Reconciler:
         values.update(spec.substitute)  # inline values win, as in Flux
         return values, frozenset(secret_names - set(spec.substitute))
 
-    def _source(self, state: SyncState, namespace: str, name: str, spec: GitSyncSpec) -> git_source.GitSource:
-        key = (spec.git.url, repr(spec.git.ref))
+    def _source(self, state: SyncState, namespace: str, name: str, spec: GitSyncSpec) -> Source:
+        """The source object kept between reconciles, opened again when its spec or the content
+        of its Secret changes (rotated keys take effect at the next reconcile)."""
+        src = spec.source
+        secret = self._secret_data(namespace, src.secret_ref.name) if src.secret_ref else None
+        key = repr(src)
+        if secret is not None:
+            key += hashlib.sha256(repr(sorted(secret.items())).encode()).hexdigest()
         if state.source is None or state.source_key != key:
             if state.source is not None:
                 state.source.close()
-            state.source = git_source.GitSource(
-                spec.git.url,
-                spec.git.ref,
-                cache_dir=self.cache_dir / namespace / name,
-                credentials=self._credentials(namespace, spec),
-                timeout=min(spec.timeout, 300.0),
-            )
+            cache_dir = self.cache_dir / namespace / name
+            state.source = self._open_source(src, secret, timeout=min(spec.timeout, 300.0), cache_dir=cache_dir)
             state.source_key = key
         return state.source
+
+    def _open_source(
+        self, src: GitSource | BucketSource, secret: dict[str, bytes] | None, *, timeout: float, cache_dir: Path
+    ) -> Source:
+        if isinstance(src, BucketSource):
+            return bucket_source.BucketSource(
+                src.bucket,
+                prefix=src.prefix,
+                region=src.region,
+                endpoint=src.endpoint,
+                cache_dir=cache_dir,
+                credentials=bucket_source.BucketCredentials.from_secret(secret, name=src.secret_ref.name)
+                if secret is not None and src.secret_ref
+                else None,
+                timeout=timeout,
+            )
+        return git_source.GitSource(
+            src.url,
+            src.ref,
+            cache_dir=cache_dir,
+            credentials=self._git_credentials(secret) if secret is not None else None,
+            timeout=timeout,
+        )
 
     # ------------------------------------------------------------------ status
 
@@ -244,7 +275,7 @@ class Reconciler:
                     f"GitSync {gid}: waiting for dependency GitSync {dep.namespace}/{dep.name} to be Ready",
                     waiting=True,
                 )
-        self.mark_reconciling(obj, f"reconciling {urls.redact(spec.git.url)} ({spec.git.ref})")
+        self.mark_reconciling(obj, f"reconciling {_describe(spec)}")
         extra: dict[str, Any] = {"lastHandledRequestedAt": handled_request} if handled_request else {}
         t0 = time.monotonic()
         try:

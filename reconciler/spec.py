@@ -58,6 +58,15 @@ class GitSource:
 
 
 @dataclass(frozen=True)
+class BucketSource:
+    bucket: str
+    prefix: str = ""
+    region: str | None = None
+    endpoint: str | None = None  # http(s):// of an S3-compatible server; None means AWS
+    secret_ref: SecretRef | None = None
+
+
+@dataclass(frozen=True)
 class ValuesFrom:
     kind: str  # ConfigMap | Secret
     name: str
@@ -104,7 +113,8 @@ def _target(spec: Mapping[str, Any]) -> EksTarget | None:
 
 @dataclass(frozen=True)
 class GitSyncSpec:
-    git: GitSource
+    git: GitSource | None
+    bucket: BucketSource | None = None
     path: str = "."
     interval: float = 300.0
     retry_interval: float = 60.0
@@ -121,6 +131,13 @@ class GitSyncSpec:
     drift_mode: str = "correct"
     suspend: bool = False
     target: EksTarget | None = None  # None: the cluster the GitSync lives in
+
+    @property
+    def source(self) -> GitSource | BucketSource:
+        """The one source parse() guarantees; its repr keys the cached source object."""
+        src = self.git or self.bucket
+        assert src is not None, "parse() guarantees exactly one source"
+        return src
 
 
 def _at_least(seconds: float, minimum: float, field_name: str) -> float:
@@ -156,16 +173,8 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
     spec = obj.get("spec") or {}
     namespace = str((obj.get("metadata") or {}).get("namespace") or "default")
     source = spec.get("source") or {}
-    if "bucket" in source:
-        raise SpecError("spec.source.bucket: bucket sources are not supported by this version yet")
-    git = source.get("git")
-    if not isinstance(git, dict) or not git.get("url"):
-        raise SpecError("spec.source.git.url: required")
-    try:
-        ref = GitRef.from_spec(git.get("ref") or {})
-    except ValueError as e:
-        raise SpecError(f"spec.source.git.ref: {e}") from e
-    secret = git.get("secretRef")
+    if "git" in source and "bucket" in source:
+        raise SpecError("spec.source: set exactly one of git or bucket, not both")
     substitute = spec.get("substitute") or {}
     if not isinstance(substitute, dict) or not all(isinstance(v, str) for v in substitute.values()):
         raise SpecError("spec.substitute: expected a map of strings")
@@ -186,11 +195,8 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         if isinstance(d, dict) and d.get("name")
     )
     return GitSyncSpec(
-        git=GitSource(
-            url=str(git["url"]),
-            ref=ref,
-            secret_ref=SecretRef(str(secret["name"])) if isinstance(secret, dict) and secret.get("name") else None,
-        ),
+        git=None if "bucket" in source else _git(source.get("git")),
+        bucket=_bucket(source["bucket"]) if "bucket" in source else None,
         path=_str(spec, "path", "spec", ".") or ".",
         interval=_at_least(parse_duration(_str(spec, "interval", "spec", "5m") or "5m", "interval"), 1, "interval"),
         retry_interval=_at_least(
@@ -209,4 +215,38 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         drift_mode=_mode(spec, "drift", ("correct", "warn", "off"), "correct"),
         suspend=_bool(spec, "suspend", False),
         target=_target(spec),
+    )
+
+
+def _secret_ref(src: Mapping[str, Any]) -> SecretRef | None:
+    secret = src.get("secretRef")
+    return SecretRef(str(secret["name"])) if isinstance(secret, dict) and secret.get("name") else None
+
+
+def _git(git: Any) -> GitSource:
+    if not isinstance(git, dict) or not git.get("url"):
+        raise SpecError("spec.source.git.url: required")
+    try:
+        ref = GitRef.from_spec(git.get("ref") or {})
+    except ValueError as e:
+        raise SpecError(f"spec.source.git.ref: {e}") from e
+    return GitSource(url=str(git["url"]), ref=ref, secret_ref=_secret_ref(git))
+
+
+def _bucket(bucket: Any) -> BucketSource:
+    where = "spec.source.bucket"
+    if not isinstance(bucket, dict):
+        raise SpecError(f"{where}: expected an object with bucket, prefix, region, endpoint, secretRef")
+    name = _str(bucket, "bucket", where)
+    if not name or len(name) < 3:
+        raise SpecError(f"{where}.bucket: required, a bucket name of at least 3 characters")
+    endpoint = _str(bucket, "endpoint", where) or None
+    if endpoint is not None and not re.match(r"https?://\S+$", endpoint):
+        raise SpecError(f"{where}.endpoint: {endpoint!r} is not an http:// or https:// URL")
+    return BucketSource(
+        bucket=name,
+        prefix=_str(bucket, "prefix", where) or "",
+        region=_str(bucket, "region", where) or None,
+        endpoint=endpoint,
+        secret_ref=_secret_ref(bucket),
     )

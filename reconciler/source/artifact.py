@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -15,12 +16,22 @@ class Artifact:
     """One fetched revision, materialised on disk.
 
     ``revision`` follows DESIGN's revision string (``main@sha1:<hex>``, ``sha1:<hex>`` for a bare
-    commit). ``path`` holds exactly the files of that revision, without ``.git``, and stays valid
-    until the next ``fetch()`` of the same source object.
+    commit, ``sha256:<hex>`` for a bucket). ``path`` holds exactly the files of that revision,
+    without ``.git``, and stays valid until the next ``fetch()`` of the same source object.
     """
 
     revision: str
     path: Path
+
+
+class Source(Protocol):
+    """What the controller and the CLI hold, whatever the source: a git repository, a bucket or
+    a folder. ``fetch`` raises only :class:`SourceError`; ``close`` frees what the last artifact
+    holds on disk."""
+
+    def fetch(self) -> Artifact: ...
+
+    def close(self) -> None: ...
 
 
 class SourceError(Exception):

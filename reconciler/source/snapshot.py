@@ -26,7 +26,7 @@ from reconciler.source import lock
 
 
 class UnsafeTreeError(Exception):
-    """The commit holds a path or symlink that would escape the snapshot directory."""
+    """The commit (or bucket) holds a path or symlink that would escape the snapshot directory."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,24 @@ def create(repo: git.Repo, sha: str, root: Path) -> Snapshot:
 
     Call with the cache lock held, so collect() cannot see the directory before its lock is taken.
     """
+    snap = allocate(root, sha[:12])
+    try:
+        _export(repo.commit(sha).tree, snap.path)
+    except BaseException:
+        snap.release()
+        raise
+    return snap
+
+
+def allocate(root: Path, label: str) -> Snapshot:
+    """A new, empty, locked snapshot directory under ``root`` for any source to fill; the caller
+    releases it if filling fails, so a half-written tree is never handed out."""
     root.mkdir(parents=True, exist_ok=True)
-    name = f"{sha[:12]}-{uuid.uuid4().hex[:8]}"
-    lock_path = root / f"{name}.lock"
-    fd = lock.hold_shared(lock_path)
+    name = f"{label}-{uuid.uuid4().hex[:8]}"
+    fd = lock.hold_shared(root / f"{name}.lock")
     snap = Snapshot(path=root / name, lock_fd=fd)
     try:
         snap.path.mkdir()
-        _export(repo.commit(sha).tree, snap.path)
     except BaseException:
         snap.release()
         raise
@@ -80,7 +90,7 @@ def _export(tree: git.Tree, dest: Path) -> None:
     links: list[tuple[Path, str]] = []
     for item in tree.traverse():
         assert not isinstance(item, tuple)
-        target = dest.joinpath(*_safe_parts(str(item.path)))
+        target = dest.joinpath(*safe_parts(str(item.path)))
         target.parent.mkdir(parents=True, exist_ok=True)
         if not isinstance(item, git.Blob):
             # A tree, or a submodule: an empty directory, as after a checkout without --recurse-submodules.
@@ -108,9 +118,11 @@ def _export(tree: git.Tree, dest: Path) -> None:
             raise UnsafeTreeError(f"symlink {os.path.relpath(target, dest)} -> {link} resolves outside the repository")
 
 
-def _safe_parts(path: str) -> list[str]:
+def safe_parts(path: str) -> list[str]:
+    """The components of a slash-separated path from a remote source (a git tree, an S3 key),
+    refusing any that could escape the snapshot or pose as its metadata once joined to it."""
     parts = path.split("/")
     for part in parts:
         if part in ("", ".", "..") or part.lower() == ".git" or "\\" in part or "\x00" in part:
-            raise UnsafeTreeError(f"unsafe path {path!r} in the commit's tree")
+            raise UnsafeTreeError(f"unsafe path {path!r}")
     return parts

@@ -69,7 +69,12 @@ def test_full_spec() -> None:
         ({"policy": {"mode": "strict"}}, "spec.policy.mode"),
         ({"substituteFrom": [{"kind": "Pod", "name": "x"}]}, "spec.substituteFrom[0]"),
         ({"substitute": {"A": 1}}, "spec.substitute"),
-        ({"source": {"bucket": {"bucket": "b"}}}, "spec.source.bucket"),
+        ({"source": {"bucket": {"bucket": "ab"}}}, "spec.source.bucket.bucket"),
+        ({"source": {"bucket": {"prefix": "prod/"}}}, "spec.source.bucket.bucket"),
+        ({"source": {"bucket": "fleet"}}, "spec.source.bucket"),
+        ({"source": {"bucket": {"bucket": "fleet", "endpoint": "minio:9000"}}}, "spec.source.bucket.endpoint"),
+        ({"source": {"bucket": {"bucket": "fleet", "region": 1}}}, "spec.source.bucket.region"),
+        ({"source": {"git": {"url": "ssh://git@h/r.git"}, "bucket": {"bucket": "fleet"}}}, "spec.source:"),
     ],
 )
 def test_errors_name_the_field(spec: dict[str, Any], field: str) -> None:
@@ -78,3 +83,36 @@ def test_errors_name_the_field(spec: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError) as e:
         parse(obj)
     assert str(e.value).startswith(field)
+
+
+def test_bucket_source() -> None:
+    obj = gs()
+    obj["spec"]["source"] = {
+        "bucket": {
+            "bucket": "fleet",
+            "prefix": "prod/",
+            "region": "eu-west-1",
+            "endpoint": "http://127.0.0.1:9000",
+            "secretRef": {"name": "s3-keys"},
+        }
+    }
+    s = parse(obj)
+    assert s.git is None
+    assert s.bucket is not None
+    assert s.source is s.bucket
+    assert (s.bucket.bucket, s.bucket.prefix, s.bucket.region, s.bucket.endpoint) == (
+        "fleet",
+        "prod/",
+        "eu-west-1",
+        "http://127.0.0.1:9000",
+    )
+    assert s.bucket.secret_ref is not None
+    assert s.bucket.secret_ref.name == "s3-keys"
+
+
+def test_bucket_source_defaults_use_the_environment() -> None:
+    obj = gs()
+    obj["spec"]["source"] = {"bucket": {"bucket": "fleet"}}
+    b = parse(obj).bucket
+    assert b is not None
+    assert (b.prefix, b.region, b.endpoint, b.secret_ref) == ("", None, None, None)

@@ -1,0 +1,101 @@
+"""A fault-injecting HTTP proxy on 127.0.0.1 in front of the moto server.
+
+moto answers every request it can serve, and cannot be told to refuse one caller (it enforces no
+IAM here), to throttle, or to drop a connection halfway through a body. This proxy forwards
+everything to moto unchanged, except requests a test picks out, which it answers the way S3
+does when things go wrong: 403 AccessDenied, 503 SlowDown, or the right headers followed by
+half the body and a closed connection. botocore therefore parses real S3 error responses and
+real broken streams; nothing inside the code under test is replaced.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_ERROR = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+FAULTS = {
+    "deny": (403, "AccessDenied", "Access Denied"),
+    "throttle": (503, "SlowDown", "Please reduce your request rate."),
+}
+
+
+@dataclass
+class Faults:
+    """``rules``: (HTTP method, substring of the path and query) -> "deny" | "throttle" | "truncate".
+    ``hits`` counts the requests each rule answered. ``revoked``: access key IDs whose signed
+    requests are denied, as IAM would after the key was deactivated."""
+
+    rules: dict[tuple[str, str], str] = field(default_factory=dict)
+    hits: dict[tuple[str, str], int] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+
+    def match(self, method: str, path: str, authorization: str = "") -> tuple[tuple[str, str], str] | None:
+        if any(f"Credential={key}/" in authorization for key in self.revoked):
+            return ("*", "revoked"), "deny"
+        for (m, fragment), fault in self.rules.items():
+            if m == method and fragment in urllib.parse.unquote(path):
+                self.hits[(m, fragment)] = self.hits.get((m, fragment), 0) + 1
+                return (m, fragment), fault
+        return None
+
+
+@contextmanager
+def proxy(upstream: str) -> Iterator[tuple[str, Faults]]:
+    """Yield (endpoint URL, Faults) of a proxy to ``upstream`` (http://127.0.0.1:PORT)."""
+    target = urllib.parse.urlsplit(upstream)
+    faults = Faults()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            hit = faults.match(self.command, self.path, self.headers.get("Authorization") or "")
+            if hit and hit[1] in FAULTS:
+                status, code, message = FAULTS[hit[1]]
+                payload = _ERROR.format(code=code, message=message).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=30)
+            try:
+                conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                resp = conn.getresponse()
+                data = resp.read()
+            finally:
+                conn.close()
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if hit and hit[1] == "truncate":
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = _forward  # noqa: N815 (http.server's names)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", faults
+    finally:
+        server.shutdown()
+        server.server_close()
