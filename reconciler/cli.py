@@ -97,7 +97,9 @@ def source_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--repo", help="Git URL: file://, ssh://, user@host:path or https://."),
         click.option("--bucket", default=None, help="S3 bucket (credentials: the AWS environment, e.g. AWS_PROFILE)."),
         click.option("--prefix", default="", help="With --bucket: only keys starting with this."),
-        click.option("--region", default=None, help="With --bucket: its AWS region [default: the environment's]."),
+        click.option(
+            "--bucket-region", default=None, help="With --bucket: its AWS region [default: the environment's]."
+        ),
         click.option("--endpoint", default=None, help="With --bucket: an S3-compatible endpoint URL (MinIO, ...)."),
         click.option(
             "--ref",
@@ -247,7 +249,7 @@ def open_source(kw: dict[str, Any]) -> Iterator[Artifact]:
         src = LocalSource(directory)
     elif bucket:
         src = bucket_source.BucketSource(
-            bucket, prefix=kw["prefix"], region=kw["region"], endpoint=kw["endpoint"], cache_dir=kw["cache_dir"]
+            bucket, prefix=kw["prefix"], region=kw["bucket_region"], endpoint=kw["endpoint"], cache_dir=kw["cache_dir"]
         )
     else:
         src = git_source.GitSource(repo, _ref(kw), cache_dir=kw["cache_dir"], credentials=_git_credentials(kw))

@@ -296,7 +296,7 @@ def test_cli_diff_and_sync_from_a_bucket(
     ns = namespace
     make_bucket(aws, {"prod/app/a.yaml": cm("a", ns, {"v": "1"})})
     common = ["--kubeconfig", str(cluster.kubeconfig), "-n", ns, "--cache-dir", str(tmp_path)]
-    bucket = ["--bucket", BUCKET, "--prefix", "prod/", "--region", awsserver.REGION, "--endpoint", aws.endpoint]
+    bucket = ["--bucket", BUCKET, "--prefix", "prod/", "--bucket-region", awsserver.REGION, "--endpoint", aws.endpoint]
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -35,3 +36,20 @@ def test_version_server_without_cluster_is_a_clear_error(tmp_path: object) -> No
     r = CliRunner().invoke(cli.cli, ["version", "--server", "--kubeconfig", "/nonexistent/kubeconfig"])
     assert r.exit_code == 2
     assert "cannot load cluster configuration from /nonexistent/kubeconfig" in r.output
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    out: list[tuple[str, click.Command]] = []
+    for name, command in group.commands.items():
+        out.append((prefix + name, command))
+        if isinstance(command, click.Group):
+            out.extend(_commands(command, prefix + name + " "))
+    return out
+
+
+@pytest.mark.parametrize(("name", "command"), _commands(cli.cli), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_option_is_declared_once(name: str, command: click.Command) -> None:
+    """Option groups are stacked (source, cluster, policy...): two of them declaring the same
+    flag would make one silently shadow the other (``--region`` of a bucket vs an EKS cluster)."""
+    flags = [opt for p in command.params for opt in (*p.opts, *p.secondary_opts)]
+    assert len(flags) == len(set(flags)), sorted({f for f in flags if flags.count(f) > 1})
