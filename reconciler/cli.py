@@ -38,7 +38,7 @@ from reconciler.policy import checking
 from reconciler.render import build as render_build
 from reconciler.render import document
 from reconciler.render.manifests import Manifest, ManifestError
-from reconciler.report import logs
+from reconciler.report import logs, table
 from reconciler.source import bucket as bucket_source
 from reconciler.source import git as git_source
 from reconciler.source import local_watch
@@ -702,16 +702,8 @@ def _print_table(res: engine.Result, only_changes: bool = False) -> None:
         for i in sorted(res.plan.items, key=lambda i: (i.stage, i.oid))
         if not only_changes or i.action is not Action.UNCHANGED
     ]
-    if not rows:
-        return
-    widths = [
-        max([len(h), *(len(r[c]) for r in rows)])
-        for c, h in enumerate(("OPERATION", "KIND", "NAMESPACE", "NAME", "RESULT"))
-    ]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    click.echo(fmt.format("OPERATION", "KIND", "NAMESPACE", "NAME", "RESULT").rstrip())
-    for r in rows:
-        click.echo(fmt.format(*r).rstrip())
+    if rows:
+        click.echo(table.aligned(("OPERATION", "KIND", "NAMESPACE", "NAME", "RESULT"), rows), nl=False)
 
 
 @contextlib.contextmanager
@@ -835,7 +827,7 @@ def eks_diff(**kw: Any) -> None:
     if kw["output"] == "json":
         click.echo(eksreport.to_json(eksreport.document(drift)), nl=False)
     elif drift.findings:
-        click.echo(eksreport.table(drift.findings), nl=False)
+        click.echo(table.aligned(eksreport.HEADER, eksreport.rows(drift.findings)), nl=False)
     click.echo(f"EKS {cfg.name} ({cfg.region}): {len(drift.findings)} difference(s)", err=True)
     sys.exit(EXIT_CHANGES if drift.findings else EXIT_OK)
 
@@ -854,10 +846,10 @@ def eks_sync(timeout: float, poll_interval: float, **kw: Any) -> None:
     creation, a downgrade); 2: error.
     """
     cfg = _eks_config("eks sync", kw)
-    table = kw["output"] == "table"
+    as_table = kw["output"] == "table"
 
     def applied(a: eks.Applied) -> None:
-        if table:
+        if as_table:
             fields = ", ".join(f.field for f in a.change.findings)
             click.echo(f"{a.change.call} {a.change.resource}: {fields}: {a.status}")
 
@@ -866,7 +858,7 @@ def eks_sync(timeout: float, poll_interval: float, **kw: Any) -> None:
     except AwsError as e:
         _fail("eks sync", [str(e)])
     left = res.after.findings
-    if not table:
+    if not as_table:
         done = [
             {
                 "call": a.change.call,
@@ -878,7 +870,7 @@ def eks_sync(timeout: float, poll_interval: float, **kw: Any) -> None:
         ]
         click.echo(eksreport.to_json({"applied": done, "remaining": eksreport.document(res.after)}), nl=False)
     elif left:
-        click.echo(eksreport.table(left), nl=False)
+        click.echo(table.aligned(eksreport.HEADER, eksreport.rows(left)), nl=False)
     click.echo(
         f"EKS {cfg.name} ({cfg.region}): {len(res.applied)} correction(s) applied, {len(left)} difference(s) left",
         err=True,

@@ -1,4 +1,4 @@
-"""How EKS drift is shown: an aligned table for people, JSON (``-o json``) for scripts."""
+"""How EKS drift is shown: table rows for people (the CLI aligns them), JSON (``-o json``) for scripts."""
 
 from __future__ import annotations
 
@@ -22,11 +22,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def table(findings: list[Finding]) -> str:
-    rows = [(f.resource, f.field, _cell(f.desired), _cell(f.live), f.action, f.note) for f in findings]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(HEADER)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(fmt.format(*r).rstrip() for r in [HEADER, *rows]) + "\n"
+def rows(findings: list[Finding]) -> list[tuple[str, ...]]:
+    """One row per finding, in the order of :data:`HEADER`."""
+    return [(f.resource, f.field, _cell(f.desired), _cell(f.live), f.action, f.note) for f in findings]
 
 
 def document(drift: Drift) -> dict[str, Any]:
