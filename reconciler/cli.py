@@ -28,7 +28,7 @@ import yaml
 from click.core import ParameterSource
 
 import reconciler
-from reconciler import controller, policy
+from reconciler import controller, ekscheck, policy
 from reconciler.aws import clusterconfig, eks, eksreport, eksupdate
 from reconciler.aws import target as eks_target
 from reconciler.aws.errors import AwsError
@@ -413,7 +413,7 @@ def run(**kw: Any) -> None:
             eks_vars = _parse_pairs(kw["eks_vars"], "--eks-var")
         except click.BadParameter as e:
             _fail("run", [str(e)])
-        eks_opts = controller.EksOptions(
+        eks_opts = ekscheck.EksOptions(
             kw["eks_config"], eks_vars, kw["eks_interval"], kw["eks_drift"], kw["eks_region"]
         )
     try:

@@ -225,7 +225,7 @@ def test_the_controller_reports_eks_drift_as_metric_and_events_on_its_pod(
     aws: awsserver.MotoServer, calls: EksCalls, kube: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`reconciler run --eks-config`'s checker, with the real API server taking the Events."""
-    from reconciler import controller
+    from reconciler import ekscheck
     from reconciler.aws import eksupdate
     from reconciler.kube.events import EventRecorder
     from reconciler.report.metrics import Metrics
@@ -246,13 +246,13 @@ def test_the_controller_reports_eks_drift_as_metric_and_events_on_its_pod(
         assert all(e["regarding"]["kind"] == "Pod" and e["regarding"]["name"] == "reconciler-0" for e in items)
         return sorted(e["reason"] for e in items)
 
-    controller.EksDriftChecker(controller.EksOptions(Path(CONFIG), variables), metrics, events).check()
+    ekscheck.EksDriftChecker(ekscheck.EksOptions(Path(CONFIG), variables), metrics, events).check()
     assert (gauge("cluster"), gauge("nodegroup"), gauge("addon")) == (1, 4, 0)  # logging; max, labels.role, 2 configs
     assert calls.mutating() == []
     assert reasons() == ["DriftDetected"]
 
-    opts = controller.EksOptions(Path(CONFIG), variables, mode="correct", wait=eksupdate.Wait(interval=0))
-    controller.EksDriftChecker(opts, metrics, events).check()
+    opts = ekscheck.EksOptions(Path(CONFIG), variables, mode="correct", wait=eksupdate.Wait(interval=0))
+    ekscheck.EksDriftChecker(opts, metrics, events).check()
     assert (gauge("cluster"), gauge("nodegroup"), gauge("addon")) == (0, 0, 0)
     assert calls.mutating() == ["UpdateClusterConfig", "UpdateNodegroupConfig"]
     assert "DriftCorrected" in reasons()

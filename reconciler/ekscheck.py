@@ -1,0 +1,96 @@
+"""EKS drift of the cluster itself, checked by the controller (``reconciler run --eks-config``).
+
+The ClusterConfig is a controller setting, not a GitSync: it names one cluster, is never
+applied to an API server, and correcting it needs the controller's AWS identity, which
+tenants' GitSyncs must not borrow.  So the check runs beside the GitSync workers, on the
+leader only, and reports like GitSync drift does: a metric and DriftDetected/DriftCorrected
+Events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.aws import clusterconfig, eks, eksupdate
+from reconciler.aws.errors import AwsError
+from reconciler.kube.events import EventRecorder
+from reconciler.render import document
+from reconciler.render.errors import ManifestError
+from reconciler.report.metrics import Metrics
+
+log = logging.getLogger("reconciler.controller")
+
+
+@dataclass(frozen=True)
+class EksOptions:
+    """EKS drift of the cluster itself (``run --eks-config``): a ClusterConfig file, e.g. mounted from a ConfigMap."""
+
+    config: Path
+    variables: dict[str, str]
+    interval: float = 600.0
+    mode: str = "warn"  # warn | correct
+    region: str | None = None
+    wait: eksupdate.Wait = dataclasses.field(default_factory=eksupdate.Wait)
+
+
+class EksDriftChecker:
+    """Compares the EKS cluster with its ClusterConfig on an interval and reports like GitSync drift.
+
+    The involved object of its Events is the controller's own Pod (``POD_NAME`` and
+    ``POD_NAMESPACE`` from the Downward API, as deploy/deployment.yaml sets them): the
+    ClusterConfig is a controller setting, not a GitSync.  Outside a Pod it only logs.
+    """
+
+    def __init__(self, opts: EksOptions, metrics: Metrics, events: EventRecorder) -> None:
+        self.opts, self.metrics, self.events = opts, metrics, events
+        self.drifted = 0
+        self._clients: dict[str, Any] = {}  # per region, made once: boto3's default session is not thread-safe
+        pod, ns = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
+        self.pod = (
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns}} if pod and ns else None
+        )
+
+    def _event(self, type_: str, reason: str, note: str) -> None:
+        (log.warning if type_ == "Warning" else log.info)(note, extra={"reason": reason})
+        if self.pod is not None:
+            self.events.emit(self.pod, type_, reason, note, action="CheckEKSDrift")
+
+    def check(self) -> None:
+        """One check (and, in correct mode, one correction); AWS and file errors become Events, not exceptions."""
+        where = str(self.opts.config)
+        try:
+            cfg = clusterconfig.parse(document.load(self.opts.config, self.opts.variables), where)
+            if self.opts.region:
+                cfg = dataclasses.replace(cfg, region=self.opts.region)
+            client = self._clients.get(cfg.region) or self._clients.setdefault(cfg.region, eks.client(cfg.region))
+            if self.opts.mode == "correct":
+                res = eks.sync(client, cfg, self.opts.wait)
+                before, after, applied = res.before, res.after, res.applied
+            else:
+                before = after = eks.check(client, cfg)
+                applied = []
+        except (ManifestError, clusterconfig.ClusterConfigError) as e:
+            self._event("Warning", "RenderFailed", f"EKS drift check: cannot read the ClusterConfig: {e}")
+            return
+        except AwsError as e:
+            self._event("Warning", "SyncFailed", f"EKS drift check ({self.opts.mode}): {e}")
+            return
+        for kind, n in after.counts_by_kind().items():
+            self.metrics.eks_drift.labels(cfg.name, kind).set(n)
+        head = f"EKS {cfg.name} ({cfg.region})"
+        if before.findings:
+            what = "; ".join(f"{f.resource} {f.field} ({f.action})" for f in before.findings[:10])
+            self._event(
+                "Warning", "DriftDetected", f"{head}: {len(before.findings)} difference(s) from {where}: {what}"
+            )
+        if applied:
+            what = "; ".join(f"{a.change.call} {a.change.resource}" for a in applied)
+            self._event("Normal", "DriftCorrected", f"{head}: corrected with {what}; {len(after.findings)} left")
+        elif self.drifted and not after.findings:
+            self._event("Normal", "DriftCorrected", f"{head}: matches {where} again")
+        self.drifted = len(after.findings)
