@@ -33,6 +33,27 @@ AWS_ENV = {
 }
 
 
+# Ambient settings that would make boto3 reach past moto: a profile, temporary credentials, IRSA
+# web identity, or the ECS/EKS Pod Identity credential endpoint (169.254.170.2, not loopback).
+AMBIENT = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_EKS",
+    "AWS_ENDPOINT_URL_STS",
+)
+
+
 class MotoServer:
     """A running moto server: ``.endpoint``, ``.client(service)``, ``.reset()``."""
 

@@ -122,6 +122,8 @@ def aws(moto: awsserver.MotoServer, monkeypatch: pytest.MonkeyPatch) -> awsserve
     """A clean moto account, and AWS_* variables in this process pointing at test credentials
     (subprocesses started with os.environ inherit them; add ``awsserver.AWS_ENV`` otherwise)."""
     moto.reset()
+    for key in awsserver.AMBIENT:
+        monkeypatch.delenv(key, raising=False)
     for key, value in awsserver.AWS_ENV.items():
         monkeypatch.setenv(key, value)
     return moto

@@ -11,6 +11,7 @@ real broken streams; nothing inside the code under test is replaced.
 from __future__ import annotations
 
 import http.client
+import re
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -27,7 +28,10 @@ FAULTS = {
 
 @dataclass
 class Faults:
-    """``rules``: (HTTP method, substring of the path and query) -> "deny" | "throttle" | "truncate".
+    """``rules``: (HTTP method, substring of the path and query) -> "deny" | "throttle" | "truncate"
+    (half the body, then a closed connection) | "drop-token" (a truncated listing without its
+    NextContinuationToken, as an endpoint answering in the V1 format gives) | "pad" (more bytes
+    than the object has).
     ``hits`` counts the requests each rule answered. ``revoked``: access key IDs whose signed
     requests are denied, as IAM would after the key was deactivated."""
 
@@ -76,6 +80,10 @@ def proxy(upstream: str) -> Iterator[tuple[str, Faults]]:
                 data = resp.read()
             finally:
                 conn.close()
+            if hit and hit[1] == "drop-token":
+                data = re.sub(rb"<NextContinuationToken>[^<]*</NextContinuationToken>", b"", data)
+            if hit and hit[1] == "pad":
+                data += b"\n# and then some" * 1000
             self.send_response(resp.status)
             for k, v in resp.getheaders():
                 if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):

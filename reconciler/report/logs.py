@@ -35,11 +35,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+# Libraries whose DEBUG output carries credentials: botocore logs canonical requests and
+# signatures (enough to rebuild an EKS bearer token) and request headers with session tokens;
+# urllib3 and kubernetes log headers with bearer tokens.  --log-level DEBUG is for our code.
+QUIET = ("urllib3", "kubernetes", "git", "botocore", "boto3", "s3transfer")
+
+
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("urllib3", "kubernetes", "git"):
+    for noisy in QUIET:
         logging.getLogger(noisy).setLevel(logging.WARNING)

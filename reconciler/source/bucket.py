@@ -38,6 +38,18 @@ _CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
+class BucketLimits:
+    """Everything under the prefix is downloaded, not only what ``path`` renders, so the listing
+    is checked against these before the first byte: a stray backup or a hostile endpoint must
+    not fill the controller's cache volume, which every GitSync shares.  Well above what a
+    manifest tree needs (rendering stops at 4 MiB a file, 64 MiB a revision)."""
+
+    max_object_bytes: int = 64 * 1024 * 1024
+    max_total_bytes: int = 1024 * 1024 * 1024
+    max_objects: int = 50_000
+
+
+@dataclass(frozen=True)
 class BucketCredentials:
     """Static keys from a Secret (Flux's ``accesskey``/``secretkey``); without them boto3's own
     chain applies: environment, IRSA web identity, instance or container role."""
@@ -83,8 +95,10 @@ class BucketSource:
         endpoint: str | None = None,
         credentials: BucketCredentials | None = None,
         timeout: float = 60.0,
+        limits: BucketLimits = BucketLimits(),
     ) -> None:
         self._bucket, self._prefix, self._region, self._endpoint = bucket, prefix, region, endpoint
+        self._limits = limits
         self._creds = credentials
         self._timeout = timeout
         key = hashlib.sha256(f"{endpoint or ''}\n{region or ''}\n{bucket}\n{prefix}".encode()).hexdigest()[:24]
@@ -93,6 +107,7 @@ class BucketSource:
         self._current: tuple[Artifact, snapshot.Snapshot] | None = None
         self._mutex = threading.Lock()
         self.downloaded = 0  # objects downloaded by the last fetch (0 when nothing changed)
+        self._sizes: dict[str, int] = {}  # listed size of each key, the most a download may write
 
     def __repr__(self) -> str:
         return f"BucketSource({self._display})"
@@ -202,14 +217,34 @@ class BucketSource:
 
     def _list(self) -> dict[str, str]:
         """Every object key under the prefix with its ETag; "folder" markers (keys ending in /) are
-        what consoles create for empty folders and hold no file."""
+        what consoles create for empty folders and hold no file.  A listing that is cut short or
+        over the limits is refused whole: acting on part of a prefix would prune the rest."""
         listing: dict[str, str] = {}
+        self._sizes = {}
+        total = 0
         try:
             pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=self._prefix)
             for page in pages:
                 for obj in page.get("Contents", []):
-                    if not obj["Key"].endswith("/"):
-                        listing[obj["Key"]] = obj["ETag"]
+                    key, size = obj["Key"], int(obj.get("Size", 0))
+                    if key.endswith("/"):
+                        continue
+                    if size > self._limits.max_object_bytes:
+                        raise self._error(f"ListObjectsV2: {key} is {size} bytes, over {self._limits.max_object_bytes}")
+                    listing[key], self._sizes[key] = obj["ETag"], size
+                    total += size
+                if len(listing) > self._limits.max_objects or total > self._limits.max_total_bytes:
+                    raise self._error(
+                        f"ListObjectsV2: the prefix holds more than {self._limits.max_objects} objects or "
+                        f"{self._limits.max_total_bytes} bytes"
+                    )
+                if page.get("IsTruncated") and not page.get("NextContinuationToken"):
+                    # botocore's paginator just stops here; an endpoint answering in the V1 format
+                    # (NextMarker) would hand us the first page as if it were everything.
+                    raise self._error(
+                        "ListObjectsV2: the listing is truncated but has no continuation token "
+                        "(does the endpoint implement ListObjectsV2?)"
+                    )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
             raise _CallError("ListObjectsV2", e) from None
         return listing
@@ -220,8 +255,13 @@ class BucketSource:
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         try:
             resp = self._s3().get_object(Bucket=self._bucket, Key=key, IfMatch=etag)
+            listed = self._sizes.get(key, 0)
+            written = 0
             with tmp.open("wb") as f:
                 for chunk in resp["Body"].iter_chunks(_CHUNK):
+                    written += len(chunk)
+                    if written > listed:  # the endpoint sends more than it listed: stop, don't fill the disk
+                        raise self._error(f"GetObject {key}: more than the {listed} bytes listed")
                     f.write(chunk)
             tmp.rename(dest)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:

@@ -19,7 +19,7 @@ import s3fault
 from controllers import Env, cm
 
 from reconciler.source.artifact import Artifact, SourceError
-from reconciler.source.bucket import BucketCredentials, BucketSource
+from reconciler.source.bucket import BucketCredentials, BucketLimits, BucketSource
 
 BUCKET = "fleet-bucket"
 
@@ -85,6 +85,7 @@ def test_pagination_lists_every_object(aws: awsserver.MotoServer, tmp_path: Path
         ("throttle", ("GET", "list-type=2"), "ListObjectsV2: SlowDown"),
         ("deny", ("GET", "prod/b.yaml"), "GetObject prod/b.yaml: AccessDenied"),
         ("truncate", ("GET", "prod/b.yaml"), "GetObject prod/b.yaml: IncompleteReadError: 2500 read"),
+        ("pad", ("GET", "prod/b.yaml"), "GetObject prod/b.yaml: more than the 5000 bytes listed"),
     ],
 )
 def test_failures_keep_the_previous_artifact(
@@ -113,6 +114,39 @@ def test_failures_keep_the_previous_artifact(
 
         faults.rules.clear()
         assert files(src.fetch()) == {"prod/a.yaml": "a: 1\n", "prod/b.yaml": "b: 1\n" * 1000}
+
+
+def test_a_listing_cut_short_is_refused_whole(aws: awsserver.MotoServer, tmp_path: Path) -> None:
+    """An endpoint that marks the first page truncated but gives no continuation token (the V1
+    listing format) must not pass for the whole prefix: the unlisted objects would be pruned."""
+    s3 = make_bucket(aws, {f"prod/cm-{i:04d}.yaml": f"i: {i}\n" for i in range(1005)})
+    with s3fault.proxy(aws.endpoint) as (endpoint, faults), source(endpoint, tmp_path) as src:
+        good = src.fetch()
+        s3.put_object(Bucket=BUCKET, Key="prod/new.yaml", Body=b"n: 1\n")
+        faults.rules[("GET", "list-type=2")] = "drop-token"
+        with pytest.raises(SourceError, match="truncated but has no continuation token"):
+            src.fetch()
+        assert src.downloaded == 0
+        assert len(files(good)) == 1005, "the previous artifact stays whole"
+
+
+def test_a_prefix_over_the_limits_is_refused_before_any_download(aws: awsserver.MotoServer, tmp_path: Path) -> None:
+    make_bucket(aws, {"prod/a.yaml": "a: 1\n", "prod/backup.tar": "x" * 5000})
+    with source(aws.endpoint, tmp_path, limits=BucketLimits(max_object_bytes=1000)) as src:
+        with pytest.raises(SourceError, match=r"ListObjectsV2: prod/backup\.tar is 5000 bytes, over 1000"):
+            src.fetch()
+        assert src.downloaded == 0
+    with (
+        source(aws.endpoint, tmp_path, limits=BucketLimits(max_objects=1)) as src,
+        pytest.raises(SourceError, match="more than 1 objects or"),
+    ):
+        src.fetch()
+    with (
+        source(aws.endpoint, tmp_path, limits=BucketLimits(max_total_bytes=4000)) as src,
+        pytest.raises(SourceError, match="or 4000 bytes"),
+    ):
+        src.fetch()
+    assert not list(tmp_path.glob("bucket/*/objects/*")), "nothing was downloaded"
 
 
 def test_missing_bucket_and_unreachable_endpoint(aws: awsserver.MotoServer, tmp_path: Path) -> None:

@@ -160,3 +160,28 @@ def test_repr_never_shows_the_token() -> None:
     provider = auth.TokenProvider(lambda: "k8s-aws-v1.secret-looking", clock=FakeClock())
     provider()
     assert "secret" not in repr(provider)
+
+
+def test_debug_logging_never_shows_what_rebuilds_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    """At --log-level DEBUG botocore would log the canonical request and the signature (enough
+    to rebuild a working token) and the session token: logs.setup keeps it at WARNING."""
+    import logging
+
+    from reconciler.report import logs
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).level for n in logs.QUIET})
+    try:
+        logs.setup("DEBUG")
+        session = boto3.Session(aws_access_key_id="ASIATEMP", aws_secret_access_key="s", aws_session_token="sess-tok")
+        token = auth.eks_token_provider("prod", "eu-west-1", session=session)()
+        query = dict(urllib.parse.parse_qsl(_decode(token).query))
+        logged = capsys.readouterr().out
+    finally:
+        root.handlers[:], level, quiet = saved
+        root.setLevel(level)
+        for name, lvl in quiet.items():
+            logging.getLogger(name).setLevel(lvl)
+    assert query["X-Amz-Signature"] not in logged
+    assert "sess-tok" not in logged
+    assert "CanonicalRequest" not in logged
