@@ -304,3 +304,36 @@ def test_a_failed_correction_still_reports_the_drift_it_found(
         f"EKS drift check (correct): eks:UpdateNodegroupConfig {CLUSTER}/ng-1 ({awsserver.REGION}): "
         f"AccessDeniedException: {denied} (0 of 1 corrections done before this one)"
     )
+
+
+@pytest.mark.parametrize(
+    ("live_tags", "findings"),
+    [({"k8s.io/cluster-autoscaler/enabled": "true"}, []), ({}, ["scalingConfig.desiredSize"])],
+)
+def test_a_live_autoscaler_tag_protects_desired_size_even_when_the_file_lacks_it(
+    aws: awsserver.MotoServer, calls: EksCalls, tmp_path: Path, live_tags: dict[str, str], findings: list[str]
+) -> None:
+    """cluster.yaml without its autoscaler tag, and a node group in moto whose own tags say an
+    autoscaler owns it (the autoscaler has scaled it to 5): nothing to correct.  The untagged
+    case proves the copy really lacks the tag."""
+    text = Path(CONFIG).read_text()
+    untagged = tmp_path / "cluster.yaml"
+    untagged.write_text(text.replace('k8s.io/cluster-autoscaler/enabled: "true"\n', ""))
+    assert untagged.read_text() != text
+    eks = make_cluster(
+        aws,
+        logs=ALL_LOGS,
+        instanceTypes=["m5.large"],
+        scalingConfig={"minSize": 2, "maxSize": 6, "desiredSize": 5},
+        labels={"role": "worker"},
+        tags=live_tags,
+    )
+    eks.update_nodegroup_config(  # moto's CreateNodegroup ignores these two
+        clusterName=CLUSTER,
+        nodegroupName="ng-1",
+        updateConfig={"maxUnavailable": 1},
+        nodeRepairConfig={"enabled": True},
+    )
+    args = ["eks", "diff", "-o", "json", "--config", str(untagged), *VARS[2:]]
+    diff = CliRunner().invoke(cli.cli, args)
+    assert [f["field"] for f in json.loads(diff.stdout)["findings"]] == findings, diff.output
