@@ -380,7 +380,13 @@ def _check_name(namespace: str, name: str) -> None:
     help="Check the EKS cluster against this eksctl ClusterConfig every --eks-interval (docs/eks.md).",
 )
 @click.option("--eks-var", "eks_vars", multiple=True, metavar="NAME=VALUE", help="${NAME} in --eks-config.")
-@click.option("--eks-interval", type=float, default=600.0, show_default=True, help="Seconds between EKS checks.")
+@click.option(
+    "--eks-interval",
+    type=click.FloatRange(min=ekscheck.MIN_POLL_INTERVAL),
+    default=600.0,
+    show_default=True,
+    help="Seconds between EKS checks.",
+)
 @click.option(
     "--eks-drift",
     type=click.Choice(["warn", "correct"]),
@@ -854,7 +860,11 @@ def eks_diff(**kw: Any) -> None:
 @eks_options
 @click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds to follow each EKS update.")
 @click.option(
-    "--poll-interval", type=float, default=15.0, show_default=True, help="Seconds between DescribeUpdate calls."
+    "--poll-interval",
+    type=click.FloatRange(min=ekscheck.MIN_POLL_INTERVAL),
+    default=15.0,
+    show_default=True,
+    help="Seconds between DescribeUpdate calls (at least 1: less is a busy loop against the EKS API).",
 )
 def eks_sync(timeout: float, poll_interval: float, **kw: Any) -> None:
     """Correct what can change in place (UpdateClusterConfig/Version, UpdateNodegroupConfig, Create/UpdateAddon).

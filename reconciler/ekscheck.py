@@ -24,6 +24,8 @@ from reconciler.render.errors import ManifestError
 from reconciler.report.metrics import Metrics
 
 log = logging.getLogger("reconciler.controller")
+MIN_POLL_INTERVAL = 1.0
+"""Seconds: the least time between DescribeUpdate calls (and between checks); 0 would be a busy loop."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,12 @@ class EksOptions:
     mode: str = "warn"  # warn | correct
     region: str | None = None
     wait: eksupdate.Wait = dataclasses.field(default_factory=eksupdate.Wait)
+
+    def __post_init__(self) -> None:
+        """Clamp the intervals: whoever builds the options, the controller never hammers the EKS API."""
+        if self.wait.interval < MIN_POLL_INTERVAL:
+            object.__setattr__(self, "wait", dataclasses.replace(self.wait, interval=MIN_POLL_INTERVAL))
+        object.__setattr__(self, "interval", max(self.interval, MIN_POLL_INTERVAL))
 
 
 class EksDriftChecker:

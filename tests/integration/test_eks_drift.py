@@ -117,7 +117,7 @@ def test_diff_lists_exactly_the_differing_fields_and_sync_corrects_them(
     }
     assert calls.mutating() == []
 
-    sync = run("sync", "--poll-interval", "0")
+    sync = run("sync", "--poll-interval", "1")
     assert sync.exit_code == 0, sync.output
     assert calls.mutating() == ["UpdateClusterConfig", "UpdateNodegroupConfig"]
 
@@ -159,7 +159,7 @@ def test_instance_type_needs_replacement_and_is_never_attempted(aws: awsserver.M
     assert len(lines) == 2
     assert lines[1].split()[:5] == ["nodegroup/ng-1", "instanceTypes", "m5.large", "t3.small", "replace-required"]
 
-    sync = run("sync", "--poll-interval", "0", "-o", "json")
+    sync = run("sync", "--poll-interval", "1", "-o", "json")
     assert sync.exit_code == 1, sync.output  # something is left that only eksctl can do
     report = json.loads(sync.stdout)
     assert report["applied"] == []
