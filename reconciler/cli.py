@@ -28,7 +28,7 @@ import yaml
 from click.core import ParameterSource
 
 import reconciler
-from reconciler import controller, ekscheck, policy
+from reconciler import controller, ekscheck, policy, spec
 from reconciler.aws import clusterconfig, eks, eksreport, eksupdate
 from reconciler.aws import target as eks_target
 from reconciler.aws.errors import AwsError
@@ -82,6 +82,14 @@ def _parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
             raise click.BadParameter(f"expected NAME=VALUE, got {p!r}", param_hint=flag)
         out[key] = value
     return out
+
+
+def _allow_pattern(text: str) -> str:
+    """One ``--allow-eks-target`` value, refused at start rather than silently never matching."""
+    try:
+        return spec.allow_pattern(text)
+    except spec.SpecError as e:
+        raise click.BadParameter(str(e), param_hint="--allow-eks-target") from e
 
 
 def render_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -372,7 +380,13 @@ def _check_name(namespace: str, name: str) -> None:
     help="Check the EKS cluster against this eksctl ClusterConfig every --eks-interval (docs/eks.md).",
 )
 @click.option("--eks-var", "eks_vars", multiple=True, metavar="NAME=VALUE", help="${NAME} in --eks-config.")
-@click.option("--eks-interval", type=float, default=600.0, show_default=True, help="Seconds between EKS checks.")
+@click.option(
+    "--eks-interval",
+    type=click.FloatRange(min=ekscheck.MIN_POLL_INTERVAL),
+    default=600.0,
+    show_default=True,
+    help="Seconds between EKS checks.",
+)
 @click.option(
     "--eks-drift",
     type=click.Choice(["warn", "correct"]),
@@ -381,6 +395,15 @@ def _check_name(namespace: str, name: str) -> None:
     help="correct: also send the in-place updates `reconciler eks sync` would.",
 )
 @click.option("--eks-region", default=None, help="AWS region [default: the ClusterConfig's metadata.region].")
+@click.option(
+    "--allow-eks-target",
+    "allow_eks_targets",
+    multiple=True,
+    metavar="CLUSTER/REGION",
+    callback=lambda ctx, param, values: tuple(_allow_pattern(v) for v in values),
+    help="An EKS cluster GitSyncs may name in spec.target (repeatable; globs: */eu-west-1, prod-*/*, *). "
+    "Default: none, since a target is reached with the controller's own AWS identity.",
+)
 @click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
@@ -437,6 +460,7 @@ def run(**kw: Any) -> None:
             alertmanager_url=kw["alertmanager_url"],
             policies_dir=kw["policies_dir"],
             eks=eks_opts,
+            allow_eks_targets=kw["allow_eks_targets"],
         ),
         client_factory=controller.client_factory(lambda headers: connect_cluster(kw, headers=headers)),
     )
@@ -836,7 +860,11 @@ def eks_diff(**kw: Any) -> None:
 @eks_options
 @click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds to follow each EKS update.")
 @click.option(
-    "--poll-interval", type=float, default=15.0, show_default=True, help="Seconds between DescribeUpdate calls."
+    "--poll-interval",
+    type=click.FloatRange(min=ekscheck.MIN_POLL_INTERVAL),
+    default=15.0,
+    show_default=True,
+    help="Seconds between DescribeUpdate calls (at least 1: less is a busy loop against the EKS API).",
 )
 def eks_sync(timeout: float, poll_interval: float, **kw: Any) -> None:
     """Correct what can change in place (UpdateClusterConfig/Version, UpdateNodegroupConfig, Create/UpdateAddon).

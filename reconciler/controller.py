@@ -50,6 +50,7 @@ from reconciler.spec import (
     EksTarget,
     GitSyncSpec,
     SpecError,
+    TargetNotAllowedError,
     parse,
 )
 from reconciler.sync.objects import ObjectId
@@ -91,6 +92,7 @@ class Options:
     alertmanager_url: str = ""
     policies_dir: Path | None = None
     eks: ekscheck.EksOptions | None = None
+    allow_eks_targets: tuple[str, ...] = ()  # CLUSTER/REGION globs a spec.target may name; none by default
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
@@ -424,9 +426,18 @@ class Controller:
         may apply) or a remote target, or both.  One per (target, identity), kept for the life
         of the process, so a remote cluster costs one DescribeCluster, one connection pool and
         one discovery, not one per reconcile.  Raises :class:`AwsError` when a target cannot be
-        reached.
+        reached, and :class:`TargetNotAllowedError` (before any AWS call) when ``--allow-eks-target``
+        does not admit it: a tenant must not borrow the controller's AWS identity for any cluster
+        that identity can reach.
         """
         user = f"system:serviceaccount:{namespace}:{spec.service_account_name}" if spec.service_account_name else ""
+        if spec.target is not None and not spec.target.allowed_by(self.opts.allow_eks_targets):
+            # Checked before anything is contacted: the target would be reached with the controller's identity.
+            allowed = ", ".join(self.opts.allow_eks_targets) or "none"
+            raise TargetNotAllowedError(
+                f"spec.target.eks {spec.target} is not allowed by this controller "
+                f"(reconciler run --allow-eks-target CLUSTER/REGION; allowed: {allowed})"
+            )
         if spec.target is None and (not user or self._client_factory is None):
             return None
         if self._client_factory is None:

@@ -24,6 +24,8 @@ from reconciler.render.errors import ManifestError
 from reconciler.report.metrics import Metrics
 
 log = logging.getLogger("reconciler.controller")
+MIN_POLL_INTERVAL = 1.0
+"""Seconds: the least time between DescribeUpdate calls (and between checks); 0 would be a busy loop."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,12 @@ class EksOptions:
     mode: str = "warn"  # warn | correct
     region: str | None = None
     wait: eksupdate.Wait = dataclasses.field(default_factory=eksupdate.Wait)
+
+    def __post_init__(self) -> None:
+        """Clamp the intervals: whoever builds the options, the controller never hammers the EKS API."""
+        if self.wait.interval < MIN_POLL_INTERVAL:
+            object.__setattr__(self, "wait", dataclasses.replace(self.wait, interval=MIN_POLL_INTERVAL))
+        object.__setattr__(self, "interval", max(self.interval, MIN_POLL_INTERVAL))
 
 
 class EksDriftChecker:
@@ -70,27 +78,36 @@ class EksDriftChecker:
             client = self._clients.get(cfg.region) or self._clients.setdefault(cfg.region, eks.client(cfg.region))
             if self.opts.mode == "correct":
                 res = eks.sync(client, cfg, self.opts.wait)
-                before, after, applied = res.before, res.after, res.applied
             else:
-                before = after = eks.check(client, cfg)
-                applied = []
+                drift = eks.check(client, cfg)
+                res = eks.SyncResult(before=drift, after=drift)
         except (ManifestError, clusterconfig.ClusterConfigError) as e:
             self._event("Warning", "RenderFailed", f"EKS drift check: cannot read the ClusterConfig: {e}")
+            return
+        except eks.SyncError as e:  # the drift was found; only correcting it failed
+            self._report(cfg, e.result, corrected=False)
+            self._event("Warning", "SyncFailed", f"EKS drift check ({self.opts.mode}): {e}")
             return
         except AwsError as e:
             self._event("Warning", "SyncFailed", f"EKS drift check ({self.opts.mode}): {e}")
             return
+        self._report(cfg, res, corrected=True)
+
+    def _report(self, cfg: clusterconfig.ClusterConfig, res: eks.SyncResult, *, corrected: bool) -> None:
+        """Gauge and Events for one check; ``corrected`` False: a correction failed, so ``after`` is unknown
+        (the gauge keeps the drift found before, and no DriftCorrected is claimed)."""
+        after = res.after
         for kind, n in after.counts_by_kind().items():
             self.metrics.eks_drift.labels(cfg.name, kind).set(n)
-        head = f"EKS {cfg.name} ({cfg.region})"
-        if before.findings:
-            what = "; ".join(f"{f.resource} {f.field} ({f.action})" for f in before.findings[:10])
+        head, where = f"EKS {cfg.name} ({cfg.region})", str(self.opts.config)
+        if res.before.findings:
+            what = "; ".join(f"{f.resource} {f.field} ({f.action})" for f in res.before.findings[:10])
             self._event(
-                "Warning", "DriftDetected", f"{head}: {len(before.findings)} difference(s) from {where}: {what}"
+                "Warning", "DriftDetected", f"{head}: {len(res.before.findings)} difference(s) from {where}: {what}"
             )
-        if applied:
-            what = "; ".join(f"{a.change.call} {a.change.resource}" for a in applied)
+        if corrected and res.applied:
+            what = "; ".join(f"{a.change.call} {a.change.resource}" for a in res.applied)
             self._event("Normal", "DriftCorrected", f"{head}: corrected with {what}; {len(after.findings)} left")
-        elif self.drifted and not after.findings:
+        elif corrected and self.drifted and not after.findings:
             self._event("Normal", "DriftCorrected", f"{head}: matches {where} again")
         self.drifted = len(after.findings)

@@ -33,7 +33,7 @@ from reconciler.source import git as git_source
 from reconciler.source import urls
 from reconciler.source.artifact import Source, SourceError
 from reconciler.source.local import tree_digest
-from reconciler.spec import WEBHOOK_STAMP, BucketSource, GitSource, GitSyncSpec, SpecError
+from reconciler.spec import WEBHOOK_STAMP, BucketSource, GitSource, GitSyncSpec, SpecError, TargetNotAllowedError
 from reconciler.sync import engine, inventory, redact
 from reconciler.sync import prune as pruning
 from reconciler.sync.inventory import InventoryError
@@ -280,6 +280,9 @@ class Reconciler:
         t0 = time.monotonic()
         try:
             kube, mapper = (self._clients(ns, spec) if self._clients else None) or (self.kube, self.mapper)
+        except TargetNotAllowedError as e:  # only a spec or controller flag change cures it: no retry
+            msg = f"GitSync {gid}: {e}"
+            return self._fail(obj, "TargetNotAllowed", "SyncFailed", msg, stalled=True, extra_status=extra)
         except (AwsError, SpecError) as e:  # Status and Events still go to the GitSync here
             msg = f"GitSync {gid}: cannot connect to the target cluster: {e}"
             return self._fail(obj, "TargetFailed", "SyncFailed", msg, extra_status=extra)

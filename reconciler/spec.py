@@ -8,8 +8,9 @@ it as Stalled rather than crashing its worker.
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,38 @@ class EksTarget:
 
     cluster: str
     region: str
+
+    def __str__(self) -> str:
+        return f"{self.cluster}/{self.region}"
+
+    def allowed_by(self, patterns: Iterable[str]) -> bool:
+        """Whether a ``CLUSTER/REGION`` glob of ``run --allow-eks-target`` admits this target.
+
+        Cluster and region are matched each against its own half (``*`` alone is ``*/*``),
+        so ``prod*`` cannot match across the slash into a region.  Case-sensitive, as EKS
+        cluster names are.
+        """
+        for pattern in patterns:
+            cluster, _, region = ("*/*" if pattern == "*" else pattern).partition("/")
+            if fnmatch.fnmatchcase(self.cluster, cluster) and fnmatch.fnmatchcase(self.region, region):
+                return True
+        return False
+
+
+class TargetNotAllowedError(SpecError):
+    """``spec.target`` names a cluster the controller's allow-list does not admit.
+
+    A SpecError because only a spec change (or a restart with another allow-list) can
+    cure it: the GitSync is Stalled, not retried.
+    """
+
+
+def allow_pattern(text: str) -> str:
+    """Check one ``--allow-eks-target`` value: ``*``, or ``CLUSTER/REGION`` with globs in either half."""
+    cluster, slash, region = text.partition("/")
+    if text != "*" and (not slash or not cluster or not region or "/" in region):
+        raise SpecError(f"{text!r} is not CLUSTER/REGION (globs allowed, e.g. prod/eu-west-1, */eu-west-1 or *)")
+    return text
 
 
 _EKS_CLUSTER = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")  # EKS's own CreateCluster constraint

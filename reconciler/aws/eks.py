@@ -133,6 +133,19 @@ class SyncResult:
     applied: list[Applied] = field(default_factory=list)
 
 
+class SyncError(AwsError):
+    """A correction failed, or left a difference; carries what was found and done so far.
+
+    The drift the check before the corrections found is real whether or not they then
+    succeed: the controller's checker still reports it (gauge, DriftDetected), or an alert
+    on the gauge would stay silent exactly when the cluster cannot be corrected.
+    """
+
+    def __init__(self, message: str, result: SyncResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 def apply(eks: EKSClient, cfg: ClusterConfig, change: Change, wait: eksupdate.Wait) -> str:
     """Send one planned call and follow it to completion; the final status, or AwsError."""
     api = _Api(eks, cfg.region)
@@ -161,14 +174,18 @@ def sync(
     wait: eksupdate.Wait,
     on_applied: Callable[[Applied], None] | None = None,
 ) -> SyncResult:
-    """Correct what can be corrected, one call at a time; AwsError says how far it got."""
+    """Correct what can be corrected, one call at a time.
+
+    A failed check raises AwsError; a failed or incomplete correction raises SyncError,
+    whose message says how far it got and whose ``result`` holds the drift found before.
+    """
     before = check(eks, cfg)
     result = SyncResult(before=before, after=before)
     for i, change in enumerate(before.changes):
         try:
             status = apply(eks, cfg, change, wait)
         except AwsError as e:
-            raise AwsError(f"{e} ({i} of {len(before.changes)} corrections done before this one)") from e
+            raise SyncError(f"{e} ({i} of {len(before.changes)} corrections done before this one)", result) from e
         result.applied.append(Applied(change, status))
         if on_applied:
             on_applied(result.applied[-1])
@@ -177,5 +194,7 @@ def sync(
         left = [f for f in result.after.findings if f.action in CORRECTABLE]
         if left:
             what = ", ".join(f"{f.resource} {f.field}" for f in left)
-            raise AwsError(f"EKS {cfg.name} ({cfg.region}): still differs after every update succeeded: {what}")
+            raise SyncError(
+                f"EKS {cfg.name} ({cfg.region}): still differs after every update succeeded: {what}", result
+            )
     return result

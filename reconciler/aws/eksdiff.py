@@ -9,8 +9,10 @@ Rules that are deliberate:
 
 * A field absent from the ClusterConfig is not compared (eksctl, too, leaves it alone).
 * ``desiredCapacity`` is compared only when cluster-autoscaler does not own the node
-  group, i.e. its tags lack ``k8s.io/cluster-autoscaler/enabled: "true"`` (the tag the
-  autoscaler's auto-discovery uses, so config and autoscaler agree by construction).
+  group, i.e. neither its tags in the ClusterConfig nor the live node group's tags carry
+  ``k8s.io/cluster-autoscaler/enabled: "true"`` (the tag the autoscaler's auto-discovery
+  uses, so config and autoscaler agree by construction; the live tag counts too, since an
+  autoscaler may have been set up by hand on a group the file does not tag).
   When min/max change under an autoscaler, ``desiredSize`` is sent only if the live value
   falls outside the new bounds (EKS rejects that), and then clamped to them.
 * instanceType(s), amiFamily, volumeSize and subnets cannot change in place: they are
@@ -29,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.aws.clusterconfig import LOG_TYPES, Addon, ClusterConfig, NodeGroup, minor_version
+from reconciler.aws.clusterconfig import AUTOSCALER_TAG, LOG_TYPES, Addon, ClusterConfig, NodeGroup, minor_version
 
 UPDATE, REPLACE, CREATE, UNSUPPORTED = "update", "replace-required", "create", "unsupported"
 CORRECTABLE = frozenset({UPDATE, CREATE})
@@ -189,7 +191,7 @@ def _scaling(res: str, ng: NodeGroup, live: dict[str, Any], found: list[Finding]
             found.append(Finding(res, f"scalingConfig.{key}", want, have.get(key), UPDATE))
     desired = have.get("desiredSize")
     new_desired = None
-    if ng.desired_capacity is not None and not ng.autoscaled and ng.desired_capacity != desired:
+    if ng.desired_capacity is not None and not _autoscaled(ng, live) and ng.desired_capacity != desired:
         found.append(Finding(res, "scalingConfig.desiredSize", ng.desired_capacity, desired, UPDATE))
         new_desired = ng.desired_capacity
     elif isinstance(desired, int) and isinstance(lo, int) and isinstance(hi, int) and not lo <= desired <= hi:
@@ -198,6 +200,15 @@ def _scaling(res: str, ng: NodeGroup, live: dict[str, Any], found: list[Finding]
         params["scalingConfig"] = {"minSize": lo, "maxSize": hi}
         if new_desired is not None:
             params["scalingConfig"]["desiredSize"] = new_desired
+
+
+def _autoscaled(ng: NodeGroup, live: dict[str, Any]) -> bool:
+    """cluster-autoscaler owns desiredSize when the file OR the running node group says so.
+
+    The live tag is what the autoscaler really discovers groups by: resetting desiredSize
+    under it would fight a running autoscaler whatever the file says.
+    """
+    return ng.autoscaled or str((live.get("tags") or {}).get(AUTOSCALER_TAG, "")).lower() == "true"
 
 
 def _labels(res: str, ng: NodeGroup, live: dict[str, Any], found: list[Finding], params: dict[str, Any]) -> None:

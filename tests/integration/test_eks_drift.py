@@ -117,7 +117,7 @@ def test_diff_lists_exactly_the_differing_fields_and_sync_corrects_them(
     }
     assert calls.mutating() == []
 
-    sync = run("sync", "--poll-interval", "0")
+    sync = run("sync", "--poll-interval", "1")
     assert sync.exit_code == 0, sync.output
     assert calls.mutating() == ["UpdateClusterConfig", "UpdateNodegroupConfig"]
 
@@ -159,7 +159,7 @@ def test_instance_type_needs_replacement_and_is_never_attempted(aws: awsserver.M
     assert len(lines) == 2
     assert lines[1].split()[:5] == ["nodegroup/ng-1", "instanceTypes", "m5.large", "t3.small", "replace-required"]
 
-    sync = run("sync", "--poll-interval", "0", "-o", "json")
+    sync = run("sync", "--poll-interval", "1", "-o", "json")
     assert sync.exit_code == 1, sync.output  # something is left that only eksctl can do
     report = json.loads(sync.stdout)
     assert report["applied"] == []
@@ -256,3 +256,84 @@ def test_the_controller_reports_eks_drift_as_metric_and_events_on_its_pod(
     assert (gauge("cluster"), gauge("nodegroup"), gauge("addon")) == (0, 0, 0)
     assert calls.mutating() == ["UpdateClusterConfig", "UpdateNodegroupConfig"]
     assert "DriftCorrected" in reasons()
+
+
+def test_a_failed_correction_still_reports_the_drift_it_found(
+    aws: awsserver.MotoServer, calls: EksCalls, kube: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In correct mode the check finds drift, then UpdateNodegroupConfig is refused (injected at
+    botocore's before-call hook, for that call only): the gauge must carry the drift found and
+    DriftDetected must be emitted, or an alert on the gauge stays silent exactly when the
+    cluster cannot be corrected.  No extra AWS call is spent to learn it."""
+    from reconciler import ekscheck
+    from reconciler.aws import eksupdate
+    from reconciler.kube.events import EventRecorder
+    from reconciler.report.metrics import Metrics
+
+    make_cluster(
+        aws, logs=ALL_LOGS, instanceTypes=["m5.large"], scalingConfig={"minSize": 2, "maxSize": 3, "desiredSize": 2}
+    )
+    monkeypatch.setenv("POD_NAME", "reconciler-0")
+    monkeypatch.setenv("POD_NAMESPACE", namespace)
+    denied = "User: arn:aws:iam::123456789012:role/reconciler is not authorized to perform: eks:UpdateNodegroupConfig"
+
+    def refuse(model: Any, **kw: Any) -> Any:
+        error = {
+            "Error": {"Code": "AccessDeniedException", "Message": denied},
+            "ResponseMetadata": {"HTTPStatusCode": 403},
+        }
+        return AWSResponse(url="", status_code=403, headers={}, raw=None), error
+
+    boto3.DEFAULT_SESSION.events.register("before-call.eks.UpdateNodegroupConfig", refuse)  # type: ignore[union-attr]
+    metrics, events = Metrics(), EventRecorder(kube, "test")
+    variables = {"CLUSTER_NAME": CLUSTER, "AWS_REGION": awsserver.REGION}
+    opts = ekscheck.EksOptions(Path(CONFIG), variables, mode="correct", wait=eksupdate.Wait(interval=0))
+    ekscheck.EksDriftChecker(opts, metrics, events).check()
+
+    def gauge(kind: str) -> float | None:
+        return metrics.registry.get_sample_value("reconciler_eks_drift", {"cluster": CLUSTER, "kind": kind})
+
+    assert (gauge("cluster"), gauge("nodegroup"), gauge("addon")) == (0, 4, 0)  # max, labels.role, 2 configs
+    # (the refusing hook, more specific, answers UpdateNodegroupConfig before the recorder sees it)
+    assert calls.names.count("DescribeNodegroup") == 1, "no second look was spent"
+    items = kube.get(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")["items"]
+    notes = {e["reason"]: e["note"] for e in items}
+    assert sorted(notes) == ["DriftDetected", "SyncFailed"]
+    assert notes["DriftDetected"].startswith(f"EKS {CLUSTER} ({awsserver.REGION}): 4 difference(s) from {CONFIG}: ")
+    assert notes["SyncFailed"] == (
+        f"EKS drift check (correct): eks:UpdateNodegroupConfig {CLUSTER}/ng-1 ({awsserver.REGION}): "
+        f"AccessDeniedException: {denied} (0 of 1 corrections done before this one)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("live_tags", "findings"),
+    [({"k8s.io/cluster-autoscaler/enabled": "true"}, []), ({}, ["scalingConfig.desiredSize"])],
+)
+def test_a_live_autoscaler_tag_protects_desired_size_even_when_the_file_lacks_it(
+    aws: awsserver.MotoServer, calls: EksCalls, tmp_path: Path, live_tags: dict[str, str], findings: list[str]
+) -> None:
+    """cluster.yaml without its autoscaler tag, and a node group in moto whose own tags say an
+    autoscaler owns it (the autoscaler has scaled it to 5): nothing to correct.  The untagged
+    case proves the copy really lacks the tag."""
+    text = Path(CONFIG).read_text()
+    untagged = tmp_path / "cluster.yaml"
+    untagged.write_text(text.replace('k8s.io/cluster-autoscaler/enabled: "true"\n', ""))
+    assert untagged.read_text() != text
+    eks = make_cluster(
+        aws,
+        logs=ALL_LOGS,
+        instanceTypes=["m5.large"],
+        scalingConfig={"minSize": 2, "maxSize": 6, "desiredSize": 5},
+        labels={"role": "worker"},
+        tags=live_tags,
+    )
+    eks.update_nodegroup_config(  # moto's CreateNodegroup ignores these two
+        clusterName=CLUSTER,
+        nodegroupName="ng-1",
+        updateConfig={"maxUnavailable": 1},
+        nodeRepairConfig={"enabled": True},
+    )
+    args = ["eks", "diff", "-o", "json", "--config", str(untagged), *VARS[2:]]
+    diff = CliRunner().invoke(cli.cli, args)
+    assert [f["field"] for f in json.loads(diff.stdout)["findings"]] == findings, diff.output

@@ -225,7 +225,7 @@ def test_controller_syncs_a_gitsync_into_its_eks_target_and_reports_failures_her
     _create(eks, "here", _ca(cluster).read_text())
     eks_backends[DEFAULT_ACCOUNT_ID][REGION].clusters["here"].endpoint = cluster.server
     git_repo.commit({"app/a.yaml": cm("a", ns, {"v": "1"})}, "first")
-    ctl = env.start("--watch-namespace", ns)
+    ctl = env.start("--watch-namespace", ns, "--allow-eks-target", f"*/{REGION}")  # a glob admits both
     env.gitsync(ns, "ghost", git_repo.url, path="app", target={"eks": {"cluster": "ghost", "region": REGION}})
     env.gitsync(ns, "here", git_repo.url, path="app", target={"eks": {"cluster": "here", "region": REGION}})
 
@@ -258,6 +258,58 @@ def test_controller_syncs_a_gitsync_into_its_eks_target_and_reports_failures_her
     log = ctl.log.read_text()
     assert "Traceback" not in log
     assert "k8s-aws-v1." not in log, "a token must never be logged"
+
+
+def test_a_target_outside_the_allow_list_is_stalled_and_never_contacted(
+    env: Any, git_repo: Any, namespace: str, eventually: Any, eks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant's GitSync must not borrow the controller's AWS identity for a cluster the
+    operator did not list: no DescribeCluster is sent for it (counted in moto itself, which
+    serves this process's threads), while a target the glob admits goes ahead."""
+    from controllers import _events, cm
+    from moto.eks.models import EKSBackend
+
+    ns = namespace
+    described: list[str] = []
+    real = EKSBackend.describe_cluster
+
+    def counting(self: Any, name: str) -> Any:  # moto calls it with name=...
+        described.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(EKSBackend, "describe_cluster", counting)
+    _create(eks, "payments", None)  # exists and is reachable by the controller's identity
+    described.clear()
+    git_repo.commit({"app/a.yaml": cm("a", ns, {"v": "1"})}, "first")
+    ctl = env.start("--watch-namespace", ns, "--allow-eks-target", "ghost*/*", "--allow-eks-target", "*/us-east-1")
+    env.gitsync(ns, "steal", git_repo.url, path="app", target={"eks": {"cluster": "payments", "region": REGION}})
+    env.gitsync(ns, "ghost", git_repo.url, path="app", target={"eks": {"cluster": "ghost", "region": REGION}})
+
+    eventually(
+        lambda: (c := _ready(env, ns, "ghost")) and c["reason"] == "TargetFailed", 60, "the admitted target to be tried"
+    )
+    assert "ghost" in described
+    obj = eventually(
+        lambda: (c := _ready(env, ns, "steal")) and c["reason"] not in ("Progressing", "") and env.get(ns, "steal"),
+        60,
+        "GitSync steal to be refused",
+    )
+    conds = {c["type"]: c for c in obj["status"]["conditions"]}
+    expected = (
+        f"GitSync {ns}/steal: spec.target.eks payments/{REGION} is not allowed by this controller "
+        "(reconciler run --allow-eks-target CLUSTER/REGION; allowed: ghost*/*, */us-east-1)"
+    )
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"], conds["Ready"]["message"]) == (
+        "False",
+        "TargetNotAllowed",
+        expected,
+    )
+    assert (conds["Stalled"]["status"], conds["Stalled"]["reason"]) == ("True", "TargetNotAllowed")
+    assert "payments" not in described
+    eventually(lambda: _events(env, ns, "steal", "SyncFailed"), 10, "the SyncFailed Event")
+    assert [e["note"] for e in _events(env, ns, "steal", "SyncFailed")] == [expected]
+    assert [(ln["level"], ln["msg"]) for ln in ctl.lines() if "payments" in str(ln.get("msg"))] == [("ERROR", expected)]
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/a") is None
 
 
 @pytest.mark.parametrize(

@@ -53,3 +53,9 @@ def test_every_option_is_declared_once(name: str, command: click.Command) -> Non
     flag would make one silently shadow the other (``--region`` of a bucket vs an EKS cluster)."""
     flags = [opt for p in command.params for opt in (*p.opts, *p.secondary_opts)]
     assert len(flags) == len(set(flags)), sorted({f for f in flags if flags.count(f) > 1})
+
+
+def test_a_malformed_allow_eks_target_is_refused_at_start() -> None:
+    r = CliRunner().invoke(cli.cli, ["run", "--allow-eks-target", "prod", "--metrics-addr", "", "--health-addr", ""])
+    assert r.exit_code == 2
+    assert "Invalid value for --allow-eks-target: 'prod' is not CLUSTER/REGION" in r.output

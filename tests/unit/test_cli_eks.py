@@ -4,10 +4,13 @@ All of these stop before any connection is attempted (click usage errors exit 2)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
-from reconciler import cli
+from reconciler import cli, ekscheck
+from reconciler.aws import eksupdate
 
 
 @pytest.mark.parametrize("command", [["run"], ["diff", "--dir", "."], ["sync", "--dir", "."], ["version", "--server"]])
@@ -38,3 +41,27 @@ def test_kubeconfig_from_the_environment_does_not_conflict(monkeypatch: pytest.M
     assert r.exit_code == 2
     assert "cannot be combined" not in r.output
     assert "eks:DescribeCluster prod (eu-west-1): EndpointUnreachable" in r.output
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["eks", "sync", "--config", "c.yaml", "--poll-interval", "0"], "--poll-interval"),
+        (["eks", "sync", "--config", "c.yaml", "--poll-interval", "0.5"], "--poll-interval"),
+        (["run", "--eks-config", "c.yaml", "--eks-interval", "0"], "--eks-interval"),
+    ],
+)
+def test_intervals_under_a_second_are_refused_before_any_aws_call(argv: list[str], flag: str) -> None:
+    """0 would follow an update (or re-check the cluster) in a busy loop of EKS API calls."""
+    r = CliRunner().invoke(cli.cli, argv)
+    assert r.exit_code == 2, r.output
+    assert f"Invalid value for '{flag}'" in r.output
+    assert "is not in the range x>=1" in r.output
+
+
+def test_the_controller_clamps_eks_intervals_whoever_builds_its_options() -> None:
+    opts = ekscheck.EksOptions(Path("c.yaml"), {}, interval=0, wait=eksupdate.Wait(timeout=60, interval=0))
+    assert (opts.interval, opts.wait) == (1.0, eksupdate.Wait(timeout=60, interval=1.0))
+    assert opts.wait.config() == {"Delay": 1, "MaxAttempts": 60}
+    kept = ekscheck.EksOptions(Path("c.yaml"), {}, interval=30, wait=eksupdate.Wait(interval=5))
+    assert (kept.interval, kept.wait.interval) == (30, 5)

@@ -83,9 +83,25 @@ def test_desired_size_is_left_to_cluster_autoscaler() -> None:
     assert drift.findings == []
 
 
+@pytest.mark.parametrize("value", ["true", "True"])
+def test_a_live_autoscaler_tag_alone_also_leaves_desired_size_alone(value: str) -> None:
+    """The file does not tag the group, but the running node group does: an autoscaler finds
+    it by that tag, so resetting desiredSize would fight it."""
+    ng = NodeGroup("ng-1", min_size=2, max_size=6, desired_capacity=3, autoscaled=False)
+    live = {
+        "scalingConfig": {"minSize": 2, "maxSize": 6, "desiredSize": 5},
+        "tags": {"k8s.io/cluster-autoscaler/enabled": value, "team": "x"},
+    }
+    assert nodegroup_drift(ng, live).findings == []
+
+
 def test_without_autoscaler_desired_size_is_compared() -> None:
     ng = NodeGroup("ng-1", min_size=2, max_size=6, desired_capacity=3, autoscaled=False)
-    drift = nodegroup_drift(ng, {"scalingConfig": {"minSize": 2, "maxSize": 6, "desiredSize": 5}})
+    live = {
+        "scalingConfig": {"minSize": 2, "maxSize": 6, "desiredSize": 5},
+        "tags": {"k8s.io/cluster-autoscaler/enabled": "false"},
+    }
+    drift = nodegroup_drift(ng, live)
     assert [(f.field, f.desired, f.live) for f in drift.findings] == [("scalingConfig.desiredSize", 3, 5)]
     assert drift.changes[0].params["scalingConfig"] == {"minSize": 2, "maxSize": 6, "desiredSize": 3}
 

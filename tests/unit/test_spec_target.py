@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.spec import EksTarget, SpecError, parse
+from reconciler.spec import EksTarget, SpecError, allow_pattern, parse
 
 
 def gs(**spec: Any) -> dict[str, Any]:
@@ -43,3 +43,28 @@ def test_bad_targets_name_the_field(target: Any, field: str) -> None:
     with pytest.raises(SpecError) as e:
         parse(gs(target=target))
     assert str(e.value).startswith(field)
+
+
+@pytest.mark.parametrize(
+    ("patterns", "allowed"),
+    [
+        ((), False),  # the default: no remote target at all
+        (("prod/eu-west-1",), True),
+        (("prod/us-east-1",), False),
+        (("*/eu-west-1",), True),
+        (("prod-*/*",), False),
+        (("pro*/eu-*",), True),
+        (("*",), True),
+        (("Prod/eu-west-1",), False),  # EKS names are case-sensitive
+        (("prod*",), False),  # no slash: never spills over into the region
+        (("staging/*", "prod/eu-west-?"), True),
+    ],
+)
+def test_allow_list_globs_cluster_and_region_separately(patterns: tuple[str, ...], allowed: bool) -> None:
+    assert EksTarget("prod", "eu-west-1").allowed_by(patterns) is allowed
+
+
+@pytest.mark.parametrize("text", ["prod", "/eu-west-1", "prod/", "a/b/c", ""])
+def test_an_allow_pattern_must_be_cluster_slash_region(text: str) -> None:
+    with pytest.raises(SpecError, match="is not CLUSTER/REGION"):
+        allow_pattern(text)
