@@ -89,6 +89,10 @@ class EksTarget:
     cluster: str
     region: str
 
+    def __str__(self) -> str:
+        """How log lines and messages name the target."""
+        return f"EKS cluster {self.cluster} ({self.region})"
+
 
 _EKS_CLUSTER = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")  # EKS's own CreateCluster constraint
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
