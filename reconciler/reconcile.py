@@ -36,7 +36,7 @@ from reconciler.source.local import tree_digest
 from reconciler.spec import WEBHOOK_STAMP, BucketSource, EksTarget, GitSource, GitSyncSpec, SpecError
 from reconciler.sync import engine, inventory, redact
 from reconciler.sync import prune as pruning
-from reconciler.sync.inventory import InventoryError
+from reconciler.sync.inventory import InventoryError, InventoryOwnerError
 from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Action
 
@@ -368,9 +368,13 @@ class Reconciler:
             default_namespace=spec.target_namespace or ns,
             policies=policies,
             policy_mode=spec.policy_mode,
+            owner_uid=str(md.get("uid") or ""),
         )
         try:
             res = engine.run(kube, mapper, manifests, revision, opts)
+        except InventoryOwnerError as e:  # retried: deleting the ConfigMap is how it is resolved
+            msg = f"GitSync {gid}: revision {revision}: {e}"
+            return self._fail(obj, "InventoryConflict", "SyncFailed", msg, revision, extra_status=extra)
         except (InventoryError, KubeError, UnreachableError) as e:
             msg = redact.scrub(f"GitSync {gid}: revision {revision}: {e}{_target_hint(spec, e)}", secrets)
             return self._fail(obj, "ReconciliationFailed", "SyncFailed", msg, revision, extra_status=extra)
@@ -542,6 +546,7 @@ class Reconciler:
         md = obj["metadata"]
         ns, name = md["namespace"], md["name"]
         gid = f"{ns}/{name}"
+        uid = str(md.get("uid") or "")
         orphan = spec is None or not spec.prune or spec.suspend
         remote = spec.target if spec is not None else None
         try:
@@ -555,9 +560,15 @@ class Reconciler:
             why = "spec invalid" if spec is None else ("suspended" if spec.prune else "prune: false")
             log.info(f"GitSync deleted; objects orphaned ({why})", extra={"gitsync": gid})
         else:
-            opts = engine.Options(name=name, namespace=ns, prune=True, guard=pruning.Guard(allow_mass_prune=True))
+            opts = engine.Options(
+                name=name, namespace=ns, prune=True, guard=pruning.Guard(allow_mass_prune=True), owner_uid=uid
+            )
             try:
                 res = engine.run(kube, mapper, [], "", opts)
+            except InventoryOwnerError as e:  # it owns nothing there: nothing to wait for
+                log.warning(f"GitSync {gid}: deleted, nothing pruned: {e}", extra={"gitsync": gid})
+                self.metrics.forget(ns, name)
+                return None
             except (InventoryError, KubeError, UnreachableError) as e:
                 return f"GitSync {gid}: cannot prune on deletion: {e}"
             if res.errors:
@@ -566,15 +577,14 @@ class Reconciler:
             log.info(f"GitSync deleted; pruned {n} objects", extra={"gitsync": gid})
         # The inventory lives next to the objects: on the remote target when there is one.
         try:
-            (kube if remote is not None else self.kube).request(
-                "DELETE", f"/api/v1/namespaces/{ns}/configmaps/{inventory.configmap_name(name)}"
-            )
+            inventory.delete(kube if remote is not None else self.kube, ns, name, uid)
+        except InventoryOwnerError as e:
+            log.warning(f"GitSync {gid}: deleted; {e}: left as it is", extra={"gitsync": gid})
         except (KubeError, UnreachableError) as e:
-            if not (isinstance(e, KubeError) and e.not_found):
-                if orphan and remote is not None:
-                    self._inventory_left(obj, remote, str(e))
-                    return None
-                return f"GitSync {gid}: cannot delete the inventory: {e}"
+            if orphan and remote is not None:
+                self._inventory_left(obj, remote, str(e))
+                return None
+            return f"GitSync {gid}: cannot delete the inventory: {e}"
         self.metrics.forget(ns, name)
         return None
 

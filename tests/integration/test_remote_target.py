@@ -175,7 +175,8 @@ def test_an_orphaning_deletion_deletes_the_inventory_in_the_target(
 def test_an_orphaning_deletion_does_not_wait_for_an_unreachable_target(
     setup: Setup, git_repo: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    git_repo.commit({"app/a.yaml": cm("a", setup.target_ns, {"v": "1"})}, "first")
+    kept = {f"app/{n}.yaml": cm(n, setup.target_ns, {"v": "1"}) for n in ("k1", "k2")}  # below the prune guards
+    git_repo.commit({"app/a.yaml": cm("a", setup.target_ns, {"v": "1"}), **kept}, "first")
     setup.env.gitsync(setup.mgmt, "apps", git_repo.url, path="app", prune=False, target=TARGET)
     setup.synced(setup.controller(), "apps")
 
@@ -192,8 +193,38 @@ def test_an_orphaning_deletion_does_not_wait_for_an_unreachable_target(
         f"{setup.mgmt}/apps.gitsync-inventory stays in EKS cluster prod (eu-west-1): cannot connect to the "
         "target cluster: eks:DescribeCluster prod (eu-west-1): ResourceNotFoundException: No cluster found"
     ]
-    assert setup.inventory("apps") is not None  # what point 2's owner stamp is for
+    stale = setup.inventory("apps")
+    assert stale is not None
     assert setup.live("a") is not None
+
+    # The same name again, pruning, and git no longer has a: the stale inventory still lists the
+    # orphan, but it is stamped with the old GitSync's uid, so nothing is applied or pruned.
+    old_uid = stale["metadata"]["annotations"][inventory.OWNER_UID_ANNOTATION]
+    git_repo.commit({"app/a.yaml": None, "app/b.yaml": cm("b", setup.target_ns, {"v": "2"})}, "second")
+    new_uid = setup.env.gitsync(setup.mgmt, "apps", git_repo.url, path="app", prune=True, target=TARGET)["metadata"][
+        "uid"
+    ]
+    ctl = setup.controller()
+    assert setup.step(ctl, "apps") is None  # the finalizer
+    assert setup.step(ctl, "apps") is not None
+    ready = next(c for c in (setup.env.get(setup.mgmt, "apps") or {})["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InventoryConflict")
+    assert ready["message"].startswith(
+        f"GitSync {setup.mgmt}/apps: revision main@sha1:{git_repo.head()}: the inventory ConfigMap "
+        f"{setup.mgmt}/apps.gitsync-inventory belongs to another owner (gitops.reconciler.dev/owner-uid {old_uid}),"
+        f" not to this one ({new_uid}): "
+    )
+    assert ready["message"].endswith("To take those objects over deliberately, delete that ConfigMap")
+    assert any(e["note"] == ready["message"] for e in setup.env.events(setup.mgmt, "apps"))
+    assert setup.live("a") is not None, "an orphan must never be pruned through a stale inventory"
+    assert setup.live("b") is None
+    assert setup.inventory("apps") == stale
+
+    # Deleting it (prune: true) prunes nothing and leaves the other owner's inventory alone.
+    assert setup.deleted(ctl, "apps") is None
+    assert setup.env.get(setup.mgmt, "apps") is None
+    assert setup.live("a") is not None
+    assert setup.inventory("apps") == stale
 
 
 def test_a_reconciler_without_clients_refuses_a_target_instead_of_syncing_locally(
