@@ -12,6 +12,7 @@ the target.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -149,6 +150,44 @@ def _forbidden(call: Callable[[], Any]) -> bool:
     except client.KubeError as e:
         return e.status == 403
     return False
+
+
+def test_a_remote_sync_applies_records_and_prunes_in_the_target_and_reports_here(setup: Setup, git_repo: Any) -> None:
+    ns, tns = setup.mgmt, setup.target_ns
+    # The controller's own identity cannot touch a ConfigMap anywhere; the target's cannot touch a GitSync.
+    assert _forbidden(lambda: setup.manager.get(f"/api/v1/namespaces/{tns}/configmaps"))
+    assert _forbidden(lambda: setup.manager.get(f"/api/v1/namespaces/{ns}/configmaps"))
+    assert _forbidden(lambda: setup.agent.get(f"{GS}/namespaces/{ns}/gitsyncs"))
+    assert _forbidden(lambda: setup.agent.get(f"/apis/events.k8s.io/v1/namespaces/{ns}/events"))
+    git_repo.commit({f"app/{n}.yaml": cm(n, tns, {"v": "1"}) for n in ("a", "b")}, "first")
+    uid = setup.env.gitsync(ns, "apps", git_repo.url, path="app", prune=True, target=TARGET)["metadata"]["uid"]
+    ctl = setup.controller()
+
+    obj = setup.synced(ctl, "apps")
+    assert setup.made == [EksTarget("prod", "eu-west-1")], "one handle, for the target, kept"
+    assert {n: (setup.live(n) or {}).get("data") for n in ("a", "b")} == {"a": {"v": "1"}, "b": {"v": "1"}}
+    inv = setup.inventory("apps")
+    assert inv is not None
+    assert inv["metadata"]["annotations"][inventory.OWNER_UID_ANNOTATION] == uid
+    ids = [f"{tns}_a__ConfigMap", f"{tns}_b__ConfigMap"]
+    assert [e["id"] for e in obj["status"]["inventory"]] == ids
+    assert sorted(e["id"] for e in json.loads(inv["data"][inventory.DATA_KEY])["entries"]) == ids
+    assert [e["reason"] for e in setup.env.events(ns, "apps")] == ["Synced"]
+
+    git_repo.commit({"app/b.yaml": None}, "drop b")
+    assert setup.step(ctl, "apps") is not None
+    obj = setup.env.ready(ns, "apps") or {}
+    assert obj["status"]["lastAppliedRevision"] == f"main@sha1:{git_repo.head()}"
+    assert setup.live("b") is None
+    assert setup.live("a") is not None
+    assert [e["id"] for e in obj["status"]["inventory"]] == ids[:1]
+    assert sorted(e["reason"] for e in setup.env.events(ns, "apps")) == ["Pruned", "Synced", "Synced"]
+
+    assert setup.deleted(ctl, "apps") is None
+    assert setup.env.get(ns, "apps") is None
+    assert setup.live("a") is None, "prune: true prunes in the target on deletion"
+    assert setup.inventory("apps") is None
+    assert setup.made == [EksTarget("prod", "eu-west-1")]
 
 
 @pytest.mark.parametrize("change", [{"prune": False}, {"suspend": True}], ids=["prune-false", "suspended"])
