@@ -28,7 +28,6 @@ from prometheus_client import make_wsgi_app
 
 from reconciler import ekscheck
 from reconciler.aws import target as eks_target
-from reconciler.aws.errors import AwsError
 from reconciler.drift import Drift, DriftWatcher
 from reconciler.kube import discovery, watch
 from reconciler.kube.apply import FIELD_MANAGER
@@ -278,17 +277,7 @@ class Controller:
             if FINALIZER not in finalizers:
                 return None
             self._forget(key, deleted=True)  # no drift reports about objects we are about to prune
-            clients = None
-            if spec is not None and spec.prune and not spec.suspend:
-                try:
-                    clients = self.clients_for(key[0], spec)
-                except (AwsError, SpecError) as e:
-                    log.error(
-                        f"GitSync {key[0]}/{key[1]}: cannot prune on deletion: {e}",
-                        extra={"gitsync": f"{key[0]}/{key[1]}"},
-                    )
-                    return 30.0
-            err = self.reconciler.finalize(obj, spec, clients)
+            err = self.reconciler.finalize(obj, spec)
             if err:
                 log.error(err, extra={"gitsync": f"{key[0]}/{key[1]}", "reason": "FinalizeFailed"})
                 return 30.0
@@ -435,13 +424,11 @@ class Controller:
             # Checked before anything is contacted: the target would be reached with the controller's identity.
             allowed = ", ".join(self.opts.allow_eks_targets) or "none"
             raise TargetNotAllowedError(
-                f"spec.target.eks {spec.target} is not allowed by this controller "
+                f"spec.target.eks {spec.target.cluster}/{spec.target.region} is not allowed by this controller "
                 f"(reconciler run --allow-eks-target CLUSTER/REGION; allowed: {allowed})"
             )
-        if spec.target is None and (not user or self._client_factory is None):
-            return None
-        if self._client_factory is None:
-            raise SpecError("spec.target: this controller was started without support for remote clusters")
+        if self._client_factory is None or (spec.target is None and not user):
+            return None  # the Reconciler refuses a target it has no handle for
         key = (spec.target, user)
         with self._lock:
             hit = self._clients.get(key)

@@ -33,10 +33,18 @@ from reconciler.source import git as git_source
 from reconciler.source import urls
 from reconciler.source.artifact import Source, SourceError
 from reconciler.source.local import tree_digest
-from reconciler.spec import WEBHOOK_STAMP, BucketSource, GitSource, GitSyncSpec, SpecError, TargetNotAllowedError
+from reconciler.spec import (
+    WEBHOOK_STAMP,
+    BucketSource,
+    EksTarget,
+    GitSource,
+    GitSyncSpec,
+    SpecError,
+    TargetNotAllowedError,
+)
 from reconciler.sync import engine, inventory, redact
 from reconciler.sync import prune as pruning
-from reconciler.sync.inventory import InventoryError
+from reconciler.sync.inventory import InventoryError, InventoryOwnerError
 from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Action
 
@@ -106,6 +114,22 @@ class Reconciler:
         self.policies_dir = policies_dir
         self._policies: tuple[str, policy.PolicySet] | None = None
         self._clients = clients  # (namespace, spec) -> (Kube, RestMapper) to apply with; None: our own
+
+    def _handles(self, namespace: str, spec: GitSyncSpec) -> tuple[Kube, RestMapper]:
+        """The handle that plans, applies, prunes and keeps the inventory for ``spec``.
+
+        Never the controller's own for a GitSync with a ``target``: when nothing can build a
+        handle on that target, the GitSync fails (TargetFailed) rather than sync into the local
+        cluster by accident. Raises :class:`AwsError` or :class:`SpecError`.
+        """
+        made = self._clients(namespace, spec) if self._clients else None
+        if made is not None:
+            return made
+        if spec.target is not None:
+            raise SpecError(
+                f"spec.target: this controller was started without support for remote clusters ({spec.target})"
+            )
+        return self.kube, self.mapper
 
     # ------------------------------------------------------------------ inputs
 
@@ -279,7 +303,7 @@ class Reconciler:
         extra: dict[str, Any] = {"lastHandledRequestedAt": handled_request} if handled_request else {}
         t0 = time.monotonic()
         try:
-            kube, mapper = (self._clients(ns, spec) if self._clients else None) or (self.kube, self.mapper)
+            kube, mapper = self._handles(ns, spec)
         except TargetNotAllowedError as e:  # only a spec or controller flag change cures it: no retry
             msg = f"GitSync {gid}: {e}"
             return self._fail(obj, "TargetNotAllowed", "SyncFailed", msg, stalled=True, extra_status=extra)
@@ -355,9 +379,13 @@ class Reconciler:
             default_namespace=spec.target_namespace or ns,
             policies=policies,
             policy_mode=spec.policy_mode,
+            owner_uid=str(md.get("uid") or ""),
         )
         try:
             res = engine.run(kube, mapper, manifests, revision, opts)
+        except InventoryOwnerError as e:  # retried: deleting the ConfigMap is how it is resolved
+            msg = f"GitSync {gid}: revision {revision}: {e}"
+            return self._fail(obj, "InventoryConflict", "SyncFailed", msg, revision, extra_status=extra)
         except (InventoryError, KubeError, UnreachableError) as e:
             msg = redact.scrub(f"GitSync {gid}: revision {revision}: {e}{_target_hint(spec, e)}", secrets)
             return self._fail(obj, "ReconciliationFailed", "SyncFailed", msg, revision, extra_status=extra)
@@ -514,37 +542,74 @@ class Reconciler:
         self.metrics.set_revision(ns, name, revision)
         return Outcome(ok=True, revision=revision)
 
-    def finalize(
-        self, obj: dict[str, Any], spec: GitSyncSpec | None, clients: tuple[Kube, RestMapper] | None = None
-    ) -> str | None:
+    def finalize(self, obj: dict[str, Any], spec: GitSyncSpec | None) -> str | None:
         """On deletion: prune everything the GitSync owns if ``prune: true``, else orphan it.
 
         A suspended GitSync orphans (as in Flux: suspend, then delete, hands the objects over),
         and the prune runs as the GitSync's ServiceAccount when it has one, so deletion is held
-        to the same RBAC as apply. Returns an error message, or None when the finalizer may go.
+        to the same RBAC as apply. Either way the inventory goes too, from where it lives: the
+        target when there is one. Returns an error message, or None when the finalizer may go.
+
+        An orphaning GitSync never waits for its target: if the target cannot be reached its
+        inventory stays there, and the owner stamp on it keeps a later GitSync of the same name
+        from pruning the orphans (it stops with InventoryConflict instead).
         """
         md = obj["metadata"]
         ns, name = md["namespace"], md["name"]
-        kube, mapper = clients or (self.kube, self.mapper)
-        if spec is None or not spec.prune or spec.suspend:
+        gid = f"{ns}/{name}"
+        uid = str(md.get("uid") or "")
+        orphan = spec is None or not spec.prune or spec.suspend
+        remote = spec.target if spec is not None else None
+        try:
+            kube, mapper = self._handles(ns, spec) if spec is not None else (self.kube, self.mapper)
+        except (AwsError, SpecError) as e:
+            applied = bool((obj.get("status") or {}).get("lastAppliedRevision"))
+            if not orphan and applied:
+                return f"GitSync {gid}: cannot prune on deletion: cannot connect to the target cluster: {e}"
+            # Orphaning, or never applied anything there (e.g. a target the allow-list refused):
+            # there is nothing to wait for, and holding the finalizer would only block deletion.
+            self._inventory_left(obj, remote, f"cannot connect to the target cluster: {e}")
+            return None
+        if orphan:
             why = "spec invalid" if spec is None else ("suspended" if spec.prune else "prune: false")
-            log.info(f"GitSync deleted; objects orphaned ({why})", extra={"gitsync": f"{ns}/{name}"})
+            log.info(f"GitSync deleted; objects orphaned ({why})", extra={"gitsync": gid})
         else:
-            opts = engine.Options(name=name, namespace=ns, prune=True, guard=pruning.Guard(allow_mass_prune=True))
+            opts = engine.Options(
+                name=name, namespace=ns, prune=True, guard=pruning.Guard(allow_mass_prune=True), owner_uid=uid
+            )
             try:
                 res = engine.run(kube, mapper, [], "", opts)
+            except InventoryOwnerError as e:  # it owns nothing there: nothing to wait for
+                log.warning(f"GitSync {gid}: deleted, nothing pruned: {e}", extra={"gitsync": gid})
+                self.metrics.forget(ns, name)
+                return None
             except (InventoryError, KubeError, UnreachableError) as e:
-                return f"GitSync {ns}/{name}: cannot prune on deletion: {e}"
+                return f"GitSync {gid}: cannot prune on deletion: {e}"
             if res.errors:
-                return f"GitSync {ns}/{name}: cannot prune on deletion: {res.errors[0]}"
+                return f"GitSync {gid}: cannot prune on deletion: {res.errors[0]}"
             n = len(res.pruned.deleted) if res.pruned else 0
-            log.info(f"GitSync deleted; pruned {n} objects", extra={"gitsync": f"{ns}/{name}"})
+            log.info(f"GitSync deleted; pruned {n} objects", extra={"gitsync": gid})
         # The inventory lives next to the objects: on the remote target when there is one.
-        inv_kube = kube if spec is not None and spec.target is not None else self.kube
         try:
-            inv_kube.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/{inventory.configmap_name(name)}")
-        except KubeError as e:
-            if not e.not_found:
-                return f"GitSync {ns}/{name}: cannot delete the inventory: {e}"
+            inventory.delete(kube if remote is not None else self.kube, ns, name, uid)
+        except InventoryOwnerError as e:
+            log.warning(f"GitSync {gid}: deleted; {e}: left as it is", extra={"gitsync": gid})
+        except (KubeError, UnreachableError) as e:
+            if orphan and remote is not None:
+                self._inventory_left(obj, remote, str(e))
+                return None
+            return f"GitSync {gid}: cannot delete the inventory: {e}"
         self.metrics.forget(ns, name)
         return None
+
+    def _inventory_left(self, obj: dict[str, Any], target: EksTarget | None, reason: str) -> None:
+        """An orphaning GitSync whose remote inventory cannot be deleted: one ERROR line, and the
+        finalizer goes anyway (a target gone for good must not hold a deletion forever)."""
+        md = obj["metadata"]
+        gid = f"{md['namespace']}/{md['name']}"
+        log.error(
+            f"GitSync {gid}: deleted, objects orphaned, but its inventory ConfigMap "
+            f"{md['namespace']}/{inventory.configmap_name(md['name'])} stays in {target}: {reason}",
+            extra={"gitsync": gid, "reason": "TargetFailed"},
+        )
+        self.metrics.forget(md["namespace"], md["name"])

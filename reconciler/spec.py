@@ -91,7 +91,8 @@ class EksTarget:
     region: str
 
     def __str__(self) -> str:
-        return f"{self.cluster}/{self.region}"
+        """How log lines and messages name the target."""
+        return f"EKS cluster {self.cluster} ({self.region})"
 
     def allowed_by(self, patterns: Iterable[str]) -> bool:
         """Whether a ``CLUSTER/REGION`` glob of ``run --allow-eks-target`` admits this target.

@@ -40,6 +40,7 @@ class Options:
     field_manager: str = FIELD_MANAGER
     policies: policy.PolicySet | None = None
     policy_mode: str = "enforce"  # enforce | audit | off
+    owner_uid: str = ""  # the GitSync's metadata.uid, stamped on the inventory; "" (the CLI) keeps any stamp
 
     @property
     def owner(self) -> str:
@@ -78,17 +79,18 @@ def _version(item: Item) -> str:
     return str(item.desired["apiVersion"]).rpartition("/")[2]
 
 
-def _write_ahead(previous: inventory.Inventory, p: Plan) -> inventory.Inventory:
+def _write_ahead(previous: inventory.Inventory, p: Plan, owner_uid: str) -> inventory.Inventory:
     """The inventory as it must be before the first write.
 
     Every object this sync may create is recorded first (with an unknown digest), so that
-    if the process dies mid-apply the next sync still knows those objects are ours to prune.
+    if the process dies mid-apply the next sync still knows those objects are ours to prune;
+    and an unstamped inventory is stamped with its owner before anything is applied.
     """
     entries = dict(previous.entries)
     for i in p.by_action(Action.CREATE, Action.CONFIGURE):
         last = previous.entries.get(i.oid)
         entries[i.oid] = inventory.Entry(i.oid, _version(i), last.digest if last else "", last.fields if last else "")
-    return inventory.Inventory(previous.revision, entries)
+    return inventory.Inventory(previous.revision, entries, owner_uid or previous.owner_uid)
 
 
 def _final(
@@ -125,12 +127,12 @@ def _final(
         elif o.result == "skipped" and i.oid not in entries:
             # reconcile: disabled — ours, but its digest is unknown: a later sync must not call it unchanged
             entries[i.oid] = inventory.Entry(i.oid, _version(i), "", "")
-    return inventory.Inventory(revision, entries)
+    return inventory.Inventory(revision, entries, ahead.owner_uid)
 
 
 def _record(kube: Kube, opts: Options, previous: inventory.Inventory, new: inventory.Inventory) -> None:
     """Store the new inventory, unless it is what is stored already: a no-op sync writes nothing."""
-    if new.revision == previous.revision and new.entries == previous.entries:
+    if new == previous:
         return
     inventory.save(kube, opts.namespace, opts.name, new, opts.field_manager)
 
@@ -154,6 +156,7 @@ def run(
             return res
     res.stage = "plan"
     previous = inventory.load(kube, opts.namespace, opts.name)
+    inventory.check_owner(previous, opts.namespace, opts.name, opts.owner_uid)  # before anything is written
     try:
         p = plan(
             kube,
@@ -196,7 +199,7 @@ def run(
         return res
 
     res.stage = "apply"
-    ahead = _write_ahead(previous, p)
+    ahead = _write_ahead(previous, p, opts.owner_uid)
     try:
         _record(kube, opts, previous, ahead)
     except inventory.InventoryError as e:

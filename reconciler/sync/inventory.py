@@ -22,6 +22,11 @@ from reconciler.sync.objects import GROUP, ObjectId
 
 DATA_KEY = "inventory.json"
 INVENTORY_LABEL = f"{GROUP}/inventory-of"
+OWNER_UID_ANNOTATION = f"{GROUP}/owner-uid"
+"""The metadata.uid of the GitSync that owns the inventory. The ConfigMap's name and the owner
+label only say ``<namespace>.<name>``, which two management clusters (a hub GitSync targeting
+a cluster, and that cluster's own GitSync) or a GitSync recreated under an old name can share;
+the uid tells them apart, so one never prunes what the other applied."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Entry:
 class Inventory:
     revision: str = ""
     entries: dict[ObjectId, Entry] = field(default_factory=dict)
+    owner_uid: str = ""  # OWNER_UID_ANNOTATION; "" = unstamped (an older version, or the CLI)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -77,6 +83,59 @@ class InventoryError(Exception):
     """The stored inventory cannot be read; pruning must not proceed on a guess."""
 
 
+class InventoryOwnerError(InventoryError):
+    """The stored inventory belongs to another owner: nothing it lists may be touched."""
+
+
+def _foreign(namespace: str, sync_name: str, stored: str, owner_uid: str) -> str | None:
+    """Why an inventory stamped ``stored`` is not ``owner_uid``'s, or None when it is (or either is unstamped)."""
+    if not stored or not owner_uid or stored == owner_uid:
+        return None
+    return (
+        f"the inventory ConfigMap {namespace}/{configmap_name(sync_name)} belongs to another owner "
+        f"({OWNER_UID_ANNOTATION} {stored}), not to this one ({owner_uid})"
+    )
+
+
+def check_owner(inventory: Inventory, namespace: str, sync_name: str, owner_uid: str) -> None:
+    """Refuse to sync over another owner's inventory (raises :class:`InventoryOwnerError`).
+
+    An unstamped inventory is accepted (the next write stamps it), and an unstamped sync (the
+    CLI) accepts any: only two different identities conflict.
+    """
+    why = _foreign(namespace, sync_name, inventory.owner_uid, owner_uid)
+    if why:
+        raise InventoryOwnerError(
+            f"{why}: a GitSync of the same namespace and name on another management cluster, or a deleted"
+            " one whose orphaned objects it still lists; nothing was applied or pruned. To take those objects"
+            " over deliberately, delete that ConfigMap"
+        )
+
+
+def delete(kube: Kube, namespace: str, sync_name: str, owner_uid: str) -> None:
+    """Delete the inventory, unless another owner's (raises :class:`InventoryOwnerError`).
+
+    The ConfigMap is deleted with its resourceVersion as a precondition, so a stamp written
+    between the read and the delete is never deleted unseen.
+    """
+    cm = kube.get_or_none(_path(namespace, sync_name))
+    if cm is None:
+        return
+    md = cm.get("metadata") or {}
+    why = _foreign(namespace, sync_name, str((md.get("annotations") or {}).get(OWNER_UID_ANNOTATION, "")), owner_uid)
+    if why:
+        raise InventoryOwnerError(why)
+    try:
+        kube.request(
+            "DELETE",
+            _path(namespace, sync_name),
+            body={"preconditions": {"resourceVersion": md.get("resourceVersion")}},
+        )
+    except KubeError as e:
+        if not e.not_found:
+            raise
+
+
 def load(kube: Kube, namespace: str, sync_name: str) -> Inventory:
     """The stored inventory; empty if this sync never ran.
 
@@ -98,7 +157,8 @@ def load(kube: Kube, namespace: str, sync_name: str) -> Inventory:
             )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise InventoryError(f"{where} is not a valid inventory: {e}") from e
-    return Inventory(revision=str(doc.get("revision", "")), entries=entries)
+    owner = str(((cm.get("metadata") or {}).get("annotations") or {}).get(OWNER_UID_ANNOTATION, ""))
+    return Inventory(revision=str(doc.get("revision", "")), entries=entries, owner_uid=owner)
 
 
 def save(kube: Kube, namespace: str, sync_name: str, inventory: Inventory, field_manager: str) -> None:
@@ -116,6 +176,7 @@ def save(kube: Kube, namespace: str, sync_name: str, inventory: Inventory, field
             "name": configmap_name(sync_name),
             "namespace": namespace,
             "labels": {INVENTORY_LABEL: sync_name, "app.kubernetes.io/managed-by": "gitops-reconciler"},
+            **({"annotations": {OWNER_UID_ANNOTATION: inventory.owner_uid}} if inventory.owner_uid else {}),
         },
         "data": {DATA_KEY: json.dumps(doc, separators=(",", ":"))},
     }

@@ -311,6 +311,11 @@ def test_a_target_outside_the_allow_list_is_stalled_and_never_contacted(
     assert [(ln["level"], ln["msg"]) for ln in ctl.lines() if "payments" in str(ln.get("msg"))] == [("ERROR", expected)]
     assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/a") is None
 
+    # It applied nothing there, so deleting it (prune: true) must not wait for a target it may never reach.
+    env.kube.request("DELETE", f"/apis/gitops.reconciler.dev/v1/namespaces/{ns}/gitsyncs/steal")
+    eventually(lambda: env.get(ns, "steal") is None, 60, "the refused GitSync to be deleted")
+    assert "payments" not in described
+
 
 @pytest.mark.parametrize(
     ("target", "field"),

@@ -15,8 +15,9 @@ import yaml
 from click.testing import CliRunner, Result
 
 from reconciler import cli
-from reconciler.kube import client
-from reconciler.sync import inventory
+from reconciler.kube import client, discovery
+from reconciler.render.manifests import Manifest
+from reconciler.sync import engine, inventory
 from reconciler.sync.objects import OWNER_LABEL
 
 
@@ -624,3 +625,45 @@ def test_policy_gate_in_cli_sync(fleet: Fleet) -> None:
     assert r.exit_code == 0, r.output
     assert "policy warning: Deny by policy image-tags" in r.output
     assert fleet.cm("fine") is not None
+
+
+def _stamp(fleet: Fleet) -> str | None:
+    inv = fleet.cm(inventory.configmap_name(fleet.name))
+    assert inv is not None
+    return (inv["metadata"].get("annotations") or {}).get(inventory.OWNER_UID_ANNOTATION)
+
+
+def test_an_inventory_of_another_owner_stops_the_sync_before_anything_is_written(
+    fleet: Fleet, mapper: discovery.RestMapper
+) -> None:
+    """Two controllers whose GitSyncs share ``<namespace>.<name>`` (a hub's GitSync targeting this
+    cluster and this cluster's own) share the inventory ConfigMap: the owner uid stamped on it
+    keeps each from pruning what the other applied."""
+    ns = fleet.ns
+    files = {f"{n}.yaml": dump(cm(n, ns, {"k": "1"})) for n in ("a", "b")}
+    sha = fleet.commit(files)
+    assert fleet.sync().exit_code == 0
+    assert _stamp(fleet) is None  # the CLI has no GitSync: it does not stamp
+
+    def run(uid: str, *names: str) -> engine.Result:
+        ms = [Manifest(cm(n, ns, {"k": "1"}), f"{n}.yaml", 0) for n in names]
+        return engine.run(fleet.kube, mapper, ms, f"main@sha1:{sha}", engine.Options(fleet.name, ns, owner_uid=uid))
+
+    assert run("uid-hub", "a", "b").ok  # unstamped (an older version, the CLI): accepted, and stamped
+    assert _stamp(fleet) == "uid-hub"
+    fleet.commit({"c.yaml": dump(cm("c", ns, {"k": "1"}))})
+    assert fleet.sync().exit_code == 0
+    assert _stamp(fleet) == "uid-hub", "the CLI keeps the owner's stamp"
+
+    before = fleet.cm(inventory.configmap_name(fleet.name))
+    with pytest.raises(inventory.InventoryOwnerError) as e:
+        run("uid-local", "a")  # would prune b and c
+    assert str(e.value) == (
+        f"the inventory ConfigMap {ns}/{fleet.name}.gitsync-inventory belongs to another owner "
+        "(gitops.reconciler.dev/owner-uid uid-hub), not to this one (uid-local): a GitSync of the same namespace"
+        " and name on another management cluster, or a deleted one whose orphaned objects it still lists;"
+        " nothing was applied or pruned. To take those objects over deliberately, delete that ConfigMap"
+    )
+    assert fleet.cm("b") is not None
+    assert fleet.cm("c") is not None
+    assert fleet.cm(inventory.configmap_name(fleet.name)) == before, "not even the write-ahead inventory"
