@@ -98,7 +98,12 @@ class Setup:
 
     def controller(self, factory: controller.ClientFactory | None = None) -> controller.Controller:
         opts = controller.Options(
-            namespace=self.mgmt, cache_dir=self.tmp / "cache", metrics_addr="", health_addr="", identity="test"
+            namespace=self.mgmt,
+            cache_dir=self.tmp / "cache",
+            metrics_addr="",
+            health_addr="",
+            identity="test",
+            allow_eks_targets=("prod/eu-west-1",),
         )
         return controller.Controller(self.manager, opts, Metrics(), client_factory=factory or self.factory)
 
