@@ -9,6 +9,7 @@ later sync can still prune it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -130,11 +131,13 @@ def _final(
     return inventory.Inventory(revision, entries, ahead.owner_uid)
 
 
-def _record(kube: Kube, opts: Options, previous: inventory.Inventory, new: inventory.Inventory) -> None:
-    """Store the new inventory, unless it is what is stored already: a no-op sync writes nothing."""
+def _record(kube: Kube, opts: Options, previous: inventory.Inventory, new: inventory.Inventory) -> inventory.Inventory:
+    """Store the new inventory, unless it is what is stored already (a no-op sync writes
+    nothing); conditional on ``previous`` being what is stored.  Returns what is stored now."""
     if new == previous:
-        return
-    inventory.save(kube, opts.namespace, opts.name, new, opts.field_manager)
+        return previous
+    stale = dataclasses.replace(new, resource_version=previous.resource_version)
+    return inventory.save(kube, opts.namespace, opts.name, stale, opts.field_manager)
 
 
 def run(
@@ -201,7 +204,7 @@ def run(
     res.stage = "apply"
     ahead = _write_ahead(previous, p, opts.owner_uid)
     try:
-        _record(kube, opts, previous, ahead)
+        ahead = _record(kube, opts, previous, ahead)
     except inventory.InventoryError as e:
         res.errors = [f"{e}; nothing was applied or pruned"]
         return res
@@ -238,8 +241,7 @@ def run(
             previous, ahead, p, rep.outcomes, deleted, opts.field_manager, revision if ok else previous.revision
         )
         try:
-            _record(kube, opts, ahead, final)
-            res.inventory = final
+            res.inventory = _record(kube, opts, ahead, final)
         except inventory.InventoryError as e:
             res.errors.append(str(e))
             ok = False

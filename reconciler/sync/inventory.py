@@ -12,6 +12,7 @@ unchanged and costs no request at all.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ class Inventory:
     revision: str = ""
     entries: dict[ObjectId, Entry] = field(default_factory=dict)
     owner_uid: str = ""  # OWNER_UID_ANNOTATION; "" = unstamped (an older version, or the CLI)
+    # The ConfigMap's resourceVersion when read or last written ("" = it did not exist): the
+    # next write is conditional on it.  Not part of equality: it says where, not what.
+    resource_version: str = field(default="", compare=False)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -157,11 +161,24 @@ def load(kube: Kube, namespace: str, sync_name: str) -> Inventory:
             )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise InventoryError(f"{where} is not a valid inventory: {e}") from e
-    owner = str(((cm.get("metadata") or {}).get("annotations") or {}).get(OWNER_UID_ANNOTATION, ""))
-    return Inventory(revision=str(doc.get("revision", "")), entries=entries, owner_uid=owner)
+    md = cm.get("metadata") or {}
+    owner = str((md.get("annotations") or {}).get(OWNER_UID_ANNOTATION, ""))
+    return Inventory(
+        revision=str(doc.get("revision", "")),
+        entries=entries,
+        owner_uid=owner,
+        resource_version=str(md.get("resourceVersion") or ""),
+    )
 
 
-def save(kube: Kube, namespace: str, sync_name: str, inventory: Inventory, field_manager: str) -> None:
+def save(kube: Kube, namespace: str, sync_name: str, inventory: Inventory, field_manager: str) -> Inventory:
+    """Store ``inventory`` only if the ConfigMap is still what ``inventory.resource_version``
+    says was read (absent when ""), and return it with the new resourceVersion.
+
+    Two syncs of the same name that read the same state cannot both write it: the second gets
+    a conflict and stops before it applies or prunes anything, instead of recording a list
+    that forgets what the first one applied (or stamping it with another owner).
+    """
     doc = {
         "revision": inventory.revision,
         "entries": [
@@ -169,24 +186,38 @@ def save(kube: Kube, namespace: str, sync_name: str, inventory: Inventory, field
             for e in sorted(inventory.entries.values(), key=lambda e: e.oid)
         ],
     }
+    metadata: dict[str, Any] = {
+        "name": configmap_name(sync_name),
+        "namespace": namespace,
+        "labels": {INVENTORY_LABEL: sync_name, "app.kubernetes.io/managed-by": "gitops-reconciler"},
+        **({"annotations": {OWNER_UID_ANNOTATION: inventory.owner_uid}} if inventory.owner_uid else {}),
+    }
     body = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": configmap_name(sync_name),
-            "namespace": namespace,
-            "labels": {INVENTORY_LABEL: sync_name, "app.kubernetes.io/managed-by": "gitops-reconciler"},
-            **({"annotations": {OWNER_UID_ANNOTATION: inventory.owner_uid}} if inventory.owner_uid else {}),
-        },
+        "metadata": metadata,
         "data": {DATA_KEY: json.dumps(doc, separators=(",", ":"))},
     }
+    where = f"{namespace}/{configmap_name(sync_name)}"
+    query = [("fieldManager", field_manager)]
     try:
-        kube.request(
-            "PATCH",
-            _path(namespace, sync_name),
-            query=[("fieldManager", field_manager), ("force", "true")],
-            body=body,
-            content_type=APPLY_PATCH,
-        )
+        if inventory.resource_version:
+            metadata["resourceVersion"] = inventory.resource_version  # a precondition of the apply
+            stored = kube.request(
+                "PATCH",
+                _path(namespace, sync_name),
+                query=[*query, ("force", "true")],
+                body=body,
+                content_type=APPLY_PATCH,
+            )
+        else:  # a create fails if another sync created it since we found none
+            stored = kube.request("POST", _path(namespace, sync_name).rpartition("/")[0], query=query, body=body)
     except KubeError as e:
-        raise InventoryError(f"cannot store the inventory in {namespace}/{configmap_name(sync_name)}: {e}") from e
+        if e.conflict:
+            raise InventoryError(
+                f"the inventory ConfigMap {where} changed since this sync read it (another sync of the same"
+                " name, from another controller or the CLI, is running?); nothing more was written"
+            ) from e
+        raise InventoryError(f"cannot store the inventory in {where}: {e}") from e
+    rv = str((stored.get("metadata") or {}).get("resourceVersion") or "")
+    return dataclasses.replace(inventory, resource_version=rv)

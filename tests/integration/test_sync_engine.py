@@ -667,3 +667,39 @@ def test_an_inventory_of_another_owner_stops_the_sync_before_anything_is_written
     assert fleet.cm("b") is not None
     assert fleet.cm("c") is not None
     assert fleet.cm(inventory.configmap_name(fleet.name)) == before, "not even the write-ahead inventory"
+
+
+def test_two_syncs_that_read_the_same_inventory_cannot_both_write_it(
+    fleet: Fleet, mapper: discovery.RestMapper
+) -> None:
+    """Every inventory write is conditional on what the sync read: of two syncs that read the
+    same state (two controllers stamping a new inventory, or a controller and the CLI), the
+    slower one stops at its write-ahead record, before it applies or prunes anything."""
+    ns = fleet.ns
+    sha = fleet.commit({"a.yaml": dump(cm("a", ns, {"k": "1"}))})
+
+    def run(uid: str, names: list[str], progress: engine.Progress | None = None) -> engine.Result:
+        ms = [Manifest(cm(n, ns, {"k": "1"}), f"{n}.yaml", 0) for n in names]
+        opts = engine.Options(fleet.name, ns, owner_uid=uid)
+        return engine.run(fleet.kube, mapper, ms, f"main@sha1:{sha}", opts, progress)
+
+    # Both find no inventory; the other one creates it while this one plans.
+    res = run("uid-a", ["a"], engine.Progress(planned=lambda p: run("uid-b", ["b"])))
+    assert not res.ok
+    assert res.errors == [
+        f"the inventory ConfigMap {ns}/{fleet.name}.gitsync-inventory changed since this sync read it (another"
+        " sync of the same name, from another controller or the CLI, is running?); nothing more was written;"
+        " nothing was applied or pruned"
+    ]
+    assert fleet.cm("a") is None
+    assert fleet.cm("b") is not None
+    assert _stamp(fleet) == "uid-b"
+
+    # Both read the stored inventory; the other one (here unstamped, as the CLI) rewrites it first.
+    res = run("uid-b", ["a", "b"], engine.Progress(planned=lambda p: run("", ["b", "c"])))
+    assert not res.ok
+    assert "changed since this sync read it" in res.errors[0]
+    assert fleet.cm("a") is None
+    assert run("uid-b", ["a", "b"]).ok, "the next sync reads the new state and goes ahead"
+    assert fleet.cm("a") is not None
+    assert fleet.cm("c") is None, "c was recorded by the sync that won, so it is pruned now"
