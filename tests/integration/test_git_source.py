@@ -336,8 +336,8 @@ def _children() -> list[str]:
         except OSError:
             continue
         comm, fields = stat_line[stat_line.index("(") + 1 : stat_line.rindex(")")], stat_line.rsplit(")", 1)[1].split()
-        if fields[1] == me:
-            found.append(f"{entry.name} {comm} {fields[0]}")
+        if fields[1] == me:  # the run state (R/S/D) changes on its own; only a zombie (Z) is a leak
+            found.append(f"{entry.name} {comm}" + (" zombie" if fields[0] == "Z" else ""))
     return found
 
 
