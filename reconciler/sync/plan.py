@@ -412,12 +412,27 @@ def preflight(
     def check(item: Item) -> str | None:
         return dry_run(kube, mapper, item, owner=owner, field_manager=field_manager, want_diff=want_diff)
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for item, err in zip(todo, pool.map(check, todo), strict=True):
-            if err:
-                p.errors.append(err)
+    def check_all(items: list[Item]) -> None:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            for item, err in zip(items, pool.map(check, items), strict=True):
+                if err:
+                    p.errors.append(err)
+                if progress:
+                    progress(item)
+
+    # Namespaces first: a dry run in a Namespace that does not exist yet can only answer
+    # "namespace not found", so what goes into a truly new one (still a create after its own
+    # dry run, not an adoption) is deferred without that request and validated before its stage.
+    namespaces = [i for i in todo if i.oid.kind == "Namespace" and i.oid.group == ""]
+    check_all(namespaces)
+    new = {i.oid.name for i in namespaces if i.action is Action.CREATE}
+    rest = [i for i in todo if i not in namespaces]
+    for i in rest:
+        if i.oid.namespace in new:
+            i.deferred = True
             if progress:
-                progress(item)
+                progress(i)
+    check_all([i for i in rest if not i.deferred])
     for item in p.items:
         if item.deferred and want_diff:
             item.set_diff(None, item.desired)

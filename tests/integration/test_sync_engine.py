@@ -703,3 +703,25 @@ def test_two_syncs_that_read_the_same_inventory_cannot_both_write_it(
     assert run("uid-b", ["a", "b"]).ok, "the next sync reads the new state and goes ahead"
     assert fleet.cm("a") is not None
     assert fleet.cm("c") is None, "c was recorded by the sync that won, so it is pruned now"
+
+
+def test_objects_in_a_new_namespace_are_validated_once_before_their_stage(
+    fleet: Fleet, mapper: discovery.RestMapper
+) -> None:
+    """A dry run inside a Namespace that does not exist yet can only answer "namespace not
+    found": such objects are deferred without it, then validated together right before their
+    stage. Per object: one dry run and one apply, nothing more."""
+    new_ns = f"{fleet.ns}-new"
+    objs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": new_ns}}]
+    objs += [cm(f"c{i}", new_ns, {"k": str(i)}) for i in range(5)]
+    ms = [Manifest(o, "new.yaml", i) for i, o in enumerate(objs)]
+    before = dict(fleet.kube.requests)
+    try:
+        res = engine.run(fleet.kube, mapper, ms, "main@sha1:" + "0" * 40, engine.Options(fleet.name, fleet.ns))
+        assert res.ok, res.errors
+        patches = fleet.kube.requests["PATCH"] - before.get("PATCH", 0)
+        # Namespace: dry run + apply; 5 ConfigMaps: dry run + apply each; the final inventory.
+        assert patches == 2 + 5 * 2 + 1
+        assert fleet.kube.get_or_none(f"/api/v1/namespaces/{new_ns}/configmaps/c4") is not None
+    finally:
+        fleet.kube.request("DELETE", f"/api/v1/namespaces/{new_ns}")
