@@ -19,6 +19,7 @@ from reconciler.render.errors import ManifestError
 from reconciler.render.manifests import Manifest
 from reconciler.render.namespaces import Scope
 from reconciler.render.options import RenderOptions
+from reconciler.report import table
 
 __all__ = ["EXIT_DENIED", "EXIT_ERROR", "EXIT_OK", "OUTPUTS", "check", "evaluate", "load_policies"]
 
@@ -81,14 +82,9 @@ def _summary(manifests: Sequence[Manifest], ps: PolicySet, violations: Sequence[
 
 def format_table(manifests: Sequence[Manifest], ps: PolicySet, violations: Sequence[Violation]) -> str:
     """Aligned columns POLICY, ACTION, OBJECT, MESSAGE (the message last, unpadded), then a summary."""
-    rows = [COLUMNS, *((v.policy, v.action, v.object, f"{v.message} ({v.file})") for v in violations)]
-    lines = []
-    if violations:
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        for r in rows:
-            lines.append("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
-    lines.append(_summary(manifests, ps, violations))
-    return "\n".join(lines) + "\n"
+    rows = [(v.policy, v.action, v.object, f"{v.message} ({v.file})") for v in violations]
+    head = table.aligned(COLUMNS, rows) if violations else ""
+    return head + _summary(manifests, ps, violations) + "\n"
 
 
 def format_json(manifests: Sequence[Manifest], ps: PolicySet, violations: Sequence[Violation]) -> str:

@@ -136,8 +136,8 @@ def _record(kube: Kube, opts: Options, previous: inventory.Inventory, new: inven
     nothing); conditional on ``previous`` being what is stored.  Returns what is stored now."""
     if new == previous:
         return previous
-    stale = dataclasses.replace(new, resource_version=previous.resource_version)
-    return inventory.save(kube, opts.namespace, opts.name, stale, opts.field_manager)
+    expected = dataclasses.replace(new, resource_version=previous.resource_version)  # the write's precondition
+    return inventory.save(kube, opts.namespace, opts.name, expected, opts.field_manager)
 
 
 def run(

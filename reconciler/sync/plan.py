@@ -423,10 +423,12 @@ def preflight(
     # Namespaces first: a dry run in a Namespace that does not exist yet can only answer
     # "namespace not found", so what goes into a truly new one (still a create after its own
     # dry run, not an adoption) is deferred without that request and validated before its stage.
-    namespaces = [i for i in todo if i.oid.kind == "Namespace" and i.oid.group == ""]
+    namespaces: list[Item] = []
+    rest: list[Item] = []
+    for i in todo:
+        (namespaces if i.oid.kind == "Namespace" and i.oid.group == "" else rest).append(i)
     check_all(namespaces)
     new = {i.oid.name for i in namespaces if i.action is Action.CREATE}
-    rest = [i for i in todo if i not in namespaces]
     for i in rest:
         if i.oid.namespace in new:
             i.deferred = True
