@@ -42,7 +42,6 @@ from reconciler.source import webhook
 from reconciler.spec import (
     FINALIZER,
     GROUP,
-    PLURAL,
     REQUESTED_AT,
     VERSION,
     WEBHOOK_STAMP,
@@ -50,6 +49,7 @@ from reconciler.spec import (
     GitSyncSpec,
     SpecError,
     TargetNotAllowedError,
+    gitsync_path,
     parse,
 )
 from reconciler.sync.objects import ObjectId
@@ -228,8 +228,7 @@ class Controller:
                     self.schedule(k, 0)
 
     def _watch(self) -> None:
-        base = f"/apis/{GROUP}/{VERSION}"
-        path = f"{base}/namespaces/{self.opts.namespace}/{PLURAL}" if self.opts.namespace else f"{base}/{PLURAL}"
+        path = gitsync_path(self.opts.namespace)
         watch.watch(self.kube, path, self.on_event, self.stop_event, kind="GitSync", api_version=f"{GROUP}/{VERSION}")
 
     # ------------------------------------------------------------------ one GitSync
@@ -241,7 +240,7 @@ class Controller:
     def _patch_finalizers(self, obj: dict[str, Any], add: bool) -> None:
         """Add or remove our finalizer on the current object (re-read on conflict, never a stale list)."""
         md = obj["metadata"]
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{md['namespace']}/{PLURAL}/{md['name']}"
+        path = gitsync_path(md["namespace"], md["name"])
         for _ in range(5):
             cur = self.kube.get_or_none(path)
             if cur is None:
@@ -368,7 +367,7 @@ class Controller:
             return
         md0 = cached["metadata"]
         try:  # the cache may lag our own status writes: never write back a stale conditions list
-            obj = self.kube.get(f"/apis/{GROUP}/{VERSION}/namespaces/{md0['namespace']}/{PLURAL}/{md0['name']}")
+            obj = self.kube.get(gitsync_path(md0["namespace"], md0["name"]))
         except (KubeError, UnreachableError) as e:
             log.warning(f"GitSync {key[0]}/{key[1]}: cannot read it to report drift: {e}")
             return
@@ -450,9 +449,7 @@ class Controller:
         standby replica (the Service reaches both) hands the push to the leader, and a
         push during a restart is not lost.
         """
-        base = f"/apis/{GROUP}/{VERSION}"
-        path = f"{base}/namespaces/{self.opts.namespace}/{PLURAL}" if self.opts.namespace else f"{base}/{PLURAL}"
-        items = self.kube.get(path).get("items", [])
+        items = self.kube.get(gitsync_path(self.opts.namespace)).get("items", [])
         stamp = f"{WEBHOOK_STAMP}{cond.now()}#{next(self._seq)}"
         n = 0
         for obj in items:
@@ -465,7 +462,7 @@ class Controller:
             md = obj["metadata"]
             self.kube.request(
                 "PATCH",
-                f"{base}/namespaces/{md['namespace']}/{PLURAL}/{md['name']}",
+                gitsync_path(md["namespace"], md["name"]),
                 body={"metadata": {"annotations": {REQUESTED_AT: stamp}}},
                 content_type=MERGE_PATCH,
             )

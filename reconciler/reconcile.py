@@ -21,6 +21,7 @@ from typing import Any
 from reconciler import policy
 from reconciler.aws.errors import AwsError
 from reconciler.drift import Desired
+from reconciler.kube import paths
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.kube.events import EventRecorder
@@ -41,6 +42,7 @@ from reconciler.spec import (
     GitSyncSpec,
     SpecError,
     TargetNotAllowedError,
+    gitsync_path,
 )
 from reconciler.sync import engine, inventory, redact
 from reconciler.sync import prune as pruning
@@ -134,7 +136,7 @@ class Reconciler:
     # ------------------------------------------------------------------ inputs
 
     def _secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
-        sec = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        sec = self.kube.get(paths.api_path(group="", version="v1", resource="secrets", namespace=namespace, name=name))
         return {k: base64.b64decode(v) for k, v in (sec.get("data") or {}).items()}
 
     @staticmethod
@@ -158,7 +160,9 @@ class Reconciler:
         secret_names: set[str] = set()
         for vf in spec.substitute_from:
             kind = "secrets" if vf.kind == "Secret" else "configmaps"
-            obj = self.kube.get_or_none(f"/api/v1/namespaces/{namespace}/{kind}/{vf.name}")
+            obj = self.kube.get_or_none(
+                paths.api_path(group="", version="v1", resource=kind, namespace=namespace, name=vf.name)
+            )
             if obj is None:
                 if vf.optional:
                     continue
@@ -225,7 +229,7 @@ class Reconciler:
         try:
             self.kube.request(
                 "PATCH",
-                f"/apis/gitops.reconciler.dev/v1/namespaces/{md['namespace']}/gitsyncs/{md['name']}/status",
+                gitsync_path(md["namespace"], md["name"], subresource="status"),
                 body={"status": status},
                 content_type="application/merge-patch+json",
             )

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.kube import paths
 from reconciler.render.options import Patch
 from reconciler.source.git import GitRef
 
@@ -31,6 +32,41 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 class SpecError(ValueError):
     """A spec field is invalid; the message names the field."""
+
+
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def object_name(value: Any, field_name: str) -> str:
+    """A name the spec refers to (Secret, ConfigMap, ServiceAccount, GitSync): an RFC 1123 subdomain.
+
+    Checked here and in the CRD schema because these names end up in API paths read with the
+    controller's identity: ``x/../../kube-system/secrets/admin`` must never get that far.
+    """
+    if not isinstance(value, str) or len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
+        raise SpecError(
+            f"{field_name}: {value!r} is not a valid object name "
+            "(lower-case letters, digits, '-' and '.', at most 253 characters, RFC 1123)"
+        )
+    return value
+
+
+def namespace_name(value: Any, field_name: str) -> str:
+    """A namespace the spec refers to: an RFC 1123 label."""
+    if not isinstance(value, str) or len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
+        raise SpecError(
+            f"{field_name}: {value!r} is not a valid namespace name "
+            "(lower-case letters, digits and '-', at most 63 characters, RFC 1123)"
+        )
+    return value
+
+
+def gitsync_path(namespace: str | None, name: str | None = None, *, subresource: str | None = None) -> str:
+    """The API path of GitSyncs (all namespaces when ``namespace`` is None), one GitSync, or its status."""
+    return paths.api_path(
+        group=GROUP, version=VERSION, resource=PLURAL, namespace=namespace, name=name, subresource=subresource
+    )
 
 
 def parse_duration(text: str, field_name: str) -> float:
@@ -214,9 +250,10 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         raise SpecError("spec.substitute: expected a map of strings")
     values_from = []
     for i, vf in enumerate(spec.get("substituteFrom") or []):
-        if vf.get("kind") not in ("ConfigMap", "Secret") or not vf.get("name"):
+        if not isinstance(vf, dict) or vf.get("kind") not in ("ConfigMap", "Secret") or not vf.get("name"):
             raise SpecError(f"spec.substituteFrom[{i}]: needs kind ConfigMap or Secret, and a name")
-        values_from.append(ValuesFrom(vf["kind"], vf["name"], bool(vf.get("optional", False))))
+        name = object_name(vf["name"], f"spec.substituteFrom[{i}].name")
+        values_from.append(ValuesFrom(vf["kind"], name, bool(vf.get("optional", False))))
     patches = []
     for i, p in enumerate(spec.get("patches") or []):
         try:
@@ -224,10 +261,19 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         except ValueError as e:
             raise SpecError(f"spec.patches[{i}]: {e}") from e
     deps = tuple(
-        Dependency(str(d["name"]), str(d.get("namespace") or namespace))
-        for d in spec.get("dependsOn") or []
+        Dependency(
+            object_name(d["name"], f"spec.dependsOn[{i}].name"),
+            namespace_name(d.get("namespace") or namespace, f"spec.dependsOn[{i}].namespace"),
+        )
+        for i, d in enumerate(spec.get("dependsOn") or [])
         if isinstance(d, dict) and d.get("name")
     )
+    target_namespace = _str(spec, "targetNamespace", "spec") or None
+    if target_namespace is not None:
+        namespace_name(target_namespace, "spec.targetNamespace")
+    service_account = _str(spec, "serviceAccountName", "spec") or None
+    if service_account is not None:
+        object_name(service_account, "spec.serviceAccountName")
     return GitSyncSpec(
         git=None if "bucket" in source else _git(source.get("git")),
         bucket=_bucket(source["bucket"]) if "bucket" in source else None,
@@ -240,8 +286,8 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         prune=_bool(spec, "prune", True),
         wait=_bool(spec, "wait", False),
         depends_on=deps,
-        target_namespace=_str(spec, "targetNamespace", "spec") or None,
-        service_account_name=_str(spec, "serviceAccountName", "spec") or None,
+        target_namespace=target_namespace,
+        service_account_name=service_account,
         substitute=dict(substitute),
         substitute_from=tuple(values_from),
         patches=tuple(patches),
@@ -252,9 +298,13 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
     )
 
 
-def _secret_ref(src: Mapping[str, Any]) -> SecretRef | None:
+def _secret_ref(src: Mapping[str, Any], where: str) -> SecretRef | None:
     secret = src.get("secretRef")
-    return SecretRef(str(secret["name"])) if isinstance(secret, dict) and secret.get("name") else None
+    if secret is None:
+        return None
+    if not isinstance(secret, dict) or not secret.get("name"):
+        raise SpecError(f"{where}.secretRef.name: required when secretRef is set")
+    return SecretRef(object_name(secret["name"], f"{where}.secretRef.name"))
 
 
 def _git(git: Any) -> GitSource:
@@ -264,7 +314,7 @@ def _git(git: Any) -> GitSource:
         ref = GitRef.from_spec(git.get("ref") or {})
     except ValueError as e:
         raise SpecError(f"spec.source.git.ref: {e}") from e
-    return GitSource(url=str(git["url"]), ref=ref, secret_ref=_secret_ref(git))
+    return GitSource(url=str(git["url"]), ref=ref, secret_ref=_secret_ref(git, "spec.source.git"))
 
 
 def _bucket(bucket: Any) -> BucketSource:
@@ -282,5 +332,5 @@ def _bucket(bucket: Any) -> BucketSource:
         prefix=_str(bucket, "prefix", where) or "",
         region=_str(bucket, "region", where) or None,
         endpoint=endpoint,
-        secret_ref=_secret_ref(bucket),
+        secret_ref=_secret_ref(bucket, where),
     )

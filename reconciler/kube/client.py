@@ -20,6 +20,8 @@ import kubernetes.client
 import kubernetes.config
 import urllib3
 
+from reconciler.kube import paths
+
 JSON = "application/json"
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
@@ -132,6 +134,7 @@ class Kube:
         accept: str,
         timeout: float | tuple[float, float] | None,
     ) -> Any:
+        paths.check_request_path(path)  # the last word on traversal, however the path was built
         headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type

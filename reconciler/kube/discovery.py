@@ -14,8 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
+from reconciler.kube import paths
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 
 AGGREGATED = (
@@ -41,13 +41,14 @@ class Resource:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     def collection_path(self, namespace: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{quote(namespace, safe='')}"
-        return f"{base}/{self.plural}"
+        """Raises :class:`paths.PathError` for a namespace that is not a valid path segment."""
+        ns = namespace if self.namespaced and namespace else None
+        return paths.api_path(group=self.group, version=self.version, resource=self.plural, namespace=ns)
 
     def object_path(self, name: str, namespace: str | None = None) -> str:
-        return f"{self.collection_path(namespace)}/{quote(name, safe='')}"
+        """Raises :class:`paths.PathError` for a name that is not a valid path segment."""
+        ns = namespace if self.namespaced and namespace else None
+        return paths.api_path(group=self.group, version=self.version, resource=self.plural, namespace=ns, name=name)
 
 
 class UnknownKindError(LookupError):
@@ -157,11 +158,11 @@ class RestMapper:
     # -- per-group-version discovery for servers without aggregated discovery
     def _legacy(self, out: dict[tuple[str, str, str], Resource], failed: dict[str, str]) -> None:
         gvs = [f"v{v[1:]}" for v in self._kube.get("/api").get("versions", [])]
-        paths = [(f"/api/{v}", "", v) for v in gvs]
+        versions = [(f"/api/{v}", "", v) for v in gvs]
         for grp in self._kube.get("/apis").get("groups", []):
             for ver in grp.get("versions", []):
-                paths.append((f"/apis/{ver['groupVersion']}", grp["name"], ver["version"]))
-        for path, gname, vname in paths:
+                versions.append((f"/apis/{ver['groupVersion']}", grp["name"], ver["version"]))
+        for path, gname, vname in versions:
             try:
                 doc: dict[str, Any] = self._kube.get(path)
             except (KubeError, UnreachableError) as e:

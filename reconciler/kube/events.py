@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.kube import paths
 from reconciler.kube.client import MERGE_PATCH, Kube, KubeError, UnreachableError
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,16 @@ class EventRecorder:
                     sent.count += 1
                     self._kube.request(
                         "PATCH",
-                        f"/apis/events.k8s.io/v1/namespaces/{ns}/events/{sent.name}",
+                        paths.api_path(
+                            group="events.k8s.io", version="v1", resource="events", namespace=ns, name=sent.name
+                        ),
                         body={"series": {"count": sent.count, "lastObservedTime": _micro_now()}},
                         content_type=MERGE_PATCH,
                     )
                     return
             ev = self._kube.request(
                 "POST",
-                f"/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                paths.api_path(group="events.k8s.io", version="v1", resource="events", namespace=ns),
                 body={
                     "apiVersion": "events.k8s.io/v1",
                     "kind": "Event",

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from reconciler.kube import paths
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ class LeaderElector:
         # client-go does: another node's wall clock may be skewed.
         self._observed: tuple[Any, ...] = ()
         self._observed_at = 0.0
-        self._path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        self._path = paths.api_path(
+            group="coordination.k8s.io", version="v1", resource="leases", namespace=namespace, name=name
+        )
 
     def _try(self) -> bool:
         now = _now()

@@ -51,6 +51,16 @@ def check_object(obj: Any, file: str, doc: int | None) -> dict[str, Any]:
     ns = md.get("namespace")
     if ns is not None and not isinstance(ns, str):
         raise ManifestError(file, doc, f"{obj['kind']}/{md['name']}: field metadata.namespace is not a string")
+    for key, value in (("name", md["name"]), ("namespace", ns)):
+        if value is not None and (value in (".", "..") or any(c in value for c in "/%\\")):
+            # The API server's own rule for names that become path segments: such a name could
+            # only turn a request for this object into a request for another one.
+            raise ManifestError(
+                file,
+                doc,
+                f"{obj['kind']}/{md['name']}: field metadata.{key} {value!r}"
+                " may not be '.', '..' or hold '/', '%' or a backslash",
+            )
     for key in ("labels", "annotations"):
         value = md.get(key)
         if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):

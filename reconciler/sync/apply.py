@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.kube import paths
 from reconciler.kube.apply import FIELD_MANAGER, apply_object, delete
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
@@ -52,7 +53,11 @@ def wait_crds_established(kube: Kube, names: list[str], timeout: float) -> list[
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for name in sorted(pending):
-            crd = kube.get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            crd = kube.get_or_none(
+                paths.api_path(
+                    group="apiextensions.k8s.io", version="v1", resource="customresourcedefinitions", name=name
+                )
+            )
             if crd is not None and _established(crd):
                 pending.discard(name)
         if pending:

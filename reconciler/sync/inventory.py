@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.kube import paths
 from reconciler.kube.client import APPLY_PATCH, Kube, KubeError
 from reconciler.sync.objects import GROUP, ObjectId
 
@@ -80,7 +81,9 @@ def configmap_name(sync_name: str) -> str:
 
 
 def _path(namespace: str, sync_name: str) -> str:
-    return f"/api/v1/namespaces/{namespace}/configmaps/{configmap_name(sync_name)}"
+    return paths.api_path(
+        group="", version="v1", resource="configmaps", namespace=namespace, name=configmap_name(sync_name)
+    )
 
 
 class InventoryError(Exception):

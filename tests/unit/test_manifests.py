@@ -90,3 +90,13 @@ def test_load_path_enforces_the_file_size_limit(tmp_path: Path) -> None:
     (tmp_path / "big.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n" + "#" * 200)
     with pytest.raises(manifests.ManifestError, match=r"^big\.yaml: file is larger than the limit of 100 bytes"):
         manifests.load_path(tmp_path, Limits(max_file_bytes=100))
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "x%2f", "a\\b"])
+def test_an_object_name_that_would_change_its_request_path_is_refused(name: str) -> None:
+    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "team-a"}}
+    with pytest.raises(manifests.ManifestError, match=r"metadata\.name"):
+        manifests.check_object(obj, "cm.yaml", 0)
+    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok", "namespace": name}}
+    with pytest.raises(manifests.ManifestError, match=r"metadata\.namespace"):
+        manifests.check_object(obj, "cm.yaml", 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -116,3 +117,36 @@ def test_bucket_source_defaults_use_the_environment() -> None:
     b = parse(obj).bucket
     assert b is not None
     assert (b.prefix, b.region, b.endpoint, b.secret_ref) == ("", None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (
+            {"source": {"git": {"url": "https://h/r", "secretRef": {"name": "x/../../../kube-system/secrets/admin"}}}},
+            "spec.source.git.secretRef.name",
+        ),
+        (
+            {"source": {"bucket": {"bucket": "fleet", "secretRef": {"name": ".."}}}},
+            "spec.source.bucket.secretRef.name",
+        ),
+        (
+            {"source": {"git": {"url": "https://h/r"}}, "substituteFrom": [{"kind": "Secret", "name": "a/../b"}]},
+            "spec.substituteFrom[0].name",
+        ),
+        (
+            {"source": {"git": {"url": "https://h/r"}}, "substituteFrom": [{"kind": "ConfigMap", "name": "A%2F"}]},
+            "spec.substituteFrom[0].name",
+        ),
+        ({"source": {"git": {"url": "https://h/r"}}, "serviceAccountName": "../admin"}, "spec.serviceAccountName"),
+        ({"source": {"git": {"url": "https://h/r"}}, "targetNamespace": "kube-system/x"}, "spec.targetNamespace"),
+        (
+            {"source": {"git": {"url": "https://h/r"}}, "dependsOn": [{"name": "a", "namespace": ".."}]},
+            "spec.dependsOn[0].namespace",
+        ),
+        ({"source": {"git": {"url": "https://h/r"}}, "dependsOn": [{"name": "a/b"}]}, "spec.dependsOn[0].name"),
+    ],
+)
+def test_every_name_the_spec_refers_to_is_an_rfc1123_name(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(field)):
+        parse({"metadata": {"name": "evil", "namespace": "team-a"}, "spec": spec})
