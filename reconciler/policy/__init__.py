@@ -7,17 +7,9 @@ enforce mode, :func:`denied`, means nothing of the revision is applied or pruned
 :func:`describe` for each Event/log line and :func:`counts` for the metric.
 """
 
-from reconciler.policy.engine import (
-    PolicyError,
-    PolicySet,
-    Violation,
-    admission_message,
-    counts,
-    denied,
-    describe,
-    evaluate,
-    load_policies,
-)
+from reconciler.policy.evaluation import evaluate
+from reconciler.policy.loading import load_policies
+from reconciler.policy.model import PolicyError, PolicySet, Violation, admission_message, counts, denied, describe
 
 __all__ = [
     "PolicyError",

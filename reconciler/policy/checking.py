@@ -13,7 +13,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from reconciler.policy.engine import PolicyError, PolicySet, Violation, evaluate, load_policies, object_ref
+from reconciler.policy.evaluation import evaluate, object_ref
+from reconciler.policy.loading import load_policies
+from reconciler.policy.model import PolicyError, PolicySet, Violation
 from reconciler.render.build import render
 from reconciler.render.errors import ManifestError
 from reconciler.render.manifests import Manifest

@@ -26,7 +26,9 @@ from typing import Any
 import pytest
 
 from reconciler.kube import client
-from reconciler.policy.engine import Violation, admission_message, evaluate, policy_set_from_manifests
+from reconciler.policy.evaluation import evaluate
+from reconciler.policy.loading import policy_set_from_manifests
+from reconciler.policy.model import Violation, admission_message
 from reconciler.render.manifests import Manifest, load_path
 
 CASE_LABEL = "diff.test/case"

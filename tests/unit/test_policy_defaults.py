@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.policy.engine import PolicySet, Violation, evaluate, load_policies
+from reconciler.policy.evaluation import evaluate
+from reconciler.policy.loading import load_policies
+from reconciler.policy.model import PolicySet, Violation
 from reconciler.render.manifests import load_path
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.policy.engine import PolicyError, evaluate, load_policies
+from reconciler.policy.evaluation import evaluate
+from reconciler.policy.loading import load_policies
+from reconciler.policy.model import PolicyError
 from reconciler.render.manifests import Manifest
 
 
