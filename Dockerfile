@@ -4,7 +4,7 @@
 #   docker build -t ghcr.io/gitops-reconciler/reconciler:0.1.0 .
 #
 # NOTE: this file is NOT built by the tests: the development machines have no Docker
-# engine. Keep it in step by hand with pyproject.toml (dependencies), scripts/build-kustomize
+# engine. Keep it in step by hand with pyproject.toml (dependencies), scripts/build-tool kustomize
 # and reconciler/render/kustomize.py (KUSTOMIZE_VERSION; tests/unit/test_deploy_manifests.py
 # checks that the pins agree and that the image runs as 65532).
 #
@@ -15,7 +15,7 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG GO_IMAGE=golang:1.26-bookworm
 
-# --- 1. kustomize, built from the Go module proxy (as scripts/build-kustomize does) --------
+# --- 1. kustomize, built from the Go module proxy (as scripts/build-tool kustomize does) --------
 FROM ${GO_IMAGE} AS kustomize
 # v5.8.3 needs Go >= 1.27; v5.8.2 is what reconciler/render/kustomize.py pins.
 ARG KUSTOMIZE_VERSION=v5.8.2

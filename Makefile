@@ -36,7 +36,7 @@ controlplane: deps
 	scripts/controlplane build-kwok
 
 tools:
-	scripts/build-kustomize
+	scripts/build-tool kustomize
 
 cluster: venv controlplane tools
 	$(PY) scripts/controlplane.py up $(CLUSTER_DIR) $(if $(filter 1,$(KWOK)),--kwok,)

@@ -3,7 +3,7 @@
 Why a binary and not a Python re-implementation: kustomize's behaviour (generators, name
 hashes, strategic merge with the real OpenAPI schema, components) *is* the specification
 users write against; anything else would render differently from ``kustomize build`` and
-Flux.  The binary is built from the Go module proxy by ``scripts/build-kustomize``.
+Flux.  The binary is built from the Go module proxy by ``scripts/build-tool kustomize``.
 
 kustomize fetches remote bases (git clone) and any ``http(s)://`` file reference on its
 own, so before it runs, ``preflight`` reads every kustomization it would read (following
@@ -96,7 +96,7 @@ def require_binary(file: str) -> str:
             file,
             None,
             f"kustomize is needed but not installed: run `make tools` (builds {KUSTOMIZE_MODULE}@{KUSTOMIZE_VERSION} "
-            f"with scripts/build-kustomize), put kustomize on PATH, or set {_ENV_BINARY}",
+            f"with scripts/build-tool kustomize), put kustomize on PATH, or set {_ENV_BINARY}",
         )
     if not os.access(binary, os.X_OK):
         raise RenderError(file, None, f"kustomize binary {binary} is not executable (from ${_ENV_BINARY} or PATH)")

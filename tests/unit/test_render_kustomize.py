@@ -155,16 +155,18 @@ def test_looks_remote() -> None:
 
 
 def test_script_and_module_pin_the_same_version() -> None:
-    script = (ROOT / "scripts" / "build-kustomize").read_text()
-    assert f"KUSTOMIZE_VERSION=${{KUSTOMIZE_VERSION:-{kustomize.KUSTOMIZE_VERSION}}}" in script
-    assert f"MODULE={kustomize.KUSTOMIZE_MODULE}" in script
+    script = (ROOT / "scripts" / "build-tool").read_text()
+    assert f"VERSION=${{KUSTOMIZE_VERSION:-{kustomize.KUSTOMIZE_VERSION}}}" in script
+    assert f"PKG={kustomize.KUSTOMIZE_MODULE}\n" in script
 
 
 @pytest.mark.usefixtures("kustomize_bin")
 def test_build_script_warm_call_is_fast_and_prints_the_binary_last() -> None:
     binary = os.environ["RECONCILER_KUSTOMIZE"]  # set by the fixture
     start = time.monotonic()
-    proc = subprocess.run([str(ROOT / "scripts" / "build-kustomize")], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "build-tool"), "kustomize"], capture_output=True, text=True, check=True
+    )
     assert time.monotonic() - start < 1.0
     assert proc.stdout.strip().splitlines()[-1] == binary
     assert re.search(rf"/gitops-reconciler/bin/kustomize-{kustomize.KUSTOMIZE_VERSION}-go[0-9.]+/kustomize$", binary)
@@ -175,7 +177,12 @@ def test_build_script_warm_call_is_fast_and_prints_the_binary_last() -> None:
 def test_build_script_failure_names_module_and_version(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "KUSTOMIZE_VERSION": "v5.0.0-nonexistent", "GOPROXY": "off"}
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "build-kustomize")], capture_output=True, text=True, env=env, check=False, timeout=120
+        [str(ROOT / "scripts" / "build-tool"), "kustomize"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "sigs.k8s.io/kustomize/kustomize/v5@v5.0.0-nonexistent" in proc.stderr.splitlines()[-1]

@@ -1,6 +1,6 @@
 """Shared helpers of the render tests (imported by the other ``test_render_*`` modules).
 
-The kustomize binary is real: the session fixture builds it with ``scripts/build-kustomize``
+The kustomize binary is real: the session fixture builds it with ``scripts/build-tool kustomize``
 (seconds when cached) and points the renderer at it.  If it cannot be built, every test
 that needs it ERRORS: a missing tool must never look like a pass or a skip.
 """
@@ -20,9 +20,9 @@ FIXTURES = ROOT / "tests" / "fixtures" / "render"
 
 def build_kustomize() -> str:
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "build-kustomize")], capture_output=True, text=True, timeout=1200, check=False
+        [str(ROOT / "scripts" / "build-tool"), "kustomize"], capture_output=True, text=True, timeout=1200, check=False
     )
-    assert proc.returncode == 0, f"scripts/build-kustomize failed:\n{proc.stderr}"
+    assert proc.returncode == 0, f"scripts/build-tool kustomize failed:\n{proc.stderr}"
     return proc.stdout.strip().splitlines()[-1]
 
 
