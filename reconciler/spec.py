@@ -256,10 +256,12 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         values_from.append(ValuesFrom(vf["kind"], name, bool(vf.get("optional", False))))
     patches = []
     for i, p in enumerate(spec.get("patches") or []):
+        if not isinstance(p, dict):
+            raise SpecError(f"spec.patches[{i}]: expected an object with fields patch and target")
         try:
             patches.append(Patch.from_spec(p))
         except ValueError as e:
-            raise SpecError(f"spec.patches[{i}]: {e}") from e
+            raise SpecError(f"spec.patches[{i}].{e}") from e  # every message starts with its field
     deps = tuple(
         Dependency(
             object_name(d["name"], f"spec.dependsOn[{i}].name"),
