@@ -279,7 +279,7 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
     return GitSyncSpec(
         git=None if "bucket" in source else _git(source.get("git")),
         bucket=_bucket(source["bucket"]) if "bucket" in source else None,
-        path=_str(spec, "path", "spec", ".") or ".",
+        path=_path(_str(spec, "path", "spec", ".") or "."),
         interval=_at_least(parse_duration(_str(spec, "interval", "spec", "5m") or "5m", "interval"), 1, "interval"),
         retry_interval=_at_least(
             parse_duration(_str(spec, "retryInterval", "spec", "1m") or "1m", "retryInterval"), 1, "retryInterval"
@@ -298,6 +298,16 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         suspend=_bool(spec, "suspend", False),
         target=_target(spec),
     )
+
+
+def _path(path: str) -> str:
+    """``spec.path`` stays inside the revision: refused here when it is absolute or climbs with ``..``
+    (before anything is fetched or read); a symlink out of it is refused when the revision is read."""
+    if path.startswith("/") or "\\" in path or "\x00" in path:
+        raise SpecError(f"spec.path: {path!r} must be a relative path inside the source (like ./apps/prod)")
+    if ".." in path.split("/"):
+        raise SpecError(f"spec.path: {path!r} must not contain '..' (it must stay inside the source)")
+    return path
 
 
 def _secret_ref(src: Mapping[str, Any], where: str) -> SecretRef | None:
