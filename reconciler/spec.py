@@ -217,6 +217,19 @@ def _at_least(seconds: float, minimum: float, field_name: str) -> float:
     return seconds
 
 
+def check_timeout(spec: GitSyncSpec, *, maximum: float) -> None:
+    """Refuse a ``timeout`` above the controller's ceiling (``reconciler run --max-timeout``).
+
+    A worker waits up to ``timeout`` for health, so an unbounded one lets a tenant hold workers
+    for days; refusing (Stalled, naming the field) says so, where clamping would hide it.
+    """
+    if spec.timeout > maximum:
+        raise SpecError(
+            f"spec.timeout: {spec.timeout:.15g}s is over this controller's maximum of {maximum:.15g}s "
+            "(reconciler run --max-timeout)"
+        )
+
+
 def _str(spec: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str | None:
     v = spec.get(key, default)
     if v is not None and not isinstance(v, str):
