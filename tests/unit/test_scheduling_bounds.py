@@ -95,11 +95,14 @@ def test_client_cache_is_bounded_and_closes_what_it_evicts() -> None:
 
     a = get("a")
     get("b")
-    assert get("a") is a and made == ["a", "b"], "a hit builds nothing"
+    assert get("a") is a
+    assert made == ["a", "b"], "a hit builds nothing"
     get("c")  # evicts b, the least recently used
-    assert closed == ["b"] and len(cache) == 2
+    assert closed == ["b"]
+    assert len(cache) == 2
     get("b")
-    assert made == ["a", "b", "c", "b"] and closed == ["b", "a"]
+    assert made == ["a", "b", "c", "b"]
+    assert closed == ["b", "a"]
     cache.close()
     assert sorted(closed) == ["a", "b", "b", "c"]
 
@@ -114,7 +117,8 @@ def test_client_cache_keeps_one_handle_when_two_workers_race() -> None:
         return _Handle("loser", closed)
 
     assert cache.get("k", make_racing) is inner
-    assert closed == ["loser"] and len(cache) == 1
+    assert closed == ["loser"]
+    assert len(cache) == 1
 
 
 def _gs(timeout: str) -> dict[str, object]:
