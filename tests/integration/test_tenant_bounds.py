@@ -88,9 +88,9 @@ def test_path_outside_the_source_is_refused_before_anything_is_read(
 def test_timeout_above_the_ceiling_is_refused(env: Env, git_repo: Any, namespace: str, eventually: Any) -> None:
     ns = namespace
     git_repo.commit({"cm.yaml": cm("t", ns, {"k": "v"})})
-    env.start("--watch-namespace", ns, "--max-timeout", "30m")
+    env.start("--watch-namespace", ns)  # the default ceiling: --max-timeout 1h
     env.gitsync(ns, "long", git_repo.url, timeout="10000h", wait=True)
-    env.gitsync(ns, "fine", git_repo.url, timeout="30m", wait=True, path=".")
+    env.gitsync(ns, "fine", git_repo.url, timeout="1h", wait=True)
 
     def refused() -> tuple[str, str, str] | None:
         r = _ready_reason(env, ns, "long")
@@ -98,7 +98,7 @@ def test_timeout_above_the_ceiling_is_refused(env: Env, git_repo: Any, namespace
 
     _, _, msg = eventually(refused, 30, "timeout 10000h to be refused")
     assert msg == (
-        f"GitSync {ns}/long: spec.timeout: 36000000s is over this controller's maximum of 1800s "
+        f"GitSync {ns}/long: spec.timeout: 36000000s is over this controller's maximum of 3600s "
         "(reconciler run --max-timeout)"
     )
     obj = env.get(ns, "long") or {}
