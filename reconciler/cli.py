@@ -92,6 +92,17 @@ def _allow_pattern(text: str) -> str:
         raise click.BadParameter(str(e), param_hint="--allow-eks-target") from e
 
 
+def _duration_option(text: str, name: str) -> float:
+    """A Go-style duration flag (``30m``, ``1h``), refused at start when it is not one."""
+    try:
+        seconds = spec.parse_duration(text, "x")
+    except spec.SpecError:
+        raise click.BadParameter(f"{text!r} is not a duration like 30m or 1h", param_hint=name) from None
+    if seconds < 1:
+        raise click.BadParameter("must be at least 1s", param_hint=name)
+    return seconds
+
+
 def render_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--substitute", "substitute", multiple=True, metavar="NAME=VALUE", help="Value for ${NAME} (repeatable)."
@@ -332,6 +343,21 @@ def _check_name(namespace: str, name: str) -> None:
 @click.option(
     "--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="GitSyncs reconciled at once."
 )
+@click.option(
+    "--max-concurrent-per-namespace",
+    type=click.IntRange(0, 64),
+    default=0,
+    help="GitSyncs of one namespace reconciled at once, so one tenant cannot hold every worker "
+    "[default: half of --workers, at least 1; all of them with --watch-namespace].",
+)
+@click.option(
+    "--max-timeout",
+    type=str,
+    default="1h",
+    show_default=True,
+    callback=lambda ctx, param, value: _duration_option(value, "--max-timeout"),
+    help="Largest spec.timeout a GitSync may ask for; one above it is refused (Stalled).",
+)
 @click.option("--metrics-addr", default=":8080", show_default=True, help="Prometheus /metrics ('' to disable).")
 @click.option("--health-addr", default=":8081", show_default=True, help="/healthz and /readyz ('' to disable).")
 @click.option(
@@ -461,6 +487,8 @@ def run(**kw: Any) -> None:
             policies_dir=kw["policies_dir"],
             eks=eks_opts,
             allow_eks_targets=kw["allow_eks_targets"],
+            max_concurrent_per_namespace=kw["max_concurrent_per_namespace"],
+            max_timeout=kw["max_timeout"],
         ),
         client_factory=controller.client_factory(lambda headers: connect_cluster(kw, headers=headers)),
     )

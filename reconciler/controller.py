@@ -21,13 +21,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import make_wsgi_app
 
-from reconciler import ekscheck
+from reconciler import ekscheck, fairness
 from reconciler.aws import target as eks_target
+from reconciler.clientcache import ClientCache
 from reconciler.drift import Drift, DriftWatcher
 from reconciler.kube import discovery, watch
 from reconciler.kube.apply import FIELD_MANAGER
@@ -49,6 +50,7 @@ from reconciler.spec import (
     GitSyncSpec,
     SpecError,
     TargetNotAllowedError,
+    check_timeout,
     gitsync_path,
     parse,
 )
@@ -92,11 +94,23 @@ class Options:
     policies_dir: Path | None = None
     eks: ekscheck.EksOptions | None = None
     allow_eks_targets: tuple[str, ...] = ()  # CLUSTER/REGION globs a spec.target may name; none by default
+    max_concurrent_per_namespace: int = 0  # 0: fairness.default_limit (half the workers)
+    max_timeout: float = 3600.0  # a GitSync with a longer spec.timeout is refused (Stalled)
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host or "0.0.0.0", int(port)  # noqa: S104 - in a Pod, probes come from the node
+
+
+class Handles(NamedTuple):
+    """What a GitSync applies with; closable so the bounded client cache can drop it."""
+
+    kube: Kube
+    mapper: discovery.RestMapper
+
+    def close(self) -> None:
+        self.kube.close()
 
 
 class _Quiet(WSGIRequestHandler):
@@ -118,7 +132,7 @@ class Controller:
         self.mapper = discovery.RestMapper(kube)
         self.events = EventRecorder(kube, opts.identity)
         self._client_factory = client_factory
-        self._clients: dict[tuple[EksTarget | None, str], tuple[Kube, discovery.RestMapper]] = {}
+        self._clients: ClientCache[tuple[EksTarget | None, str], Handles] = ClientCache()
         self.reconciler = Reconciler(
             kube,
             self.mapper,
@@ -136,6 +150,10 @@ class Controller:
         self._due: dict[Key, float] = {}
         self._seq = itertools.count()
         self._running: set[Key] = set()
+        limit = opts.max_concurrent_per_namespace or fairness.default_limit(
+            opts.workers, single_namespace=opts.namespace is not None
+        )
+        self._slots: fairness.NamespaceSlots[tuple[float, int, Key]] = fairness.NamespaceSlots(limit)
         self._again: set[Key] = set()
         self.synced = threading.Event()
         self.stop_event = threading.Event()
@@ -164,12 +182,20 @@ class Controller:
             while not self.stop_event.is_set():
                 if self.elector is not None and not self.elector.is_leader.is_set():
                     return None
-                while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
-                    heapq.heappop(self._heap)  # superseded entry
-                if self._heap and self._heap[0][0] <= time.monotonic() and len(self._running) < self.opts.workers:
+                now = time.monotonic()
+                while self._heap:
+                    due, _, top = self._heap[0]
+                    if self._due.get(top) != due:
+                        heapq.heappop(self._heap)  # superseded entry
+                    elif due <= now and not self._slots.free(top[0]):
+                        self._slots.park(top[0], heapq.heappop(self._heap))  # back when its namespace has room
+                    else:
+                        break
+                if self._heap and self._heap[0][0] <= now and len(self._running) < self.opts.workers:
                     _, _, key = heapq.heappop(self._heap)
                     del self._due[key]
                     self._running.add(key)
+                    self._slots.take(key[0])
                     return key
                 wait = self._heap[0][0] - time.monotonic() if self._heap else 1.0
                 self._lock.wait(timeout=min(max(wait, 0.05), 1.0))
@@ -178,6 +204,8 @@ class Controller:
     def _done(self, key: Key, next_delay: float | None) -> None:
         with self._lock:
             self._running.discard(key)
+            for entry in self._slots.release(key[0]):
+                heapq.heappush(self._heap, entry)
             again = key in self._again
             self._again.discard(key)
             self._lock.notify()
@@ -269,6 +297,7 @@ class Controller:
         finalizers = list(md.get("finalizers") or [])
         try:
             spec = parse(obj)
+            check_timeout(spec, maximum=self.opts.max_timeout)
         except SpecError as e:
             spec = None
             spec_error = str(e)
@@ -413,7 +442,8 @@ class Controller:
         Another one when the GitSync names a ServiceAccount (multi-tenancy: RBAC limits what it
         may apply) or a remote target, or both.  One per (target, identity), kept for the life
         of the process, so a remote cluster costs one DescribeCluster, one connection pool and
-        one discovery, not one per reconcile.  Raises :class:`AwsError` when a target cannot be
+        one discovery, not one per reconcile (the most recently used ``clientcache.DEFAULT_SIZE``
+        of them: the least recently used is closed).  Raises :class:`AwsError` when a target cannot be
         reached, and :class:`TargetNotAllowedError` (before any AWS call) when ``--allow-eks-target``
         does not admit it: a tenant must not borrow the controller's AWS identity for any cluster
         that identity can reach.
@@ -428,19 +458,14 @@ class Controller:
             )
         if self._client_factory is None or (spec.target is None and not user):
             return None  # the Reconciler refuses a target it has no handle for
-        key = (spec.target, user)
-        with self._lock:
-            hit = self._clients.get(key)
-        if hit is not None:
-            return hit
-        kube = self._client_factory(spec.target, {"Impersonate-User": user} if user else {})
-        kube.on_request = self.kube.on_request
-        made = (kube, discovery.RestMapper(kube))
-        with self._lock:
-            pair = self._clients.setdefault(key, made)
-        if pair is not made:  # another worker built one meanwhile: keep one pool per key
-            kube.close()
-        return pair
+        factory = self._client_factory
+
+        def make() -> Handles:
+            kube = factory(spec.target, {"Impersonate-User": user} if user else {})
+            kube.on_request = self.kube.on_request
+            return Handles(kube, discovery.RestMapper(kube))
+
+        return self._clients.get((spec.target, user), make)
 
     def on_push(self, push: webhook.Push) -> int:
         """Mark the GitSyncs that follow the pushed repository and branch as requested.

@@ -33,6 +33,7 @@ from reconciler.source import bucket as bucket_source
 from reconciler.source import git as git_source
 from reconciler.source import urls
 from reconciler.source.artifact import Source, SourceError
+from reconciler.source.limits import TreeLimitError
 from reconciler.source.local import tree_digest
 from reconciler.spec import (
     WEBHOOK_STAMP,
@@ -331,7 +332,7 @@ class Reconciler:
         secrets: frozenset[str] = frozenset()
         try:
             values, secret_vars = self._variables(ns, spec)
-            inputs = self._inputs(artifact.path / spec.path, values, md)
+            inputs = self._inputs(render_build.confine(artifact.path, spec.path), values, md)
             if self._unchanged_inputs(obj, spec, state, inputs, handled_request):
                 return self._same_content(obj, state, revision, extra)
             state.inputs = ""  # until this sync succeeds: a failure may have changed live state
@@ -346,7 +347,7 @@ class Reconciler:
                     target_namespace=spec.target_namespace,
                 ),
             )
-        except (ManifestError, SpecError, KubeError, UnreachableError) as e:
+        except (ManifestError, SpecError, KubeError, UnreachableError, TreeLimitError) as e:
             msg = redact.scrub(f"GitSync {gid}: revision {revision}: render failed: {e}", secrets)
             return self._fail(obj, "BuildFailed", "RenderFailed", msg, revision, extra_status=extra)
         secrets |= redact.secret_values(manifests)
@@ -500,8 +501,10 @@ class Reconciler:
 
     @staticmethod
     def _inputs(path: Path, values: dict[str, str], md: dict[str, Any]) -> str:
-        """Digest of all a sync renders from: the files under its path, its variables, its spec."""
-        files = tree_digest(path) if path.is_dir() else "missing"
+        """Digest of all a sync renders from: the files under its path, its variables, its spec.
+
+        ``path`` is already confined to the revision; the digest streams and stops at the source caps."""
+        files = tree_digest(path)
         blob = json.dumps([files, sorted(values.items()), md.get("generation")], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 

@@ -217,6 +217,19 @@ def _at_least(seconds: float, minimum: float, field_name: str) -> float:
     return seconds
 
 
+def check_timeout(spec: GitSyncSpec, *, maximum: float) -> None:
+    """Refuse a ``timeout`` above the controller's ceiling (``reconciler run --max-timeout``).
+
+    A worker waits up to ``timeout`` for health, so an unbounded one lets a tenant hold workers
+    for days; refusing (Stalled, naming the field) says so, where clamping would hide it.
+    """
+    if spec.timeout > maximum:
+        raise SpecError(
+            f"spec.timeout: {spec.timeout:.15g}s is over this controller's maximum of {maximum:.15g}s "
+            "(reconciler run --max-timeout)"
+        )
+
+
 def _str(spec: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str | None:
     v = spec.get(key, default)
     if v is not None and not isinstance(v, str):
@@ -256,10 +269,12 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         values_from.append(ValuesFrom(vf["kind"], name, bool(vf.get("optional", False))))
     patches = []
     for i, p in enumerate(spec.get("patches") or []):
+        if not isinstance(p, dict):
+            raise SpecError(f"spec.patches[{i}]: expected an object with fields patch and target")
         try:
             patches.append(Patch.from_spec(p))
         except ValueError as e:
-            raise SpecError(f"spec.patches[{i}]: {e}") from e
+            raise SpecError(f"spec.patches[{i}].{e}") from e  # every message starts with its field
     deps = tuple(
         Dependency(
             object_name(d["name"], f"spec.dependsOn[{i}].name"),
@@ -277,7 +292,7 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
     return GitSyncSpec(
         git=None if "bucket" in source else _git(source.get("git")),
         bucket=_bucket(source["bucket"]) if "bucket" in source else None,
-        path=_str(spec, "path", "spec", ".") or ".",
+        path=_path(_str(spec, "path", "spec", ".") or "."),
         interval=_at_least(parse_duration(_str(spec, "interval", "spec", "5m") or "5m", "interval"), 1, "interval"),
         retry_interval=_at_least(
             parse_duration(_str(spec, "retryInterval", "spec", "1m") or "1m", "retryInterval"), 1, "retryInterval"
@@ -296,6 +311,16 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         suspend=_bool(spec, "suspend", False),
         target=_target(spec),
     )
+
+
+def _path(path: str) -> str:
+    """``spec.path`` stays inside the revision: refused here when it is absolute or climbs with ``..``
+    (before anything is fetched or read); a symlink out of it is refused when the revision is read."""
+    if path.startswith("/") or "\\" in path or "\x00" in path:
+        raise SpecError(f"spec.path: {path!r} must be a relative path inside the source (like ./apps/prod)")
+    if ".." in path.split("/"):
+        raise SpecError(f"spec.path: {path!r} must not contain '..' (it must stay inside the source)")
+    return path
 
 
 def _secret_ref(src: Mapping[str, Any], where: str) -> SecretRef | None:

@@ -38,7 +38,7 @@ from reconciler.render.patches import apply_patches
 from reconciler.render.selectors import group_version
 from reconciler.render.substitute import substitute_manifest
 
-__all__ = ["Limits", "Manifest", "ManifestError", "Patch", "RenderError", "RenderOptions", "render"]
+__all__ = ["Limits", "Manifest", "ManifestError", "Patch", "RenderError", "RenderOptions", "confine", "render"]
 
 _DEFAULT_OPTIONS = RenderOptions()
 
@@ -95,6 +95,17 @@ def _check_options(options: RenderOptions) -> None:
 
 
 # --------------------------------------------------------------------------- where to read
+
+
+def confine(root: Path, path: str) -> Path:
+    """The real path ``path`` names inside the checkout ``root``: RenderError if it is absolute,
+    climbs out with ``..`` or a symlink, or does not exist.  Callers that read the tree before
+    rendering it (the inputs digest) use it so that nothing is read outside the revision."""
+    try:
+        root_real = Path(root).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise RenderError(str(root), None, "the checkout directory does not exist") from None
+    return _confine(root_real, path)[0]
 
 
 def _confine(root: Path, path: str) -> tuple[Path, str]:

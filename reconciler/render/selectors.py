@@ -1,8 +1,8 @@
 """Patch targets: which objects a GitSync patch applies to, with kustomize's semantics.
 
 Users copy targets between Flux, kustomize and us, so a target must select exactly what
-kustomize would: group, version, kind, name and namespace are regular expressions
-anchored at both ends (``name: web-.*``), an empty field matches everything, an object
+kustomize would: group, version, kind, name and namespace are RE2 regular expressions (Go's
+dialect, see ``patterns``) anchored at both ends (``name: web-.*``), an empty field matches everything, an object
 without a namespace is in the "default" namespace for matching, and a cluster-scoped
 object is in no namespace a selector can name.  Label and annotation selectors use the
 Kubernetes syntax (``a=b,c!=d,e in (x,y),f notin (z),g,!h``).
@@ -15,14 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.render import patterns
+from reconciler.render.patterns import Pattern
+
 # kustomize's stand-in namespace for cluster-scoped objects (resid.TotallyNotANamespace).
 CLUSTER_SCOPED_NAMESPACE = "~X"
 
 _KEY = r"[A-Za-z0-9](?:[-A-Za-z0-9_./]*[A-Za-z0-9])?"
 _VALUE = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
-_SET_RE = re.compile(rf"\s*({_KEY})\s+(in|notin)\s*\(([^)]*)\)\s*")
-_CMP_RE = re.compile(rf"\s*({_KEY})\s*(==|!=|=)\s*({_VALUE})\s*")
-_EXISTS_RE = re.compile(rf"\s*(!?)\s*({_KEY})\s*")
+# Matched against stripped terms: a leading ``\s*`` next to another would backtrack in
+# quadratic time over a selector of blanks (seconds for 8 KiB, hours for a megabyte).
+_SET_RE = re.compile(rf"({_KEY})\s+(in|notin)\s*\(([^)]*)\)")
+_CMP_RE = re.compile(rf"({_KEY})\s*(==|!=|=)\s*({_VALUE})")
+_EXISTS_RE = re.compile(rf"(!?)\s*({_KEY})")
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,12 @@ def parse_selector(selector: str, field: str) -> tuple[Requirement, ...]:
     """The requirements of a label selector string; ValueError naming ``field`` if it is malformed."""
     if not selector.strip():
         return ()
+    size = len(selector.encode("utf-8"))
+    if size > patterns.MAX_PATTERN_BYTES:
+        raise ValueError(f"{field}: selector is {size} bytes, over the limit of {patterns.MAX_PATTERN_BYTES}")
     out = []
-    for term in _split_terms(selector):
+    for raw in _split_terms(selector):
+        term = raw.strip()
         if m := _SET_RE.fullmatch(term):
             values = frozenset(v.strip() for v in m[3].split(",") if v.strip())
             if not values:
@@ -86,13 +95,8 @@ def parse_selector(selector: str, field: str) -> tuple[Requirement, ...]:
     return tuple(out)
 
 
-def _anchored(pattern: str, field: str) -> re.Pattern[str] | None:
-    if not pattern:
-        return None
-    try:
-        return re.compile(rf"(?:{pattern})\Z")
-    except re.error as e:
-        raise ValueError(f"{field}: invalid regular expression {pattern!r}: {e}") from e
+def _anchored(pattern: str, field: str) -> Pattern | None:
+    return patterns.anchored(pattern, field=field) if pattern else None
 
 
 def group_version(api_version: str) -> tuple[str, str]:
@@ -103,11 +107,11 @@ def group_version(api_version: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Target:
-    group: re.Pattern[str] | None
-    version: re.Pattern[str] | None
-    kind: re.Pattern[str] | None
-    name: re.Pattern[str] | None
-    namespace: re.Pattern[str] | None
+    group: Pattern | None
+    version: Pattern | None
+    kind: Pattern | None
+    name: Pattern | None
+    namespace: Pattern | None
     labels: tuple[Requirement, ...]
     annotations: tuple[Requirement, ...]
 
@@ -130,12 +134,12 @@ class Target:
         md = obj.get("metadata") or {}
         if self.namespace is not None:
             ns = CLUSTER_SCOPED_NAMESPACE if cluster_scoped else (md.get("namespace") or "default")
-            if not self.namespace.match(ns):
+            if not self.namespace.matches(ns):
                 return False
-        if self.name is not None and not self.name.match(str(md.get("name", ""))):
+        if self.name is not None and not self.name.matches(str(md.get("name", ""))):
             return False
         for pattern, value in ((self.group, group), (self.version, version), (self.kind, str(obj.get("kind", "")))):
-            if pattern is not None and not pattern.match(value):
+            if pattern is not None and not pattern.matches(value):
                 return False
         labels = v if isinstance(v := md.get("labels"), dict) else {}
         annotations = v if isinstance(v := md.get("annotations"), dict) else {}

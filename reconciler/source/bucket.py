@@ -26,7 +26,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from reconciler.source import lock, snapshot, urls
+from reconciler.source import limits, lock, snapshot, urls
 from reconciler.source.artifact import Artifact, SourceError
 
 if TYPE_CHECKING:
@@ -42,11 +42,12 @@ class BucketLimits:
     """Everything under the prefix is downloaded, not only what ``path`` renders, so the listing
     is checked against these before the first byte: a stray backup or a hostile endpoint must
     not fill the controller's cache volume, which every GitSync shares.  Well above what a
-    manifest tree needs (rendering stops at 4 MiB a file, 64 MiB a revision)."""
+    manifest tree needs (rendering stops at 4 MiB a file, 64 MiB a revision).  The same numbers as
+    a git export's (``limits.TreeLimits``), so a revision is bounded alike whatever its source."""
 
-    max_object_bytes: int = 64 * 1024 * 1024
-    max_total_bytes: int = 1024 * 1024 * 1024
-    max_objects: int = 50_000
+    max_object_bytes: int = limits.DEFAULT.max_file_bytes
+    max_total_bytes: int = limits.DEFAULT.max_total_bytes
+    max_objects: int = limits.DEFAULT.max_files
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import git
 
-from reconciler.source import auth, gitcmd, lock, refs, snapshot, urls
+from reconciler.source import auth, gitcmd, limits, lock, refs, snapshot, urls
 from reconciler.source.artifact import Artifact, SourceError
 from reconciler.source.auth import GitCredentials as GitCredentials
 from reconciler.source.refs import GitRef as GitRef
@@ -45,8 +45,10 @@ class GitSource:
         cache_dir: Path,
         credentials: GitCredentials | None = None,
         timeout: float = 60.0,
+        tree_limits: limits.TreeLimits = limits.DEFAULT,
     ) -> None:
         self._remote = urls.parse(url)
+        self._limits = tree_limits
         self._display_url = urls.redact(url)
         self._ref = ref
         self._creds = credentials or GitCredentials()
@@ -69,6 +71,8 @@ class GitSource:
                 raise self._error(str(e)) from None
             except snapshot.UnsafeTreeError as e:
                 raise self._error(f"refusing the commit: {e}") from None
+            except limits.TreeLimitError as e:
+                raise self._error(f"refusing the commit: {e.reason}") from None
             except TimeoutError as e:
                 raise self._error(f"timed out after {self._timeout:g}s waiting for the cache lock: {e}") from None
             except (git.GitError, OSError, ValueError) as e:
@@ -107,11 +111,12 @@ class GitSource:
             ):
                 repo.git.update_environment(**env)
                 name, sha = self._update(repo, deadline)
+                _check_pack(repo, repo_dir, self._limits)
                 revision = f"{name}@sha1:{sha}" if name else f"sha1:{sha}"
                 if self._current is not None and self._current[0].revision == revision:
                     return self._current[0]
                 snapshot.collect(self._dir / "snapshots")
-                snap = snapshot.create(repo, sha, self._dir / "snapshots")
+                snap = snapshot.create(repo, sha, self._dir / "snapshots", limits=self._limits)
             artifact = Artifact(revision=revision, path=snap.path)
             previous, self._current = self._current, (artifact, snap)
             if previous is not None:
@@ -190,6 +195,23 @@ class GitSource:
         if not _has_commit(repo, sha):
             raise gitcmd.GitError(f"commit {sha} not found in the repository")
         self._git(repo, "update-ref", _TARGET, sha, deadline=deadline)
+
+
+def _check_pack(repo: git.Repo, repo_dir: Path, tree_limits: limits.TreeLimits) -> None:
+    """Refuse a cache repository whose objects outgrew the cap, and delete it so the space comes back.
+
+    The fetch itself cannot be capped (git has no client-side limit; the deadline bounds it), but
+    a shallow cache holds about one commit's objects, compressed: more than a revision may hold in
+    all is a hostile or broken repository, and must not stay on the volume every GitSync shares.
+    """
+    out = repo.git.count_objects("-v")
+    kib = sum(int(v) for k, _, v in (line.partition(": ") for line in out.splitlines()) if k in ("size", "size-pack"))
+    if kib * 1024 > tree_limits.max_total_bytes:
+        shutil.rmtree(repo_dir, ignore_errors=True)
+        raise limits.TreeLimitError(
+            f"the fetched objects take {kib * 1024} bytes, over the limit of {tree_limits.max_total_bytes} bytes "
+            "for a revision (the cache copy was deleted)"
+        )
 
 
 def _has_commit(repo: git.Repo, sha: str) -> bool:

@@ -22,7 +22,9 @@ from pathlib import Path, PurePosixPath
 
 import git
 
+from reconciler.source import limits as limits_
 from reconciler.source import lock
+from reconciler.source.limits import TreeLimits
 
 
 class UnsafeTreeError(Exception):
@@ -41,14 +43,19 @@ class Snapshot:
         os.close(self.lock_fd)
 
 
-def create(repo: git.Repo, sha: str, root: Path) -> Snapshot:
+def create(repo: git.Repo, sha: str, root: Path, *, limits: TreeLimits = limits_.DEFAULT) -> Snapshot:
     """Export ``sha`` into a new directory under ``root``; nothing is left behind on failure.
+
+    The tree's entries and blob sizes (object headers, no content) are checked against ``limits``
+    before the first byte is written: a compressible multi-gigabyte blob is a few kilobytes on
+    the wire and in the pack, and only its export would fill the cache volume.
 
     Call with the cache lock held, so collect() cannot see the directory before its lock is taken.
     """
+    items = _entries(repo.commit(sha).tree, limits)
     snap = allocate(root, sha[:12])
     try:
-        _export(repo.commit(sha).tree, snap.path)
+        _export(items, snap.path)
     except BaseException:
         snap.release()
         raise
@@ -86,10 +93,21 @@ def collect(root: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _export(tree: git.Tree, dest: Path) -> None:
-    links: list[tuple[Path, str]] = []
+def _entries(tree: git.Tree, limits: TreeLimits) -> list[git.objects.base.IndexObject]:
+    """Every entry of ``tree``; :class:`TreeLimitError` naming the first one past a cap."""
+    tally = limits_.Tally(limits)
+    items: list[git.objects.base.IndexObject] = []
     for item in tree.traverse():
         assert not isinstance(item, tuple)
+        size = item.size if isinstance(item, git.Blob) else 0  # from the object header, not the content
+        tally.add(str(item.path), size)
+        items.append(item)
+    return items
+
+
+def _export(items: list[git.objects.base.IndexObject], dest: Path) -> None:
+    links: list[tuple[Path, str]] = []
+    for item in items:
         target = dest.joinpath(*safe_parts(str(item.path)))
         target.parent.mkdir(parents=True, exist_ok=True)
         if not isinstance(item, git.Blob):

@@ -76,6 +76,12 @@ def test_full_spec() -> None:
         ({"source": {"bucket": {"bucket": "fleet", "endpoint": "minio:9000"}}}, "spec.source.bucket.endpoint"),
         ({"source": {"bucket": {"bucket": "fleet", "region": 1}}}, "spec.source.bucket.region"),
         ({"source": {"git": {"url": "ssh://git@h/r.git"}, "bucket": {"bucket": "fleet"}}}, "spec.source:"),
+        ({"path": "/"}, "spec.path: '/' must be a relative path inside the source"),
+        ({"path": "/etc"}, "spec.path: '/etc' must be a relative path"),
+        ({"path": ".."}, "spec.path: '..' must not contain '..'"),
+        ({"path": "apps/../../x"}, "spec.path: 'apps/../../x' must not contain '..'"),
+        ({"path": "apps\\..\\x"}, "spec.path:"),
+        ({"patches": ["a: 1"]}, "spec.patches[0]: expected an object"),
     ],
 )
 def test_errors_name_the_field(spec: dict[str, Any], field: str) -> None:
@@ -150,3 +156,10 @@ def test_bucket_source_defaults_use_the_environment() -> None:
 def test_every_name_the_spec_refers_to_is_an_rfc1123_name(spec: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError, match=re.escape(field)):
         parse({"metadata": {"name": "evil", "namespace": "team-a"}, "spec": spec})
+
+
+@pytest.mark.parametrize("path", [".", "./apps/prod", "apps/prod/", "a..b/c", "kustomization.yaml"])
+def test_relative_paths_inside_the_source_are_fine(path: str) -> None:
+    obj = gs()
+    obj["spec"]["path"] = path
+    assert parse(obj).path == path
