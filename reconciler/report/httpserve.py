@@ -87,7 +87,7 @@ class Server:
             connection_limit=limits.max_connections,
             channel_timeout=limits.read_timeout,
             cleanup_interval=1,  # check the timeouts every second, not every 30
-            max_request_body_size=limits.max_body,
+            max_request_body_size=limits.max_body + 1,  # waitress refuses a Content-Length >= this
             max_request_header_size=limits.max_header,
             asyncore_use_poll=True,  # select() fails once any fd of the process is above 1023
             ident="gitops-reconciler",

@@ -128,3 +128,9 @@ def test_stop_closes_the_listener_and_every_connection() -> None:
 def test_split_addr() -> None:
     assert httpserve.split_addr(":8080") == ("0.0.0.0", 8080)  # noqa: S104
     assert httpserve.split_addr("127.0.0.1:0") == ("127.0.0.1", 0)
+
+
+def test_a_body_of_exactly_the_limit_is_served(server: httpserve.Server) -> None:
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}/", data=b"x" * SHORT.max_body)
+    with urllib.request.urlopen(req, timeout=2) as r:
+        assert r.read() == b"ok %d\n" % SHORT.max_body
