@@ -161,7 +161,6 @@ def test_probes_and_ports_match_the_flags() -> None:
     assert svc["spec"]["selector"].items() <= labels.items()
 
 
-
 def test_network_policy_admits_exactly_the_container_ports_by_name() -> None:
     """Ingress to the controller's pods only on its listeners, named as the Deployment names them
     (a renamed or added containerPort must show up here, not as a silently blocked port)."""
@@ -188,6 +187,7 @@ def test_network_policy_admits_exactly_the_container_ports_by_name() -> None:
     assert all("from" not in r for r in health_rules), "probes come from the node: no source selector"
     svc = _one("service.yaml", "Service", "reconciler")
     assert {p["targetPort"] for p in svc["spec"]["ports"]} <= {port for port, _ in admitted}
+
 
 def test_deployment_flags_exist_in_reconciler_run() -> None:
     res = CliRunner().invoke(cli.cli, ["run", "--help"])
