@@ -93,11 +93,17 @@ class Server:
             ident="gitops-reconciler",
         )
         self._server.deadline = float(limits.deadline)
+        self._limits, self._host = limits, host
         self.port = int(self._server.effective_port)  # type: ignore[attr-defined]  # set by waitress, not in the stubs
         self._thread = threading.Thread(target=self._run, name=f"http-{name}-{self.port}", daemon=True)
 
     def start(self) -> Server:
         self._thread.start()
+        lim = self._limits
+        log.info(
+            f"{self.name} listening on {self._host}:{self.port} (read timeout {lim.read_timeout}s, deadline "
+            f"{lim.deadline}s, body {lim.max_body} bytes, {lim.max_connections} connections, {lim.threads} threads)"
+        )
         return self
 
     def _run(self) -> None:
