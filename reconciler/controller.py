@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import make_wsgi_app
 
@@ -37,6 +36,7 @@ from reconciler.kube.events import EventRecorder
 from reconciler.kube.lease import LeaderElector
 from reconciler.reconcile import Reconciler, SyncState
 from reconciler.report import conditions as cond
+from reconciler.report import httpserve
 from reconciler.report.alertmanager import Alert, AlertmanagerClient
 from reconciler.report.metrics import Metrics
 from reconciler.source import webhook
@@ -98,9 +98,13 @@ class Options:
     max_timeout: float = 3600.0  # a GitSync with a longer spec.timeout is refused (Stalled)
 
 
-def _split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host or "0.0.0.0", int(port)  # noqa: S104 - in a Pod, probes come from the node
+# What one client may cost each listener (docs/controller.md, "HTTP listeners").  Probes and
+# scrapes are GETs without a body; 256 health connections leave room for a flood of idle
+# ones while the kubelet's probe still gets in.  The webhook keeps its 5 MiB body limit, and
+# a deadline long enough for that body over a slow link.
+HEALTH_LIMITS = httpserve.Limits(read_timeout=5, deadline=15, max_body=0, max_connections=256, threads=2)
+METRICS_LIMITS = httpserve.Limits(read_timeout=5, deadline=15, max_body=0, max_connections=64, threads=2)
+WEBHOOK_LIMITS = httpserve.Limits(read_timeout=5, deadline=30, max_body=webhook.MAX_BODY, max_connections=64, threads=4)
 
 
 class Handles(NamedTuple):
@@ -111,11 +115,6 @@ class Handles(NamedTuple):
 
     def close(self) -> None:
         self.kube.close()
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 class Controller:
@@ -161,6 +160,7 @@ class Controller:
         self.drift = DriftWatcher(kube, FIELD_MANAGER, self._on_drift, self.stop_event)
         self.alerts = AlertmanagerClient(opts.alertmanager_url) if opts.alertmanager_url else None
         self.eks = ekscheck.EksDriftChecker(opts.eks, self.metrics, self.events) if opts.eks else None
+        self.servers: list[httpserve.Server] = []
 
     # ------------------------------------------------------------------ scheduling
 
@@ -507,10 +507,8 @@ class Controller:
 
     # ------------------------------------------------------------------ process
 
-    def _serve(self, addr: str, app: Callable[..., Any]) -> None:
-        host, port = _split_addr(addr)
-        server = make_server(host, port, app, handler_class=_Quiet)
-        threading.Thread(target=server.serve_forever, name=f"http-{port}", daemon=True).start()
+    def _serve(self, name: str, addr: str, app: Callable[..., Any], limits: httpserve.Limits) -> None:
+        self.servers.append(httpserve.serve(name=name, addr=addr, app=app, limits=limits))
 
     def health_app(self, environ: dict[str, Any], start: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -525,19 +523,30 @@ class Controller:
         return [b"ok\n" if ok else b"not ready\n"]
 
     def run(self) -> None:
-        """Serve metrics and probes, win the lease (if asked), then watch and reconcile until stopped."""
+        """Serve metrics and probes, win the lease (if asked), then watch and reconcile until stopped.
+
+        The listeners stay up until every worker has finished (probes answer during a graceful
+        shutdown) and are closed on the way out.
+        """
+        try:
+            self._run()
+        finally:
+            for server in self.servers:
+                server.stop()
+
+    def _run(self) -> None:
         metrics_app = make_wsgi_app(self.metrics.registry)
         if self.opts.metrics_addr:
-            self._serve(self.opts.metrics_addr, metrics_app)
+            self._serve("metrics", self.opts.metrics_addr, metrics_app, METRICS_LIMITS)
         if self.opts.health_addr:
-            self._serve(self.opts.health_addr, self.health_app)
+            self._serve("health", self.opts.health_addr, self.health_app, HEALTH_LIMITS)
         if self.opts.webhook_addr:
             receiver = webhook.Receiver(
                 self.opts.webhook_secret,
                 self.on_push,
                 lambda provider, result: self.metrics.webhook_requests.labels(provider, result).inc(),
             )
-            self._serve(self.opts.webhook_addr, receiver)
+            self._serve("webhook", self.opts.webhook_addr, receiver, WEBHOOK_LIMITS)
         if self.opts.leader_elect:
             self.elector = LeaderElector(
                 self.kube,

@@ -44,6 +44,7 @@ class Controller:
     proc: subprocess.Popen[bytes]
     log: Path
     metrics_port: int
+    health_port: int = 0
 
     def lines(self) -> list[dict[str, Any]]:
         out = []
@@ -78,6 +79,7 @@ class Env:
     def start(self, *extra: str, name: str = "ctl", webhook_port: int = 0, metrics_port: int = 0) -> Controller:
         log = self.tmp / f"{name}-{len(self.started)}.log"
         port = metrics_port or free_port()
+        health = free_port()
         if webhook_port:
             secret = self.tmp / "webhook-secret"
             secret.write_text(WEBHOOK_SECRET)
@@ -93,7 +95,7 @@ class Env:
                 "--metrics-addr",
                 f"127.0.0.1:{port}",
                 "--health-addr",
-                f"127.0.0.1:{free_port()}",
+                f"127.0.0.1:{health}",
                 "--cache-dir",
                 str(self.tmp / "cache"),
                 *extra,
@@ -102,7 +104,7 @@ class Env:
             stderr=subprocess.STDOUT,
             env={**os.environ, "POD_NAME": f"{name}-{len(self.started)}"},
         )
-        c = Controller(proc, log, port)
+        c = Controller(proc, log, port, health)
         self.started.append(c)
         return c
 

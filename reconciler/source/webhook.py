@@ -5,7 +5,13 @@ request can never make the controller apply anything a poll would not have: it c
 no content we trust, just a hint which repositories to fetch now. Even so it must be
 authentic — an unsigned request could make us hammer a git server — so every request is
 checked (GitHub ``X-Hub-Signature-256``, GitLab ``X-Gitlab-Token``, or a generic
-``X-Signature: sha256=<hmac>``) in constant time, and a bad one gets 401.
+``X-Signature: sha256=<hmac>``) in constant time, and a bad one gets 401.  Header values
+are compared as bytes: a non-ASCII or malformed signature is a bad signature (401), never
+an exception (500).
+
+A signed request can still be replayed by whoever saw it, and git hosts redeliver on
+timeouts; :class:`Deliveries` remembers recent deliveries, so a second copy is answered
+200 "duplicate delivery, ignored" and triggers nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +21,33 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import TTLCache
+
 log = logging.getLogger("reconciler.webhook")
 MAX_BODY = 5 * 1024 * 1024
+REPLAY_WINDOW = 3600.0  # seconds a delivery is remembered
+REPLAY_CAPACITY = 10_000  # deliveries remembered at most (the oldest go first)
+
+# Where each sender puts its delivery id (lower-cased, as in Receiver's header map); the first
+# one present counts.  GitHub's X-GitHub-Delivery is the same on a redelivery; GitLab's
+# Idempotency-Key (17.4+) is the same across its retries, X-Gitlab-Event-UUID (14.8+) is the
+# fallback for older GitLab.
+DELIVERY_HEADERS: dict[str, tuple[str, ...]] = {
+    "github": ("x-github-delivery",),
+    "gitlab": ("idempotency-key", "x-gitlab-event-uuid"),
+    "generic": ("x-delivery-id",),
+}
+# Senders whose push payload is unique per push (it names the old and new commit and a
+# timestamp): for them a copy of a signed body is a replay even under a fresh delivery id,
+# which the signature does not cover.  A generic sender may legitimately send the same body
+# for every push, so its body is not remembered.
+UNIQUE_BODIES = frozenset({"github", "gitlab"})
 
 
 @dataclass(frozen=True)
@@ -72,19 +99,84 @@ def parse_generic(payload: dict[str, Any]) -> Push:
     return Push(_urls(*urls), payload.get("branch") or _branch(payload.get("ref")))
 
 
+def _raw(value: str | None) -> bytes | None:
+    """A header value as the bytes that came over the wire (WSGI decodes them as latin-1)."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:  # not from a WSGI server: nothing a sender could have signed
+        return None
+
+
 def _hmac_ok(secret: bytes, body: bytes, header: str | None) -> bool:
-    if not header or not header.startswith("sha256="):
+    got = _raw(header)
+    if not got or not got.startswith(b"sha256="):
         return False
-    want = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(want, header[len("sha256=") :])
+    want = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+    return hmac.compare_digest(want, got[len(b"sha256=") :])
 
 
 def verify(provider: str, secret: bytes, body: bytes, headers: dict[str, str]) -> bool:
     if provider == "github":
         return _hmac_ok(secret, body, headers.get("x-hub-signature-256"))
     if provider == "gitlab":
-        return hmac.compare_digest(secret, (headers.get("x-gitlab-token") or "").encode())
+        token = _raw(headers.get("x-gitlab-token"))
+        return token is not None and hmac.compare_digest(secret, token)
     return _hmac_ok(secret, body, headers.get("x-signature"))
+
+
+def delivery_keys(provider: str, headers: dict[str, str], body: bytes) -> list[str]:
+    """What identifies this delivery: the sender's delivery id, and for senders whose bodies are
+    unique per push, the digest of the signed body.  Empty: nothing to recognise a copy by."""
+    keys = []
+    for name in DELIVERY_HEADERS.get(provider, ()):
+        value = _raw(headers.get(name))
+        if value:
+            keys.append(f"{provider}:id:{hashlib.sha256(value).hexdigest()}")
+            break
+    if provider in UNIQUE_BODIES:
+        keys.append(f"{provider}:body:{hashlib.sha256(body).hexdigest()}")
+    return keys
+
+
+class Deliveries:
+    """Deliveries seen in the last ``window`` seconds, at most ``capacity`` of them.
+
+    Memory stays bounded whatever a sender does (the oldest are forgotten first), and only
+    signed requests are recorded, so nobody without the secret can make us ignore a real
+    push.  Per process: with two replicas behind the Service, a copy that reaches the other
+    one is accepted there once.
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int = REPLAY_CAPACITY,
+        window: float = REPLAY_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._seen: TTLCache[str, bool] = TTLCache(maxsize=capacity, ttl=window, timer=clock)
+        self._lock = threading.Lock()
+
+    def claim(self, keys: Sequence[str]) -> bool:
+        """Remember ``keys`` and return True, or return False if any of them was seen already."""
+        with self._lock:
+            if any(k in self._seen for k in keys):
+                return False
+            for k in keys:
+                self._seen[k] = True
+            return True
+
+    def release(self, keys: Sequence[str]) -> None:
+        """Forget a claim whose handling failed, so that the sender's retry is not a duplicate."""
+        with self._lock:
+            for k in keys:
+                self._seen.pop(k, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)
 
 
 PARSERS: dict[str, Callable[[dict[str, Any]], Push]] = {
@@ -102,8 +194,11 @@ class Receiver:
         secret: bytes,
         on_push: Callable[[Push], int],
         count: Callable[[str, str], None] = lambda provider, result: None,
+        *,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self._secret, self._on_push, self._count = secret, on_push, count
+        self._deliveries = deliveries if deliveries is not None else Deliveries()
 
     def __call__(self, environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO", ""))
@@ -134,7 +229,20 @@ class Receiver:
         except (ValueError, AttributeError) as e:
             self._count(provider, "invalid")
             return self._reply(start, "400 Bad Request", {"error": f"not a {provider} push payload: {e}"})
-        n = self._on_push(push)
+        keys = delivery_keys(provider, headers, body)
+        if not self._deliveries.claim(keys):
+            self._count(provider, "duplicate")
+            delivery = next((headers[h] for h in DELIVERY_HEADERS[provider] if headers.get(h)), "")
+            log.info(
+                f"webhook {provider}: duplicate delivery {delivery[:80]!r} (already handled); ignored",
+                extra={"reason": "WebhookDuplicate"},
+            )
+            return self._reply(start, "200 OK", {"ignored": "duplicate delivery"})
+        try:
+            n = self._on_push(push)
+        except BaseException:
+            self._deliveries.release(keys)
+            raise
         self._count(provider, "accepted")
         log.info(f"webhook {provider}: push to {sorted(push.repos)} ({push.branch}); {n} GitSync(s) triggered")
         return self._reply(start, "202 Accepted", {"triggered": n})

@@ -62,6 +62,7 @@ def _path_of(doc: dict[str, Any]) -> str:
         "RoleBinding": "rolebindings",
         "Service": "services",
         "Deployment": "deployments",
+        "NetworkPolicy": "networkpolicies",
     }[doc["kind"]]
     base = f"/apis/{group}/{version}" if group else f"/api/{version}"
     ns = doc["metadata"].get("namespace")
@@ -136,6 +137,7 @@ def test_apply_installs_every_core_object_and_is_idempotent(
         "CustomResourceDefinition",
         "Deployment",
         "Namespace",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Service",

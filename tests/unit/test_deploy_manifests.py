@@ -161,6 +161,34 @@ def test_probes_and_ports_match_the_flags() -> None:
     assert svc["spec"]["selector"].items() <= labels.items()
 
 
+def test_network_policy_admits_exactly_the_container_ports_by_name() -> None:
+    """Ingress to the controller's pods only on its listeners, named as the Deployment names them
+    (a renamed or added containerPort must show up here, not as a silently blocked port)."""
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert "networkpolicy.yaml" in kustomization["resources"]
+    pol = _one("networkpolicy.yaml", "NetworkPolicy", "reconciler")
+    dep = _deployment()
+    assert pol["metadata"]["namespace"] == dep["metadata"]["namespace"]
+    spec = pol["spec"]
+    assert spec["podSelector"] == {"matchLabels": dep["spec"]["selector"]["matchLabels"]}
+    assert spec["podSelector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    # Ingress only: egress goes to git hosts, the API server and AWS, which differ per install
+    assert spec["policyTypes"] == ["Ingress"]
+    assert "egress" not in spec
+    admitted = [(p["port"], p["protocol"]) for rule in spec["ingress"] for p in rule["ports"]]
+    container = [(p["name"], p["protocol"]) for p in _container()["ports"]]
+    assert sorted(admitted) == sorted(container), "the NetworkPolicy and the Deployment disagree on ports"
+    assert all(isinstance(port, str) for port, _ in admitted), "refer to container ports by name, not number"
+    for rule in spec["ingress"]:
+        assert set(rule) <= {"ports", "from"}
+    probes = {_container()[p]["httpGet"]["port"] for p in ("livenessProbe", "readinessProbe")}
+    health_rules = [r for r in spec["ingress"] if any(p["port"] in probes for p in r["ports"])]
+    assert health_rules, "the kubelet's probes must be admitted"
+    assert all("from" not in r for r in health_rules), "probes come from the node: no source selector"
+    svc = _one("service.yaml", "Service", "reconciler")
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} <= {port for port, _ in admitted}
+
+
 def test_deployment_flags_exist_in_reconciler_run() -> None:
     res = CliRunner().invoke(cli.cli, ["run", "--help"])
     assert res.exit_code == 0, res.output
