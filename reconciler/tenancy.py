@@ -13,6 +13,7 @@ did; the lock-down flags of `reconciler run` (docs/security.md) narrow it.
 from __future__ import annotations
 
 import fnmatch
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -175,12 +176,13 @@ class Tenancy:
 
 
 def _prefix_of(url: str, prefix: str) -> bool:
-    """``url`` starts with ``prefix`` at a boundary: ``http://s3.local:9000`` admits
-    ``http://s3.local:9000/`` and ``…:9000/x``, never ``http://s3.local:90001`` or ``…:9000@evil``."""
-    if not url.startswith(prefix):
+    """``url`` starts with ``prefix`` at a boundary: ``http://s3.local`` admits ``http://s3.local:9000``
+    and ``http://s3.local/x``, never ``http://s3.local.evil`` nor any URL with userinfo
+    (``http://s3.local:x@169.254.169.254`` names another host)."""
+    if "@" in urllib.parse.urlsplit(url).netloc or not url.startswith(prefix):
         return False
     rest = url[len(prefix) :]
-    return not rest or prefix.endswith("/") or rest[0] in "/?#"
+    return not rest or prefix.endswith("/") or rest[0] in ":/?#"
 
 
 def _listed(grants: Iterable[Grant], namespace: str, platform: frozenset[str]) -> str:

@@ -78,7 +78,15 @@ class Env:
     started: list[Controller] = field(default_factory=list)
     git_http: gitserver.HTTPGitServer | None = None  # file:// URLs of GitSyncs are served from here
 
-    def start(self, *extra: str, name: str = "ctl", webhook_port: int = 0, metrics_port: int = 0) -> Controller:
+    def start(
+        self,
+        *extra: str,
+        name: str = "ctl",
+        webhook_port: int = 0,
+        metrics_port: int = 0,
+        kubeconfig: Path | None = None,
+    ) -> Controller:
+        """`reconciler run` as a process; ``kubeconfig`` another identity than the admin's."""
         log = self.tmp / f"{name}-{len(self.started)}.log"
         port = metrics_port or free_port()
         if webhook_port:
@@ -92,7 +100,7 @@ class Env:
                 "reconciler",
                 "run",
                 "--kubeconfig",
-                str(self.cluster.kubeconfig),
+                str(kubeconfig or self.cluster.kubeconfig),
                 "--metrics-addr",
                 f"127.0.0.1:{port}",
                 "--health-addr",

@@ -204,7 +204,8 @@ def test_controller_syncs_a_bucket_prefix(env: Env, aws: awsserver.MotoServer, n
             },
         },
     )
-    ctl = env.start("--watch-namespace", ns)
+    # The endpoints are on loopback: allowed for this namespace only (docs/security.md).
+    ctl = env.start("--watch-namespace", ns, "--allow-bucket-endpoint", f"{ns}=http://127.0.0.1")
     bucket_spec = {
         "bucket": BUCKET,
         "prefix": "prod/",
