@@ -141,3 +141,16 @@ def test_eks_grants_are_per_namespace_and_the_old_form_means_platform_namespaces
 def test_a_grant_needs_both_parts(text: str) -> None:
     with pytest.raises(SpecError):
         parse_grant(text, "--allow-bucket")
+
+
+def test_messages_are_scrubbed_of_url_credentials_and_secret_values() -> None:
+    """What the unexpected-exception path (and every failure message) writes to status,
+    Events, alerts and the log."""
+    from reconciler.reconcile import Reconciler, SyncState
+
+    state = SyncState(secrets=frozenset({"s3cr3t-value"}))
+    text = "KeyError: 'https://user:tok3n@git.example.com/x.git' has s3cr3t-value"
+    out = Reconciler.scrub(state, text)
+    assert "tok3n" not in out
+    assert "s3cr3t-value" not in out
+    assert "git.example.com/x.git" in out
