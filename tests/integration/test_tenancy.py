@@ -542,3 +542,32 @@ def test_a_file_url_cannot_read_another_tenants_git_cache(
     assert _stalled(env, namespace, "steal")
     assert k.get_or_none(f"/api/v1/namespaces/{victim}/configmaps/secret-app") is not None
     assert k.get_or_none(f"/api/v1/namespaces/{namespace}/configmaps/secret-app") is None
+
+
+def test_a_tenant_cannot_switch_the_policy_gate_off(
+    env: Env, controller_kubeconfig: Path, git_repo: Any, namespace: str, eventually: Any
+) -> None:
+    """Attack: ``spec.policy.mode: off`` skipped every policy. --min-policy-mode raises it."""
+    ns, k = namespace, env.kube
+    deploys = {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "create", "patch"]}
+    _tenant_sa(k, ns, "gitsync", [TENANT_CMS, deploys])
+    web = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.k8s.io/pause:latest"}]},
+            },
+        },
+    }
+    git_repo.commit({"web.yaml": yaml.safe_dump(web)})
+    ctl = env.start(*LOCKDOWN, "--policies", str(ROOT / "policies"), kubeconfig=controller_kubeconfig)
+    env.gitsync(ns, "gated", git_repo.url, policy={"mode": "off"})
+    ready = eventually(_failed(env, ns, "gated", "denied by policy"), 60, "the policy gate to hold")
+    assert ready["reason"] == "PolicyViolation"
+    assert ready["message"].endswith("(spec.policy.mode off raised to enforce by --min-policy-mode)"), ready
+    assert k.get_or_none(f"/apis/apps/v1/namespaces/{ns}/deployments/web") is None
+    assert any(line.get("reason") == "PolicyModeRaised" for line in ctl.lines())
