@@ -534,6 +534,11 @@ def test_controller_pods_pass_the_restricted_pod_security_standard(
         "--webhook-addr=:9292",
         "--webhook-secret-file=/etc/reconciler/webhook/secret",
         "--health-addr=:8081",
+        "--default-service-account=gitsync",
+        "--platform-namespace=reconciler-system",
+        "--platform-service-account=reconciler-system/reconciler-apply",
+        "--no-cross-namespace-refs",
+        "--min-policy-mode=enforce",
     ]
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
     assert env["POD_NAMESPACE"] == "metadata.namespace"
