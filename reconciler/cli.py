@@ -28,7 +28,7 @@ import yaml
 from click.core import ParameterSource
 
 import reconciler
-from reconciler import controller, ekscheck, policy, spec
+from reconciler import controller, ekscheck, policy, spec, tenancy
 from reconciler.aws import clusterconfig, eks, eksreport, eksupdate
 from reconciler.aws import target as eks_target
 from reconciler.aws.errors import AwsError
@@ -85,11 +85,46 @@ def _parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
 
 
 def _allow_pattern(text: str) -> str:
-    """One ``--allow-eks-target`` value, refused at start rather than silently never matching."""
+    """One ``--allow-eks-target`` value (``[NAMESPACE=]CLUSTER/REGION``), refused at start rather
+    than silently never matching."""
     try:
-        return spec.allow_pattern(text)
+        spec.allow_pattern(tenancy.parse_grant(text, "--allow-eks-target", legacy=True).value)
     except spec.SpecError as e:
         raise click.BadParameter(str(e), param_hint="--allow-eks-target") from e
+    return text
+
+
+def _grants(flag: str) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], tuple[tenancy.Grant, ...]]:
+    """A click callback for a repeatable ``NAMESPACE=VALUE`` allow-list flag."""
+
+    def parse(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tenancy.Grant, ...]:
+        try:
+            return tuple(tenancy.parse_grant(v, flag) for v in values)
+        except spec.SpecError as e:
+            raise click.BadParameter(str(e), param_hint=flag) from e
+
+    return parse
+
+
+def _service_account(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    try:
+        return tenancy.parse_service_account(value, "--platform-service-account")
+    except spec.SpecError as e:
+        raise click.BadParameter(str(e), param_hint="--platform-service-account") from e
+
+
+def _names(flag: str, check: Callable[[Any, str], str]) -> Callable[..., Any]:
+    def parse(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            if isinstance(value, tuple):
+                return tuple(check(v, flag) for v in value)
+            return None if value is None else check(value, flag)
+        except spec.SpecError as e:
+            raise click.BadParameter(str(e), param_hint=flag) from e
+
+    return parse
 
 
 def _duration_option(text: str, name: str) -> float:
@@ -425,10 +460,63 @@ def _check_name(namespace: str, name: str) -> None:
     "--allow-eks-target",
     "allow_eks_targets",
     multiple=True,
-    metavar="CLUSTER/REGION",
+    metavar="[NAMESPACE=]CLUSTER/REGION",
     callback=lambda ctx, param, values: tuple(_allow_pattern(v) for v in values),
-    help="An EKS cluster GitSyncs may name in spec.target (repeatable; globs: */eu-west-1, prod-*/*, *). "
-    "Default: none, since a target is reached with the controller's own AWS identity.",
+    help="An EKS cluster GitSyncs of NAMESPACE (a glob) may name in spec.target (repeatable; globs: "
+    "team-a=*/eu-west-1, *=prod-*/*). Without NAMESPACE=: GitSyncs of --platform-namespace namespaces, "
+    "or of every namespace when none is listed. Default: none, since a target is reached with the "
+    "controller's own AWS identity.",
+)
+@click.option(
+    "--default-service-account",
+    metavar="NAME",
+    callback=_names("--default-service-account", spec.object_name),
+    help="A GitSync without spec.serviceAccountName acts as ServiceAccount NAME of its own namespace "
+    "(outside --platform-namespace). Default: the controller's own identity.",
+)
+@click.option(
+    "--platform-namespace",
+    "platform_namespaces",
+    multiple=True,
+    metavar="NS",
+    callback=_names("--platform-namespace", spec.namespace_name),
+    help="A namespace whose GitSyncs without serviceAccountName act as --platform-service-account (repeatable).",
+)
+@click.option(
+    "--platform-service-account",
+    metavar="NS/NAME",
+    callback=_service_account,
+    help="The ServiceAccount platform GitSyncs without serviceAccountName act as (bound to the broad apply role).",
+)
+@click.option(
+    "--no-cross-namespace-refs",
+    is_flag=True,
+    help="Refuse a GitSync that refers to another namespace (spec.dependsOn): Stalled, AccessDenied.",
+)
+@click.option(
+    "--min-policy-mode",
+    type=click.Choice(["enforce", "audit", "off"]),
+    default="off",
+    show_default=True,
+    help="A GitSync's weaker spec.policy.mode is raised to this.",
+)
+@click.option(
+    "--allow-bucket",
+    "allow_buckets",
+    multiple=True,
+    metavar="NAMESPACE=BUCKET",
+    callback=_grants("--allow-bucket"),
+    help="A bucket GitSyncs of NAMESPACE may read without a secretRef, i.e. with the controller's own AWS "
+    "identity (repeatable; globs in both parts). Default: none.",
+)
+@click.option(
+    "--allow-bucket-endpoint",
+    "allow_bucket_endpoints",
+    multiple=True,
+    metavar="NAMESPACE=URL-PREFIX",
+    callback=_grants("--allow-bucket-endpoint"),
+    help="An S3 endpoint URL prefix GitSyncs of NAMESPACE (a glob) may name in spec.source.bucket.endpoint "
+    "(repeatable). Default: none, only AWS's own endpoints.",
 )
 @click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
@@ -486,9 +574,21 @@ def run(**kw: Any) -> None:
             alertmanager_url=kw["alertmanager_url"],
             policies_dir=kw["policies_dir"],
             eks=eks_opts,
-            allow_eks_targets=kw["allow_eks_targets"],
             max_concurrent_per_namespace=kw["max_concurrent_per_namespace"],
             max_timeout=kw["max_timeout"],
+            tenancy=tenancy.Tenancy(
+                default_service_account=kw["default_service_account"],
+                platform_namespaces=frozenset(kw["platform_namespaces"]),
+                platform_service_account=kw["platform_service_account"],
+                no_cross_namespace_refs=kw["no_cross_namespace_refs"],
+                min_policy_mode=kw["min_policy_mode"],
+                eks_targets=tuple(
+                    tenancy.parse_grant(v, "--allow-eks-target", legacy=True) for v in kw["allow_eks_targets"]
+                ),
+                buckets=kw["allow_buckets"],
+                bucket_endpoints=kw["allow_bucket_endpoints"],
+                local_git=False,  # the controller's disk holds every tenant's cache: file:// is the CLI's only
+            ),
         ),
         client_factory=controller.client_factory(lambda headers: connect_cluster(kw, headers=headers)),
     )

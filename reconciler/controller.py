@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -49,12 +49,12 @@ from reconciler.spec import (
     EksTarget,
     GitSyncSpec,
     SpecError,
-    TargetNotAllowedError,
     check_timeout,
     gitsync_path,
     parse,
 )
 from reconciler.sync.objects import ObjectId
+from reconciler.tenancy import Tenancy, parse_grant, service_account_user
 
 log = logging.getLogger("reconciler.controller")
 Key = tuple[str, str]
@@ -96,6 +96,12 @@ class Options:
     allow_eks_targets: tuple[str, ...] = ()  # CLUSTER/REGION globs a spec.target may name; none by default
     max_concurrent_per_namespace: int = 0  # 0: fairness.default_limit (half the workers)
     max_timeout: float = 3600.0  # a GitSync with a longer spec.timeout is refused (Stalled)
+    tenancy: Tenancy = field(default_factory=Tenancy)  # lock-down flags (docs/security.md); default: open
+
+    def effective_tenancy(self) -> Tenancy:
+        """``tenancy`` with the old-form ``allow_eks_targets`` (no ``NAMESPACE=``) added to its grants."""
+        legacy = tuple(parse_grant(p, "--allow-eks-target", legacy=True) for p in self.allow_eks_targets)
+        return replace(self.tenancy, eks_targets=self.tenancy.eks_targets + legacy)
 
 
 # What one client may cost each listener (docs/controller.md, "HTTP listeners").  Probes and
@@ -132,6 +138,7 @@ class Controller:
         self.events = EventRecorder(kube, opts.identity)
         self._client_factory = client_factory
         self._clients: ClientCache[tuple[EksTarget | None, str], Handles] = ClientCache()
+        self.tenancy = opts.effective_tenancy()
         self.reconciler = Reconciler(
             kube,
             self.mapper,
@@ -140,6 +147,8 @@ class Controller:
             opts.cache_dir,
             clients=self.clients_for,
             policies_dir=opts.policies_dir,
+            readers=self.reader_for,
+            tenancy=self.tenancy,
         )
         self.objects: dict[Key, dict[str, Any]] = {}
         self.states: dict[Key, SyncState] = {}
@@ -157,7 +166,7 @@ class Controller:
         self.synced = threading.Event()
         self.stop_event = threading.Event()
         self.elector: LeaderElector | None = None
-        self.drift = DriftWatcher(kube, FIELD_MANAGER, self._on_drift, self.stop_event)
+        self.drift = DriftWatcher(self._drift_kube(), FIELD_MANAGER, self._on_drift, self.stop_event)
         self.alerts = AlertmanagerClient(opts.alertmanager_url) if opts.alertmanager_url else None
         self.eks = ekscheck.EksDriftChecker(opts.eks, self.metrics, self.events) if opts.eks else None
         self.servers: list[httpserve.Server] = []
@@ -332,9 +341,13 @@ class Controller:
             out = self.reconciler.reconcile(obj, spec, state, self._ready_of, req)
         except Exception as e:
             self.drift.resume(key)
-            log.exception(f"GitSync {key[0]}/{key[1]}: unexpected error", extra={"gitsync": f"{key[0]}/{key[1]}"})
+            # The exception's text may carry anything it was built from (a URL with a token, a
+            # value read from a Secret): status, Events, alerts and the log get it scrubbed; the
+            # traceback only at DEBUG.
+            text = self.reconciler.scrub(state, f"{type(e).__name__}: {e}")
+            log.debug("unexpected error", exc_info=True, extra={"gitsync": f"{key[0]}/{key[1]}"})
             out = self.reconciler._fail(
-                obj, "ReconciliationFailed", "SyncFailed", f"GitSync {key[0]}/{key[1]}: {type(e).__name__}: {e}"
+                obj, "ReconciliationFailed", "SyncFailed", f"GitSync {key[0]}/{key[1]}: unexpected error: {text}"
             )
         # The drift watch sees the management cluster only: a remote target is corrected at each interval.
         watch_drift = spec.drift_mode != "off" and spec.target is None
@@ -436,36 +449,64 @@ class Controller:
         if n and spec.drift_mode == "correct":
             self.schedule(key, 0)  # after our patch, so the correcting sync's status is not overwritten
 
+    def _drift_kube(self) -> Kube:
+        """Who watches managed objects for drift: the platform ServiceAccount when one is set.
+
+        The watches are cluster-wide per kind and filtered by the owner label, so the controller's
+        own narrow identity (no list/watch on arbitrary kinds) cannot hold them. The platform
+        identity reads only objects some GitSync labelled, and a GitSync's drift report names
+        only paths of objects its own (impersonated) sync applied: docs/security.md.
+        """
+        sa = self.tenancy.platform_service_account
+        if sa is None or self._client_factory is None:
+            return self.kube
+        kube = self._client_factory(None, {"Impersonate-User": service_account_user(*sa)})
+        kube.on_request = self.kube.on_request
+        return kube
+
+    def reader_for(self, namespace: str, spec: GitSyncSpec) -> Kube | None:
+        """The handle a GitSync's reads in this cluster go through: its Secrets and ConfigMaps
+        (secretRef, substituteFrom) and, for a GitSync without a target, its inventory.
+
+        The GitSync's own identity (impersonated), so a tenant reads only what its ServiceAccount
+        may read, even in its own namespace. None: the controller's own (no identity to act as).
+        """
+        user = self.tenancy.identity(namespace, spec)
+        if self._client_factory is None or not user:
+            return None
+        return self._cached(None, user)[0]
+
     def clients_for(self, namespace: str, spec: GitSyncSpec) -> tuple[Kube, discovery.RestMapper] | None:
         """The handle a GitSync applies and prunes with; None means the controller's own.
 
-        Another one when the GitSync names a ServiceAccount (multi-tenancy: RBAC limits what it
+        Another one when the GitSync acts as a ServiceAccount (its own serviceAccountName, or the
+        one --default-service-account / --platform-service-account give it: RBAC limits what it
         may apply) or a remote target, or both.  One per (target, identity), kept for the life
         of the process, so a remote cluster costs one DescribeCluster, one connection pool and
         one discovery, not one per reconcile (the most recently used ``clientcache.DEFAULT_SIZE``
         of them: the least recently used is closed).  Raises :class:`AwsError` when a target cannot be
         reached, and :class:`TargetNotAllowedError` (before any AWS call) when ``--allow-eks-target``
-        does not admit it: a tenant must not borrow the controller's AWS identity for any cluster
-        that identity can reach.
+        does not admit it for the GitSync's namespace: a tenant must not borrow the controller's
+        AWS identity for any cluster that identity can reach.
         """
-        user = f"system:serviceaccount:{namespace}:{spec.service_account_name}" if spec.service_account_name else ""
-        if spec.target is not None and not spec.target.allowed_by(self.opts.allow_eks_targets):
+        user = self.tenancy.identity(namespace, spec)
+        if spec.target is not None:
             # Checked before anything is contacted: the target would be reached with the controller's identity.
-            allowed = ", ".join(self.opts.allow_eks_targets) or "none"
-            raise TargetNotAllowedError(
-                f"spec.target.eks {spec.target.cluster}/{spec.target.region} is not allowed by this controller "
-                f"(reconciler run --allow-eks-target CLUSTER/REGION; allowed: {allowed})"
-            )
+            self.tenancy.check_target(namespace, spec.target)
         if self._client_factory is None or (spec.target is None and not user):
             return None  # the Reconciler refuses a target it has no handle for
+        return self._cached(spec.target, user)
+
+    def _cached(self, target: EksTarget | None, user: str) -> Handles:
+        assert self._client_factory is not None
         factory = self._client_factory
 
         def make() -> Handles:
-            kube = factory(spec.target, {"Impersonate-User": user} if user else {})
+            kube = factory(target, {"Impersonate-User": user} if user else {})
             kube.on_request = self.kube.on_request
             return Handles(kube, discovery.RestMapper(kube))
 
-        return self._clients.get((spec.target, user), make)
+        return self._clients.get((target, user), make)
 
     def on_push(self, push: webhook.Push) -> int:
         """Mark the GitSyncs that follow the pushed repository and branch as requested.
@@ -499,9 +540,12 @@ class Controller:
         try:
             delay = self.work(key)
         except (KubeError, UnreachableError) as e:
-            log.error(f"GitSync {key[0]}/{key[1]}: {e}", extra={"gitsync": f"{key[0]}/{key[1]}"})
-        except Exception:
-            log.exception(f"GitSync {key[0]}/{key[1]}: unexpected error", extra={"gitsync": f"{key[0]}/{key[1]}"})
+            text = self.reconciler.scrub(self.states.get(key), str(e))
+            log.error(f"GitSync {key[0]}/{key[1]}: {text}", extra={"gitsync": f"{key[0]}/{key[1]}"})
+        except Exception as e:
+            text = self.reconciler.scrub(self.states.get(key), f"{type(e).__name__}: {e}")
+            log.error(f"GitSync {key[0]}/{key[1]}: unexpected error: {text}", extra={"gitsync": f"{key[0]}/{key[1]}"})
+            log.debug("unexpected error", exc_info=True, extra={"gitsync": f"{key[0]}/{key[1]}"})
         finally:
             self._done(key, delay)
 

@@ -50,6 +50,7 @@ from reconciler.sync import prune as pruning
 from reconciler.sync.inventory import InventoryError, InventoryOwnerError
 from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Action
+from reconciler.tenancy import NotAllowedError, Tenancy
 
 log = logging.getLogger("reconciler.gitsync")
 
@@ -75,6 +76,7 @@ class SyncState:
     drifted: int = 0  # objects drifted at last report (for DriftCorrected)
     inputs: str = ""  # digest of everything the last successful sync rendered from
     synced_at: float = float("-inf")  # monotonic time of the last full successful sync
+    secrets: frozenset[str] = frozenset()  # values read from its Secrets: scrubbed from every message
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,6 +86,19 @@ def _describe(spec: GitSyncSpec) -> str:
     if isinstance(src, BucketSource):
         return f"s3://{src.bucket}/{src.prefix}"
     return f"{urls.redact(src.url)} ({src.ref})"
+
+
+def _printable_secrets(values: Any) -> frozenset[str]:
+    """The values of a Secret as they could appear in a message (text only, long enough to mask)."""
+    out = set()
+    for v in values:
+        try:
+            text = v.decode().strip()
+        except UnicodeDecodeError:
+            continue
+        if len(text) >= redact.MIN_LEN:
+            out.add(text)
+    return frozenset(out)
 
 
 def _gitsync_id(obj: dict[str, Any]) -> str:
@@ -111,12 +126,27 @@ class Reconciler:
         cache_dir: Path,
         clients: Callable[[str, GitSyncSpec], tuple[Kube, RestMapper] | None] | None = None,
         policies_dir: Path | None = None,
+        readers: Callable[[str, GitSyncSpec], Kube | None] | None = None,
+        tenancy: Tenancy | None = None,
     ) -> None:
         self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
         self.cache_dir = cache_dir
         self.policies_dir = policies_dir
         self._policies: tuple[str, policy.PolicySet] | None = None
         self._clients = clients  # (namespace, spec) -> (Kube, RestMapper) to apply with; None: our own
+        self._readers = readers  # (namespace, spec) -> Kube its local reads go through; None: our own
+        self.tenancy = tenancy or Tenancy()
+
+    def _reader(self, namespace: str, spec: GitSyncSpec) -> Kube:
+        """The handle for what a GitSync reads in this cluster (its Secrets, ConfigMaps and local
+        inventory): its own identity when it has one, so RBAC decides what a tenant may read."""
+        made = self._readers(namespace, spec) if self._readers else None
+        return made if made is not None else self.kube
+
+    @staticmethod
+    def scrub(state: SyncState | None, text: str) -> str:
+        """``text`` without URL credentials or any value read from the GitSync's Secrets."""
+        return redact.scrub(urls.scrub(text), state.secrets if state else ())
 
     def _handles(self, namespace: str, spec: GitSyncSpec) -> tuple[Kube, RestMapper]:
         """The handle that plans, applies, prunes and keeps the inventory for ``spec``.
@@ -136,8 +166,9 @@ class Reconciler:
 
     # ------------------------------------------------------------------ inputs
 
-    def _secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
-        sec = self.kube.get(paths.api_path(group="", version="v1", resource="secrets", namespace=namespace, name=name))
+    @staticmethod
+    def _secret_data(kube: Kube, namespace: str, name: str) -> dict[str, bytes]:
+        sec = kube.get(paths.api_path(group="", version="v1", resource="secrets", namespace=namespace, name=name))
         return {k: base64.b64decode(v) for k, v in (sec.get("data") or {}).items()}
 
     @staticmethod
@@ -156,12 +187,12 @@ class Reconciler:
             ca_bundle=d.get("ca.crt") or d.get("caFile"),
         )
 
-    def _variables(self, namespace: str, spec: GitSyncSpec) -> tuple[dict[str, str], frozenset[str]]:
+    def _variables(self, kube: Kube, namespace: str, spec: GitSyncSpec) -> tuple[dict[str, str], frozenset[str]]:
         values: dict[str, str] = {}
         secret_names: set[str] = set()
         for vf in spec.substitute_from:
             kind = "secrets" if vf.kind == "Secret" else "configmaps"
-            obj = self.kube.get_or_none(
+            obj = kube.get_or_none(
                 paths.api_path(group="", version="v1", resource=kind, namespace=namespace, name=vf.name)
             )
             if obj is None:
@@ -188,7 +219,11 @@ class Reconciler:
         """The source object kept between reconciles, opened again when its spec or the content
         of its Secret changes (rotated keys take effect at the next reconcile)."""
         src = spec.source
-        secret = self._secret_data(namespace, src.secret_ref.name) if src.secret_ref else None
+        secret = (
+            self._secret_data(self._reader(namespace, spec), namespace, src.secret_ref.name) if src.secret_ref else None
+        )
+        if secret is not None:
+            state.secrets |= _printable_secrets(secret.values())
         key = repr(src)
         if secret is not None:
             key += hashlib.sha256(repr(sorted(secret.items())).encode()).hexdigest()
@@ -295,6 +330,10 @@ class Reconciler:
         ns, name = md["namespace"], md["name"]
         gid = f"{ns}/{name}"
         self.metrics.interval.labels(ns, name).set(spec.interval)
+        try:  # before anything is read or fetched on the GitSync's behalf
+            self.tenancy.check(ns, spec)
+        except NotAllowedError as e:
+            return self._fail(obj, "AccessDenied", "SyncFailed", f"GitSync {gid}: {e}", stalled=True)
         for dep in spec.depends_on:
             if not ready_of(dep.namespace, dep.name):
                 return self._fail(
@@ -323,20 +362,20 @@ class Reconciler:
             artifact = source.fetch()
             self.metrics.fetch_duration.labels(ns, name).observe(time.monotonic() - f0)
         except (SourceError, KubeError, UnreachableError, ValueError) as e:
-            return self._fail(
-                obj, "ArtifactFailed", "SourceFailed", f"GitSync {gid}: fetch failed: {e}", extra_status=extra
-            )
+            msg = self.scrub(state, f"GitSync {gid}: fetch failed: {e}")
+            return self._fail(obj, "ArtifactFailed", "SourceFailed", msg, extra_status=extra)
         revision = artifact.revision
 
         # 2. render
         secrets: frozenset[str] = frozenset()
         try:
-            values, secret_vars = self._variables(ns, spec)
+            values, secret_vars = self._variables(self._reader(ns, spec), ns, spec)
             inputs = self._inputs(render_build.confine(artifact.path, spec.path), values, md)
             if self._unchanged_inputs(obj, spec, state, inputs, handled_request):
                 return self._same_content(obj, state, revision, extra)
             state.inputs = ""  # until this sync succeeds: a failure may have changed live state
-            secrets = frozenset(values[k] for k in secret_vars if len(values[k]) >= redact.MIN_LEN)
+            secrets = frozenset(values[k] for k in secret_vars if len(values[k]) >= redact.MIN_LEN) | state.secrets
+            state.secrets = secrets
             manifests = render_build.render(
                 artifact.path,
                 spec.path,
@@ -348,12 +387,18 @@ class Reconciler:
                 ),
             )
         except (ManifestError, SpecError, KubeError, UnreachableError, TreeLimitError) as e:
-            msg = redact.scrub(f"GitSync {gid}: revision {revision}: render failed: {e}", secrets)
+            msg = self.scrub(state, f"GitSync {gid}: revision {revision}: render failed: {e}")
             return self._fail(obj, "BuildFailed", "RenderFailed", msg, revision, extra_status=extra)
         secrets |= redact.secret_values(manifests)
+        state.secrets = secrets
+        policy_mode = self.tenancy.policy_mode(spec.policy_mode)
+        raised = ""
+        if policy_mode != spec.policy_mode:
+            raised = f" (spec.policy.mode {spec.policy_mode} raised to {policy_mode} by --min-policy-mode)"
+            log.info(f"GitSync {gid}: policy mode{raised}", extra={"gitsync": gid, "reason": "PolicyModeRaised"})
 
         try:
-            policies = self.policies() if spec.policy_mode != "off" else None
+            policies = self.policies() if policy_mode != "off" else None
         except (policy.PolicyError, OSError) as e:
             msg = f"GitSync {gid}: revision {revision}: policies cannot be loaded, the sync refuses to proceed: {e}"
             return self._fail(obj, "PolicyFailed", "SyncFailed", msg, revision, extra_status=extra)
@@ -383,7 +428,7 @@ class Reconciler:
             timeout=spec.timeout,
             default_namespace=spec.target_namespace or ns,
             policies=policies,
-            policy_mode=spec.policy_mode,
+            policy_mode=policy_mode,
             owner_uid=str(md.get("uid") or ""),
         )
         try:
@@ -400,7 +445,8 @@ class Reconciler:
         if res.stage == "policy" and res.errors:
             first = redact.scrub(res.errors[0], secrets)
             more = f" (and {len(res.errors) - 1} more)" if len(res.errors) > 1 else ""
-            msg = f"GitSync {gid}: revision {revision}: denied by policy, nothing applied or pruned: {first}{more}"
+            denied = "denied by policy, nothing applied or pruned"
+            msg = f"GitSync {gid}: revision {revision}: {denied}: {first}{more}{raised}"
             return self._fail(obj, "PolicyViolation", "PolicyViolation", msg, revision, extra_status=extra)
         plan_counts = res.plan.counts() if res.plan else {}
         last_plan = {a.value: plan_counts.get(a.value, 0) for a in Action}
@@ -426,7 +472,7 @@ class Reconciler:
         inv = res.inventory if res.inventory is not None else inventory.load(kube, ns, name)
         cs = self._conditions(obj)
         summary = ", ".join(f"{n} {a}" for a, n in last_plan.items() if n)
-        msg = f"Applied revision {revision}: {summary}"
+        msg = f"Applied revision {revision}: {summary}{raised}"
         cs = cond.set_condition(cs, cond.READY, True, "ReconciliationSucceeded", msg, gen)
         cs = cond.remove_condition(cs, cond.RECONCILING)
         cs = cond.remove_condition(cs, cond.STALLED)
@@ -567,8 +613,12 @@ class Reconciler:
         uid = str(md.get("uid") or "")
         orphan = spec is None or not spec.prune or spec.suspend
         remote = spec.target if spec is not None else None
+        # An invalid spec still has a namespace: its local reads and writes go through the
+        # identity the tenancy flags give any GitSync there, never the controller's own.
+        bare = spec if spec is not None else GitSyncSpec(git=None)
+        local = self._reader(ns, bare)
         try:
-            kube, mapper = self._handles(ns, spec) if spec is not None else (self.kube, self.mapper)
+            kube, mapper = self._handles(ns, spec) if spec is not None else (local, self.mapper)
         except (AwsError, SpecError) as e:
             applied = bool((obj.get("status") or {}).get("lastAppliedRevision"))
             if not orphan and applied:
@@ -598,7 +648,7 @@ class Reconciler:
             log.info(f"GitSync deleted; pruned {n} objects", extra={"gitsync": gid})
         # The inventory lives next to the objects: on the remote target when there is one.
         try:
-            inventory.delete(kube if remote is not None else self.kube, ns, name, uid)
+            inventory.delete(kube if remote is not None else local, ns, name, uid)
         except InventoryOwnerError as e:
             log.warning(f"GitSync {gid}: deleted; {e}: left as it is", extra={"gitsync": gid})
         except (KubeError, UnreachableError) as e:

@@ -1,6 +1,7 @@
 """`make demo`: the product on the local control plane, end to end.
 
-1. makes a git repository from examples/hello and installs the GitSync CRD (deploy/);
+1. makes a git repository from examples/hello, serves it over http on 127.0.0.1 (`git
+   http-backend`: `reconciler run` refuses file:// URLs) and installs the GitSync CRD (deploy/);
 2. starts `reconciler run` against it and creates a GitSync;
 3. prints the GitSync status once it is Ready;
 4. commits a change and shows it deployed;
@@ -24,6 +25,10 @@ import yaml
 from reconciler.kube import apply, client, discovery
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # tests/gitserver.py: the http git server the tests use too
+
+import gitserver  # noqa: E402
+
 GS = "/apis/gitops.reconciler.dev/v1/namespaces/default/gitsyncs"
 
 
@@ -74,7 +79,9 @@ def main() -> int:
     git(work, "add", "-A")
     git(work, "commit", "-qm", "hello: first version")
     git(work, "push", "-q", "origin", "main")
-    print(f"== git repository file://{bare} made from examples/hello")
+    server = gitserver.HTTPGitServer(project_root=tmp).start()
+    url = server.url_for(bare)
+    print(f"== git repository {url} made from examples/hello")
 
     log = (tmp / "controller.log").open("wb")
     ctl = subprocess.Popen(
@@ -108,7 +115,7 @@ def main() -> int:
                 "kind": "GitSync",
                 "metadata": {"name": "hello"},
                 "spec": {
-                    "source": {"git": {"url": f"file://{bare}", "ref": {"branch": "main"}}},
+                    "source": {"git": {"url": url, "ref": {"branch": "main"}}},
                     "path": "./hello",
                     "interval": "5s",
                     "drift": {"mode": "correct"},
@@ -149,6 +156,7 @@ def main() -> int:
     finally:
         ctl.terminate()
         ctl.wait(15)
+        server.stop()
     return 0
 
 

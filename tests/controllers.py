@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gitserver
 import pytest
 import yaml
 
@@ -75,8 +77,17 @@ class Env:
     cluster: Any
     tmp: Path
     started: list[Controller] = field(default_factory=list)
+    git_http: gitserver.HTTPGitServer | None = None  # file:// URLs of GitSyncs are served from here
 
-    def start(self, *extra: str, name: str = "ctl", webhook_port: int = 0, metrics_port: int = 0) -> Controller:
+    def start(
+        self,
+        *extra: str,
+        name: str = "ctl",
+        webhook_port: int = 0,
+        metrics_port: int = 0,
+        kubeconfig: Path | None = None,
+    ) -> Controller:
+        """`reconciler run` as a process; ``kubeconfig`` another identity than the admin's."""
         log = self.tmp / f"{name}-{len(self.started)}.log"
         port = metrics_port or free_port()
         health = free_port()
@@ -91,7 +102,7 @@ class Env:
                 "reconciler",
                 "run",
                 "--kubeconfig",
-                str(self.cluster.kubeconfig),
+                str(kubeconfig or self.cluster.kubeconfig),
                 "--metrics-addr",
                 f"127.0.0.1:{port}",
                 "--health-addr",
@@ -108,7 +119,16 @@ class Env:
         self.started.append(c)
         return c
 
-    def gitsync(self, ns: str, name: str, url: str, **spec: Any) -> dict[str, Any]:
+    def url(self, url: str) -> str:
+        """A bare repository's file:// URL as the controller fetches it: over http from ``git_http``
+        (`reconciler run` refuses file://). Other URLs as they are."""
+        if self.git_http is None or not url.startswith("file://"):
+            return url
+        return self.git_http.url_for(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+
+    def gitsync(self, ns: str, name: str, url: str, *, raw_url: bool = False, **spec: Any) -> dict[str, Any]:
+        """Create a GitSync; a file:// ``url`` is served over http unless ``raw_url``."""
+        url = url if raw_url else self.url(url)
         body = {
             "apiVersion": "gitops.reconciler.dev/v1",
             "kind": "GitSync",
@@ -152,9 +172,16 @@ def crd(kube: client.Kube) -> None:
     pytest.fail("GitSync CRD not Established")
 
 
+@pytest.fixture(scope="session")
+def git_http() -> Iterator[gitserver.HTTPGitServer]:
+    """A plain-http git server on 127.0.0.1 for every repository on this machine."""
+    with gitserver.HTTPGitServer() as server:
+        yield server
+
+
 @pytest.fixture
-def env(crd: None, kube: client.Kube, cluster: Any, tmp_path: Path) -> Iterator[Env]:
-    e = Env(kube=kube, cluster=cluster, tmp=tmp_path)
+def env(crd: None, kube: client.Kube, cluster: Any, tmp_path: Path, git_http: gitserver.HTTPGitServer) -> Iterator[Env]:
+    e = Env(kube=kube, cluster=cluster, tmp=tmp_path, git_http=git_http)
     yield e
     for c in e.started:
         c.stop()

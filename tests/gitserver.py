@@ -363,10 +363,15 @@ class _TLSServer(http.server.ThreadingHTTPServer):
         super().finish_request(request, client_address)
 
 
+class _PlainServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    owner: HTTPGitServer
+
+
 class _GitCGIHandler(http.server.BaseHTTPRequestHandler):
     """Runs ``git http-backend`` for each request, the way a web server's CGI module would."""
 
-    server: _TLSServer
+    server: _TLSServer | _PlainServer
 
     def do_GET(self) -> None:
         self._serve()
@@ -496,6 +501,54 @@ class HTTPSGitServer:
             self._thread = None
 
     def __enter__(self) -> HTTPSGitServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class HTTPGitServer:
+    """``git http-backend`` over plain http on 127.0.0.1, without auth, serving every repository
+    under ``project_root``: what controller tests fetch from (`reconciler run` refuses file://)."""
+
+    def __init__(self, *, project_root: Path = Path("/")) -> None:
+        backend = Path(git("--exec-path").strip()) / "git-http-backend"
+        if not backend.exists():
+            raise GitServerError(f"{backend} not found: the Debian package git ships it")
+        self.backend = str(backend)
+        self.project_root = project_root
+        self.requests: list[str] = []
+        self.protocol_v2 = True
+        self._server: _PlainServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def authorize(self, header: str | None) -> str | None:
+        return "anonymous"
+
+    def url_for(self, repo_path: Path | str) -> str:
+        rel = Path(repo_path).resolve().relative_to(self.project_root.resolve())
+        return f"http://127.0.0.1:{self.port}/{urllib.parse.quote(str(rel))}"
+
+    def start(self) -> HTTPGitServer:
+        server = _PlainServer(("127.0.0.1", 0), _GitCGIHandler)
+        server.owner = self
+        self.port = int(server.server_address[1])
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="http-git-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> HTTPGitServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -204,7 +204,8 @@ def test_controller_syncs_a_bucket_prefix(env: Env, aws: awsserver.MotoServer, n
             },
         },
     )
-    ctl = env.start("--watch-namespace", ns)
+    # The endpoints are on loopback: allowed for this namespace only (docs/security.md).
+    ctl = env.start("--watch-namespace", ns, "--allow-bucket-endpoint", f"{ns}=http://127.0.0.1")
     bucket_spec = {
         "bucket": BUCKET,
         "prefix": "prod/",
@@ -303,7 +304,7 @@ def test_controller_uses_the_secret_and_picks_up_rotated_keys(
 
     with s3fault.proxy(aws.endpoint) as (endpoint, faults):
         faults.revoked.add(revoked)
-        ctl = env.start("--watch-namespace", ns)
+        ctl = env.start("--watch-namespace", ns, "--allow-bucket-endpoint", f"{ns}=http://127.0.0.1")
         spec = {"bucket": BUCKET, "prefix": "prod/", "endpoint": endpoint, "secretRef": {"name": "s3-keys"}}
         env.gitsync(ns, "app", "", source={"bucket": spec}, path="prod/app")
 

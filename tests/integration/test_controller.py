@@ -301,7 +301,7 @@ def test_signed_webhook_push_applies_within_seconds(env: Env, git_repo: Any, nam
     eventually(lambda: _post(port, "/hook/none", b"", {}) == 404, 10, "the webhook receiver")
 
     git_repo.commit({"cm.yaml": cm("hooked", ns, {"v": "2"})}, "push")
-    payload = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": git_repo.url}}).encode()
+    payload = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": env.url(git_repo.url)}}).encode()
     bad = "sha256=" + hmac.new(b"wrong-secret-wrong-secret", payload, hashlib.sha256).hexdigest()
     assert _post(port, "/hook/github", payload, {"X-Hub-Signature-256": bad, "X-GitHub-Event": "push"}) == 401
     assert _post(port, "/hook/github", payload, {"X-GitHub-Event": "push"}) == 401

@@ -394,18 +394,23 @@ NARROW_ALLOWED = [
     _attrs("update", "gitsyncs", G, sub="status"),
     _attrs("create", "events", "events.k8s.io"),
     _attrs("patch", "events", "events.k8s.io"),
-    _attrs("get", "secrets"),
-    _attrs("get", "configmaps"),
-    _attrs("create", "configmaps"),
-    _attrs("patch", "configmaps"),
-    _attrs("delete", "configmaps"),
     _attrs("impersonate", "serviceaccounts", namespace="tenant-a"),
+    _attrs("impersonate", "serviceaccounts", namespace=SYSTEM_NS),
     _attrs("list", "apiservices", "apiregistration.k8s.io", namespace=""),
     _attrs("get", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
     _attrs("create", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
     _attrs("update", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
 ]
 NARROW_DENIED = [
+    # a GitSync's Secrets, ConfigMaps and inventory are read and written as its own identity
+    _attrs("get", "secrets"),
+    _attrs("get", "configmaps"),
+    _attrs("list", "configmaps"),
+    _attrs("create", "configmaps"),
+    _attrs("patch", "configmaps"),
+    _attrs("delete", "configmaps"),
+    _attrs("watch", "deployments", "apps", namespace=""),
+    _attrs("delete", "namespaces", namespace=""),
     _attrs("delete", "gitsyncs", G),
     _attrs("create", "gitsyncs", G),
     _attrs("list", "secrets"),
@@ -472,24 +477,25 @@ def test_controller_roles_grant_what_the_controller_needs_and_no_more(
                     raise
 
 
-def test_the_controller_service_account_is_bound_to_all_three_roles(
+def test_the_controller_is_narrow_and_only_the_apply_account_is_broad(
     core: list[dict[str, Any]], kube: client.Kube
 ) -> None:
     groups = ["system:serviceaccounts", f"system:serviceaccounts:{SYSTEM_NS}", "system:authenticated"]
-    for attrs in [
-        *NARROW_ALLOWED,
-        _attrs("create", "deployments", "apps"),
-        _attrs("delete", "namespaces", namespace=""),
-    ]:
+    for attrs in NARROW_ALLOWED:
         assert _allowed(kube, CONTROLLER_SA, groups, attrs), attrs
+    for attrs in NARROW_DENIED:
+        assert not _allowed(kube, CONTROLLER_SA, groups, attrs), attrs
+    apply_sa = f"system:serviceaccount:{SYSTEM_NS}:reconciler-apply"
+    for attrs in [_attrs("create", "deployments", "apps"), _attrs("delete", "namespaces", namespace="")]:
+        assert _allowed(kube, apply_sa, groups, attrs), attrs
     bindings = kube.get("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings")["items"]
     broad = [
-        b["metadata"]["name"]
+        (b["metadata"]["name"], s.get("namespace"), s.get("name"))
         for b in bindings
         if b["roleRef"]["name"] == "gitops-reconciler-apply"
-        and any(s.get("name") == "reconciler" and s.get("namespace") == SYSTEM_NS for s in b.get("subjects") or [])
+        for s in b.get("subjects") or []
     ]
-    assert broad == ["gitops-reconciler-apply"], "the broad role must be bound once, by its own binding"
+    assert broad == [("gitops-reconciler-apply", SYSTEM_NS, "reconciler-apply")], "bound once, to reconciler-apply"
 
 
 # --- the Deployment -----------------------------------------------------------------------
@@ -530,6 +536,11 @@ def test_controller_pods_pass_the_restricted_pod_security_standard(
         "--webhook-addr=:9292",
         "--webhook-secret-file=/etc/reconciler/webhook/secret",
         "--health-addr=:8081",
+        "--default-service-account=gitsync",
+        "--platform-namespace=reconciler-system",
+        "--platform-service-account=reconciler-system/reconciler-apply",
+        "--no-cross-namespace-refs",
+        "--min-policy-mode=enforce",
     ]
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
     assert env["POD_NAMESPACE"] == "metadata.namespace"

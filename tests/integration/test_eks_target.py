@@ -296,8 +296,8 @@ def test_a_target_outside_the_allow_list_is_stalled_and_never_contacted(
     )
     conds = {c["type"]: c for c in obj["status"]["conditions"]}
     expected = (
-        f"GitSync {ns}/steal: spec.target.eks payments/{REGION} is not allowed by this controller "
-        "(reconciler run --allow-eks-target CLUSTER/REGION; allowed: ghost*/*, */us-east-1)"
+        f"GitSync {ns}/steal: spec.target.eks payments/{REGION} is not allowed for namespace {ns} by this "
+        "controller (reconciler run --allow-eks-target NAMESPACE=CLUSTER/REGION; allowed: ghost*/*, */us-east-1)"
     )
     assert (conds["Ready"]["status"], conds["Ready"]["reason"], conds["Ready"]["message"]) == (
         "False",

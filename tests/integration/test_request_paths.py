@@ -35,7 +35,9 @@ def admin_secret(kube: client.Kube) -> str:
 
 def test_the_raw_traversal_would_have_read_kube_system(kube: client.Kube, admin_secret: str) -> None:
     """The attack is real: the normalised path does reach kube-system's Secret (sent here on purpose)."""
-    sec = kube.get(paths.api_path(group="", version="v1", resource="secrets", namespace="kube-system", name=admin_secret))
+    sec = kube.get(
+        paths.api_path(group="", version="v1", resource="secrets", namespace="kube-system", name=admin_secret)
+    )
     assert base64.b64decode(sec["data"]["token"]).decode() == SECRET_VALUE
 
 

@@ -59,3 +59,20 @@ def test_a_malformed_allow_eks_target_is_refused_at_start() -> None:
     r = CliRunner().invoke(cli.cli, ["run", "--allow-eks-target", "prod", "--metrics-addr", "", "--health-addr", ""])
     assert r.exit_code == 2
     assert "Invalid value for --allow-eks-target: 'prod' is not CLUSTER/REGION" in r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--allow-eks-target", "team-a=prod"], "'prod' is not CLUSTER/REGION"),
+        (["--allow-bucket", "manifests"], "expected NAMESPACE=VALUE"),
+        (["--allow-bucket-endpoint", "=http://x"], "with both parts set"),
+        (["--platform-service-account", "reconciler-apply"], "expected NAMESPACE/NAME"),
+        (["--platform-namespace", "Kube_System"], "not a valid namespace name"),
+        (["--default-service-account", "x/../admin"], "not a valid object name"),
+    ],
+)
+def test_a_malformed_tenancy_flag_is_refused_at_start(args: list[str], message: str) -> None:
+    r = CliRunner().invoke(cli.cli, ["run", *args, "--metrics-addr", "", "--health-addr", ""])
+    assert r.exit_code == 2, r.output
+    assert message in r.output

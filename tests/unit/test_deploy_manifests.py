@@ -65,7 +65,8 @@ def test_the_controller_role_is_narrow_and_the_broad_one_isolated() -> None:
     for rule in controller["rules"]:
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key], f"wildcard in the controller's own role: {rule}"
-        assert "list" not in rule["verbs"] or rule["resources"] != ["secrets"], "never list Secrets"
+        assert "secrets" not in rule["resources"], "the controller reads Secrets only as a GitSync's identity"
+        assert "configmaps" not in rule["resources"], "inventories and substituteFrom go through the GitSync's identity"
     wildcard = [
         d["metadata"]["name"]
         for d in _docs("rbac.yaml")
@@ -81,16 +82,21 @@ def test_the_controller_role_is_narrow_and_the_broad_one_isolated() -> None:
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
     ]
     bound = {
-        (b["kind"], b["roleRef"]["name"])
+        (b["kind"], b["roleRef"]["name"], s["name"])
         for b in _docs("rbac.yaml")
         if b["kind"].endswith("Binding")
-        and b["subjects"] == [{"kind": "ServiceAccount", "name": "reconciler", "namespace": "reconciler-system"}]
+        for s in b["subjects"]
     }
     assert bound == {
-        ("ClusterRoleBinding", "gitops-reconciler-controller"),
-        ("ClusterRoleBinding", "gitops-reconciler-apply"),
-        ("RoleBinding", "gitops-reconciler-leader-election"),
+        ("ClusterRoleBinding", "gitops-reconciler-controller", "reconciler"),
+        ("ClusterRoleBinding", "gitops-reconciler-apply", "reconciler-apply"),
+        ("RoleBinding", "gitops-reconciler-leader-election", "reconciler"),
     }
+    assert {s["namespace"] for b in _docs("rbac.yaml") if b["kind"].endswith("Binding") for s in b["subjects"]} == {
+        "reconciler-system"
+    }
+    apply_sa = _one("serviceaccount.yaml", "ServiceAccount", "reconciler-apply")
+    assert apply_sa["automountServiceAccountToken"] is False, "no Pod runs as the broad identity"
 
 
 # --- Deployment and Service ---------------------------------------------------------------
@@ -147,6 +153,11 @@ def test_probes_and_ports_match_the_flags() -> None:
         "--webhook-addr=:9292",
         "--webhook-secret-file=/etc/reconciler/webhook/secret",
         "--health-addr=:8081",
+        "--default-service-account=gitsync",
+        "--platform-namespace=reconciler-system",
+        "--platform-service-account=reconciler-system/reconciler-apply",
+        "--no-cross-namespace-refs",
+        "--min-policy-mode=enforce",
     ]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"http-metrics": 8080, "webhook": 9292, "health": 8081}
