@@ -92,9 +92,37 @@ def _allow_pattern(text: str) -> str:
         raise click.BadParameter(str(e), param_hint="--allow-eks-target") from e
 
 
+def _substitution(kw: dict[str, Any]) -> dict[str, str] | None:
+    """The variables, or None when neither flag was given: then ``${...}`` is applied verbatim,
+    as a GitSync without ``substitute``/``substituteFrom`` (Flux's "no postBuild")."""
+    if not kw["substitute"] and not kw["substitute_from"]:
+        return None
+    values: dict[str, str] = {}
+    for file in kw["substitute_from"]:
+        lines = [
+            line.strip() for line in file.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
+        ]
+        values.update(_parse_pairs(tuple(lines), f"--substitute-from {file}"))
+    values.update(_parse_pairs(kw["substitute"], "--substitute"))  # inline values win, as in a GitSync
+    return values
+
+
 def render_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
-        "--substitute", "substitute", multiple=True, metavar="NAME=VALUE", help="Value for ${NAME} (repeatable)."
+        "--substitute-from",
+        "substitute_from",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        metavar="FILE",
+        help="File of NAME=VALUE lines for ${NAME} (repeatable); turns substitution on.",
+    )(f)
+    f = click.option(
+        "--substitute",
+        "substitute",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Value for ${NAME} (repeatable); turns substitution on. Without it or --substitute-from, "
+        "${...} is applied verbatim.",
     )(f)
     return click.option("--target-namespace", default=None, help="Namespace for every namespaced object.")(f)
 
@@ -285,9 +313,7 @@ def _git_credentials(kw: dict[str, Any]) -> git_source.GitCredentials:
 
 
 def _render(artifact: Artifact, kw: dict[str, Any]) -> list[Manifest]:
-    opts = render_build.RenderOptions(
-        substitute=_parse_pairs(kw["substitute"], "--substitute"), target_namespace=kw["target_namespace"]
-    )
+    opts = render_build.RenderOptions(substitute=_substitution(kw), target_namespace=kw["target_namespace"])
     return render_build.render(artifact.path, kw.get("subpath") or ".", opts)
 
 
@@ -766,7 +792,7 @@ def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
     1 on a Deny violation, 2 on an error (a policy or manifest that cannot be loaded).
     """
     try:
-        substitute = _parse_pairs(kw["substitute"], "--substitute")
+        substitute = _substitution(kw)
     except click.BadParameter as e:
         _fail("check", [str(e)])
     text, code = checking.check(

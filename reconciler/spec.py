@@ -160,6 +160,7 @@ class GitSyncSpec:
     service_account_name: str | None = None
     substitute: Mapping[str, str] = field(default_factory=dict)
     substitute_from: tuple[ValuesFrom, ...] = ()
+    substitution: bool = False  # substitute or substituteFrom is set (even empty): Flux's "postBuild present"
     patches: tuple[Patch, ...] = ()
     policy_mode: str = "enforce"
     drift_mode: str = "correct"
@@ -244,6 +245,7 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         service_account_name=_str(spec, "serviceAccountName", "spec") or None,
         substitute=dict(substitute),
         substitute_from=tuple(values_from),
+        substitution=spec.get("substitute") is not None or spec.get("substituteFrom") is not None,
         patches=tuple(patches),
         policy_mode=_mode(spec, "policy", ("enforce", "audit", "off"), "enforce"),
         drift_mode=_mode(spec, "drift", ("correct", "warn", "off"), "correct"),
