@@ -156,12 +156,18 @@ def _kube_numbers(value: Any) -> Any:
 
 
 def objects_of(docs: list[Any], file: str) -> list[Manifest]:
-    """The objects of parsed documents; empty documents are skipped, ``kind: List`` is flattened."""
+    """The objects of parsed documents; empty documents are skipped, lists are flattened.
+
+    A list is what kubectl takes for one: any document with an ``items`` field, whatever its
+    kind (``List``, kube-prometheus's ``ConfigMapList`` of Grafana dashboards, ...).
+    """
     out: list[Manifest] = []
     for i, doc in enumerate(docs, start=1):
         if doc is None:
             continue
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        if isinstance(doc, dict) and doc.get("items") is not None:
+            if not isinstance(doc["items"], list):
+                raise ManifestError(file, i, f"{doc.get('kind') or 'a list'}: field items is not a list")
             out.extend(Manifest(check_object(item, file, i), file, i) for item in doc["items"])
             continue
         out.append(Manifest(check_object(doc, file, i), file, i))
@@ -171,8 +177,8 @@ def objects_of(docs: list[Any], file: str) -> list[Manifest]:
 def load_text(text: str, file: str, limits: Limits = _DEFAULT_LIMITS) -> list[Manifest]:
     """All objects of one multi-document YAML (or JSON, if ``file`` ends in ``.json``) text.
 
-    Empty documents are skipped; a ``kind: List`` (as ``kubectl get -o yaml`` writes) is
-    flattened into its items.
+    Empty documents are skipped; a list (``kind: List`` as ``kubectl get -o yaml`` writes it,
+    or any other document with ``items``) is flattened into its items.
     """
     return objects_of(parse_documents(text, file, limits), file)
 
