@@ -63,7 +63,9 @@ TREES = [
         "flux-install",
         "flux-install",
         {
-            "flux-install/kustomization.yaml": [("  - kustomize-controller\n  - policies.yaml\n  - gotk-sync.yaml\n", "")]
+            "flux-install/kustomization.yaml": [
+                ("  - kustomize-controller\n  - policies.yaml\n  - gotk-sync.yaml\n", ""),
+            ]
         },
     ),
     Tree(
@@ -115,7 +117,7 @@ def json_stream(text: str) -> list[dict[str, Any]]:
         if i == len(text):
             return objs
         obj, i = decoder.raw_decode(text, i)
-        objs.extend(obj["items"] if "items" in obj else [obj])
+        objs.extend(obj.get("items", [obj]))
 
 
 def counts(output: str) -> dict[str, int]:
@@ -183,14 +185,15 @@ class Corpus:
 
     def server_side_diff(self, checkout: Path) -> subprocess.CompletedProcess[str]:
         """``kubectl diff --server-side`` of kubectl's reading, with the owner label the sync adds."""
+        reading = self.kubectl_reading(checkout)
         labelled = self.kubectl(
-            "label", "--local", "-f", "-", "-o", "json", f"{OWNER_LABEL}={self.owner}", stdin=self.kubectl_reading(checkout)
+            "label", "--local", "-f", "-", "-o", "json", f"{OWNER_LABEL}={self.owner}", stdin=reading
         )
         binary = shutil.which("kubectl")
         assert binary
+        diff = ["diff", "--server-side", "--field-manager", "gitops-reconciler", "-f", "-"]
         return subprocess.run(
-            [binary, "--kubeconfig", self.kubeconfig, "diff", "--server-side", "--field-manager", "gitops-reconciler"]
-            + ["-f", "-"],
+            [binary, "--kubeconfig", self.kubeconfig, *diff],
             input=labelled,
             capture_output=True,
             text=True,
@@ -259,14 +262,12 @@ def test_real_world_tree_syncs_as_kubectl_reads_it(
     live = corpus.live(rendered)
     assert set(live) == ids
     before = {i: our_writes(o) for i, o in live.items()}
-    inv_version = corpus.kubectl("get", "configmap", "-n", namespace, inventory.configmap_name(corpus.name), "-o", "json")
+    inv = ("get", "configmap", "-n", namespace, inventory.configmap_name(corpus.name), "-o", "json")
+    inv_version = corpus.kubectl(*inv)
     out = corpus.sync()
     assert counts(out) == {"unchanged": len(ids)}, out
     assert {i: our_writes(o) for i, o in corpus.live(rendered).items()} == before
-    assert (
-        corpus.kubectl("get", "configmap", "-n", namespace, inventory.configmap_name(corpus.name), "-o", "json")
-        == inv_version
-    )
+    assert corpus.kubectl(*inv) == inv_version
 
     # 5. a commit dropping about a third prunes exactly those objects; the others are not touched
     dropping = git_repo.commit(drop_commit(tree), f"drop a third of {tree.name}")
