@@ -121,9 +121,11 @@ def _substitution(kw: dict[str, Any]) -> dict[str, str] | None:
         return None
     values: dict[str, str] = {}
     for file in kw["substitute_from"]:
-        lines = [
-            line.strip() for line in file.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
-        ]
+        try:
+            text = file.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise click.BadParameter(f"{file}: cannot read it as text: {e}", param_hint="--substitute-from") from e
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
         values.update(_parse_pairs(tuple(lines), f"--substitute-from {file}"))
     values.update(_parse_pairs(kw["substitute"], "--substitute"))  # inline values win, as in a GitSync
     return values
