@@ -243,6 +243,15 @@ def test_real_world_tree_syncs_as_kubectl_reads_it(
     files = {str(p.relative_to(CORPUS)): p.read_text() for p in sorted((CORPUS / tree.name).rglob("*")) if p.is_file()}
     git_repo.commit(files, f"add {tree.name}")
     full = checkout(tree, tmp_path / "full")
+    try:
+        _sync_prune_revert(corpus, full, eventually)
+    finally:  # other tests share the control plane: leave none of the tree's objects behind
+        listing = {"apiVersion": "v1", "kind": "List", "items": [m.obj for m in render(full, tree.path)]}
+        corpus.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=json.dumps(listing))
+
+
+def _sync_prune_revert(corpus: Corpus, full: Path, eventually: Any) -> None:
+    tree, git_repo, namespace, tmp_path = corpus.tree, corpus.repo, corpus.ns, corpus.work
 
     # 1. the first sync creates everything (CRDs first, so that kubectl can map their kinds below)
     out = corpus.sync()
