@@ -90,3 +90,22 @@ def test_load_path_enforces_the_file_size_limit(tmp_path: Path) -> None:
     (tmp_path / "big.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n" + "#" * 200)
     with pytest.raises(manifests.ManifestError, match=r"^big\.yaml: file is larger than the limit of 100 bytes"):
         manifests.load_path(tmp_path, Limits(max_file_bytes=100))
+
+
+def test_a_file_starting_with_a_brace_is_a_json_stream_as_kubectl_reads_it() -> None:
+    text = '\n{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"p": "a\\/b", "n": 1.0}}\n'
+    got = manifests.load_text(text + '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}}', "j.yaml")
+    assert [m.obj["metadata"]["name"] for m in got] == ["a", "b"]
+    assert got[0].obj["data"] == {"p": "a/b", "n": 1}
+    with pytest.raises(
+        manifests.ManifestError, match=r"^f\.yaml \(document 1\): invalid JSON at line 1, column 2: .*'---'"
+    ):
+        manifests.load_text("{apiVersion: v1, kind: ConfigMap, metadata: {name: flow}}\n", "f.yaml")
+    assert manifests.load_text("---\n{apiVersion: v1, kind: ConfigMap, metadata: {name: flow}}\n", "f.yaml")
+
+
+def test_every_document_with_items_is_a_list_whatever_its_kind() -> None:
+    text = "apiVersion: v1\nkind: ConfigMapList\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: d1}}\n"
+    assert [m.obj["metadata"]["name"] for m in manifests.load_text(text, "l.yaml")] == ["d1"]
+    with pytest.raises(manifests.ManifestError, match=r"ConfigMapList: field items is not a list"):
+        manifests.load_text("apiVersion: v1\nkind: ConfigMapList\nitems: {a: 1}\n", "l.yaml")
