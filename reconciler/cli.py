@@ -38,7 +38,7 @@ from reconciler.policy import checking
 from reconciler.render import build as render_build
 from reconciler.render import document
 from reconciler.render.manifests import Manifest, ManifestError
-from reconciler.report import logs, table
+from reconciler.report import durations, logs, table
 from reconciler.source import bucket as bucket_source
 from reconciler.source import git as git_source
 from reconciler.source import local_watch
@@ -82,6 +82,28 @@ def _parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
             raise click.BadParameter(f"expected NAME=VALUE, got {p!r}", param_hint=flag)
         out[key] = value
     return out
+
+
+class Duration(click.ParamType[float]):
+    """A flag in seconds that reads ``10s``, ``5m``, ``1h30m``, ``250ms`` or a bare number, as
+    every Kubernetes and Flux tool (and our GitSync spec) does."""
+
+    name = "duration"
+
+    def __init__(self, *, minimum: float | None = None) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            try:
+                seconds = durations.parse(str(value))
+            except durations.DurationError as e:
+                self.fail(str(e), param, ctx)
+        if self.minimum is not None and seconds < self.minimum:
+            self.fail(f"{value!r} is less than the minimum of {durations.to_text(self.minimum)}", param, ctx)
+        return seconds
 
 
 def _allow_pattern(text: str) -> str:
@@ -138,9 +160,39 @@ def _duration_option(text: str, name: str) -> float:
     return seconds
 
 
+def _substitution(kw: dict[str, Any]) -> dict[str, str] | None:
+    """The variables, or None when neither flag was given: then ``${...}`` is applied verbatim,
+    as a GitSync without ``substitute``/``substituteFrom`` (Flux's "no postBuild")."""
+    if not kw["substitute"] and not kw["substitute_from"]:
+        return None
+    values: dict[str, str] = {}
+    for file in kw["substitute_from"]:
+        try:
+            text = file.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise click.BadParameter(f"{file}: cannot read it as text: {e}", param_hint="--substitute-from") from e
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        values.update(_parse_pairs(tuple(lines), f"--substitute-from {file}"))
+    values.update(_parse_pairs(kw["substitute"], "--substitute"))  # inline values win, as in a GitSync
+    return values
+
+
 def render_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
-        "--substitute", "substitute", multiple=True, metavar="NAME=VALUE", help="Value for ${NAME} (repeatable)."
+        "--substitute-from",
+        "substitute_from",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        metavar="FILE",
+        help="File of NAME=VALUE lines for ${NAME} (repeatable); turns substitution on.",
+    )(f)
+    f = click.option(
+        "--substitute",
+        "substitute",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Value for ${NAME} (repeatable); turns substitution on. Without it or --substitute-from, "
+        "${...} is applied verbatim.",
     )(f)
     return click.option("--target-namespace", default=None, help="Namespace for every namespaced object.")(f)
 
@@ -331,9 +383,7 @@ def _git_credentials(kw: dict[str, Any]) -> git_source.GitCredentials:
 
 
 def _render(artifact: Artifact, kw: dict[str, Any]) -> list[Manifest]:
-    opts = render_build.RenderOptions(
-        substitute=_parse_pairs(kw["substitute"], "--substitute"), target_namespace=kw["target_namespace"]
-    )
+    opts = render_build.RenderOptions(substitute=_substitution(kw), target_namespace=kw["target_namespace"])
     return render_build.render(artifact.path, kw.get("subpath") or ".", opts)
 
 
@@ -425,7 +475,11 @@ def _check_name(namespace: str, name: str) -> None:
     help="Namespace of the leader-election Lease.",
 )
 @click.option(
-    "--lease-duration", type=float, default=15.0, show_default=True, help="Seconds before a standby takes over."
+    "--lease-duration",
+    type=Duration(minimum=1),
+    default="15s",
+    show_default=True,
+    help="How long before a standby takes over (10s, 1m...).",
 )
 @click.option(
     "--cache-dir",
@@ -443,10 +497,10 @@ def _check_name(namespace: str, name: str) -> None:
 @click.option("--eks-var", "eks_vars", multiple=True, metavar="NAME=VALUE", help="${NAME} in --eks-config.")
 @click.option(
     "--eks-interval",
-    type=click.FloatRange(min=ekscheck.MIN_POLL_INTERVAL),
-    default=600.0,
+    type=Duration(minimum=ekscheck.MIN_POLL_INTERVAL),
+    default="10m",
     show_default=True,
-    help="Seconds between EKS checks.",
+    help="Time between EKS checks (30s, 10m, 1h...).",
 )
 @click.option(
     "--eks-drift",
@@ -741,7 +795,9 @@ def diff(output: str, **kw: Any) -> None:
 @policy_options
 @click.option("--prune/--no-prune", default=True, show_default=True, help="Delete objects git no longer has.")
 @click.option("--wait", is_flag=True, help="Wait until applied objects are healthy.")
-@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds for apply waits and --wait.")
+@click.option(
+    "--timeout", type=Duration(), default="5m", show_default=True, help="Limit for apply waits and --wait (10s, 5m...)."
+)
 @click.option("--dry-run", is_flag=True, help="Plan and validate on the server, change nothing.")
 @click.option("--allow-mass-prune", is_flag=True, help="Allow pruning everything or more than --max-prune-ratio.")
 @click.option(
@@ -894,7 +950,7 @@ def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
     1 on a Deny violation, 2 on an error (a policy or manifest that cannot be loaded).
     """
     try:
-        substitute = _parse_pairs(kw["substitute"], "--substitute")
+        substitute = _substitution(kw)
     except click.BadParameter as e:
         _fail("check", [str(e)])
     text, code = checking.check(
@@ -986,13 +1042,15 @@ def eks_diff(**kw: Any) -> None:
 
 @eks_group.command("sync")
 @eks_options
-@click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds to follow each EKS update.")
+@click.option(
+    "--timeout", type=Duration(), default="1h", show_default=True, help="Limit to follow each EKS update (30m, 1h...)."
+)
 @click.option(
     "--poll-interval",
-    type=click.FloatRange(min=ekscheck.MIN_POLL_INTERVAL),
-    default=15.0,
+    type=Duration(minimum=ekscheck.MIN_POLL_INTERVAL),
+    default="15s",
     show_default=True,
-    help="Seconds between DescribeUpdate calls (at least 1: less is a busy loop against the EKS API).",
+    help="Time between DescribeUpdate calls (at least 1s: less is a busy loop against the EKS API).",
 )
 def eks_sync(timeout: float, poll_interval: float, **kw: Any) -> None:
     """Correct what can change in place (UpdateClusterConfig/Version, UpdateNodegroupConfig, Create/UpdateAddon).

@@ -380,7 +380,7 @@ class Reconciler:
                 artifact.path,
                 spec.path,
                 render_build.RenderOptions(
-                    substitute=values,
+                    substitute=values if spec.substitution else None,  # opt-in, as Flux's postBuild
                     secret_vars=secret_vars,
                     patches=spec.patches,
                     target_namespace=spec.target_namespace,

@@ -16,6 +16,7 @@ from typing import Any
 
 from reconciler.kube import paths
 from reconciler.render.options import Patch
+from reconciler.report import durations
 from reconciler.source.git import GitRef
 
 GROUP = "gitops.reconciler.dev"
@@ -25,9 +26,6 @@ KIND = "GitSync"
 FINALIZER = f"{GROUP}/finalizer"
 REQUESTED_AT = f"{GROUP}/requested-at"
 WEBHOOK_STAMP = "webhook:"  # requested-at values set by a push webhook (may take the fast path)
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class SpecError(ValueError):
@@ -70,16 +68,12 @@ def gitsync_path(namespace: str | None, name: str | None = None, *, subresource:
 
 
 def parse_duration(text: str, field_name: str) -> float:
-    """Go-style durations as Flux and Kubernetes users write them: ``90s``, ``1m30s``, ``1h``."""
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if not text or pos != len(text):
-        raise SpecError(f"spec.{field_name}: {text!r} is not a duration like 30s, 5m or 1h30m")
-    return total
+    """Durations as Flux and Kubernetes users write them (``90s``, ``1m30s``, ``1h``; see
+    :mod:`reconciler.report.durations`, shared with the CLI flags)."""
+    try:
+        return durations.parse(text)
+    except durations.DurationError as e:
+        raise SpecError(f"spec.{field_name}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -196,6 +190,7 @@ class GitSyncSpec:
     service_account_name: str | None = None
     substitute: Mapping[str, str] = field(default_factory=dict)
     substitute_from: tuple[ValuesFrom, ...] = ()
+    substitution: bool = False  # substitute or substituteFrom is set (even empty): Flux's "postBuild present"
     patches: tuple[Patch, ...] = ()
     policy_mode: str = "enforce"
     drift_mode: str = "correct"
@@ -305,6 +300,7 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         service_account_name=service_account,
         substitute=dict(substitute),
         substitute_from=tuple(values_from),
+        substitution=spec.get("substitute") is not None or spec.get("substituteFrom") is not None,
         patches=tuple(patches),
         policy_mode=_mode(spec, "policy", ("enforce", "audit", "off"), "enforce"),
         drift_mode=_mode(spec, "drift", ("correct", "warn", "off"), "correct"),

@@ -55,6 +55,7 @@ KCM_CONTROLLERS = ",".join(
         "endpoints-controller",
         "node-lifecycle-controller",  # lifts the not-ready taint from (kwok) Nodes that report Ready
         "disruption-controller",  # PDB status, so health waits on PDBs can finish
+        "persistentvolumeclaim-protection-controller",  # lifts kubernetes.io/pvc-protection: PVCs can be deleted
     ]
 )
 

@@ -41,7 +41,7 @@ def check(
     """The text to print and the exit code for ``reconciler check PATH --policies DIR -o OUTPUT``.
 
     ``path`` is rendered as a sync would render it (kustomize, ``${VAR}`` substitution with
-    ``substitute``, ``targetNamespace``); the repository root is the enclosing git work tree,
+    ``substitute`` when it is not None, ``targetNamespace``); the repository root is the enclosing git work tree,
     so an overlay may refer to ``../base``.
     """
     if output not in OUTPUTS:
@@ -52,7 +52,9 @@ def check(
         return _error(output, f"policy: {e}")
     try:
         root, sub = checkout_root(Path(path))
-        opts = RenderOptions(substitute=dict(substitute or {}), target_namespace=target_namespace)
+        opts = RenderOptions(
+            substitute=None if substitute is None else dict(substitute), target_namespace=target_namespace
+        )
         manifests = render(root, sub, opts)
     except ManifestError as e:  # RenderError is a ManifestError
         return _error(output, f"render: {e}")

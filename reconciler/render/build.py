@@ -10,7 +10,8 @@ The pipeline, in Flux's order so that repositories behave the same under both:
    that is not a Kubernetes object is an error: a typo must not silently drop an object.
 2. **Patches** from the GitSync, in order (``patches``).
 3. **targetNamespace** on every namespaced object (``namespaces``).
-4. **Substitution** of ``${VAR}`` (``substitute``; strict, even with no variables).
+4. **Substitution** of ``${VAR}``, only when asked for (``substitute`` not None; then
+   strict, even with no variables).  Not asked for: objects are kept verbatim.
 5. **Identity check**: two objects with the same group, kind, namespace and name are an
    error naming both files (one would silently win in the cluster).
 
@@ -76,9 +77,10 @@ def _render(root: Path, path: str, options: RenderOptions) -> list[Manifest]:
         manifests = apply_patches(manifests, options.patches, scope, options.limits)
     if options.target_namespace:
         manifests = set_namespace(manifests, options.target_namespace, Scope(m.obj for m in manifests))
-    # Always, even with no variable configured: an undefined ${VAR} must fail (see substitute).
-    manifests = [substitute_manifest(m, options.substitute, options.secret_vars, options.limits) for m in manifests]
-    _check_unique(manifests, Scope(m.obj for m in manifests))
+    if options.substitute is not None:  # opt-in, as Flux's postBuild; then strict (see substitute)
+        variables = options.substitute
+        manifests = [substitute_manifest(m, variables, options.secret_vars, options.limits) for m in manifests]
+    _check_unique(manifests, Scope(m.obj for m in manifests))  # patches, targetNamespace, values can collide
     return manifests
 
 

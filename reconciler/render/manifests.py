@@ -1,7 +1,8 @@
 """Load Kubernetes objects from YAML/JSON text and files, safely.
 
-Only plain data is accepted (see ``yaml_safe``): a manifest must never run code, build
-arbitrary Python objects, or expand into more data than the limits allow.  Every error
+Only plain data is accepted, typed as kubectl types it (see ``yaml_safe``): a manifest must
+never run code, build arbitrary Python objects, mean something other than it means to
+``kubectl apply``, or expand into more data than the limits allow.  Every error
 names the file and the document, because "invalid manifest" without a location is
 useless in a repository of hundreds of files.
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.render import yaml_safe
+from reconciler.render import yaml_safe, yaml_scalars
 from reconciler.render.errors import ManifestError
 from reconciler.render.options import Limits
 
@@ -68,16 +69,23 @@ def check_object(obj: Any, file: str, doc: int | None) -> dict[str, Any]:
     return obj
 
 
-def _yaml_error(e: yaml.YAMLError, file: str, line_offset: int = 0) -> ManifestError:
+def _yaml_error(e: yaml.YAMLError, file: str) -> ManifestError:
     mark = getattr(e, "problem_mark", None)
-    at = f" at line {mark.line + 1 + line_offset}, column {mark.column + 1}" if mark is not None else ""
-    return ManifestError(file, None, f"invalid YAML{at}: {getattr(e, 'problem', None) or e}")
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return ManifestError(file, getattr(e, "doc", None), f"invalid YAML{at}: {getattr(e, 'problem', None) or e}")
 
 
 def parse_documents(text: str, file: str, limits: Limits = _DEFAULT_LIMITS) -> list[Any]:
-    """The documents of one file (``.json``: exactly one), guarded; ManifestError naming the file."""
+    """The documents of one file, read as kubectl reads them; ManifestError naming the file.
+
+    ``.json``: exactly one JSON value.  Any other file whose first non-blank character is
+    ``{`` is a stream of JSON objects, because kubectl (apimachinery's YAMLOrJSONDecoder)
+    decides JSON or YAML by that character; everything else is YAML (``yaml_safe``).
+    """
     if file.endswith(".json"):
         return [_parse_json(text, file)]
+    if text.lstrip().startswith("{"):
+        return _parse_json_stream(text, file)
     try:
         return yaml_safe.load_all(text, max_aliases=limits.max_aliases, max_nodes=limits.max_file_bytes)
     except yaml_safe.YAMLLimitError as e:
@@ -102,23 +110,74 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _decoder() -> json.JSONDecoder:
+    return json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
 def _parse_json(text: str, file: str) -> Any:
     """JSON with JSON's rules (tabs are fine, NaN is not), which the YAML parser only approximates."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return _kube_numbers(_decoder().decode(text))
     except json.JSONDecodeError as e:
         raise ManifestError(file, None, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
     except (ValueError, RecursionError) as e:
         raise ManifestError(file, None, f"invalid JSON: {e}") from e
 
 
+_JSON_SPACE = " \t\n\r"
+
+
+def _parse_json_stream(text: str, file: str) -> list[Any]:
+    """Concatenated JSON values, as kubectl decodes a file that starts with ``{``."""
+    decoder, i = _decoder(), 0
+    docs: list[Any] = []
+    while True:
+        while i < len(text) and text[i] in _JSON_SPACE:
+            i += 1
+        if i == len(text):
+            return docs
+        try:
+            value, i = decoder.raw_decode(text, i)
+            docs.append(_kube_numbers(value))
+        except json.JSONDecodeError as e:
+            raise ManifestError(
+                file,
+                len(docs) + 1,
+                f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg} (a file whose first character is '{{' "
+                "is read as JSON, as kubectl reads it; for YAML flow style, start the file with '---')",
+            ) from e
+        except (ValueError, RecursionError) as e:
+            raise ManifestError(file, len(docs) + 1, f"invalid JSON: {e}") from e
+
+
+def _kube_numbers(value: Any) -> Any:
+    """``value`` with its numbers as the API server's JSON decoding has them (see ``yaml_scalars``)."""
+    if isinstance(value, dict):
+        return {k: _kube_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_kube_numbers(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    tag = yaml_scalars.INT if isinstance(value, int) else yaml_scalars.FLOAT
+    try:
+        return yaml_scalars.json_value(tag, value)
+    except yaml_scalars.ScalarError:
+        raise ValueError("a number is beyond the range of a 64-bit float") from None
+
+
 def objects_of(docs: list[Any], file: str) -> list[Manifest]:
-    """The objects of parsed documents; empty documents are skipped, ``kind: List`` is flattened."""
+    """The objects of parsed documents; empty documents are skipped, lists are flattened.
+
+    A list is what kubectl takes for one: any document with an ``items`` field, whatever its
+    kind (``List``, kube-prometheus's ``ConfigMapList`` of Grafana dashboards, ...).
+    """
     out: list[Manifest] = []
     for i, doc in enumerate(docs, start=1):
         if doc is None:
             continue
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        if isinstance(doc, dict) and doc.get("items") is not None:
+            if not isinstance(doc["items"], list):
+                raise ManifestError(file, i, f"{doc.get('kind') or 'a list'}: field items is not a list")
             out.extend(Manifest(check_object(item, file, i), file, i) for item in doc["items"])
             continue
         out.append(Manifest(check_object(doc, file, i), file, i))
@@ -128,8 +187,8 @@ def objects_of(docs: list[Any], file: str) -> list[Manifest]:
 def load_text(text: str, file: str, limits: Limits = _DEFAULT_LIMITS) -> list[Manifest]:
     """All objects of one multi-document YAML (or JSON, if ``file`` ends in ``.json``) text.
 
-    Empty documents are skipped; a ``kind: List`` (as ``kubectl get -o yaml`` writes) is
-    flattened into its items.
+    Empty documents are skipped; a list (``kind: List`` as ``kubectl get -o yaml`` writes it,
+    or any other document with ``items``) is flattened into its items.
     """
     return objects_of(parse_documents(text, file, limits), file)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -105,9 +105,13 @@ _NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """Per-GitSync render settings (the controller merges ``substitute`` and ``substituteFrom``)."""
+    """Per-GitSync render settings (the controller merges ``substitute`` and ``substituteFrom``).
 
-    substitute: Mapping[str, str] = field(default_factory=dict)
+    ``substitute`` None means substitution was not asked for: every ``${...}`` is kept as
+    written.  A mapping, even an empty one, turns strict substitution on (see substitute).
+    """
+
+    substitute: Mapping[str, str] | None = None
     secret_vars: frozenset[str] = frozenset()  # names whose values came from Secrets: never echoed in errors
     patches: Sequence[Patch] = ()
     target_namespace: str | None = None
@@ -115,7 +119,8 @@ class RenderOptions:
 
     def secret_values(self) -> frozenset[str]:
         """The values that must never appear in an error message."""
-        return frozenset(v for k, v in self.substitute.items() if k in self.secret_vars and v)
+        values = self.substitute or {}
+        return frozenset(v for k, v in values.items() if k in self.secret_vars and v)
 
 
 def valid_namespace(name: str) -> bool:

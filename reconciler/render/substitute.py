@@ -19,12 +19,19 @@ Syntax (a subset of Flux's, refusing the rest loudly rather than guessing):
 * ``$${NAME}`` - the literal text ``${NAME}`` (an escape for scripts and dashboards).
 * ``$NAME`` and a lone ``$`` are left alone; any other ``${...}`` form is an error.
 
-Unlike Flux, substitution always runs, strictly (Flux skips it when no variable is defined
-and, without a feature gate, expands an undefined variable to ""): a forgotten
-``substituteFrom`` must fail the render, not deploy a literal ``${CLUSTER_NAME}`` or an
-empty value.  Text that must keep ``${...}`` (shell scripts, Grafana dashboards) escapes
-it as ``$${...}``, or its object is annotated or labelled
-``gitops.reconciler.dev/substitute: disabled`` and left alone.
+Substitution runs only when asked for, as in Flux (``spec.postBuild`` present there): a
+GitSync with ``substitute`` or ``substituteFrom`` (even an empty one), a CLI call with
+``--substitute`` or ``--substitute-from``.  Without that, ``${...}`` is data and every object
+is applied verbatim: CRD descriptions, shell scripts in ConfigMaps and Grafana dashboards
+of public repositories come through as written.
+
+Once asked for, it is strict, unlike Flux (which skips substitution when no variable is
+defined and, without a feature gate, expands an undefined variable to ""): a forgotten
+``substituteFrom`` entry must fail the render, not deploy a literal ``${CLUSTER_NAME}`` or
+an empty value.  Text that must keep ``${...}`` escapes it as ``$${...}``, or its object is
+annotated or labelled ``gitops.reconciler.dev/substitute: disabled`` (or Flux's
+``kustomize.toolkit.fluxcd.io/substitute: disabled``, so migrated repositories keep
+working) and is left alone.
 
 Values of Secret-sourced variables never appear in an error: messages name variables,
 never values, and a parse error after substituting a Secret value withholds its details.
@@ -44,6 +51,8 @@ from reconciler.render.manifests import Manifest, check_object
 from reconciler.render.options import Limits
 
 DISABLE_KEY = "gitops.reconciler.dev/substitute"
+FLUX_DISABLE_KEY = "kustomize.toolkit.fluxcd.io/substitute"  # Flux's opt-out, accepted as an alias
+DISABLE_KEYS = (DISABLE_KEY, FLUX_DISABLE_KEY)
 _TOKEN = re.compile(r"\$\$\{|\$\{")
 _EXPR = re.compile(r"([_A-Za-z][_A-Za-z0-9]*)(?:(:=|:-)(.*))?", re.S)
 
@@ -127,8 +136,11 @@ def find_field(value: Any, needle: str, path: str = "") -> str | None:
 
 
 def disabled(obj: Mapping[str, Any]) -> bool:
+    """Whether the object opted out with either key, as an annotation or a label (as Flux reads it)."""
     md = obj.get("metadata") or {}
-    return any((md.get(k) or {}).get(DISABLE_KEY) == "disabled" for k in ("annotations", "labels"))
+    return any(
+        (md.get(where) or {}).get(key) == "disabled" for where in ("annotations", "labels") for key in DISABLE_KEYS
+    )
 
 
 def substitute_manifest(

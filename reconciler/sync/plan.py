@@ -24,7 +24,7 @@ from reconciler.kube.apply import FIELD_MANAGER, apply_object
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import Resource, RestMapper, UnknownKindError
 from reconciler.render.manifests import Manifest
-from reconciler.sync import diffing, live
+from reconciler.sync import diffing, immutable, live
 from reconciler.sync.inventory import Inventory, digest, owned_fields
 from reconciler.sync.objects import (
     DISABLED,
@@ -317,13 +317,6 @@ def _protect_containers(p: Plan) -> None:
             p.warnings.append(f"{item.oid}: not pruned: {item.reason}")
 
 
-def _immutable_fields(e: KubeError) -> list[str]:
-    fields = [c.get("field", "") for c in e.causes if "immutable" in c.get("message", "")]
-    if not fields and e.status == 422 and "immutable" in e.message:
-        fields = ["(see message)"]
-    return [f for f in fields if f]
-
-
 def _missing_namespace(e: KubeError) -> bool:
     return e.status == 404 and e.reason == "NotFound" and "namespaces" in e.message
 
@@ -345,7 +338,8 @@ def dry_run(
         if _missing_namespace(e) and item.oid.namespace in desired_ns:
             item.deferred = True  # its Namespace is created by this sync; checked again before its stage
             return None
-        fields = _immutable_fields(e)
+        fields = immutable.fields(e)
+        said = immutable.server_message(e)
         if fields and annotation(item.desired, FORCE_ANNOTATION) == ENABLED and item.live is not None:
             item.recreate = True
             item.reason = f"immutable field {', '.join(fields)} changed; {FORCE_ANNOTATION}: {ENABLED}"
@@ -357,7 +351,12 @@ def dry_run(
                 if item.live is not None
                 else "it exists without this sync's label, so it is not recreated; delete it by hand"
             )
-            return f"{item.oid} ({item.source}): field {', '.join(fields)} is immutable and would change; {hint}"
+            below = [p for f in fields for p in immutable.changed_below(f, item.desired, item.live)]
+            what = f" (git changes {', '.join(below)})" if below else ""
+            return (
+                f"{item.oid} ({item.source}): field {', '.join(fields)} is immutable and would change{what}; {hint}. "
+                f"The API server said: {said}"
+            )
         return f"{item.oid} ({item.source}): {e.reason}: {e.message}"
     except (UnreachableError, UnknownKindError) as e:
         return f"{item.oid} ({item.source}): {e}"

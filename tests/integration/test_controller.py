@@ -18,7 +18,7 @@ def test_gitsync_lifecycle(env: Env, git_repo: Any, namespace: str, eventually: 
     ns = namespace
     sha = git_repo.commit({"app/a.yaml": cm("a", ns, {"v": "1"})}, "first")
     ctl = env.start("--watch-namespace", ns)
-    env.gitsync(ns, "app", git_repo.url, path="app")
+    env.gitsync(ns, "app", git_repo.url, path="app", substitute={})  # strict substitution, for the broken commit
 
     obj = eventually(lambda: env.ready(ns, "app"), 60, "GitSync app to become Ready")
     assert obj["status"]["lastAppliedRevision"] == f"main@sha1:{sha}"

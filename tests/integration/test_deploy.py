@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from reconciler import spec as gitsync_spec
 from reconciler.kube import client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,6 +217,33 @@ def test_a_full_gitsync_is_accepted(core: list[dict[str, Any]], kube: client.Kub
     assert live["spec"]["substituteFrom"][0] == {"kind": "ConfigMap", "name": "cluster-vars", "optional": False}
 
 
+def test_every_duration_form_is_admitted_and_read_alike(
+    core: list[dict[str, Any]], kube: client.Kube, namespace: str
+) -> None:
+    """The CRD pattern and the controller's parser agree: Go durations and a bare number of seconds."""
+    live = _create(
+        kube, namespace, "durations", {"source": GIT, "interval": "300", "retryInterval": "1.5m", "timeout": "1h30m"}
+    )
+    s = gitsync_spec.parse(live)
+    assert (s.interval, s.retry_interval, s.timeout) == (300, 90, 5400)
+
+
+def test_an_empty_substitute_field_is_kept_and_turns_substitution_on(
+    core: list[dict[str, Any]], kube: client.Kube, namespace: str
+) -> None:
+    """Substitution is opt-in by the field's presence (Flux's postBuild): the API server must keep
+    `substitute: {}` and `substituteFrom: []`, and the controller read them as "on"."""
+    on = _create(kube, namespace, "subst-empty", {"source": GIT, "substitute": {}})
+    assert on["spec"]["substitute"] == {}
+    assert gitsync_spec.parse(on).substitution
+    on_from = _create(kube, namespace, "subst-from-empty", {"source": GIT, "substituteFrom": []})
+    assert on_from["spec"]["substituteFrom"] == []
+    assert gitsync_spec.parse(on_from).substitution
+    off = _create(kube, namespace, "subst-none", {"source": GIT})
+    assert "substitute" not in off["spec"]
+    assert not gitsync_spec.parse(off).substitution
+
+
 def test_a_minimal_gitsync_gets_the_defaults(core: list[dict[str, Any]], kube: client.Kube, namespace: str) -> None:
     live = _create(kube, namespace, "minimal", {"source": {"git": {"url": "git@github.com:org/fleet.git"}}})
     spec = live["spec"]
@@ -258,7 +286,7 @@ def test_a_bucket_gitsync_is_accepted(core: list[dict[str, Any]], kube: client.K
             id="semver-and-commit",
         ),
         pytest.param({"source": GIT, "interval": "5 minutes"}, "spec.interval", id="interval-words"),
-        pytest.param({"source": GIT, "interval": "300"}, "spec.interval", id="interval-no-unit"),
+        pytest.param({"source": GIT, "interval": "300x"}, "spec.interval", id="interval-bad-unit"),
         pytest.param({"source": GIT, "retryInterval": "1d"}, "spec.retryInterval", id="retry-days"),
         pytest.param({"source": GIT, "timeout": "-5m"}, "spec.timeout", id="timeout-negative"),
         pytest.param({"source": {"git": {"ref": {"branch": "main"}}}}, "spec.source.git.url", id="git-no-url"),

@@ -239,14 +239,15 @@ def test_bad_revision_applies_and_prunes_nothing(fleet: Fleet, files: dict[str, 
     assert fleet.sync().exit_code == 0
     files = {k: v.replace("NS", ns) for k, v in files.items()}
     fleet.commit({"old.yaml": None, "new.yaml": dump(cm("new", ns, {"k": "v"})), **files}, "bad commit")
-    r = fleet.sync()
+    subst = ("--substitute", "DEFINED=1")  # substitution is opt-in; on, an undefined variable fails
+    r = fleet.sync(*subst)
     assert r.exit_code == 2, r.output
     for n in needles:
         assert n in r.output
     assert "nothing was applied or pruned" in r.output
     assert fleet.cm("old") is not None, "a bad revision must not prune"
     assert fleet.cm("new") is None, "a bad revision must not apply anything"
-    assert fleet.diff().exit_code == 2
+    assert fleet.diff(*subst).exit_code == 2
 
 
 def test_crd_and_its_custom_resources_in_one_sync(fleet: Fleet) -> None:
@@ -590,7 +591,7 @@ def test_wait_reports_healthy_and_unhealthy_objects(fleet: Fleet, request: pytes
         pytest.fail("this test needs kwok (Pods that run); do not use --no-kwok")
     ns = fleet.ns
     fleet.commit({"web.yaml": dump(_deployment(ns, "one"))})
-    r = fleet.sync("--wait", "--timeout", "60")
+    r = fleet.sync("--wait", "--timeout", "1m")
     assert r.exit_code == 0, r.output
     dep = fleet.get(f"/apis/apps/v1/namespaces/{ns}/deployments/web")
     assert dep is not None
@@ -599,7 +600,7 @@ def test_wait_reports_healthy_and_unhealthy_objects(fleet: Fleet, request: pytes
     huge = _deployment(ns, "one")
     huge["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1000"}}
     fleet.commit({"web.yaml": dump(huge)}, "ask for more CPU than any node has")
-    r = fleet.sync("--wait", "--timeout", "8")
+    r = fleet.sync("--wait", "--timeout", "10s")  # a duration, as every Kubernetes tool takes
     assert r.exit_code == 2, r.output
     assert f"Deployment/{ns}/web: InProgress" in r.output
     assert "sync stopped at health" in r.output

@@ -56,7 +56,7 @@ def test_intervals_under_a_second_are_refused_before_any_aws_call(argv: list[str
     r = CliRunner().invoke(cli.cli, argv)
     assert r.exit_code == 2, r.output
     assert f"Invalid value for '{flag}'" in r.output
-    assert "is not in the range x>=1" in r.output
+    assert "is less than the minimum of 1s" in r.output
 
 
 def test_the_controller_clamps_eks_intervals_whoever_builds_its_options() -> None:

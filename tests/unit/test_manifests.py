@@ -50,7 +50,7 @@ def test_errors_name_file_and_document(text: str, needle: str) -> None:
 
 
 def test_python_tags_are_refused() -> None:
-    with pytest.raises(manifests.ManifestError, match="invalid YAML"):
+    with pytest.raises(manifests.ManifestError, match=r"^evil\.yaml \(document 1\): tag .*python.* is not allowed"):
         manifests.load_text("!!python/object/apply:os.system ['true']\n", "evil.yaml")
 
 
@@ -100,3 +100,22 @@ def test_an_object_name_that_would_change_its_request_path_is_refused(name: str)
     obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok", "namespace": name}}
     with pytest.raises(manifests.ManifestError, match=r"metadata\.namespace"):
         manifests.check_object(obj, "cm.yaml", 0)
+
+
+def test_a_file_starting_with_a_brace_is_a_json_stream_as_kubectl_reads_it() -> None:
+    text = '\n{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"p": "a\\/b", "n": 1.0}}\n'
+    got = manifests.load_text(text + '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}}', "j.yaml")
+    assert [m.obj["metadata"]["name"] for m in got] == ["a", "b"]
+    assert got[0].obj["data"] == {"p": "a/b", "n": 1}
+    with pytest.raises(
+        manifests.ManifestError, match=r"^f\.yaml \(document 1\): invalid JSON at line 1, column 2: .*'---'"
+    ):
+        manifests.load_text("{apiVersion: v1, kind: ConfigMap, metadata: {name: flow}}\n", "f.yaml")
+    assert manifests.load_text("---\n{apiVersion: v1, kind: ConfigMap, metadata: {name: flow}}\n", "f.yaml")
+
+
+def test_every_document_with_items_is_a_list_whatever_its_kind() -> None:
+    text = "apiVersion: v1\nkind: ConfigMapList\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: d1}}\n"
+    assert [m.obj["metadata"]["name"] for m in manifests.load_text(text, "l.yaml")] == ["d1"]
+    with pytest.raises(manifests.ManifestError, match=r"ConfigMapList: field items is not a list"):
+        manifests.load_text("apiVersion: v1\nkind: ConfigMapList\nitems: {a: 1}\n", "l.yaml")

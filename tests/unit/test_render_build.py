@@ -91,7 +91,7 @@ def test_non_object_yaml_in_a_plain_folder_is_an_error_naming_the_file(tmp_path:
 
 def test_invalid_yaml_error_names_file_and_line(tmp_path: Path) -> None:
     write(tmp_path, {"bad.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [oops\n"})
-    with pytest.raises(RenderError, match=r"^bad\.yaml: invalid YAML at line 5, column 1: "):
+    with pytest.raises(RenderError, match=r"^bad\.yaml \(document 1\): invalid YAML at line 5, column 1: "):
         render(tmp_path, ".")
 
 

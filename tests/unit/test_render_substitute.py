@@ -99,18 +99,29 @@ def test_undefined_variable_names_file_object_field_and_variable(tmp_path: Path)
     )
 
 
-def test_undefined_variable_fails_even_without_any_variables(tmp_path: Path) -> None:
-    # Unlike Flux (which skips substitution when nothing is configured): a forgotten
+def test_without_substitution_every_dollar_brace_is_kept_verbatim(tmp_path: Path) -> None:
+    # Opt-in, as Flux's postBuild: a repository that never asks for substitution is applied
+    # as written (shell scripts, Grafana's ${datasource}, CRD descriptions with ${var:position}).
+    text = "echo ${FRONTEND} ${var:position} ${datasource} $${X} ${unterminated"
+    write(tmp_path, {"c.yaml": cm(f"  script: '{text}'\n")})
+    assert render(tmp_path, ".")[0].obj["data"] == {"script": text}
+    assert render(tmp_path, ".", RenderOptions(substitute=None))[0].obj["data"] == {"script": text}
+
+
+def test_undefined_variable_fails_once_asked_for_even_without_any_variables(tmp_path: Path) -> None:
+    # Unlike Flux (which skips substitution when no variable is defined): an empty or forgotten
     # substituteFrom must not deploy a literal ${CLUSTER}.
     write(tmp_path, {"c.yaml": cm("  script: echo ${CLUSTER} $${X}\n")})
     with pytest.raises(RenderError, match=r"variable \$\{CLUSTER\} is not defined"):
-        render(tmp_path, ".")
+        render(tmp_path, ".", RenderOptions(substitute={}))
     write(tmp_path, {"c.yaml": cm("  script: echo ${CLUSTER:=none} $${X} $HOME\n")})
-    assert render(tmp_path, ".")[0].obj["data"] == {"script": "echo none ${X} $HOME"}
+    assert render(tmp_path, ".", RenderOptions(substitute={}))[0].obj["data"] == {"script": "echo none ${X} $HOME"}
 
 
-def test_objects_can_opt_out(tmp_path: Path) -> None:
-    meta = "  annotations:\n    gitops.reconciler.dev/substitute: disabled\n"
+@pytest.mark.parametrize("key", ["gitops.reconciler.dev/substitute", "kustomize.toolkit.fluxcd.io/substitute"])
+@pytest.mark.parametrize("where", ["annotations", "labels"])
+def test_objects_can_opt_out(tmp_path: Path, key: str, where: str) -> None:
+    meta = f"  {where}:\n    {key}: disabled\n"
     write(tmp_path, {"c.yaml": cm("  dashboard: '${MISSING} $${X}'\n", extra_meta=meta)})
     assert render(tmp_path, ".", RenderOptions(substitute={"A": "1"}))[0].obj["data"] == {
         "dashboard": "${MISSING} $${X}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_render_support import FIXTURES, write
@@ -72,10 +73,18 @@ def test_recursive_alias_is_refused() -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("data: !!binary aGVsbG8=\n", "tag tag:yaml.org,2002:binary is not allowed"),
+        ("data: !!binary /w==\n", "!!binary value is not UTF-8 text"),
         ("data: !!set {a, b}\n", "tag tag:yaml.org,2002:set is not allowed"),
-        ("data: !!python/object/apply:os.system [true]\n", "could not determine a constructor"),
+        (
+            "data: !!python/object/apply:os.system [true]\n",
+            "python/object/apply:os.system is not",
+        ),
+        ("data: !local x\n", "tag !local is not allowed"),
         ("data: {a: 1, a: 2}\n", "duplicate key 'a' (line 4)"),
+        ("data: {yes: 1, true: 2}\n", "duplicate key 'true' (line 4)"),
+        ("data: {x: .nan}\n", ".nan cannot be represented in JSON (kubectl refuses it too) (line 4)"),
+        ("data: {~: x}\n", "a null map key"),
+        ("data: !!int x\n", "cannot decode !!str `x` as a !!int (line 4)"),
     ],
 )
 def test_unsafe_or_ambiguous_yaml_is_refused(tmp_path: Path, text: str, needle: str) -> None:
@@ -87,8 +96,63 @@ def test_unsafe_or_ambiguous_yaml_is_refused(tmp_path: Path, text: str, needle: 
 
 
 def test_scalars_are_typed_as_kubernetes_types_them(tmp_path: Path) -> None:
-    write(tmp_path, {"x.yaml": CM % "x" + "data:\n  day: 2024-01-31\n  time: 1:20\n  n: 0x10\n  f: 1.5\n  b: true\n"})
-    assert render(tmp_path, ".")[0].obj["data"] == {"day": "2024-01-31", "time": "1:20", "n": 16, "f": 1.5, "b": True}
+    write(tmp_path, {"x.yaml": CM % "x" + "data:\n  day: 2024-01-31\n  time: 1:20\n  hex: 0x10\n  f: 1.5\n  b: true\n"})
+    assert render(tmp_path, ".")[0].obj["data"] == {"day": "2024-01-31", "time": "1:20", "hex": 16, "f": 1.5, "b": True}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("=", "="),  # kube-prometheus's label-matcher enums; PyYAML's default loader cannot construct it
+        ("<<", "<<"),
+        ("y", True),
+        ("Off", False),
+        ("tRUE", "tRUE"),
+        ("0777", 511),
+        ("0o17", 15),
+        ("08", 8),
+        ("1e3", 1000),
+        ("1.0", 1),
+        ("1_000", 1000),
+        ("18446744073709551615", 1.8446744073709552e19),
+        ("0x1FFFFFFFFFFFFFFFFF", "0x1FFFFFFFFFFFFFFFFF"),
+        ("1e400", "1e400"),
+        ("!!binary aGVsbG8=", "hello"),
+        ("!!float 1", 1),
+        ("!!str 0x10", "0x10"),
+    ],
+)
+def test_plain_scalars_mean_what_kubectl_reads(text: str, value: Any) -> None:
+    (doc,) = yaml_safe.load_all(f"v: {text}\n", max_aliases=0, max_nodes=10)
+    assert doc["v"] == value
+    assert type(doc["v"]) is type(value)
+
+
+def test_keys_become_strings_and_merges_apply_in_place_as_in_kubectl() -> None:
+    (doc,) = yaml_safe.load_all(
+        "k: {yes: a, n: b, 0x10: c, 1.5: d, 1e6: e, 2024-01-01: f}\n"
+        "before: {a: 1, <<: {a: 2, b: 2}}\nafter: {<<: [{a: 1}, {a: 2, b: 2}], b: 3}\n",
+        max_aliases=0,
+        max_nodes=100,
+    )
+    assert doc["k"] == {"true": "a", "false": "b", "16": "c", "1.5": "d", "1e+06": "e", "2024-01-01": "f"}
+    assert doc["before"] == {"a": 2, "b": 2}  # go-yaml v2 copies a merge where it stands
+    assert doc["after"] == {"a": 1, "b": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "needle", "line"),
+    [
+        ("a: 1\n--- {b: 2}\n", "invalid document separator '--- {b: 2}'", 2),
+        ("a: 1\n...\nb: 2\n", "more YAML follows the document end marker '...'", 3),
+        ("%YAML 1.1\n---\na: 1\n", "YAML directives (%YAML, %TAG) cannot be used", 1),
+    ],
+)
+def test_documents_are_split_where_kubectl_splits_them(text: str, needle: str, line: int) -> None:
+    with pytest.raises(yaml_safe.YAMLLimitError) as e:
+        yaml_safe.load_all(text, max_aliases=0, max_nodes=10)
+    assert needle in str(e.value)
+    assert e.value.line == line
 
 
 def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:

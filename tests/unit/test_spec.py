@@ -18,13 +18,14 @@ def gs(**spec: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("1.5h", 5400), ("2m3s", 123)]
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("1.5h", 5400), ("2m3s", 123), ("5", 5), ("0.5", 0.5)],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text, "interval") == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "5d", "-5s", "5s junk"])
+@pytest.mark.parametrize("text", ["", "m", "5 m", "5d", "-5s", "5s junk", "5us"])
 def test_bad_durations_name_the_field(text: str) -> None:
     with pytest.raises(SpecError, match=r"^spec\.interval: "):
         parse_duration(text, "interval")
