@@ -101,7 +101,7 @@ class ChartRepoServer:
             server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         self.port = int(server.server_address[1])
         self._server = server
-        threading.Thread(target=server.serve_forever, name="chart-repo", daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), name="chart-repo", daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -124,8 +124,16 @@ class RegistryServer:
     ``tls=True``: https with a throwaway CA (``ca_pem``, ``ca_file``).
     """
 
-    def __init__(self, binary: str, root: Path, *, auth: bool = False, tls: bool = False,
-                 username: str = "pusher", password: str | None = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        root: Path,
+        *,
+        auth: bool = False,
+        tls: bool = False,
+        username: str = "pusher",
+        password: str | None = None,
+    ) -> None:
         self.binary, self.root = binary, root
         root.mkdir(parents=True, exist_ok=True)
         self.username = username
@@ -166,12 +174,12 @@ class RegistryServer:
         config = self.root / "config.yml"
         config.write_text(yaml.safe_dump(self._config()))
         with self.log.open("wb") as log:
-            self._proc = subprocess.Popen(  # noqa: S603
+            self._proc = subprocess.Popen(
                 [self.binary, "serve", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=tie_to_parent,  # noqa: PLW1509
+                preexec_fn=tie_to_parent,
                 env={"PATH": "/usr/bin:/bin", "OTEL_TRACES_EXPORTER": "none"},
             )
         wait_for_port(self.port, proc=self._proc, what="registry", log=self.log)
@@ -186,8 +194,11 @@ class RegistryServer:
         return self.log.read_text(errors="replace").count("/manifests/")
 
     def blob_downloads(self) -> int:
-        return sum(1 for line in self.log.read_text(errors="replace").splitlines()
-                   if '"GET /v2/' in line and "/blobs/sha256:" in line)
+        return sum(
+            1
+            for line in self.log.read_text(errors="replace").splitlines()
+            if '"GET /v2/' in line and "/blobs/sha256:" in line
+        )
 
     def __enter__(self) -> RegistryServer:
         return self.start()

@@ -126,8 +126,9 @@ def test_basic_auth_and_ca_bundle(secure_repo: ChartRepoServer, tmp_path: Path) 
 @pytest.mark.parametrize("password", [None, "wrong"])
 def test_unauthorized_is_a_clear_error(secure_repo: ChartRepoServer, tmp_path: Path, password: str | None) -> None:
     creds = Credentials(username=secure_repo.username, password=password) if password else None
-    source = HelmRepository(secure_repo.url, credentials=creds, ca_pem=secure_repo.ca_pem.decode(),
-                            cache=cache(tmp_path))
+    source = HelmRepository(
+        secure_repo.url, credentials=creds, ca_pem=secure_repo.ca_pem.decode(), cache=cache(tmp_path)
+    )
     with pytest.raises(SourceError) as e:
         source.fetch("demo", "0.1.0")
     assert str(e.value) == (
@@ -139,8 +140,11 @@ def test_unauthorized_is_a_clear_error(secure_repo: ChartRepoServer, tmp_path: P
 
 def test_untrusted_certificate_is_a_clear_error(secure_repo: ChartRepoServer, tmp_path: Path) -> None:
     creds = Credentials(username=secure_repo.username, password=secure_repo.password)
-    with pytest.raises(SourceError, match=r"chart demo \(version '0\.1\.0'\): TLS verification failed for https://127\.0\.0\.1:\d+/index"
-                       r"\.yaml: certificate verify failed"):
+    with pytest.raises(
+        SourceError,
+        match=r"chart demo \(version '0\.1\.0'\): TLS verification failed for https://127\.0\.0\.1:\d+/index"
+        r"\.yaml: certificate verify failed",
+    ):
         HelmRepository(secure_repo.url, credentials=creds, cache=cache(tmp_path)).fetch("demo", "0.1.0")
 
 
@@ -148,18 +152,32 @@ def test_missing_chart_and_unmatched_range(repo: ChartRepoServer, tmp_path: Path
     source = HelmRepository(repo.url, cache=cache(tmp_path))
     with pytest.raises(SourceError, match=r"chart nginx: no chart named 'nginx' in http://127\.0\.0\.1:\d+/"):
         source.fetch("nginx", "*")
-    with pytest.raises(SourceError, match=r"chart demo: no version matches '>=5\.0\.0' in .* \(newest: 0\.1\.0, "
-                       r"0\.2\.0, 1\.0\.0-rc\.1\)"):
+    with pytest.raises(
+        SourceError,
+        match=r"chart demo: no version matches '>=5\.0\.0' in .* \(newest: 0\.1\.0, "
+        r"0\.2\.0, 1\.0\.0-rc\.1\)",
+    ):
         source.fetch("demo", ">=5.0.0")
     with pytest.raises(SourceError, match=r"not a valid constraint"):
         source.fetch("demo", ">>1")
 
 
-@pytest.mark.parametrize(("path", "status", "message"), [
-    ("/index.yaml", 500, r"chart demo \(version '0\.1\.0'\): server error \(HTTP 500\) at http://127\.0\.0\.1:\d+/index\.yaml"),
-    ("/index.yaml", 404, r"chart demo \(version '0\.1\.0'\): not found \(HTTP 404\) at http://127\.0\.0\.1:\d+/index\.yaml"),
-    ("/demo-0.1.0.tgz", 404, r"chart demo@0\.1\.0: not found \(HTTP 404\) at .*/demo-0\.1\.0\.tgz"),
-])
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        (
+            "/index.yaml",
+            500,
+            r"chart demo \(version '0\.1\.0'\): server error \(HTTP 500\) at http://127\.0\.0\.1:\d+/index\.yaml",
+        ),
+        (
+            "/index.yaml",
+            404,
+            r"chart demo \(version '0\.1\.0'\): not found \(HTTP 404\) at http://127\.0\.0\.1:\d+/index\.yaml",
+        ),
+        ("/demo-0.1.0.tgz", 404, r"chart demo@0\.1\.0: not found \(HTTP 404\) at .*/demo-0\.1\.0\.tgz"),
+    ],
+)
 def test_server_errors_name_chart_and_cause(
     repo: ChartRepoServer, tmp_path: Path, path: str, status: int, message: str
 ) -> None:
@@ -173,15 +191,16 @@ def test_digest_mismatch_is_refused_and_nothing_is_cached(repo: ChartRepoServer,
     text = index.read_text()
     real = hashlib.sha256((repo.root / "demo-0.1.0.tgz").read_bytes()).hexdigest()
     index.write_text(text.replace(real, "f" * 64))
-    with pytest.raises(SourceError, match=rf"chart demo@0\.1\.0: digest mismatch: the index lists sha256:f{{64}}, "
-                       rf"the archive is sha256:{real}"):
+    with pytest.raises(
+        SourceError,
+        match=rf"chart demo@0\.1\.0: digest mismatch: the index lists sha256:f{{64}}, "
+        rf"the archive is sha256:{real}",
+    ):
         HelmRepository(repo.url, cache=cache(tmp_path)).fetch("demo", "0.1.0")
     assert not any(p.name == "Chart.yaml" for p in (tmp_path / "chart-cache").rglob("*"))
 
 
-def test_credentials_are_not_sent_to_another_origin(
-    helm_bin: str, packaged: dict[str, Path], tmp_path: Path
-) -> None:
+def test_credentials_are_not_sent_to_another_origin(helm_bin: str, packaged: dict[str, Path], tmp_path: Path) -> None:
     """The index points at a chart URL on another server: it gets no Authorization header."""
     other = ChartRepoServer(tmp_path / "other", auth=True).start()
     try:
@@ -191,8 +210,9 @@ def test_credentials_are_not_sent_to_another_origin(
         try:
             shutil.copy(packaged["0.1.0"], main.root)
             helm(helm_bin, "repo", "index", str(main.root), "--url", other.url, home=tmp_path / "home")
-            source = HelmRepository(main.url, credentials=Credentials(main.username, main.password),
-                                    cache=cache(tmp_path))
+            source = HelmRepository(
+                main.url, credentials=Credentials(main.username, main.password), cache=cache(tmp_path)
+            )
             with pytest.raises(SourceError, match=r"chart demo@0\.1\.0: authentication failed \(HTTP 401\)"):
                 source.fetch("demo", "0.1.0")
             assert other.requests == [("/demo-0.1.0.tgz", 401)]
@@ -243,8 +263,11 @@ def test_oci_missing_chart_and_unmatched_range(
 ) -> None:
     push(helm_bin, plain_registry, packaged["0.1.0"], tmp_path / "home")
     source = OCIRegistry(plain_http=True, cache=cache(tmp_path))
-    with pytest.raises(SourceError, match=r"chart demo@0\.9\.0: no such chart or version in oci://.*/charts/demo "
-                       r"\(HTTP 404\)"):
+    with pytest.raises(
+        SourceError,
+        match=r"chart demo@0\.9\.0: no such chart or version in oci://.*/charts/demo "
+        r"\(HTTP 404\)",
+    ):
         source.fetch(f"oci://{plain_registry.host}/charts/demo", "0.9.0")
     with pytest.raises(SourceError, match=r"chart nope \(version '\*'\): not found \(HTTP 404\)"):
         source.fetch(f"oci://{plain_registry.host}/charts/nope", "*")
@@ -252,24 +275,27 @@ def test_oci_missing_chart_and_unmatched_range(
         source.fetch(f"oci://{plain_registry.host}/charts/demo", "^2")
 
 
-def test_oci_basic_auth_over_tls(
-    helm_bin: str, registry_bin: str, packaged: dict[str, Path], tmp_path: Path
-) -> None:
+def test_oci_basic_auth_over_tls(helm_bin: str, registry_bin: str, packaged: dict[str, Path], tmp_path: Path) -> None:
     with registry(registry_bin, tmp_path / "registry", auth=True, tls=True) as reg:
         digest = push(helm_bin, reg, packaged["0.2.0"], tmp_path / "home")
         url = f"oci://{reg.host}/charts/demo"
         ca = reg.ca_pem.decode()
-        chart = OCIRegistry(credentials=Credentials(reg.username, reg.password), ca_pem=ca,
-                            cache=cache(tmp_path)).fetch(url, "~0.2")
+        chart = OCIRegistry(
+            credentials=Credentials(reg.username, reg.password), ca_pem=ca, cache=cache(tmp_path)
+        ).fetch(url, "~0.2")
         assert chart.digest == digest
-        with pytest.raises(SourceError, match=r"chart demo \(version '~0\.2'\): oci://.* requires credentials \(HTTP 401\)"):
+        with pytest.raises(
+            SourceError, match=r"chart demo \(version '~0\.2'\): oci://.* requires credentials \(HTTP 401\)"
+        ):
             OCIRegistry(ca_pem=ca, cache=cache(tmp_path / "b")).fetch(url, "~0.2")
         with pytest.raises(SourceError, match=r"chart demo \(version '~0\.2'\): authentication failed \(HTTP 401\)"):
-            OCIRegistry(credentials=Credentials(reg.username, "wrong"), ca_pem=ca,
-                        cache=cache(tmp_path / "c")).fetch(url, "~0.2")
+            OCIRegistry(credentials=Credentials(reg.username, "wrong"), ca_pem=ca, cache=cache(tmp_path / "c")).fetch(
+                url, "~0.2"
+            )
         with pytest.raises(SourceError, match=r"TLS verification failed .*certificate verify failed"):
-            OCIRegistry(credentials=Credentials(reg.username, reg.password),
-                        cache=cache(tmp_path / "d")).fetch(url, "~0.2")
+            OCIRegistry(credentials=Credentials(reg.username, reg.password), cache=cache(tmp_path / "d")).fetch(
+                url, "~0.2"
+            )
 
 
 def test_oci_ecr_credentials_from_boto3(
@@ -290,7 +316,8 @@ def test_oci_ecr_credentials_from_boto3(
             regions.append(region)
             return aws.client("ecr", region_name=region)
 
-        chart = OCIRegistry(provider="aws", plain_http=True, ecr_client_factory=factory,
-                            cache=cache(tmp_path)).fetch(f"oci://{reg.host}/charts/demo", "0.1.0")
+        chart = OCIRegistry(provider="aws", plain_http=True, ecr_client_factory=factory, cache=cache(tmp_path)).fetch(
+            f"oci://{reg.host}/charts/demo", "0.1.0"
+        )
         assert chart.version == "0.1.0"
         assert regions == ["us-east-1"]  # loopback is not an ECR host name: the default region

@@ -35,8 +35,9 @@ class ArchiveLimits:
 
 def _inflate(data: bytes, limits: ArchiveLimits, label: str) -> bytes:
     if len(data) > limits.max_compressed_bytes:
-        raise SourceError(f"chart {label}: archive is {len(data)} bytes, over the limit of "
-                          f"{limits.max_compressed_bytes}")
+        raise SourceError(
+            f"chart {label}: archive is {len(data)} bytes, over the limit of {limits.max_compressed_bytes}"
+        )
     out = io.BytesIO()
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
@@ -63,7 +64,9 @@ def _check_name(name: str, label: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def inspect(data: bytes, *, chart: str, label: str, limits: ArchiveLimits | None = None) -> list[tuple[PurePosixPath, bytes | None]]:
+def inspect(
+    data: bytes, *, chart: str, label: str, limits: ArchiveLimits | None = None
+) -> list[tuple[PurePosixPath, bytes | None]]:
     """The archive's entries (path, content; None for a directory), or SourceError: nothing is written."""
     limits = limits or ArchiveLimits()
     raw = _inflate(data, limits, label)

@@ -56,8 +56,9 @@ class ChartCache:
         try:
             fill(tmp / "content")
             (tmp / "content" / "key.json").write_text(
-                json.dumps({"repository": key.repository, "name": key.name, "version": key.version,
-                            "digest": key.digest})
+                json.dumps(
+                    {"repository": key.repository, "name": key.name, "version": key.version, "digest": key.digest}
+                )
             )
             try:
                 (tmp / "content").rename(final)

@@ -118,22 +118,19 @@ class OCIRegistry:
             return ecr_credentials(self.ecr_client_factory(region or "us-east-1"))
         return None
 
-    def _get(self, ref: OCIReference, url: str, *, what: str, version: str, accept: str = "",
-             max_bytes: int) -> Response:
+    def _get(self, ref: OCIReference, url: str, *, what: str, accept: str = "", max_bytes: int) -> Response:
         scope = f"repository:{ref.repository}:pull"
         headers = {"Accept": accept} if accept else {}
         if scope in self._tokens:
             headers["Authorization"] = self._tokens[scope]
-        resp = self.transport.get(url, what=what, version=version, headers=headers, max_bytes=max_bytes,
-                                  ok=(200, 401))
+        resp = self.transport.get(url, what=what, headers=headers, max_bytes=max_bytes, ok=(200, 401))
         if resp.status != 401:
             return resp
-        self._tokens[scope] = self._authorize(ref, resp.headers.get("www-authenticate", ""), what=what,
-                                              version=version, scope=scope)
+        self._tokens[scope] = self._authorize(ref, resp.headers.get("www-authenticate", ""), what=what, scope=scope)
         headers["Authorization"] = self._tokens[scope]
-        return self.transport.get(url, what=what, version=version, headers=headers, max_bytes=max_bytes)
+        return self.transport.get(url, what=what, headers=headers, max_bytes=max_bytes)
 
-    def _authorize(self, ref: OCIReference, challenge: str, *, what: str, version: str, scope: str) -> str:
+    def _authorize(self, ref: OCIReference, challenge: str, *, what: str, scope: str) -> str:
         creds = self._credentials(ref)
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
@@ -151,7 +148,7 @@ class OCIRegistry:
             query["service"] = params["service"]
         token_url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
         headers = {"Authorization": creds.header()} if creds else {}
-        resp = self.transport.get(token_url, what=what, version=version, headers=headers, max_bytes=1 << 20)
+        resp = self.transport.get(token_url, what=what, headers=headers, max_bytes=1 << 20)
         try:
             body = json.loads(resp.body)
             token = body.get("token") or body.get("access_token")
@@ -164,11 +161,11 @@ class OCIRegistry:
     def _base(self, ref: OCIReference) -> str:
         return f"{self.scheme}://{ref.host}/v2/{ref.repository}"
 
-    def tags(self, ref: OCIReference, *, version: str) -> list[str]:
+    def tags(self, ref: OCIReference, *, version: str = "*") -> list[str]:
         url = f"{self._base(ref)}/tags/list?n=1000"
         out: list[str] = []
         for _ in range(100):  # pages
-            resp = self._get(ref, url, what=f"chart {ref.name} (version {version!r})", version=version, max_bytes=MAX_TAGS_BYTES)
+            resp = self._get(ref, url, what=f"chart {ref.name} (version {version!r})", max_bytes=MAX_TAGS_BYTES)
             try:
                 tags = json.loads(resp.body).get("tags") or []
             except (ValueError, AttributeError):
@@ -195,14 +192,14 @@ class OCIRegistry:
             best = constraint.best([tag_to_version(t) for t in tags])
             if best is None:
                 have = ", ".join(semver.newest([tag_to_version(t) for t in tags], 5))
-                raise SourceError(f"chart {ref.name}: no version matches {version!r} in {ref} "
-                                  f"(newest: {have or 'none'})")
+                raise SourceError(
+                    f"chart {ref.name}: no version matches {version!r} in {ref} (newest: {have or 'none'})"
+                )
             resolved = best
         label = f"{ref.name}@{resolved}"
         manifest_url = f"{self._base(ref)}/manifests/{resolved.replace('+', '_')}"
         try:
-            resp = self._get(ref, manifest_url, what=f"chart {label}", version=version, accept=MANIFEST,
-                             max_bytes=MAX_MANIFEST_BYTES)
+            resp = self._get(ref, manifest_url, what=f"chart {label}", accept=MANIFEST, max_bytes=MAX_MANIFEST_BYTES)
         except SourceError as e:
             if "HTTP 404" in e.reason:
                 raise SourceError(f"chart {label}: no such chart or version in {ref} (HTTP 404)") from None
@@ -213,9 +210,13 @@ class OCIRegistry:
         key = CacheKey(repository=str(ref), name=ref.name, version=resolved, digest=digest)
         if (cached := self.cache.get(key)) is not None:
             return ChartArtifact(name=ref.name, version=resolved, digest=digest, path=cached, source=str(ref))
-        layer = self._chart_layer(resp.body, label=label, version=version)
-        blob = self._get(ref, f"{self._base(ref)}/blobs/{layer}", what=f"chart {label}", version=version,
-                         max_bytes=self.limits.max_compressed_bytes)
+        layer = self._chart_layer(resp.body, label=label)
+        blob = self._get(
+            ref,
+            f"{self._base(ref)}/blobs/{layer}",
+            what=f"chart {label}",
+            max_bytes=self.limits.max_compressed_bytes,
+        )
         got = "sha256:" + hashlib.sha256(blob.body).hexdigest()
         if got != layer:
             raise SourceError(f"chart {label}: digest mismatch: the manifest lists {layer}, the blob is {got}")
@@ -224,7 +225,7 @@ class OCIRegistry:
         )
         return ChartArtifact(name=ref.name, version=resolved, digest=digest, path=path, source=str(ref))
 
-    def _chart_layer(self, body: bytes, *, label: str, version: str) -> str:
+    def _chart_layer(self, body: bytes, *, label: str) -> str:
         try:
             manifest = json.loads(body)
             layers = [lyr for lyr in manifest.get("layers", []) if lyr.get("mediaType") == CHART_LAYER]

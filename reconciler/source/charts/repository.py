@@ -128,16 +128,22 @@ class HelmRepository:
                 headers["If-None-Match"] = meta["etag"]
             if meta.get("last-modified"):
                 headers["If-Modified-Since"] = meta["last-modified"]
-        resp = self.transport.get(index_url, what=f"chart {name} (version {version!r})", headers=headers, max_bytes=MAX_INDEX_BYTES,
-                                  ok=(200, 304))
+        resp = self.transport.get(
+            index_url,
+            what=f"chart {name} (version {version!r})",
+            headers=headers,
+            max_bytes=MAX_INDEX_BYTES,
+            ok=(200, 304),
+        )
         if resp.status == 304 and meta:
             body = (memo / "index.yaml").read_bytes()
         else:
             body = resp.body
             memo.mkdir(parents=True, exist_ok=True)
             (memo / "index.yaml").write_bytes(body)
-            (memo / "meta.json").write_text(json.dumps(
-                {k: resp.headers[k] for k in ("etag", "last-modified") if k in resp.headers}))
+            (memo / "meta.json").write_text(
+                json.dumps({k: resp.headers[k] for k in ("etag", "last-modified") if k in resp.headers})
+            )
         return parse_index(body, name=name, repo=self.display)
 
     def fetch(self, name: str, version: str = "*") -> ChartArtifact:
@@ -151,12 +157,14 @@ class HelmRepository:
         if (cached := self.cache.get(key)) is not None:
             return ChartArtifact(name=name, version=entry.version, digest=digest, path=cached, source=self.display)
         chart_url = urllib.parse.urljoin(self.url, entry.urls[0])
-        resp = self.transport.get(chart_url, what=f"chart {label}", version=version,
-                                  headers=self._headers(chart_url), max_bytes=self.limits.max_compressed_bytes)
+        resp = self.transport.get(
+            chart_url,
+            what=f"chart {label}",
+            headers=self._headers(chart_url),
+            max_bytes=self.limits.max_compressed_bytes,
+        )
         got = "sha256:" + hashlib.sha256(resp.body).hexdigest()
         if got != digest:
             raise SourceError(f"chart {label}: digest mismatch: the index lists {digest}, the archive is {got}")
-        path = self.cache.put(
-            key, lambda d: archive.extract(resp.body, d, chart=name, label=label, limits=self.limits)
-        )
+        path = self.cache.put(key, lambda d: archive.extract(resp.body, d, chart=name, label=label, limits=self.limits))
         return ChartArtifact(name=name, version=entry.version, digest=digest, path=path, source=self.display)

@@ -52,7 +52,8 @@ def parse_version(text: str) -> semantic_version.Version | None:
 
 
 def _cmp(a: semantic_version.Version, b: semantic_version.Version) -> int:
-    ka, kb = a.precedence_key, b.precedence_key
+    # build metadata never orders versions (SemVer 2.0 §10, Masterminds' Compare)
+    ka, kb = a.truncate("prerelease").precedence_key, b.truncate("prerelease").precedence_key
     return int((ka > kb) - (ka < kb))
 
 
@@ -64,7 +65,7 @@ class _Comparator:
     minor_dirty: bool
     patch_dirty: bool
 
-    def check(self, v: semantic_version.Version) -> bool:  # noqa: PLR0911 - one branch per rule
+    def check(self, v: semantic_version.Version) -> bool:
         c = self.con
         op = {"=>": ">=", "=<": "<=", "~>": "~", "": "="}.get(self.op, self.op)
         if op == "=":
@@ -220,5 +221,5 @@ def is_exact(text: str) -> bool:
 def newest(versions: Iterable[str], n: int) -> list[str]:
     """The ``n`` highest valid versions, highest last (for "no version matches" messages)."""
     parsed = [(v, text) for text in versions if (v := parse_version(text)) is not None]
-    parsed.sort(key=lambda pair: pair[0].precedence_key)
+    parsed.sort(key=lambda pair: pair[0].truncate("prerelease").precedence_key)
     return [text for _, text in parsed[-n:]]

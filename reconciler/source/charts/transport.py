@@ -81,7 +81,6 @@ class Transport:
         url: str,
         *,
         what: str,
-        version: str = "",  # noqa: ARG002 - callers name the version in ``what``; kept for call-site clarity
         headers: Mapping[str, str] | None = None,
         max_bytes: int,
         ok: tuple[int, ...] = (200,),
@@ -89,21 +88,20 @@ class Transport:
         """GET ``url``; statuses outside ``ok`` become a SourceError (401/403/404/5xx worded apart)."""
         self.requests += 1
         try:
-            resp = self._pool.request(
-                "GET", url, headers=dict(headers or {}), preload_content=False, redirect=True
-            )
+            resp = self._pool.request("GET", url, headers=dict(headers or {}), preload_content=False, redirect=True)
         except urllib3.exceptions.SSLError as e:
             raise SourceError(f"{what}: TLS verification failed for {redact_url(url)}: {_ssl_reason(e)}") from None
         except urllib3.exceptions.MaxRetryError as e:
             if isinstance(e.reason, urllib3.exceptions.SSLError):
                 raise SourceError(
-                    f"{what}: TLS verification failed for {redact_url(url)}: {_ssl_reason(e.reason)}") from None
+                    f"{what}: TLS verification failed for {redact_url(url)}: {_ssl_reason(e.reason)}"
+                ) from None
             raise SourceError(f"{what}: cannot reach {redact_url(url)}: {type(e.reason).__name__}") from None
         except urllib3.exceptions.HTTPError as e:
             raise SourceError(f"{what}: request to {redact_url(url)} failed: {type(e).__name__}") from None
         try:
             if resp.status not in ok:
-                raise status_error(resp.status, what=what, url=url, version=version)
+                raise status_error(resp.status, what=what, url=url)
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise SourceError(f"{what}: {redact_url(url)} is {declared} bytes, over the limit of {max_bytes}")
@@ -121,7 +119,7 @@ class Transport:
             resp.release_conn()
 
 
-def status_error(status: int, *, what: str, url: str, version: str) -> SourceError:
+def status_error(status: int, *, what: str, url: str) -> SourceError:
     where = redact_url(url)
     if status in (401, 403):
         why = f"authentication failed (HTTP {status}) at {where}: check the credentials Secret"
