@@ -143,7 +143,7 @@ def test_untrusted_certificate_is_a_clear_error(secure_repo: ChartRepoServer, tm
     with pytest.raises(
         SourceError,
         match=r"chart demo \(version '0\.1\.0'\): TLS verification failed for https://127\.0\.0\.1:\d+/index"
-        r"\.yaml: certificate verify failed",
+        r"\.yaml: certificate verify failed \(unable to get local issuer certificate\)$",
     ):
         HelmRepository(secure_repo.url, credentials=creds, cache=cache(tmp_path)).fetch("demo", "0.1.0")
 

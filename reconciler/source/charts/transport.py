@@ -10,6 +10,7 @@ without credentials and never a response body.
 from __future__ import annotations
 
 import base64
+import re
 import ssl
 import urllib.parse
 from collections.abc import Mapping
@@ -134,7 +135,8 @@ def status_error(status: int, *, what: str, url: str) -> SourceError:
 
 def _ssl_reason(e: BaseException) -> str:
     text = str(e)
+    if m := re.search(r"certificate verify failed: ([^(]+)", text):
+        return f"certificate verify failed ({m.group(1).strip()})"
     if "CERTIFICATE_VERIFY_FAILED" in text:
-        detail = text.split("certificate verify failed:", 1)[-1].split(")")[0].strip()
-        return f"certificate verify failed ({detail})" if detail else "certificate verify failed"
+        return "certificate verify failed"
     return text.split("\n", 1)[0][:300]
