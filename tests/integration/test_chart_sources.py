@@ -7,9 +7,11 @@ No control plane is needed; the binaries are built by scripts/build-tool (errors
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -305,8 +307,6 @@ def test_oci_ecr_credentials_from_boto3(
     accepts only that."""
     ecr = aws.client("ecr")
     token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
-    import base64
-
     user, _, password = base64.b64decode(token).decode().partition(":")
     with registry(registry_bin, tmp_path / "registry", auth=True, username=user, password=password) as reg:
         push(helm_bin, reg, packaged["0.1.0"], tmp_path / "home")
@@ -321,3 +321,9 @@ def test_oci_ecr_credentials_from_boto3(
         )
         assert chart.version == "0.1.0"
         assert regions == ["us-east-1"]  # loopback is not an ECR host name: the default region
+
+
+def test_registry_binary_is_the_pinned_build(registry_bin: str) -> None:
+    assert re.search(r"/registry-v3\.1\.2-go[0-9.]+/registry$", registry_bin)
+    out = subprocess.run([registry_bin, "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "v3.1.2"  # the -X version stamp took (not "+unknown")
