@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from reconciler.source.artifact import SourceError
 from reconciler.source.charts import chart_from_tree
 from reconciler.source.charts.oci import OCIReference, ecr_region, tag_to_version
 from reconciler.source.charts.repository import parse_index, resolve
-from reconciler.source.charts.transport import Credentials, redact_url, same_origin
+from reconciler.source.charts.transport import Credentials, ca_from_secret, redact_url, same_origin
 
 
 def test_oci_reference() -> None:
@@ -128,3 +130,29 @@ def test_chart_from_tree_refusals(tmp_path: Path) -> None:
     (d / "templates" / "leak.yaml").symlink_to(tmp_path / "host-file")
     with pytest.raises(SourceError, match=r"chart charts/web: templates/leak\.yaml is a symlink leading out"):
         chart_from_tree(root, "charts/web")
+
+
+def test_docker_config_secret() -> None:
+    auth = base64.b64encode(b"robot:s3cret").decode()
+    data = {
+        ".dockerconfigjson": json.dumps(
+            {
+                "auths": {
+                    "https://registry.example:5000/v1/": {"auth": auth},
+                    "ghcr.io": {"username": "u", "password": "p"},
+                }
+            }
+        )
+    }
+    assert Credentials.from_docker_config(data, "registry.example:5000") == Credentials("robot", "s3cret")
+    assert Credentials.from_docker_config(data, "ghcr.io") == Credentials("u", "p")
+    assert Credentials.from_docker_config(data, "other.example") is None
+    assert Credentials.from_docker_config({}, "ghcr.io") is None
+    with pytest.raises(SourceError, match=r"\.dockerconfigjson is not valid JSON"):
+        Credentials.from_docker_config({".dockerconfigjson": "{"}, "ghcr.io")
+
+
+def test_ca_from_secret() -> None:
+    assert ca_from_secret({"ca.crt": "PEM"}) == "PEM"
+    assert ca_from_secret({"caFile": "OLD"}) == "OLD"
+    assert ca_from_secret({"tls.crt": "x"}) is None

@@ -9,7 +9,7 @@ from reconciler.source.charts.local import chart_from_tree
 from reconciler.source.charts.model import ChartArtifact
 from reconciler.source.charts.oci import OCIReference, OCIRegistry
 from reconciler.source.charts.repository import HelmRepository
-from reconciler.source.charts.transport import Credentials
+from reconciler.source.charts.transport import Credentials, ca_from_secret
 
 __all__ = [
     "CacheKey",
@@ -19,5 +19,6 @@ __all__ = [
     "HelmRepository",
     "OCIReference",
     "OCIRegistry",
+    "ca_from_secret",
     "chart_from_tree",
 ]

@@ -10,6 +10,7 @@ without credentials and never a response body.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import ssl
 import urllib.parse
@@ -39,9 +40,45 @@ class Credentials:
             return None
         return cls(username=data["username"], password=data.get("password", ""))
 
+    @classmethod
+    def from_docker_config(cls, data: Mapping[str, str] | None, host: str) -> Credentials | None:
+        """The entry for ``host`` in a ``kubernetes.io/dockerconfigjson`` Secret (``.dockerconfigjson``).
+
+        ``auths`` keys may be a bare host or a URL (``https://host/v1/``); ``auth`` is
+        base64 ``user:password`` and wins over separate ``username``/``password`` fields.
+        """
+        raw = (data or {}).get(".dockerconfigjson")
+        if not raw:
+            return None
+        try:
+            auths = json.loads(raw).get("auths") or {}
+        except (ValueError, AttributeError):
+            raise SourceError("registry credentials: .dockerconfigjson is not valid JSON") from None
+        for key, entry in auths.items() if isinstance(auths, dict) else ():
+            key_host = urllib.parse.urlsplit(key if "://" in key else f"//{key}").netloc
+            if key_host != host or not isinstance(entry, dict):
+                continue
+            if entry.get("auth"):
+                try:
+                    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                except (ValueError, UnicodeDecodeError):
+                    raise SourceError(
+                        f"registry credentials: the auth for {host} is not base64 user:password"
+                    ) from None
+                return cls(username=user, password=password)
+            if entry.get("username"):
+                return cls(username=str(entry["username"]), password=str(entry.get("password", "")))
+        return None
+
     def header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def ca_from_secret(data: Mapping[str, str] | None) -> str | None:
+    """The CA bundle (PEM) of a TLS Secret: ``ca.crt`` as Flux reads it (``caFile``, its old name, too)."""
+    data = data or {}
+    return data.get("ca.crt") or data.get("caFile") or None
 
 
 @dataclass
