@@ -327,3 +327,19 @@ def test_registry_binary_is_the_pinned_build(registry_bin: str) -> None:
     assert re.search(r"/registry-v3\.1\.2-go[0-9.]+/registry$", registry_bin)
     out = subprocess.run([registry_bin, "--version"], capture_output=True, text=True, check=True).stdout
     assert out.split()[-1] == "v3.1.2"  # the -X version stamp took (not "+unknown")
+
+
+def test_oci_tampered_blob_is_refused_and_nothing_is_cached(
+    helm_bin: str, plain_registry: RegistryServer, packaged: dict[str, Path], tmp_path: Path
+) -> None:
+    """The registry's storage is altered behind its back: it serves other bytes under the digest."""
+    push(helm_bin, plain_registry, packaged["0.1.0"], tmp_path / "home")
+    layer = "sha256:" + hashlib.sha256(packaged["0.1.0"].read_bytes()).hexdigest()
+    blob = next((plain_registry.root / "data").rglob(f"blobs/sha256/*/{layer.removeprefix('sha256:')}/data"))
+    blob.write_bytes(packaged["0.2.0"].read_bytes())
+    with pytest.raises(
+        SourceError,
+        match=rf"chart demo@0\.1\.0: digest mismatch: the manifest lists {layer}, the blob is sha256:[0-9a-f]{{64}}$",
+    ):
+        OCIRegistry(plain_http=True, cache=cache(tmp_path)).fetch(f"oci://{plain_registry.host}/charts/demo", "0.1.0")
+    assert not any(p.name == "Chart.yaml" for p in (tmp_path / "chart-cache").rglob("*"))
