@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import http.server
+import json
 import secrets
 import ssl
 import subprocess
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
 from gitserver import free_port, make_tls, stop_process, tie_to_parent, wait_for_port
 
 
@@ -117,11 +125,121 @@ class ChartRepoServer:
         self.stop()
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class _TokenHandler(http.server.BaseHTTPRequestHandler):
+    server: _RepoHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        owner: TokenServer = self.server.owner  # type: ignore[attr-defined]
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        owner.requests.append(self.path)
+        if not owner.authorized(self.headers.get("Authorization")):
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = json.dumps({"token": owner.issue(query.get("scope", []), query.get("service", [""])[0])}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class TokenServer:
+    """A registry token service (the Docker token flow): basic auth in, an ES256 JWT out.
+
+    The JWT carries its certificate in ``x5c``; the registry trusts it through ``rootcertbundle``
+    (``cert_file``).  Every requested action is granted to the one user.
+    """
+
+    issuer = "test-token-issuer"
+
+    def __init__(self, root: Path, *, username: str = "puller", password: str | None = None) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.username = username
+        self.password = password or "pw-" + secrets.token_hex(8)
+        self.requests: list[str] = []
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "token signer")])
+        now = dt.datetime.now(dt.UTC)
+        self._cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+        self.cert_file = root / "token-signer.pem"
+        self.cert_file.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+        self._server: _RepoHTTPServer | None = None
+        self.port = 0
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def authorized(self, header: str | None) -> bool:
+        scheme, _, value = (header or "").partition(" ")
+        with contextlib.suppress(ValueError):
+            user, _, pw = base64.b64decode(value).decode().partition(":")
+            return scheme == "Basic" and user == self.username and secrets.compare_digest(pw, self.password)
+        return False
+
+    def issue(self, scopes: list[str], service: str) -> str:
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        der = self._cert.public_bytes(serialization.Encoding.DER)
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(der).decode()]}
+        claims = {
+            "iss": self.issuer,
+            "sub": self.username,
+            "aud": service,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": secrets.token_hex(8),
+            "access": access,
+        }
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def start(self) -> TokenServer:
+        server = _RepoHTTPServer(("127.0.0.1", 0), _TokenHandler)
+        server.owner = self  # type: ignore[attr-defined]
+        self.port = int(server.server_address[1])
+        self._server = server
+        threading.Thread(target=server.serve_forever, args=(0.05,), name="token-server", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
 class RegistryServer:
     """The distribution registry on 127.0.0.1 with a temp storage dir.
 
     ``auth=True``: htpasswd basic auth (bcrypt hash written here) for ``username``/``password``;
-    ``tls=True``: https with a throwaway CA (``ca_pem``, ``ca_file``).
+    ``tls=True``: https with a throwaway CA (``ca_pem``, ``ca_file``); ``token_server``: the
+    Docker token flow instead (``Bearer realm=...``), with that server's user.
     """
 
     def __init__(
@@ -133,12 +251,16 @@ class RegistryServer:
         tls: bool = False,
         username: str = "pusher",
         password: str | None = None,
+        token_server: TokenServer | None = None,
     ) -> None:
         self.binary, self.root = binary, root
         root.mkdir(parents=True, exist_ok=True)
         self.username = username
         self.password = password or ("pw-" + secrets.token_hex(8)) if auth else ""
         self.auth, self.tls = auth, tls
+        self.token_server = token_server
+        if token_server is not None:
+            self.auth, self.username, self.password = True, token_server.username, token_server.password
         self.ca_pem = b""
         self.ca_file: Path | None = None
         self.port = 0
@@ -156,7 +278,16 @@ class RegistryServer:
             "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}, "delete": {"enabled": True}},
             "http": {"addr": f"127.0.0.1:{self.port}", "secret": secrets.token_hex(16)},
         }
-        if self.auth:
+        if self.token_server is not None:
+            cfg["auth"] = {
+                "token": {
+                    "realm": self.token_server.realm,
+                    "service": "test-registry",
+                    "issuer": TokenServer.issuer,
+                    "rootcertbundle": str(self.token_server.cert_file),
+                }
+            }
+        elif self.auth:
             htpasswd = self.root / "htpasswd"
             hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=5)).decode()
             htpasswd.write_text(f"{self.username}:{hashed}\n")

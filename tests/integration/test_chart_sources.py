@@ -18,7 +18,7 @@ from pathlib import Path
 import awsserver
 import pytest
 import yaml
-from chartservers import ChartRepoServer, RegistryServer, registry
+from chartservers import ChartRepoServer, RegistryServer, TokenServer, registry
 from helmcharts import build_tool, helm, package, write_demo_chart
 
 from reconciler.render import helm as render_helm
@@ -343,3 +343,31 @@ def test_oci_tampered_blob_is_refused_and_nothing_is_cached(
     ):
         OCIRegistry(plain_http=True, cache=cache(tmp_path)).fetch(f"oci://{plain_registry.host}/charts/demo", "0.1.0")
     assert not any(p.name == "Chart.yaml" for p in (tmp_path / "chart-cache").rglob("*"))
+
+
+def test_oci_bearer_token_flow(helm_bin: str, registry_bin: str, packaged: dict[str, Path], tmp_path: Path) -> None:
+    """The registry answers 401 Bearer realm=...: the token service gets the credentials, the
+    registry gets the token; a wrong password is refused by the token service."""
+    tokens = TokenServer(tmp_path / "token").start()
+    try:
+        with registry(registry_bin, tmp_path / "registry", token_server=tokens) as reg:
+            digest = push(helm_bin, reg, packaged["0.1.0"], tmp_path / "home")
+            url = f"oci://{reg.host}/charts/demo"
+            tokens.requests.clear()
+            source = OCIRegistry(
+                credentials=Credentials(tokens.username, tokens.password), plain_http=True, cache=cache(tmp_path)
+            )
+            chart = source.fetch(url, "^0.1")
+            assert chart.digest == digest
+            assert len(tokens.requests) == 1  # one token for tags, manifest and blob of the same repository
+            assert "scope=repository%3Acharts%2Fdemo%3Apull" in tokens.requests[0]
+            with pytest.raises(
+                SourceError,
+                match=r"chart demo \(version '\^0\.1'\): authentication failed \(HTTP 401\) "
+                r"at http://127\.0\.0\.1:\d+/token",
+            ):
+                OCIRegistry(
+                    credentials=Credentials(tokens.username, "wrong"), plain_http=True, cache=cache(tmp_path / "b")
+                ).fetch(url, "^0.1")
+    finally:
+        tokens.stop()
