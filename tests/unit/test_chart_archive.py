@@ -110,3 +110,11 @@ def test_not_gzip_or_not_tar(tmp_path: Path) -> None:
         archive.extract(b"<html>login</html>", tmp_path / "a", chart="demo", label="demo@0.1.0")
     with pytest.raises(SourceError, match="not a valid tar archive"):
         archive.extract(gzip.compress(b"x" * 1000), tmp_path / "b", chart="demo", label="demo@0.1.0")
+
+
+def test_chart_yaml_must_name_the_fetched_version(tmp_path: Path) -> None:
+    data = tgz(GOOD)
+    assert archive.extract(data, tmp_path / "ok", chart="demo", label="demo@0.1.0", version="0.1.0").is_dir()
+    with pytest.raises(SourceError, match=r"^chart demo@9\.9\.9: the archive's Chart\.yaml says demo@0\.1\.0$"):
+        archive.extract(data, tmp_path / "bad", chart="demo", label="demo@9.9.9", version="9.9.9")
+    assert not (tmp_path / "bad").exists()

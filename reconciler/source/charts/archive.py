@@ -22,6 +22,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import yaml
+
 from reconciler.source.artifact import SourceError
 
 
@@ -105,9 +107,35 @@ def inspect(
     return entries
 
 
-def extract(data: bytes, dest: Path, *, chart: str, label: str, limits: ArchiveLimits | None = None) -> Path:
-    """Check the whole archive, then write it under ``dest`` (which must not exist); returns the chart dir."""
+def _check_metadata(entries: list[tuple[PurePosixPath, bytes | None]], chart: str, version: str, label: str) -> None:
+    """The archive's Chart.yaml must name the chart and version it was fetched as."""
+    content = next(c for p, c in entries if p == PurePosixPath(chart, "Chart.yaml") and c is not None)
+    try:
+        meta = yaml.safe_load(content.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise SourceError(f"chart {label}: the archive's Chart.yaml is not valid YAML") from None
+    if not isinstance(meta, dict) or meta.get("name") != chart or str(meta.get("version")) != version:
+        got = f"{meta.get('name')}@{meta.get('version')}" if isinstance(meta, dict) else "nothing"
+        raise SourceError(f"chart {label}: the archive's Chart.yaml says {got}")
+
+
+def extract(
+    data: bytes,
+    dest: Path,
+    *,
+    chart: str,
+    label: str,
+    version: str | None = None,
+    limits: ArchiveLimits | None = None,
+) -> Path:
+    """Check the whole archive, then write it under ``dest`` (which must not exist); returns the chart dir.
+
+    With ``version``, Chart.yaml must also say that name and version (a repository that serves
+    one chart under another version's name is refused, not cached).
+    """
     entries = inspect(data, chart=chart, label=label, limits=limits)
+    if version is not None:
+        _check_metadata(entries, chart, version, label)
     dest.mkdir(parents=True)
     for path, content in entries:
         target = dest.joinpath(*path.parts)

@@ -221,7 +221,8 @@ class OCIRegistry:
         if got != layer:
             raise SourceError(f"chart {label}: digest mismatch: the manifest lists {layer}, the blob is {got}")
         path = self.cache.put(
-            key, lambda d: archive.extract(blob.body, d, chart=ref.name, label=label, limits=self.limits)
+            key,
+            lambda d: archive.extract(blob.body, d, chart=ref.name, label=label, version=resolved, limits=self.limits),
         )
         return ChartArtifact(name=ref.name, version=resolved, digest=digest, path=path, source=str(ref))
 

@@ -166,5 +166,8 @@ class HelmRepository:
         got = "sha256:" + hashlib.sha256(resp.body).hexdigest()
         if got != digest:
             raise SourceError(f"chart {label}: digest mismatch: the index lists {digest}, the archive is {got}")
-        path = self.cache.put(key, lambda d: archive.extract(resp.body, d, chart=name, label=label, limits=self.limits))
+        path = self.cache.put(
+            key,
+            lambda d: archive.extract(resp.body, d, chart=name, label=label, version=entry.version, limits=self.limits),
+        )
         return ChartArtifact(name=name, version=entry.version, digest=digest, path=path, source=self.display)
