@@ -12,7 +12,8 @@ local bases and components) and refuses:
 * a reference that is a URL, a ``git::``/``git@`` spec or a ``host.tld/...`` repo path,
 * a reference that does not exist locally (kustomize would try it as a remote repository),
 * a reference resolving (through ``..`` or symlinks) outside the checked-out revision,
-* a referenced file over the size limit, and any Helm chart (Helm is never run).
+* a referenced file over the size limit, and any Helm chart unless ``enable_helm`` (then only
+  charts already in the tree, see ``check_helm_charts``).
 
 Defence in depth for what the check might miss: kustomize runs with Helm, plugins, exec
 functions and function networking explicitly off (``--enable-*=false``, ``--network=false``), with
@@ -28,13 +29,13 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from reconciler.render import yaml_safe
+from reconciler.render import helm_binary, yaml_safe
 from reconciler.render.errors import RenderError
 from reconciler.render.options import Limits
 
@@ -125,9 +126,55 @@ def looks_remote(entry: str) -> bool:
 
 
 class _Preflight:
-    def __init__(self, root: Path, limits: Limits) -> None:
-        self.root, self.limits = root, limits
+    def __init__(self, root: Path, limits: Limits, *, enable_helm: bool = False) -> None:
+        self.root, self.limits, self.enable_helm = root, limits, enable_helm
         self.seen: set[Path] = set()
+
+    def check_helm_charts(self, kfile: Path, k: dict[str, Any]) -> None:
+        """Allow only charts already in the tree: kustomize would ``helm pull`` a missing one.
+
+        A ``repo`` is refused outright, the chart must exist under ``chartHome`` (inside the
+        root, with no symlink leading out: Helm's directory loader follows them), and every
+        values file must be local (``helm -f`` would fetch a URL).
+        """
+        globals_ = k.get("helmGlobals") or {}
+        if not isinstance(globals_, dict):
+            raise self.fail(kfile, "helmGlobals: expected a mapping")
+        if globals_.get("configHome"):
+            raise self.fail(kfile, "helmGlobals.configHome: not supported (Helm runs with an empty configuration)")
+        home = globals_.get("chartHome") or "charts"
+        for i, chart in enumerate(self.items(kfile, k, "helmCharts")):
+            where = f"helmCharts[{i}]"
+            if chart.get("repo"):
+                raise self.fail(
+                    kfile,
+                    f"{where}.repo: remote chart {chart.get('repo')!r} refused: rendering never touches the "
+                    "network; vendor the chart under chartHome (or use a chart source)",
+                )
+            name = chart.get("name")
+            if not isinstance(name, str) or not name or name.startswith("-"):
+                raise self.fail(kfile, f"{where}.name: expected a chart name")
+            chart_home = self.resolve(kfile, str(home), "helmGlobals.chartHome")
+            assert chart_home is not None
+            chart_dir = chart_home / name
+            if not (chart_dir / "Chart.yaml").is_file():
+                raise self.fail(
+                    kfile,
+                    f"{where}: chart {name!r} not found under chartHome {home!r} (charts are never pulled)",
+                )
+            self.check_chart_tree(kfile, chart_dir, where)
+            for key in ("valuesFile",):
+                if isinstance(chart.get(key), str) and chart[key]:
+                    self.resolve(kfile, chart[key], f"{where}.{key}")
+            for j, entry in enumerate(chart.get("additionalValuesFiles") or []):
+                if not isinstance(entry, str):
+                    raise self.fail(kfile, f"{where}.additionalValuesFiles[{j}]: expected a string")
+                self.resolve(kfile, entry, f"{where}.additionalValuesFiles[{j}]")
+
+    def check_chart_tree(self, kfile: Path, chart_dir: Path, where: str) -> None:
+        for p in chart_dir.rglob("*"):
+            if p.is_symlink() and not p.resolve().is_relative_to(self.root):
+                raise self.fail(kfile, f"{where}: {_rel(self.root, p)} is a symlink leading out of the repository")
 
     def fail(self, kfile: Path, why: str) -> RenderError:
         return RenderError(_rel(self.root, kfile), None, why)
@@ -176,12 +223,14 @@ class _Preflight:
             return  # kustomize itself reports a resource directory without a kustomization
         k = self.load(kfile)
         for key in _HELM_FIELDS:
-            if k.get(key):
+            if k.get(key) and not (self.enable_helm and key in ("helmCharts", "helmGlobals")):
                 raise self.fail(
                     kfile,
-                    f"{key}: Helm charts are not supported (rendering never runs Helm nor "
+                    f"{key}: Helm charts are not supported here (rendering never runs Helm nor "
                     "downloads charts); render the chart into the repository instead",
                 )
+        if self.enable_helm and k.get("helmCharts"):
+            self.check_helm_charts(kfile, k)
         for key in _DIR_OR_FILE_FIELDS:
             plugin = key in _PLUGIN_FIELDS
             for i, entry in enumerate(self.strings(kfile, k, key)):
@@ -287,9 +336,12 @@ def _walk_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _walk_strings(v, f"{path}[{i}]")
 
 
-def preflight(root: Path, directory: Path, limits: Limits) -> None:
-    """Refuse the kustomization in ``directory`` if building it could touch the network or leave ``root``."""
-    _Preflight(root, limits).visit(directory)
+def preflight(root: Path, directory: Path, limits: Limits, *, enable_helm: bool = False) -> None:
+    """Refuse the kustomization in ``directory`` if building it could touch the network or leave ``root``.
+
+    ``enable_helm`` allows ``helmCharts`` whose charts are already in the tree (see ``run_build``).
+    """
+    _Preflight(root, limits, enable_helm=enable_helm).visit(directory)
 
 
 # --------------------------------------------------------------------------- running
@@ -324,19 +376,45 @@ def _clean_message(stderr: str, root: Path) -> str:
     return msg
 
 
-def run_build(root: Path, directory: Path, max_output: int, *, file: str | None = None) -> str:
+def _helm_flags(file: str, kube_version: str | None, api_versions: Sequence[str]) -> list[str]:
+    flags = ["--enable-helm", "--helm-command", helm_binary.require_binary(file)]
+    if kube_version:
+        flags += ["--helm-kube-version", kube_version]
+    for v in api_versions:
+        flags += ["--helm-api-versions", v]
+    return flags
+
+
+def run_build(
+    root: Path,
+    directory: Path,
+    max_output: int,
+    *,
+    file: str | None = None,
+    enable_helm: bool = False,
+    helm_kube_version: str | None = None,
+    helm_api_versions: Sequence[str] = (),
+) -> str:
     """``kustomize build`` of ``directory`` (inside ``root``): its stdout, or RenderError naming the kustomization.
 
     ``file`` is the name errors carry (default: the kustomization file relative to ``root``);
     paths in kustomize's message are made relative to ``root`` so the message is the same
     on every machine (and does not leak where the controller keeps its checkouts).
+
+    ``enable_helm`` lets kustomize's ``helmCharts`` generator run the pinned Helm (found like
+    kustomize; ``preflight(..., enable_helm=True)`` must have passed: charts come from the tree,
+    never a repository).  ``helm_kube_version``/``helm_api_versions`` feed ``.Capabilities``.
     """
     kfile = find_kustomization(directory)
     file = file or _rel(root, kfile or directory)
     binary = require_binary(file)
     with tempfile.TemporaryDirectory(prefix="reconciler-kustomize-") as home:
         out_path = Path(home) / "out.yaml"
-        cmd = [binary, "build", "--load-restrictor", "LoadRestrictionsRootOnly", *_NO_EXTENSIONS, str(directory)]
+        extensions = list(_NO_EXTENSIONS)
+        if enable_helm:
+            extensions.remove("--enable-helm=false")
+            extensions += _helm_flags(file, helm_kube_version, helm_api_versions)
+        cmd = [binary, "build", "--load-restrictor", "LoadRestrictionsRootOnly", *extensions, str(directory)]
         try:
             with out_path.open("wb") as out:
                 proc = subprocess.run(
