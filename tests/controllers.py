@@ -36,8 +36,10 @@ def free_port() -> int:
 
 
 def cm(name: str, ns: str, data: dict[str, str]) -> str:
-    return yaml.safe_dump(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data}
+    # JSON, not PyYAML's YAML 1.1 dump: that leaves `y` or `on` unquoted, which kubectl (and our
+    # reader, which reads as kubectl does) takes for booleans.
+    return json.dumps(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data}, indent=1
     )
 
 

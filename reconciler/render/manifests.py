@@ -48,7 +48,13 @@ def check_object(obj: Any, file: str, doc: int | None) -> dict[str, Any]:
             raise ManifestError(file, doc, f"field {key} is missing or not a string")
     md = obj.get("metadata")
     if not isinstance(md, dict) or not isinstance(md.get("name"), str) or not md["name"]:
-        raise ManifestError(file, doc, f"{obj['kind']}: field metadata.name is missing or not a string")
+        name = md.get("name") if isinstance(md, dict) else None
+        hint = (
+            f" (it reads as {json.dumps(name)}, as kubectl reads it: quote it)"
+            if isinstance(name, bool | int | float)
+            else ""
+        )
+        raise ManifestError(file, doc, f"{obj['kind']}: field metadata.name is missing or not a string{hint}")
     ns = md.get("namespace")
     if ns is not None and not isinstance(ns, str):
         raise ManifestError(file, doc, f"{obj['kind']}/{md['name']}: field metadata.namespace is not a string")

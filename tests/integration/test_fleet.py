@@ -151,7 +151,10 @@ def test_dev_cluster_syncs_whole_and_a_resync_writes_nothing(
     }
     with pytest.raises(client.KubeError) as e:
         kube.request(
-            "POST", "/apis/monitoring.coreos.com/v1/namespaces/monitoring/prometheusrules?dryRun=All", body=bad
+            "POST",
+            "/apis/monitoring.coreos.com/v1/namespaces/monitoring/prometheusrules",
+            query=[("dryRun", "All")],
+            body=bad,
         )
     assert "spec.groups[0].rules[0].for" in str(e.value)
 
