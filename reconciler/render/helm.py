@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.render import helm_binary, yaml_safe
+from reconciler.render import tools, yaml_safe
 from reconciler.render.errors import RenderError, describe, redact
 from reconciler.render.options import Limits
 
@@ -218,7 +218,7 @@ def render_chart(
     sensitive = tuple(sensitive)
     name, version = chart_identity(chart_dir)
     label = f"{name}@{version}"
-    binary = helm_binary.require_binary(f"chart {label}")
+    binary = tools.HELM.require(f"chart {label}")
     try:
         stdin = yaml_safe.dump(dict(values)).encode("utf-8")
     except yaml.YAMLError as e:

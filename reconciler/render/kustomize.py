@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -35,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.render import helm_binary, yaml_safe
+from reconciler.render import tools, yaml_safe
 from reconciler.render.errors import RenderError
 from reconciler.render.options import Limits
 
@@ -74,34 +73,11 @@ def find_kustomization(directory: Path) -> Path | None:
     return None
 
 
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gitops-reconciler" / "bin"
-
-
-def find_binary() -> str | None:
-    """$RECONCILER_KUSTOMIZE, else ``kustomize`` on PATH, else the newest build in the cache."""
-    if env := os.environ.get(_ENV_BINARY):
-        return env
-    if found := shutil.which("kustomize"):
-        return found
-    builds = sorted(cache_root().glob(f"kustomize-{KUSTOMIZE_VERSION}-*/kustomize"), key=lambda p: p.stat().st_mtime)
-    builds = [p for p in builds if os.access(p, os.X_OK)]
-    return str(builds[-1]) if builds else None
-
-
-def require_binary(file: str) -> str:
-    binary = find_binary()
-    if binary is None:
-        raise RenderError(
-            file,
-            None,
-            f"kustomize is needed but not installed: run `make tools` (builds {KUSTOMIZE_MODULE}@{KUSTOMIZE_VERSION} "
-            f"with scripts/build-tool kustomize), put kustomize on PATH, or set {_ENV_BINARY}",
-        )
-    if not os.access(binary, os.X_OK):
-        raise RenderError(file, None, f"kustomize binary {binary} is not executable (from ${_ENV_BINARY} or PATH)")
-    return binary
+KUSTOMIZE = tools.Tool(
+    name="kustomize", package=KUSTOMIZE_MODULE, version=KUSTOMIZE_VERSION, env=_ENV_BINARY, install="make tools"
+)
+find_binary = KUSTOMIZE.find
+require_binary = KUSTOMIZE.require
 
 
 # --------------------------------------------------------------------------- preflight
@@ -377,7 +353,7 @@ def _clean_message(stderr: str, root: Path) -> str:
 
 
 def _helm_flags(file: str, kube_version: str | None, api_versions: Sequence[str]) -> list[str]:
-    flags = ["--enable-helm", "--helm-command", helm_binary.require_binary(file)]
+    flags = ["--enable-helm", "--helm-command", tools.HELM.require(file)]
     if kube_version:
         flags += ["--helm-kube-version", kube_version]
     for v in api_versions:

@@ -22,7 +22,7 @@ from chartservers import ChartRepoServer, RegistryServer, TokenServer, registry
 from helmcharts import build_tool, helm, package, write_demo_chart
 
 from reconciler.render import helm as render_helm
-from reconciler.render import helm_binary
+from reconciler.render import tools
 from reconciler.source.artifact import SourceError
 from reconciler.source.charts import ChartCache, Credentials, HelmRepository, OCIRegistry
 
@@ -33,7 +33,7 @@ VERSIONS = ("0.1.0", "0.2.0", "1.0.0-rc.1")
 def helm_bin() -> Iterator[str]:
     path = build_tool("helm")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(helm_binary.ENV_BINARY, path)
+        mp.setenv(tools.HELM.env, path)
         yield path
 
 

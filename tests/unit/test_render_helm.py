@@ -15,7 +15,7 @@ import pytest
 from helmcharts import ROOT, build_tool, write_demo_chart
 from test_render_support import kustomize_bin, write
 
-from reconciler.render import helm, helm_binary, kustomize
+from reconciler.render import helm, kustomize, tools
 from reconciler.render.errors import RenderError
 from reconciler.render.options import Limits
 
@@ -29,7 +29,7 @@ SERVICE_MONITOR = "monitoring.coreos.com/v1/ServiceMonitor"
 def helm_bin() -> Iterator[str]:
     path = build_tool("helm")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(helm_binary.ENV_BINARY, path)
+        mp.setenv(tools.HELM.env, path)
         yield path
 
 
@@ -42,22 +42,22 @@ def names(objs: object) -> list[str]:
 
 def test_script_and_module_pin_the_same_helm_version() -> None:
     script = (ROOT / "scripts" / "build-tool").read_text()
-    assert f"VERSION=${{HELM_VERSION:-{helm_binary.HELM_VERSION}}}" in script
-    assert f"PKG={helm_binary.HELM_MODULE}/cmd/helm\n" in script
+    assert f"VERSION=${{HELM_VERSION:-{tools.HELM.version}}}" in script
+    assert f"PKG={tools.HELM.package}\n" in script
 
 
 def test_built_helm_reports_the_pinned_version(helm_bin: str) -> None:
-    assert re.search(rf"/helm-{helm_binary.HELM_VERSION}-go[0-9.]+/helm$", helm_bin)
+    assert re.search(rf"/helm-{tools.HELM.version}-go[0-9.]+/helm$", helm_bin)
     out = subprocess.run([helm_bin, "version", "--short"], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == helm_binary.HELM_VERSION  # the ldflags took: not the "v4.3" fallback
+    assert out.strip() == tools.HELM.version  # the ldflags took: not the "v4.3" fallback
 
 
 def test_missing_helm_is_a_render_error_saying_how_to_build_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(helm_binary.ENV_BINARY, raising=False)
+    monkeypatch.delenv(tools.HELM.env, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with pytest.raises(RenderError, match=r"scripts/build-tool helm"):
-        helm_binary.require_binary("chart demo@0.1.0")
+        tools.HELM.require("chart demo@0.1.0")
 
 
 # --------------------------------------------------------------------------- classify (pure)
