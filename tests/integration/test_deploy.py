@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler import spec as gitsync_spec
+from reconciler.gitsync import spec as gitsync_spec
 from reconciler.kube import client
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -225,8 +225,7 @@ def test_the_controller_reports_eks_drift_as_metric_and_events_on_its_pod(
     aws: awsserver.MotoServer, calls: EksCalls, kube: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`reconciler run --eks-config`'s checker, with the real API server taking the Events."""
-    from reconciler import ekscheck
-    from reconciler.aws import eksupdate
+    from reconciler.aws import ekscheck, eksupdate
     from reconciler.kube.events import EventRecorder
     from reconciler.report.metrics import Metrics
 
@@ -265,8 +264,7 @@ def test_a_failed_correction_still_reports_the_drift_it_found(
     botocore's before-call hook, for that call only): the gauge must carry the drift found and
     DriftDetected must be emitted, or an alert on the gauge stays silent exactly when the
     cluster cannot be corrected.  No extra AWS call is spent to learn it."""
-    from reconciler import ekscheck
-    from reconciler.aws import eksupdate
+    from reconciler.aws import ekscheck, eksupdate
     from reconciler.kube.events import EventRecorder
     from reconciler.report.metrics import Metrics
 

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from controllers import GS, Env, cm
 
-from reconciler import controller
 from reconciler.aws.errors import AwsError
+from reconciler.gitsync import loop as controller
+from reconciler.gitsync.reconcile import Reconciler, SyncState
+from reconciler.gitsync.spec import EksTarget, parse
 from reconciler.kube import client, discovery
 from reconciler.kube.events import EventRecorder
-from reconciler.reconcile import Reconciler, SyncState
 from reconciler.report.metrics import Metrics
-from reconciler.spec import EksTarget, parse
 from reconciler.sync import inventory
 
 TARGET = {"eks": {"cluster": "prod", "region": "eu-west-1"}}

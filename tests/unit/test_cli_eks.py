@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler import cli, ekscheck
-from reconciler.aws import eksupdate
+from reconciler import cli
+from reconciler.aws import ekscheck, eksupdate
 
 
 @pytest.mark.parametrize("command", [["run"], ["diff", "--dir", "."], ["sync", "--dir", "."], ["version", "--server"]])

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from reconciler.gitsync.spec import SpecError, parse
 from reconciler.render.patterns import MAX_PATTERN_BYTES, anchored
 from reconciler.render.selectors import Target, parse_selector
-from reconciler.spec import SpecError, parse
 
 
 def _cm(name: str, ns: str | None = "apps") -> dict[str, Any]:

@@ -9,10 +9,11 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from reconciler import controller, fairness
-from reconciler.clientcache import ClientCache
+from reconciler.gitsync import fairness
+from reconciler.gitsync import loop as controller
+from reconciler.gitsync.clientcache import ClientCache
+from reconciler.gitsync.spec import SpecError, check_timeout, parse
 from reconciler.kube.client import Kube
-from reconciler.spec import SpecError, check_timeout, parse
 
 
 def _controller(tmp_path: Path, **opts: object) -> controller.Controller:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.spec import SpecError, parse, parse_duration
+from reconciler.gitsync.spec import SpecError, parse, parse_duration
 
 
 def gs(**spec: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.spec import EksTarget, SpecError, allow_pattern, parse
+from reconciler.gitsync.spec import EksTarget, SpecError, allow_pattern, parse
 
 
 def gs(**spec: Any) -> dict[str, Any]:

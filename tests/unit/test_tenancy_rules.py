@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.spec import EksTarget, SpecError, TargetNotAllowedError, parse
-from reconciler.tenancy import Grant, NotAllowedError, Tenancy, parse_grant
+from reconciler.gitsync.spec import EksTarget, SpecError, TargetNotAllowedError, parse
+from reconciler.gitsync.tenancy import Grant, NotAllowedError, Tenancy, parse_grant
 
 LOCKED = Tenancy(
     default_service_account="gitsync",
@@ -146,7 +146,7 @@ def test_a_grant_needs_both_parts(text: str) -> None:
 def test_messages_are_scrubbed_of_url_credentials_and_secret_values() -> None:
     """What the unexpected-exception path (and every failure message) writes to status,
     Events, alerts and the log."""
-    from reconciler.reconcile import Reconciler, SyncState
+    from reconciler.gitsync.reconcile import Reconciler, SyncState
 
     state = SyncState(secrets=frozenset({"s3cr3t-value"}))
     text = "KeyError: 'https://user:tok3n@git.example.com/x.git' has s3cr3t-value"

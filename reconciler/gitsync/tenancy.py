@@ -17,8 +17,7 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from reconciler.source import urls
-from reconciler.spec import (
+from reconciler.gitsync.spec import (
     BucketSource,
     EksTarget,
     GitSource,
@@ -28,6 +27,7 @@ from reconciler.spec import (
     namespace_name,
     object_name,
 )
+from reconciler.source import urls
 
 POLICY_MODES = ("off", "audit", "enforce")  # weakest first
 

@@ -25,22 +25,13 @@ from typing import Any, NamedTuple
 
 from prometheus_client import make_wsgi_app
 
-from reconciler import ekscheck, fairness
+from reconciler.aws import ekscheck
 from reconciler.aws import target as eks_target
-from reconciler.clientcache import ClientCache
-from reconciler.drift import Drift, DriftWatcher
-from reconciler.kube import discovery, watch
-from reconciler.kube.apply import FIELD_MANAGER
-from reconciler.kube.client import MERGE_PATCH, Kube, KubeError, UnreachableError
-from reconciler.kube.events import EventRecorder
-from reconciler.kube.lease import LeaderElector
-from reconciler.reconcile import Reconciler, SyncState
-from reconciler.report import conditions as cond
-from reconciler.report import httpserve
-from reconciler.report.alertmanager import Alert, AlertmanagerClient
-from reconciler.report.metrics import Metrics
-from reconciler.source import webhook
-from reconciler.spec import (
+from reconciler.gitsync import fairness
+from reconciler.gitsync.clientcache import ClientCache
+from reconciler.gitsync.drift import Drift, DriftWatcher
+from reconciler.gitsync.reconcile import Reconciler, SyncState
+from reconciler.gitsync.spec import (
     FINALIZER,
     GROUP,
     REQUESTED_AT,
@@ -53,10 +44,20 @@ from reconciler.spec import (
     gitsync_path,
     parse,
 )
+from reconciler.gitsync.tenancy import Tenancy, parse_grant, service_account_user
+from reconciler.kube import discovery, watch
+from reconciler.kube.apply import FIELD_MANAGER
+from reconciler.kube.client import MERGE_PATCH, Kube, KubeError, UnreachableError
+from reconciler.kube.events import EventRecorder
+from reconciler.kube.lease import LeaderElector
+from reconciler.report import conditions as cond
+from reconciler.report import httpserve
+from reconciler.report.alertmanager import Alert, AlertmanagerClient
+from reconciler.report.metrics import Metrics
+from reconciler.source import webhook
 from reconciler.sync.objects import ObjectId
-from reconciler.tenancy import Tenancy, parse_grant, service_account_user
 
-log = logging.getLogger("reconciler.controller")
+log = logging.getLogger("reconciler.gitsync.loop")
 Key = tuple[str, str]
 MAX_BACKOFF = 600.0
 

@@ -20,7 +20,18 @@ from typing import Any
 
 from reconciler import policy
 from reconciler.aws.errors import AwsError
-from reconciler.drift import Desired
+from reconciler.gitsync.drift import Desired
+from reconciler.gitsync.spec import (
+    WEBHOOK_STAMP,
+    BucketSource,
+    EksTarget,
+    GitSource,
+    GitSyncSpec,
+    SpecError,
+    TargetNotAllowedError,
+    gitsync_path,
+)
+from reconciler.gitsync.tenancy import NotAllowedError, Tenancy
 from reconciler.kube import paths
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
@@ -35,22 +46,11 @@ from reconciler.source import urls
 from reconciler.source.artifact import Source, SourceError
 from reconciler.source.limits import TreeLimitError
 from reconciler.source.local import tree_digest
-from reconciler.spec import (
-    WEBHOOK_STAMP,
-    BucketSource,
-    EksTarget,
-    GitSource,
-    GitSyncSpec,
-    SpecError,
-    TargetNotAllowedError,
-    gitsync_path,
-)
 from reconciler.sync import engine, inventory, redact
 from reconciler.sync import prune as pruning
 from reconciler.sync.inventory import InventoryError, InventoryOwnerError
 from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Action
-from reconciler.tenancy import NotAllowedError, Tenancy
 
 log = logging.getLogger("reconciler.gitsync")
 

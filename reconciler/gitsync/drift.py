@@ -24,7 +24,7 @@ from reconciler.sync.inventory import owned_fields
 from reconciler.sync.objects import OWNER_LABEL, ObjectId
 from reconciler.sync.plan import comparable, contains
 
-log = logging.getLogger("reconciler.drift")
+log = logging.getLogger("reconciler.gitsync.drift")
 Key = tuple[str, str]
 
 

@@ -23,7 +23,7 @@ from reconciler.render import document
 from reconciler.render.errors import ManifestError
 from reconciler.report.metrics import Metrics
 
-log = logging.getLogger("reconciler.controller")
+log = logging.getLogger("reconciler.gitsync.loop")
 MIN_POLL_INTERVAL = 1.0
 """Seconds: the least time between DescribeUpdate calls (and between checks); 0 would be a busy loop."""
 
