@@ -246,7 +246,7 @@ def run(**kw: Any) -> None:
                 platform_namespaces=frozenset(kw["platform_namespaces"]),
                 platform_service_account=kw["platform_service_account"],
                 no_cross_namespace_refs=kw["no_cross_namespace_refs"],
-                min_policy_mode=kw["min_policy_mode"],
+                min_policy_mode=spec.PolicyMode(kw["min_policy_mode"]),
                 eks_targets=tuple(
                     tenancy.parse_grant(v, "--allow-eks-target", legacy=True) for v in kw["allow_eks_targets"]
                 ),

@@ -23,9 +23,9 @@ from reconciler.aws.errors import AwsError
 from reconciler.gitsync.drift import Desired
 from reconciler.gitsync.spec import (
     WEBHOOK_STAMP,
-    BucketSource,
+    BucketSourceSpec,
     EksTarget,
-    GitSource,
+    GitSourceSpec,
     GitSyncSpec,
     SpecError,
     TargetNotAllowedError,
@@ -83,7 +83,7 @@ class SyncState:
 def _describe(spec: GitSyncSpec) -> str:
     """The source as a status message names it, without credentials."""
     src = spec.source
-    if isinstance(src, BucketSource):
+    if isinstance(src, BucketSourceSpec):
         return f"s3://{src.bucket}/{src.prefix}"
     return f"{urls.redact(src.url)} ({src.ref})"
 
@@ -236,9 +236,9 @@ class Reconciler:
         return state.source
 
     def _open_source(
-        self, src: GitSource | BucketSource, secret: dict[str, bytes] | None, *, timeout: float, cache_dir: Path
+        self, src: GitSourceSpec | BucketSourceSpec, secret: dict[str, bytes] | None, *, timeout: float, cache_dir: Path
     ) -> Source:
-        if isinstance(src, BucketSource):
+        if isinstance(src, BucketSourceSpec):
             return bucket_source.BucketSource(
                 src.bucket,
                 prefix=src.prefix,
