@@ -33,11 +33,18 @@ class EksOptions:
     """EKS drift of the cluster itself (``run --eks-config``): a ClusterConfig file, e.g. mounted from a ConfigMap."""
 
     config: Path
+    """The ClusterConfig file (--eks-config); no default."""
     variables: dict[str, str]
+    """``${NAME}`` values for it (--eks-substitute); no default (empty: none)."""
+    _: dataclasses.KW_ONLY
     interval: float = 600.0
-    mode: str = "warn"  # warn | correct
+    """Seconds between checks (--eks-interval); default 10m, never under :data:`MIN_POLL_INTERVAL`."""
+    mode: str = "warn"
+    """warn | correct (--eks-drift); default warn: report only, never send an update."""
     region: str | None = None
+    """AWS region (--eks-region); default None: the ClusterConfig's metadata.region."""
     wait: eksupdate.Wait = dataclasses.field(default_factory=eksupdate.Wait)
+    """How an update sent in correct mode is followed; default eksupdate.Wait()'s."""
 
     def __post_init__(self) -> None:
         """Clamp the intervals: whoever builds the options, the controller never hammers the EKS API."""
