@@ -246,7 +246,7 @@ def _eks_options(kw: dict[str, Any]) -> ekscheck.EksOptions | None:
     try:
         variables = parse_pairs(kw["eks_vars"], "--eks-var") | parse_pairs(kw["eks_substitute"], "--eks-substitute")
     except click.BadParameter as e:
-        fail("run", [str(e)])
+        fail("run", [e.format_message()])  # names the flag: there are two
     return ekscheck.EksOptions(
         kw["eks_config"],
         variables,
