@@ -119,8 +119,8 @@ from reconciler.report import logs
 )
 @click.option(
     "--eks-drift",
-    type=click.Choice(["warn", "correct"]),
-    default="warn",
+    type=click.Choice([m.value for m in ekscheck.EksDriftMode]),
+    default=ekscheck.EksDriftMode.WARN.value,
     show_default=True,
     help="correct: also send the in-place updates `reconciler eks sync` would.",
 )
@@ -164,8 +164,8 @@ from reconciler.report import logs
 )
 @click.option(
     "--min-policy-mode",
-    type=click.Choice(["enforce", "audit", "off"]),
-    default="off",
+    type=click.Choice([m.value for m in spec.PolicyMode]),
+    default=spec.PolicyMode.OFF.value,
     show_default=True,
     help="A GitSync's weaker spec.policy.mode is raised to this.",
 )
@@ -251,7 +251,7 @@ def _eks_options(kw: dict[str, Any]) -> ekscheck.EksOptions | None:
         kw["eks_config"],
         variables,
         interval=kw["eks_interval"],
-        mode=kw["eks_drift"],
+        mode=ekscheck.EksDriftMode(kw["eks_drift"]),
         region=kw["eks_region"],
     )
 

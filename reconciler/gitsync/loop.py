@@ -112,6 +112,8 @@ class ControllerOptions:
 
 
 class Controller:
+    """The GitSync controller of one process: its watch, scheduler, workers and listeners."""
+
     def __init__(
         self,
         kube: Kube,
