@@ -26,7 +26,7 @@ log = logging.getLogger("reconciler.gitsync.loop")
 Key = tuple[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DriftReporter:
     kube: Kube
     metrics: Metrics

@@ -58,7 +58,7 @@ def set_finalizer(kube: Kube, obj: dict[str, Any], *, present: bool) -> None:
                 raise
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Finalizer:
     """Deletion handling; the handles are those the GitSync's syncs use (:mod:`reconciler.gitsync.handles`)."""
 

@@ -160,7 +160,11 @@ class Controller:
         )
         self.alerts = AlertmanagerClient(opts.alertmanager_url) if opts.alertmanager_url else None
         self.drift_reports = DriftReporter(
-            kube, self.metrics, self.events, self.alerts, write_status=self.reconciler._patch_status
+            kube=kube,
+            metrics=self.metrics,
+            events=self.events,
+            alerts=self.alerts,
+            write_status=self.reconciler._patch_status,
         )
         self.eks = ekscheck.EksDriftChecker(opts.eks, self.metrics, self.events) if opts.eks else None
         self.servers: list[httpserve.Server] = []
