@@ -177,3 +177,163 @@ def package(binary: str, chart_dir: Path, dest: Path, *, home: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     out = helm(binary, "package", str(chart_dir), "--destination", str(dest), home=home)
     return Path(out.strip().rsplit(": ", 1)[-1])
+
+
+def write_stack_chart(parent: Path, *, name: str = "stack", version: str = "1.0.0", vendor_all: bool = True) -> Path:
+    """A chart in the shape of the addons' upstream charts, written for the tests.
+
+    What real charts do that the demo chart does not: a library chart for shared helpers
+    (``include``), a CRD subchart whose ``crds/`` files start with ``---`` (one CRD per file,
+    behind ``condition: crds.enabled``), a vendored dependency switched off by a condition,
+    ``values.schema.json`` with a required property, ``tpl`` of a value, a ``semverCompare``
+    on ``.Capabilities.KubeVersion``, ``lookup`` (renders against nothing), and hooks with
+    weights and delete policies.  ``vendor_all=False`` leaves one declared dependency out of
+    ``charts/`` (what a chart in git looks like before ``helm dependency build``).
+    """
+    chart = parent / name
+    files = {
+        "Chart.yaml": f"""
+            apiVersion: v2
+            name: {name}
+            version: {version}
+            dependencies:
+              - {{name: common, version: 0.1.0}}
+              - {{name: crds, version: 0.1.0, condition: crds.enabled}}
+              - {{name: exporter, version: 0.1.0, condition: exporter.enabled}}
+              - {{name: ui, version: 0.1.0, condition: ui.enabled}}
+            """,
+        "values.schema.json": """
+            {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "required": ["policy"],
+             "properties": {"policy": {"type": "string", "enum": ["sync", "upsert-only"]}}}
+            """,
+        "values.yaml": """
+            policy: sync
+            replicas: 2
+            podAnnotations: '{"owner": "{{ .Release.Name }}"}'
+            token: ""
+            explode: false
+            crds: {enabled: true}
+            exporter: {enabled: false}
+            ui: {enabled: false}
+            """,
+        "templates/_helpers.tpl": """
+            {{- define "stack.name" -}}{{ .Release.Name }}-{{ .Chart.Name }}{{- end }}
+            """,
+        "templates/deployment.yaml": """
+            {{- if .Values.explode }}{{ fail (printf "explode is set (token %s)" .Values.token) }}{{ end }}
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata:
+              name: {{ include "stack.name" . }}
+              labels: {{- include "common.labels" . | nindent 4 }}
+              annotations: {{- tpl .Values.podAnnotations . | fromJson | toYaml | nindent 4 }}
+            spec:
+              replicas: {{ .Values.replicas }}
+              selector: {matchLabels: {app: {{ include "stack.name" . }}}}
+              template:
+                metadata: {labels: {app: {{ include "stack.name" . }}}}
+                spec:
+                  containers: [{name: main, image: "registry.example/stack:1", args: ["--policy={{ .Values.policy }}"]}]
+            """,
+        "templates/pdb.yaml": """
+            {{- if semverCompare ">=1.21-0" .Capabilities.KubeVersion.Version }}
+            apiVersion: policy/v1
+            {{- else }}
+            apiVersion: policy/v1beta1
+            {{- end }}
+            kind: PodDisruptionBudget
+            metadata:
+              name: {{ include "stack.name" . }}
+            spec:
+              maxUnavailable: 1
+              selector: {matchLabels: {app: {{ include "stack.name" . }}}}
+            """,
+        "templates/secret.yaml": """
+            {{- $existing := lookup "v1" "Secret" .Release.Namespace (include "stack.name" .) }}
+            apiVersion: v1
+            kind: Secret
+            metadata:
+              name: {{ include "stack.name" . }}
+            stringData:
+              token: {{ .Values.token | quote }}
+              origin: {{ if $existing }}cluster{{ else }}rendered{{ end }}
+            """,
+        "templates/hooks.yaml": """
+            apiVersion: batch/v1
+            kind: Job
+            metadata:
+              name: {{ include "stack.name" . }}-migrate
+              annotations:
+                helm.sh/hook: pre-upgrade
+                helm.sh/hook-weight: "-1"
+                helm.sh/hook-delete-policy: hook-succeeded
+            spec:
+              template:
+                spec:
+                  restartPolicy: Never
+                  containers: [{name: m, image: "registry.example/stack:1", args: [migrate]}]
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata:
+              name: {{ include "stack.name" . }}-ready
+              annotations:
+                helm.sh/hook: post-install
+            data: {ready: "yes"}
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata:
+              name: {{ include "stack.name" . }}-cleanup
+              annotations:
+                helm.sh/hook: pre-delete
+            data: {step: cleanup}
+            """,
+        "charts/common/Chart.yaml": """
+            apiVersion: v2
+            name: common
+            version: 0.1.0
+            type: library
+            """,
+        "charts/common/templates/_labels.tpl": """
+            {{- define "common.labels" -}}
+            app.kubernetes.io/name: {{ .Chart.Name }}
+            app.kubernetes.io/instance: {{ .Release.Name }}
+            {{- end }}
+            """,
+        "charts/crds/Chart.yaml": """
+            apiVersion: v2
+            name: crds
+            version: 0.1.0
+            """,
+        "charts/exporter/Chart.yaml": """
+            apiVersion: v2
+            name: exporter
+            version: 0.1.0
+            """,
+        "charts/exporter/templates/daemonset.yaml": """
+            apiVersion: apps/v1
+            kind: DaemonSet
+            metadata: {name: "{{ .Release.Name }}-exporter"}
+            spec:
+              selector: {matchLabels: {app: exporter}}
+              template:
+                metadata: {labels: {app: exporter}}
+                spec: {containers: [{name: e, image: "registry.example/exporter:1"}]}
+            """,
+    }
+    if vendor_all:
+        files["charts/ui/Chart.yaml"] = "apiVersion: v2\nname: ui\nversion: 0.1.0\n"
+    _write(chart, files)
+    for plural in ("gadgets", "gizmos"):
+        crd = (
+            "---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+            f"metadata: {{name: {plural}.stack.example.com}}\n"
+            f"spec:\n  group: stack.example.com\n  scope: Namespaced\n"
+            f"  names: {{kind: {plural.title()[:-1]}, plural: {plural}, singular: {plural[:-1]}}}\n"
+            "  versions:\n    - name: v1\n      served: true\n      storage: true\n"
+            "      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+        )
+        (chart / "charts/crds/crds").mkdir(parents=True, exist_ok=True)
+        (chart / f"charts/crds/crds/crd-{plural}.yaml").write_text(crd, encoding="utf-8")
+    return chart
