@@ -54,9 +54,10 @@ class HelmRender:
     """One chart's render, split the way the sync applies it."""
 
     chart: ChartArtifact  # name, resolved version, digest, where it came from
-    crds: tuple[Manifest, ...]  # from crds/ directories: applied per the install/upgrade CRD policy
-    manifests: tuple[Manifest, ...]  # every other object, including CRDs a template renders
-    hooks: tuple[Hook, ...]  # pre-/post- install/upgrade hooks in Helm's order
+    # the objects stay out of repr: a rendered Secret (or a Secret value in any object) must not reach a log
+    crds: tuple[Manifest, ...] = field(repr=False)  # from crds/: applied per the install/upgrade CRD policy
+    manifests: tuple[Manifest, ...] = field(repr=False)  # every other object, including CRDs a template renders
+    hooks: tuple[Hook, ...] = field(repr=False)  # pre-/post- install/upgrade hooks in Helm's order
     skipped: tuple[str, ...]  # "Kind/name: why" for test hooks and hooks with no counterpart in a sync
     install: Phase
     upgrade: Phase

@@ -170,10 +170,13 @@ def _env(home: str) -> dict[str, str]:
 
 
 def _clean(stderr: str, chart_dir: Path, sensitive: Iterable[str]) -> str:
-    msg = "\n".join(
-        line for line in stderr.splitlines() if not line.startswith(("WARNING:", "level=WARN", "Use --debug flag"))
-    )
-    msg = msg.strip().removeprefix("Error: ").strip() or stderr.strip()
+    """Helm's error as one line (it ends up in an Event and a status condition), without our paths."""
+    lines = [
+        line.strip()
+        for line in stderr.splitlines()
+        if line.strip() and not line.startswith(("WARNING:", "level=WARN", "Use --debug flag"))
+    ]
+    msg = " ".join(lines).removeprefix("Error: ").strip() or " ".join(stderr.split())
     for prefix in (str(chart_dir.parent) + os.sep, str(chart_dir)):
         msg = msg.replace(prefix, "")
     if m := _MISSING_DEPS.search(msg):
