@@ -123,7 +123,7 @@ def _only(raw: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
         raise SpecError(f"{where}.{unknown[0]}: unknown field (expected one of {', '.join(allowed)})")
 
 
-def _string(raw: Mapping[str, Any], key: str, where: str, *, default: str | None = None) -> str | None:
+def _string(raw: Mapping[str, Any], key: str, *, where: str, default: str | None = None) -> str | None:
     value = raw.get(key, default)
     if value is not None and (not isinstance(value, str) or not value.strip()):
         raise SpecError(f"{where}.{key}: must be a non-empty string")
@@ -159,7 +159,7 @@ def relative_path(value: Any, where: str) -> str:
 def _repository(raw: Any, where: str) -> ChartRepository:
     raw = _mapping(raw, where)
     _only(raw, ("url", "secretRef", "certSecretRef", "provider", "insecure"), where)
-    url = _string(raw, "url", where)
+    url = _string(raw, "url", where=where)
     if url is None:
         raise SpecError(f"{where}.url: required (https://, http:// or oci://)")
     parts = urllib.parse.urlsplit(url)
@@ -189,14 +189,14 @@ def _chart(raw: Any, where: str) -> ChartSpec:
     spec = _mapping(outer.get("spec"), where)
     _only(spec, ("chart", "version", "repository"), where)
     repository = _repository(spec["repository"], f"{where}.repository") if "repository" in spec else None
-    name = _string(spec, "chart", where)
+    name = _string(spec, "chart", where=where)
     if name is None:
         raise SpecError(f"{where}.chart: required (a chart name, or a path in the source without repository)")
     if repository is None:
         relative_path(name, f"{where}.chart")
     elif not _CHART_NAME.fullmatch(name) or len(name) > 250:
         raise SpecError(f"{where}.chart: {name!r} is not a chart name (letters, digits, '.', '_', '-')")
-    version = _string(spec, "version", where, default="*") or "*"
+    version = _string(spec, "version", where=where, default="*") or "*"
     if repository is not None and not semver.is_exact(version):
         try:
             semver.parse_constraint(version)
@@ -216,7 +216,7 @@ def _values_from(raw: Any, where: str) -> tuple[ValuesReference, ...]:
         kind = item.get("kind")
         if kind not in ("ConfigMap", "Secret"):
             raise SpecError(f"{at}.kind: {kind!r} must be ConfigMap or Secret")
-        key = _string(item, "valuesKey", at, default=DEFAULT_VALUES_KEY) or DEFAULT_VALUES_KEY
+        key = _string(item, "valuesKey", where=at, default=DEFAULT_VALUES_KEY) or DEFAULT_VALUES_KEY
         if len(key) > 253 or not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
             raise SpecError(f"{at}.valuesKey: {key!r} is not a valid ConfigMap/Secret key")
         target = item.get("targetPath", "")
