@@ -124,26 +124,26 @@ def chart_request(spec: HelmSpec, objects: ObjectData) -> ChartRequest:
     )
 
 
-def _values_file(root: Path, path: str, *, chart: str) -> tuple[str, str]:
+def _values_file(root: Path, path: str) -> tuple[str, str]:
     real = confine(root, path)
     if not real.is_file():
-        raise RenderError(path, None, f"chart {chart}: values file is not a file")
+        raise RenderError(path, None, "values file is not a file")
     if real.stat().st_size > MAX_VALUES_FILE_BYTES:
-        raise RenderError(path, None, f"chart {chart}: values file is over {MAX_VALUES_FILE_BYTES} bytes")
+        raise RenderError(path, None, f"values file is over {MAX_VALUES_FILE_BYTES} bytes")
     try:
         return path, real.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise RenderError(path, None, f"chart {chart}: values file is not UTF-8 text") from None
+        raise RenderError(path, None, "values file is not UTF-8 text") from None
 
 
 def merged_values(inputs: HelmInputs, *, chart: str) -> MergedValues:
     """valuesFiles, then valuesFrom, then inline values (Flux's order); errors name chart and culprit."""
     spec = inputs.spec
-    files = [_values_file(inputs.root, p, chart=chart) for p in spec.values_files]
     try:
+        files = [_values_file(inputs.root, p) for p in spec.values_files]
         return merge_values(files=files, references=spec.values_from, objects=inputs.objects, inline=spec.values)
     except RenderError as e:
-        raise RenderError(e.file, e.doc, f"chart {chart}: {e.why}") from None
+        raise RenderError(f"chart {chart}: {e.file}", e.doc, e.why) from None
 
 
 def _manifests(objs: tuple[dict[str, object], ...], *, label: str) -> tuple[Manifest, ...]:

@@ -159,11 +159,16 @@ def test_values_merge_in_flux_order_and_secret_values_are_never_printed(tree: Pa
     ("change", "error", "message"),
     [
         ({"values": {"policy": "delete-all"}}, RenderError, r"chart stack@1\.0\.0: helm template failed: .*policy"),
-        ({"valuesFiles": ["values/missing.yaml"]}, RenderError, r"values/missing\.yaml.*no such file"),
+        (
+            {"valuesFiles": ["values/missing.yaml"]},
+            RenderError,
+            r"chart stack@1\.0\.0: values/missing\.yaml: no such file",
+        ),
         (
             {"valuesFrom": [{"kind": "ConfigMap", "name": "absent"}]},
             RenderError,
-            r"chart stack@1\.0\.0: ConfigMap 'absent' not found \(and the reference is not optional\)",
+            r"chart stack@1\.0\.0: valuesFrom\[0\] \(ConfigMap/absent key 'values\.yaml'\): "
+            r"ConfigMap 'absent' not found \(and the reference is not optional\)",
         ),
         ({"chart": {"spec": {"chart": "charts/none"}}}, SourceError, r"chart charts/none: no such directory"),
     ],
