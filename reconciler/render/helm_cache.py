@@ -60,8 +60,8 @@ class RenderKey:
 
 
 def clone(value: Any) -> Any:
-    """A deep copy of JSON-shaped data (maps, lists, immutable scalars): ~4x faster than ``copy.deepcopy``,
-    which matters for a chart of large objects (kube-prometheus-stack: 190 objects)."""
+    """A deep copy of JSON-shaped data (maps, lists, immutable scalars): about twice as fast as
+    ``copy.deepcopy`` (no memo), which a no-op of a chart of large objects pays on every reconcile."""
     if type(value) is dict:
         return {k: clone(v) for k, v in value.items()}
     if type(value) is list:
