@@ -121,6 +121,7 @@ def chart_request(spec: HelmSpec, objects: ObjectData) -> ChartRequest:
         ca_pem=ca_from_secret(tls) if tls is not None else None,
         provider="aws" if repo.provider == "aws" else "generic",
         plain_http=repo.insecure,
+        recheck_after=spec.interval or 0.0,
     )
 
 

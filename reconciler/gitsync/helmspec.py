@@ -96,7 +96,7 @@ class HelmSpec:
     chart: ChartSpec
     release_name: str  # default: the GitSync's name
     target_namespace: str | None = None  # default none: the GitSync's targetNamespace, else its namespace
-    interval: float | None = None  # seconds between index/tag checks for a range; default: the GitSync's interval
+    interval: float | None = None  # seconds a resolved chart is reused without asking; default none: every reconcile
     values: Mapping[str, Any] = field(default_factory=dict)  # inline values, applied last; default {}
     values_files: tuple[str, ...] = ()  # paths in the source (from its root), merged first; default none
     values_from: tuple[ValuesReference, ...] = ()  # ConfigMap/Secret keys, merged between; default none

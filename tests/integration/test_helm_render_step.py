@@ -268,3 +268,22 @@ def test_chart_from_an_oci_registry_with_docker_config_credentials(
         assert first.revision.startswith("stack@1.2.0@sha256:")
         assert step(tmp_path, spec, objects=objects).cached
         assert (reg.blob_downloads(), step.cache.renders) == (1, 1)
+
+
+@pytest.mark.usefixtures("helm_bin")
+def test_interval_reuses_a_resolved_chart_without_asking_the_repository(stack_tgz: Path, tmp_path: Path) -> None:
+    with ChartRepoServer(tmp_path / "repo") as repo:
+        shutil.copy(stack_tgz, repo.root)
+        helm(build_tool("helm"), "repo", "index", str(repo.root), "--url", repo.url, home=tmp_path / "home")
+        now = [1000.0]
+        step = Step(tmp_path)
+        step.resolver.clock = lambda: now[0]
+        spec = {"chart": {"spec": {"chart": "stack", "repository": {"url": repo.url}}}, "interval": "10m"}
+        step(tmp_path, spec)
+        asked = len(repo.requests)
+        now[0] += 599
+        assert step(tmp_path, spec).cached
+        assert len(repo.requests) == asked  # within the interval: no request at all
+        now[0] += 2
+        assert step(tmp_path, spec).cached
+        assert repo.requests[asked:] == [("/index.yaml", 0)]  # past it: the index is asked again, nothing else

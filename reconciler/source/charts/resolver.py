@@ -8,11 +8,14 @@ chart from the source is read in place (it is already on disk, in the fetched re
 digest is a hash of its files.
 
 One client per (URL, credentials, CA, provider, plain HTTP) is kept, so connection pools and
-registry tokens survive between reconciles; the table is bounded like the caches are.
+registry tokens survive between reconciles; the table is bounded like the caches are.  With
+``recheck_after`` (``spec.helm.interval``, Flux's HelmRepository interval), a chart resolved less
+than that long ago is reused without a request: a no-op reconcile then costs no network at all.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ class ChartRequest:
     ca_pem: str | None = field(default=None, repr=False)  # PEM bundle; default the system's CAs
     provider: Literal["generic", "aws"] = "generic"  # default generic; aws: ECR token via boto3
     plain_http: bool = False  # OCI only: talk HTTP to the registry; default false
+    recheck_after: float = 0.0  # seconds a resolved chart is reused without asking the server; default 0 (always ask)
 
     def oci_url(self) -> str:
         """The full ``oci://host/path/chart`` (Flux's convention: the chart name goes after the URL)."""
@@ -56,12 +60,15 @@ class ChartResolver:
         cache: ChartCache | None = None,
         limits: archive.ArchiveLimits | None = None,
         ecr_client_factory: Callable[[str], Any] = default_ecr_client,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cache = cache or ChartCache()
         self.limits = limits or archive.ArchiveLimits()
         self.ecr_client_factory = ecr_client_factory
         self._clients: OrderedDict[tuple[object, ...], HelmRepository | OCIRegistry] = OrderedDict()
         self._retired_requests = 0
+        self._resolved: OrderedDict[ChartRequest, tuple[float, ChartArtifact]] = OrderedDict()
+        self.clock = clock
 
     @property
     def requests(self) -> int:
@@ -73,10 +80,20 @@ class ChartResolver:
         """The chart ``request`` names; ``root`` is the fetched source (for a chart in the source)."""
         if request.url is None:
             return chart_from_tree(root, request.chart, limits=self.limits)
+        remembered = self._resolved.get(request)
+        now = self.clock()
+        if remembered and now - remembered[0] < request.recheck_after and remembered[1].path.is_dir():
+            return remembered[1]
         client = self._client(request)
         if isinstance(client, OCIRegistry):
-            return client.fetch(request.oci_url(), request.version)
-        return client.fetch(request.chart, request.version)
+            artifact = client.fetch(request.oci_url(), request.version)
+        else:
+            artifact = client.fetch(request.chart, request.version)
+        self._resolved[request] = (now, artifact)
+        self._resolved.move_to_end(request)
+        while len(self._resolved) > MAX_CLIENTS * 4:
+            self._resolved.popitem(last=False)
+        return artifact
 
     def _client(self, request: ChartRequest) -> HelmRepository | OCIRegistry:
         key = (request.url, request.credentials, request.ca_pem, request.provider, request.plain_http)
