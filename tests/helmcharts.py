@@ -337,3 +337,168 @@ def write_stack_chart(parent: Path, *, name: str = "stack", version: str = "1.0.
         (chart / "charts/crds/crds").mkdir(parents=True, exist_ok=True)
         (chart / f"charts/crds/crds/crd-{plural}.yaml").write_text(crd, encoding="utf-8")
     return chart
+
+
+# The addons of examples/helm, written for the tests in their upstream charts' shape: the same
+# chart names and the same values keys (so the example's values mean the same thing), with
+# just enough templates to show that those values land where the upstream charts put them.
+ADDON_CHARTS: dict[str, dict[str, str]] = {
+    "cluster-autoscaler": {
+        "Chart.yaml": "apiVersion: v2\nname: cluster-autoscaler\nversion: 9.59.0\nappVersion: 1.35.0\n",
+        "values.yaml": """
+            cloudProvider: aws
+            autoDiscovery: {clusterName: ""}
+            awsRegion: ""
+            image: {repository: registry.k8s.io/autoscaling/cluster-autoscaler, tag: v1.35.0}
+            extraArgs: {logtostderr: true, stderrthreshold: info, v: 4}
+            fullnameOverride: ""
+            priorityClassName: system-cluster-critical
+            rbac: {create: true, serviceAccount: {name: ""}}
+            """,
+        "templates/_helpers.tpl": """
+            {{- define "ca.fullname" -}}
+            {{- $default := printf "%s-%s-cluster-autoscaler" .Release.Name .Values.cloudProvider -}}
+            {{- .Values.fullnameOverride | default $default -}}
+            {{- end }}
+            """,
+        "templates/serviceaccount.yaml": """
+            {{- if .Values.rbac.create }}
+            apiVersion: v1
+            kind: ServiceAccount
+            metadata:
+              name: {{ .Values.rbac.serviceAccount.name | default (include "ca.fullname" .) }}
+              namespace: {{ .Release.Namespace }}
+            {{- end }}
+            """,
+        "templates/deployment.yaml": """
+            {{- $cluster := required "autoDiscovery.clusterName is required" .Values.autoDiscovery.clusterName }}
+            {{- $tags := printf "k8s.io/cluster-autoscaler/enabled,k8s.io/cluster-autoscaler/%s" $cluster }}
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata:
+              name: {{ include "ca.fullname" . }}
+              namespace: {{ .Release.Namespace }}
+            spec:
+              selector: {matchLabels: {app: {{ include "ca.fullname" . }}}}
+              template:
+                metadata: {labels: {app: {{ include "ca.fullname" . }}}}
+                spec:
+                  priorityClassName: {{ .Values.priorityClassName }}
+                  serviceAccountName: {{ .Values.rbac.serviceAccount.name | default (include "ca.fullname" .) }}
+                  containers:
+                    - name: aws-cluster-autoscaler
+                      image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+                      command:
+                        - ./cluster-autoscaler
+                        - --cloud-provider={{ .Values.cloudProvider }}
+                        - --node-group-auto-discovery=asg:tag={{ $tags }}
+                        {{- range $key, $value := .Values.extraArgs }}
+                        - --{{ $key }}={{ $value }}
+                        {{- end }}
+                      env: [{name: AWS_REGION, value: {{ .Values.awsRegion | quote }}}]
+            """,
+    },
+    "external-dns": {
+        "Chart.yaml": "apiVersion: v2\nname: external-dns\nversion: 1.21.1\nappVersion: 0.21.0\n",
+        "values.schema.json": """
+            {"type": "object", "required": ["policy"],
+             "properties": {"policy": {"type": "string", "enum": ["create-only", "sync", "upsert-only"]}}}
+            """,
+        "values.yaml": """
+            provider: {name: aws}
+            policy:
+            registry: txt
+            sources: [service, ingress]
+            domainFilters: []
+            txtOwnerId: ""
+            """,
+        "crds/dnsendpoints.yaml": """
+            ---
+            apiVersion: apiextensions.k8s.io/v1
+            kind: CustomResourceDefinition
+            metadata: {name: dnsendpoints.externaldns.k8s.io}
+            spec:
+              group: externaldns.k8s.io
+              scope: Namespaced
+              names: {kind: DNSEndpoint, plural: dnsendpoints, singular: dnsendpoint}
+              versions:
+                - name: v1alpha1
+                  served: true
+                  storage: true
+                  schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+            """,
+        "templates/deployment.yaml": """
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {name: {{ .Release.Name }}, namespace: {{ .Release.Namespace }}}
+            spec:
+              selector: {matchLabels: {app: {{ .Release.Name }}}}
+              template:
+                metadata: {labels: {app: {{ .Release.Name }}}}
+                spec:
+                  containers:
+                    - name: external-dns
+                      image: registry.k8s.io/external-dns/external-dns:v{{ .Chart.AppVersion }}
+                      args:
+                        {{- range .Values.sources }}
+                        - --source={{ . }}
+                        {{- end }}
+                        - --policy={{ .Values.policy }}
+                        - --registry={{ .Values.registry }}
+                        {{- with .Values.txtOwnerId }}
+                        - --txt-owner-id={{ . }}
+                        {{- end }}
+                        {{- range .Values.domainFilters }}
+                        - --domain-filter={{ . }}
+                        {{- end }}
+                        - --provider={{ .Values.provider.name }}
+            """,
+    },
+    "metrics-server": {
+        "Chart.yaml": "apiVersion: v2\nname: metrics-server\nversion: 3.13.1\nappVersion: 0.8.1\n",
+        "values.yaml": """
+            defaultArgs:
+              - --cert-dir=/tmp
+              - --kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname
+              - --kubelet-use-node-status-port
+              - --metric-resolution=15s
+            args: []
+            priorityClassName: ""
+            """,
+        "templates/deployment.yaml": """
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {name: {{ .Release.Name }}, namespace: {{ .Release.Namespace }}}
+            spec:
+              selector: {matchLabels: {app: {{ .Release.Name }}}}
+              template:
+                metadata: {labels: {app: {{ .Release.Name }}}}
+                spec:
+                  {{- with .Values.priorityClassName }}
+                  priorityClassName: {{ . }}
+                  {{- end }}
+                  containers:
+                    - name: metrics-server
+                      image: registry.k8s.io/metrics-server/metrics-server:v{{ .Chart.AppVersion }}
+                      args: {{- concat .Values.defaultArgs .Values.args | toYaml | nindent 12 }}
+            """,
+        "templates/apiservice.yaml": """
+            apiVersion: apiregistration.k8s.io/v1
+            kind: APIService
+            metadata: {name: v1beta1.metrics.k8s.io}
+            spec:
+              service: {name: {{ .Release.Name }}, namespace: {{ .Release.Namespace }}}
+              group: metrics.k8s.io
+              version: v1beta1
+              insecureSkipTLSVerify: true
+              groupPriorityMinimum: 100
+              versionPriority: 100
+            """,
+    },
+}
+
+
+def write_addon_chart(parent: Path, name: str) -> Path:
+    """One of ADDON_CHARTS at ``parent/name``; returns its directory."""
+    _write(parent / name, ADDON_CHARTS[name])
+    return parent / name
