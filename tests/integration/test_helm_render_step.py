@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import awsserver
 import pytest
 from chartservers import ChartRepoServer, registry
 from helmcharts import build_tool, helm, package, write_stack_chart
@@ -287,3 +288,27 @@ def test_interval_reuses_a_resolved_chart_without_asking_the_repository(stack_tg
         now[0] += 2
         assert step(tmp_path, spec).cached
         assert repo.requests[asked:] == [("/index.yaml", 0)]  # past it: the index is asked again, nothing else
+
+
+@pytest.mark.usefixtures("helm_bin")
+def test_chart_from_ecr_with_provider_aws(aws: awsserver.MotoServer, stack_tgz: Path, tmp_path: Path) -> None:
+    """provider aws and no secretRef: the registry accepts only the password moto's ECR issues."""
+    token = aws.client("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    with registry(build_tool("registry"), tmp_path / "registry", auth=True, username=user, password=password) as reg:
+        helm(
+            build_tool("helm"),
+            *("push", str(stack_tgz), f"oci://{reg.host}/charts", "--plain-http"),
+            *("--username", user, "--password", password),
+            home=tmp_path / "home",
+        )
+        step = Step(tmp_path)
+        step.resolver.ecr_client_factory = lambda region: aws.client("ecr", region_name=region)
+        repository = {"url": f"oci://{reg.host}/charts", "provider": "aws", "insecure": True}
+        r = step(tmp_path, {"chart": {"spec": {"chart": "stack", "version": "1.2.0", "repository": repository}}})
+        assert r.revision.startswith("stack@1.2.0@sha256:")
+        anonymous = {**repository, "provider": "generic"}
+        with pytest.raises(SourceError, match=r"chart stack@1\.2\.0: .* requires credentials \(HTTP 401\)"):
+            Step(tmp_path / "b")(
+                tmp_path, {"chart": {"spec": {"chart": "stack", "version": "1.2.0", "repository": anonymous}}}
+            )
