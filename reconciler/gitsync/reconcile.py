@@ -23,9 +23,8 @@ from reconciler.aws.errors import AwsError
 from reconciler.gitsync.drift import Desired
 from reconciler.gitsync.spec import (
     WEBHOOK_STAMP,
-    BucketSource,
-    EksTarget,
-    GitSource,
+    BucketSourceSpec,
+    GitSourceSpec,
     GitSyncSpec,
     SpecError,
     TargetNotAllowedError,
@@ -47,7 +46,6 @@ from reconciler.source.artifact import Source, SourceError
 from reconciler.source.limits import TreeLimitError
 from reconciler.source.local import tree_digest
 from reconciler.sync import engine, inventory, redact
-from reconciler.sync import prune as pruning
 from reconciler.sync.inventory import InventoryError, InventoryOwnerError
 from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Action
@@ -83,7 +81,7 @@ class SyncState:
 def _describe(spec: GitSyncSpec) -> str:
     """The source as a status message names it, without credentials."""
     src = spec.source
-    if isinstance(src, BucketSource):
+    if isinstance(src, BucketSourceSpec):
         return f"s3://{src.bucket}/{src.prefix}"
     return f"{urls.redact(src.url)} ({src.ref})"
 
@@ -236,9 +234,9 @@ class Reconciler:
         return state.source
 
     def _open_source(
-        self, src: GitSource | BucketSource, secret: dict[str, bytes] | None, *, timeout: float, cache_dir: Path
+        self, src: GitSourceSpec | BucketSourceSpec, secret: dict[str, bytes] | None, *, timeout: float, cache_dir: Path
     ) -> Source:
-        if isinstance(src, BucketSource):
+        if isinstance(src, BucketSourceSpec):
             return bucket_source.BucketSource(
                 src.bucket,
                 prefix=src.prefix,
@@ -324,7 +322,7 @@ class Reconciler:
     # ------------------------------------------------------------------ the reconcile
 
     def reconcile(
-        self, obj: dict[str, Any], spec: GitSyncSpec, state: SyncState, ready_of: Any, handled_request: str | None
+        self, obj: dict[str, Any], spec: GitSyncSpec, *, state: SyncState, ready_of: Any, handled_request: str | None
     ) -> Outcome:
         md = obj["metadata"]
         ns, name = md["namespace"], md["name"]
@@ -519,7 +517,9 @@ class Reconciler:
                     resource = mapper.find(item.desired["apiVersion"], item.desired["kind"])
                 except UnknownKindError:  # a kind gone since the apply is simply not watched
                     continue
-                tracked[item.oid] = Desired.after_apply(item.desired, live_after.get(item.oid), entry.fields, resource)
+                tracked[item.oid] = Desired.after_apply(
+                    item.desired, live_after.get(item.oid), fields=entry.fields, resource=resource
+                )
         return Outcome(ok=True, revision=revision, tracked=tracked)
 
     def policies(self) -> policy.PolicySet | None:
@@ -594,79 +594,3 @@ class Reconciler:
         self.metrics.last_success.labels(ns, name).set(time.time())
         self.metrics.set_revision(ns, name, revision)
         return Outcome(ok=True, revision=revision)
-
-    def finalize(self, obj: dict[str, Any], spec: GitSyncSpec | None) -> str | None:
-        """On deletion: prune everything the GitSync owns if ``prune: true``, else orphan it.
-
-        A suspended GitSync orphans (as in Flux: suspend, then delete, hands the objects over),
-        and the prune runs as the GitSync's ServiceAccount when it has one, so deletion is held
-        to the same RBAC as apply. Either way the inventory goes too, from where it lives: the
-        target when there is one. Returns an error message, or None when the finalizer may go.
-
-        An orphaning GitSync never waits for its target: if the target cannot be reached its
-        inventory stays there, and the owner stamp on it keeps a later GitSync of the same name
-        from pruning the orphans (it stops with InventoryConflict instead).
-        """
-        md = obj["metadata"]
-        ns, name = md["namespace"], md["name"]
-        gid = f"{ns}/{name}"
-        uid = str(md.get("uid") or "")
-        orphan = spec is None or not spec.prune or spec.suspend
-        remote = spec.target if spec is not None else None
-        # An invalid spec still has a namespace: its local reads and writes go through the
-        # identity the tenancy flags give any GitSync there, never the controller's own.
-        bare = spec if spec is not None else GitSyncSpec(git=None)
-        local = self._reader(ns, bare)
-        try:
-            kube, mapper = self._handles(ns, spec) if spec is not None else (local, self.mapper)
-        except (AwsError, SpecError) as e:
-            applied = bool((obj.get("status") or {}).get("lastAppliedRevision"))
-            if not orphan and applied:
-                return f"GitSync {gid}: cannot prune on deletion: cannot connect to the target cluster: {e}"
-            # Orphaning, or never applied anything there (e.g. a target the allow-list refused):
-            # there is nothing to wait for, and holding the finalizer would only block deletion.
-            self._inventory_left(obj, remote, f"cannot connect to the target cluster: {e}")
-            return None
-        if orphan:
-            why = "spec invalid" if spec is None else ("suspended" if spec.prune else "prune: false")
-            log.info(f"GitSync deleted; objects orphaned ({why})", extra={"gitsync": gid})
-        else:
-            opts = engine.Options(
-                name=name, namespace=ns, prune=True, guard=pruning.Guard(allow_mass_prune=True), owner_uid=uid
-            )
-            try:
-                res = engine.run(kube, mapper, [], "", opts)
-            except InventoryOwnerError as e:  # it owns nothing there: nothing to wait for
-                log.warning(f"GitSync {gid}: deleted, nothing pruned: {e}", extra={"gitsync": gid})
-                self.metrics.forget(ns, name)
-                return None
-            except (InventoryError, KubeError, UnreachableError) as e:
-                return f"GitSync {gid}: cannot prune on deletion: {e}"
-            if res.errors:
-                return f"GitSync {gid}: cannot prune on deletion: {res.errors[0]}"
-            n = len(res.pruned.deleted) if res.pruned else 0
-            log.info(f"GitSync deleted; pruned {n} objects", extra={"gitsync": gid})
-        # The inventory lives next to the objects: on the remote target when there is one.
-        try:
-            inventory.delete(kube if remote is not None else local, ns, name, uid)
-        except InventoryOwnerError as e:
-            log.warning(f"GitSync {gid}: deleted; {e}: left as it is", extra={"gitsync": gid})
-        except (KubeError, UnreachableError) as e:
-            if orphan and remote is not None:
-                self._inventory_left(obj, remote, str(e))
-                return None
-            return f"GitSync {gid}: cannot delete the inventory: {e}"
-        self.metrics.forget(ns, name)
-        return None
-
-    def _inventory_left(self, obj: dict[str, Any], target: EksTarget | None, reason: str) -> None:
-        """An orphaning GitSync whose remote inventory cannot be deleted: one ERROR line, and the
-        finalizer goes anyway (a target gone for good must not hold a deletion forever)."""
-        md = obj["metadata"]
-        gid = f"{md['namespace']}/{md['name']}"
-        log.error(
-            f"GitSync {gid}: deleted, objects orphaned, but its inventory ConfigMap "
-            f"{md['namespace']}/{inventory.configmap_name(md['name'])} stays in {target}: {reason}",
-            extra={"gitsync": gid, "reason": "TargetFailed"},
-        )
-        self.metrics.forget(md["namespace"], md["name"])
