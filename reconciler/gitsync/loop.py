@@ -30,6 +30,7 @@ from reconciler.aws import target as eks_target
 from reconciler.gitsync import fairness
 from reconciler.gitsync.clientcache import ClientCache
 from reconciler.gitsync.drift import Drift, DriftWatcher
+from reconciler.gitsync.errors import InvalidSpecError, UnexpectedError
 from reconciler.gitsync.reconcile import Reconciler, SyncState
 from reconciler.gitsync.spec import (
     FINALIZER,
@@ -143,9 +144,9 @@ class Controller:
         self.reconciler = Reconciler(
             kube,
             self.mapper,
-            self.metrics,
-            self.events,
-            opts.cache_dir,
+            metrics=self.metrics,
+            events=self.events,
+            cache_dir=opts.cache_dir,
             clients=self.clients_for,
             policies_dir=opts.policies_dir,
             readers=self.reader_for,
@@ -325,9 +326,7 @@ class Controller:
             self._patch_finalizers(obj, add=True)  # the MODIFIED event brings us back
             return None
         if spec is None:
-            self.reconciler._fail(
-                obj, "InvalidSpec", "SyncFailed", f"GitSync {key[0]}/{key[1]}: {spec_error}", stalled=True
-            )
+            self.reconciler.fail(obj, InvalidSpecError(spec_error, stage=None))
             return None
         if spec.suspend:
             log.info("suspended; not reconciling", extra={"gitsync": f"{key[0]}/{key[1]}"})
@@ -339,7 +338,7 @@ class Controller:
             return None  # lost the lease: the new leader reconciles
         self.drift.pause(key)
         try:
-            out = self.reconciler.reconcile(obj, spec, state, self._ready_of, req)
+            out = self.reconciler.reconcile(obj, spec, state=state, ready_of=self._ready_of, handled_request=req)
         except Exception as e:
             self.drift.resume(key)
             # The exception's text may carry anything it was built from (a URL with a token, a
@@ -347,9 +346,7 @@ class Controller:
             # traceback only at DEBUG.
             text = self.reconciler.scrub(state, f"{type(e).__name__}: {e}")
             log.debug("unexpected error", exc_info=True, extra={"gitsync": f"{key[0]}/{key[1]}"})
-            out = self.reconciler._fail(
-                obj, "ReconciliationFailed", "SyncFailed", f"GitSync {key[0]}/{key[1]}: unexpected error: {text}"
-            )
+            out = self.reconciler.fail(obj, UnexpectedError(text, stage=None))
         # The drift watch sees the management cluster only: a remote target is corrected at each interval.
         watch_drift = spec.drift_mode != "off" and spec.target is None
         if not (out.ok and out.tracked is not None and watch_drift):
