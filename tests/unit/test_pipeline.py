@@ -26,7 +26,7 @@ from reconciler.gitsync.errors import (
 from reconciler.gitsync.outcome import Outcomes
 from reconciler.gitsync.pipeline import sync_revision
 from reconciler.gitsync.results import Settled, Stage, SyncOptions, SyncResult
-from reconciler.policy import load_policies
+from reconciler.policy import PolicySet, load_policies
 from reconciler.report import conditions as cond
 from reconciler.report.metrics import Metrics
 from reconciler.sync import inventory
@@ -38,7 +38,7 @@ WRITES = {"write_ahead", "apply", "prune", "record"}
 
 
 def run(steps: FakeSteps, cluster: FakeCluster, **options: object) -> SyncResult:
-    opts = SyncOptions("apps", "team", **options)  # type: ignore[arg-type]
+    opts = SyncOptions("apps", "team", **options)
     return sync_revision(steps=steps, cluster=cluster, options=opts)
 
 
@@ -185,7 +185,7 @@ def test_a_held_revision_is_left_as_it_is_without_evaluating_policies() -> None:
     assert calls == ["fetch", "render", "policies", "hold"]
 
 
-def _policies(tmp_path: Path, action: str) -> object:
+def _policies(tmp_path: Path, action: str) -> PolicySet:
     vap = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -211,7 +211,7 @@ def _policies(tmp_path: Path, action: str) -> object:
 
 def test_a_denied_revision_is_reported_then_refused_before_the_inventory_is_read(tmp_path: Path) -> None:
     calls: list[str] = []
-    steps = FakeSteps(calls, manifests=[cm("bad")], policy_set=_policies(tmp_path, "Deny"))  # type: ignore[arg-type]
+    steps = FakeSteps(calls, manifests=[cm("bad")], policy_set=_policies(tmp_path, "Deny"))
     with pytest.raises(PolicyViolationError) as e:
         run(steps, FakeCluster(calls))
     assert (e.value.reason, e.value.event_reason, e.value.stage) == ("PolicyViolation", "PolicyViolation", Stage.POLICY)
@@ -223,7 +223,7 @@ def test_a_denied_revision_is_reported_then_refused_before_the_inventory_is_read
 @pytest.mark.parametrize("mode", ["audit", "off"])
 def test_audit_reports_and_off_skips_a_deny_and_both_go_on(tmp_path: Path, mode: str) -> None:
     calls: list[str] = []
-    steps = FakeSteps(calls, manifests=[cm("bad")], policy_set=_policies(tmp_path, "Deny"))  # type: ignore[arg-type]
+    steps = FakeSteps(calls, manifests=[cm("bad")], policy_set=_policies(tmp_path, "Deny"))
     res = run(steps, FakeCluster(calls), policy_mode=mode)
     assert res.ok
     assert len(res.violations) == (1 if mode == "audit" else 0)
