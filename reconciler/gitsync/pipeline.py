@@ -123,46 +123,36 @@ def sync_revision(
     _enforce(res, options.policy_mode)
     res.stage = Stage.PLAN
     previous = cluster.load()  # checks the inventory's owner before anything is written
-    res.plan = cluster.plan(manifests, previous)
-    _check(res, res.plan.errors)
+    res.plan = plan = cluster.plan(manifests, previous)
+    _check(res, plan.errors)
     if cb.planned:
-        cb.planned(res.plan)
+        cb.planned(plan)
     res.stage = Stage.PREFLIGHT
-    _check(res, cluster.preflight(res.plan, progress=cb.checked))
+    _check(res, cluster.preflight(plan, progress=cb.checked))
     res.stage = Stage.GUARD
-    _check(res, _guard(res.plan, previous, options))
+    _check(res, _guard(plan, previous, options))
     if options.dry_run:
         return _settle(res, None)
-    _apply_and_prune(res, cluster, previous=previous, cb=cb)
-    if options.wait:
-        res.stage = Stage.HEALTH
-        assert res.applied is not None
-        res.health = cluster.health([o.item for o in res.applied.outcomes if o.result in APPLIED])
-        _check(res, _unhealthy(res.health), error=HealthCheckFailedError)
-    return _settle(res, None)
-
-
-def _apply_and_prune(res: SyncResult, cluster: Cluster, *, previous: inventory.Inventory, cb: Progress) -> None:
-    """Write ahead, apply, prune, and record the inventory whatever happened in between."""
-    assert res.plan is not None
     res.stage = Stage.APPLY
-    ahead, errors = cluster.write_ahead(previous, res.plan)
+    ahead, errors = cluster.write_ahead(previous, plan)  # nothing applied is unrecorded, even after a crash
     _check(res, errors)
     ok = False
     try:
-        res.applied = cluster.apply(res.plan, progress=cb.applied)
-        _check(res, res.applied.errors)
+        res.applied = applied = cluster.apply(plan, progress=cb.applied)
+        _check(res, applied.errors)  # nothing is pruned after a failed apply
         res.stage = Stage.PRUNE
-        res.pruned = cluster.prune(res.plan, progress=cb.pruned)
+        res.pruned = cluster.prune(plan, progress=cb.pruned)
         _check(res, res.pruned.errors)
         ok = True
-    finally:
-        # Nothing applied is ever forgotten; the revision advances only when all of it succeeded.
-        res.inventory, lost = cluster.record(
-            ahead, res.plan, res=res, revision=res.revision if ok else previous.revision
-        )
+    finally:  # whatever happened: the revision advances only when all of it succeeded
+        res.inventory, lost = cluster.record(ahead, plan, res=res, revision=res.revision if ok else previous.revision)
         res.errors.extend(lost)  # a failed apply or prune reports it with its own errors
     _check(res, lost)
+    if options.wait:
+        res.stage = Stage.HEALTH
+        res.health = cluster.health([o.item for o in applied.outcomes if o.result in APPLIED])
+        _check(res, _unhealthy(res.health), error=HealthCheckFailedError)
+    return _settle(res, None)
 
 
 def _settle(res: SyncResult, settled: Settled | None) -> SyncResult:
