@@ -67,7 +67,7 @@ def render(path: Path, **kw: Any) -> None:
     click.echo(yaml.safe_dump_all([m.obj for m in objs], sort_keys=False, explicit_start=True), nl=False)
 
 
-Cluster = tuple[kube_client.Kube, discovery.RestMapper]
+Handles = tuple[kube_client.Kube, discovery.RestMapper]  # the cluster the connection flags name
 
 # How ``sync`` names the stage it stopped at ("sync stopped at ...").
 _STOPPED_AT = {Stage.PLAN: "planning", Stage.PREFLIGHT: "validation", Stage.GUARD: "the prune guard"}
@@ -75,7 +75,7 @@ _STOPPED_AT = {Stage.PLAN: "planning", Stage.PREFLIGHT: "validation", Stage.GUAR
 _NOTHING_WRITTEN = frozenset({Stage.POLICY, Stage.PLAN, Stage.PREFLIGHT, Stage.GUARD})
 
 
-def _cluster(command: str, kw: dict[str, Any]) -> Cluster:
+def _cluster(command: str, kw: dict[str, Any]) -> Handles:
     """The cluster the connection flags name, or the command ends with one error line."""
     try:
         kube = connect_cluster(kw, pool_size=kw.get("concurrency") or 8)
@@ -98,9 +98,7 @@ def _options(kw: dict[str, Any], **extra: Any) -> SyncOptions:
     )
 
 
-def _run(
-    kw: dict[str, Any], cluster: Cluster, *, options: SyncOptions, steps: FlagSteps, progress: Progress | None = None
-) -> SyncResult:
+def _run(cluster: Handles, *, options: SyncOptions, steps: FlagSteps, progress: Progress | None = None) -> SyncResult:
     """The pipeline, with the CLI's steps, into the cluster the flags name."""
     kube, mapper = cluster
     return sync_revision(steps=steps, cluster=KubeCluster(kube, mapper, options), options=options, progress=progress)
@@ -172,7 +170,7 @@ def diff(output: str, **kw: Any) -> None:
     with contextlib.ExitStack() as stack:
         steps = FlagSteps(kw, stack)
         try:
-            res = _run(kw, cluster, options=options, steps=steps)
+            res = _run(cluster, options=options, steps=steps)
         except StepError as e:
             if e.result is not None:
                 _print_violations(e.result, steps.secrets, denied=isinstance(e, PolicyViolationError))
@@ -225,7 +223,7 @@ def sync(**kw: Any) -> None:
     sys.exit(_sync_once(kw, _cluster("sync", kw)))
 
 
-def _sync_once(kw: dict[str, Any], cluster: Cluster, *, quiet: bool = False) -> int:
+def _sync_once(kw: dict[str, Any], cluster: Handles, *, quiet: bool = False) -> int:
     """One sync; prints the table (or, with ``quiet``, only what changed) and returns the exit code."""
     t0 = time.monotonic()
     options = _options(
@@ -240,7 +238,7 @@ def _sync_once(kw: dict[str, Any], cluster: Cluster, *, quiet: bool = False) -> 
     with contextlib.ExitStack() as stack:
         steps = FlagSteps(kw, stack)
         try:
-            res = _run(kw, cluster, options=options, steps=steps, progress=_progress(stack, quiet=quiet))
+            res = _run(cluster, options=options, steps=steps, progress=_progress(stack, quiet=quiet))
         except StepError as e:
             if e.result is not None:
                 if e.result.plan is not None:
