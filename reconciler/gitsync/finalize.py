@@ -14,14 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.aws.errors import AwsError
+from reconciler.gitsync.cluster import KubeCluster
+from reconciler.gitsync.errors import InventoryConflictError, StepError
 from reconciler.gitsync.handles import Handles
+from reconciler.gitsync.pipeline import Given, sync_revision
+from reconciler.gitsync.results import SyncOptions
 from reconciler.gitsync.spec import FINALIZER, EksTarget, GitSyncSpec, SpecError, gitsync_path
 from reconciler.kube.client import MERGE_PATCH, Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper
 from reconciler.report.metrics import Metrics
-from reconciler.sync import engine, inventory
+from reconciler.sync import inventory
 from reconciler.sync import prune as pruning
-from reconciler.sync.inventory import InventoryError, InventoryOwnerError
+from reconciler.sync.inventory import InventoryOwnerError
 
 log = logging.getLogger("reconciler.gitsync")
 
@@ -111,7 +115,7 @@ class Finalizer:
         """Prune everything in the inventory; raises :class:`_Stop` when finalizing ends here."""
         md = obj["metadata"]
         ns, name, gid = md["namespace"], md["name"], f"{md['namespace']}/{md['name']}"
-        opts = engine.Options(
+        opts = SyncOptions(
             name=name,
             namespace=ns,
             prune=True,
@@ -119,15 +123,13 @@ class Finalizer:
             owner_uid=str(md.get("uid") or ""),
         )
         try:
-            res = engine.run(kube, mapper, [], "", opts)
-        except InventoryOwnerError as e:  # it owns nothing there: nothing to wait for
+            res = sync_revision(steps=Given([], ""), cluster=KubeCluster(kube, mapper, opts), options=opts)
+        except InventoryConflictError as e:  # it owns nothing there: nothing to wait for
             log.warning(f"GitSync {gid}: deleted, nothing pruned: {e}", extra={"gitsync": gid})
             self.metrics.forget(ns, name)
             raise _Stop(None) from e
-        except (InventoryError, KubeError, UnreachableError) as e:
-            raise _Stop(f"GitSync {gid}: cannot prune on deletion: {e}") from e
-        if res.errors:
-            raise _Stop(f"GitSync {gid}: cannot prune on deletion: {res.errors[0]}")
+        except StepError as e:
+            raise _Stop(f"GitSync {gid}: cannot prune on deletion: {e.errors[0]}") from e
         n = len(res.pruned.deleted) if res.pruned else 0
         log.info(f"GitSync deleted; pruned {n} objects", extra={"gitsync": gid})
 

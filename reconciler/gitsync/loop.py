@@ -28,10 +28,12 @@ from reconciler.aws import ekscheck
 from reconciler.gitsync import fairness, servers
 from reconciler.gitsync.drift import Drift, DriftWatcher
 from reconciler.gitsync.driftreport import DriftReporter
+from reconciler.gitsync.errors import InvalidSpecError, UnexpectedError
 from reconciler.gitsync.finalize import Finalizer, set_finalizer
 from reconciler.gitsync.handles import ClientFactory, ClientHandles
 from reconciler.gitsync.push import PushRequests
-from reconciler.gitsync.reconcile import Outcome, Reconciler, SyncState
+from reconciler.gitsync.reconcile import Reconciler, SyncState
+from reconciler.gitsync.results import ReconcileResult
 from reconciler.gitsync.schedule import Key, Scheduler
 from reconciler.gitsync.spec import (
     FINALIZER,
@@ -132,9 +134,9 @@ class Controller:
         self.reconciler = Reconciler(
             kube,
             self.mapper,
-            self.metrics,
-            self.events,
-            opts.cache_dir,
+            metrics=self.metrics,
+            events=self.events,
+            cache_dir=opts.cache_dir,
             clients=self.handles.clients_for,
             policies_dir=opts.policies_dir,
             readers=self.handles.reader_for,
@@ -240,9 +242,7 @@ class Controller:
             set_finalizer(self.kube, obj, present=True)  # the MODIFIED event brings us back
             return None
         if spec is None:
-            self.reconciler._fail(
-                obj, "InvalidSpec", "SyncFailed", f"GitSync {key[0]}/{key[1]}: {spec_error}", stalled=True
-            )
+            self.reconciler.fail(obj, InvalidSpecError(spec_error, stage=None))
             return None
         if spec.suspend:
             log.info("suspended; not reconciling", extra={"gitsync": f"{key[0]}/{key[1]}"})
@@ -276,7 +276,7 @@ class Controller:
         set_finalizer(self.kube, obj, present=False)
         return None
 
-    def _reconcile(self, key: Key, obj: dict[str, Any], *, spec: GitSyncSpec, state: SyncState) -> Outcome:
+    def _reconcile(self, key: Key, obj: dict[str, Any], *, spec: GitSyncSpec, state: SyncState) -> ReconcileResult:
         """The reconcile, with the drift watch paused (our own applies are not drift), and an
         unexpected error reported as a failed sync."""
         req = (obj["metadata"].get("annotations") or {}).get(REQUESTED_AT)
@@ -290,11 +290,11 @@ class Controller:
             # traceback only at DEBUG.
             text = self.reconciler.scrub(state, f"{type(e).__name__}: {e}")
             log.debug("unexpected error", exc_info=True, extra={"gitsync": f"{key[0]}/{key[1]}"})
-            return self.reconciler._fail(
-                obj, "ReconciliationFailed", "SyncFailed", f"GitSync {key[0]}/{key[1]}: unexpected error: {text}"
-            )
+            return self.reconciler.fail(obj, UnexpectedError(text, stage=None))
 
-    def _hand_over(self, key: Key, obj: dict[str, Any], *, out: Outcome, spec: GitSyncSpec, state: SyncState) -> None:
+    def _hand_over(
+        self, key: Key, obj: dict[str, Any], *, out: ReconcileResult, spec: GitSyncSpec, state: SyncState
+    ) -> None:
         """The result goes to the drift watch (the new baseline) and to Alertmanager."""
         # The drift watch sees the management cluster only: a remote target is corrected at each interval.
         watch_drift = spec.drift_mode != DriftMode.OFF and spec.target is None
@@ -320,7 +320,7 @@ class Controller:
         self.alerts.fire(Alert("GitSyncFailing", key[0], key[1], "critical", summary, str(ready.get("message", ""))))
 
     @staticmethod
-    def _next_delay(spec: GitSyncSpec, out: Outcome, state: SyncState) -> float | None:
+    def _next_delay(spec: GitSyncSpec, out: ReconcileResult, state: SyncState) -> float | None:
         """The interval (jittered) after a success, none while Stalled, a short wait for a
         dependency, an exponential backoff from retryInterval after a failure."""
         if out.ok:

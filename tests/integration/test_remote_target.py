@@ -277,7 +277,13 @@ def test_a_reconciler_without_clients_refuses_a_target_instead_of_syncing_locall
     """Regression: without ``clients=`` the target was ignored and the sync went to the local cluster."""
     git_repo.commit({"app/a.yaml": cm("a", namespace, {"v": "1"})}, "first")
     obj = env.gitsync(namespace, "apps", git_repo.url, path="app", target=TARGET)
-    r = Reconciler(env.kube, discovery.RestMapper(env.kube), Metrics(), EventRecorder(env.kube, "test"), tmp_path)
+    r = Reconciler(
+        env.kube,
+        discovery.RestMapper(env.kube),
+        metrics=Metrics(),
+        events=EventRecorder(env.kube, "test"),
+        cache_dir=tmp_path,
+    )
 
     out = r.reconcile(obj, parse(obj), state=SyncState(), ready_of=lambda *_: True, handled_request=None)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from reconciler.gitsync import loop, servers
-from reconciler.gitsync.reconcile import Outcome, SyncState
+from reconciler.gitsync.reconcile import ReconcileResult, SyncState
 from reconciler.gitsync.schedule import Scheduler
 from reconciler.gitsync.spec import DriftMode, PolicyMode, parse
 
@@ -24,7 +24,7 @@ SPEC = parse(
 
 def test_success_is_due_after_the_interval_with_jitter_and_resets_failures() -> None:
     state = SyncState(failures=3)
-    delays = [loop.Controller._next_delay(SPEC, Outcome(ok=True), state) for _ in range(50)]
+    delays = [loop.Controller._next_delay(SPEC, ReconcileResult(ok=True), state) for _ in range(50)]
     assert all(540 <= d <= 660 for d in delays if d is not None), delays
     assert len(set(delays)) > 1, "jittered, so a fleet does not fetch in lockstep"
     assert state.failures == 0
@@ -32,15 +32,15 @@ def test_success_is_due_after_the_interval_with_jitter_and_resets_failures() -> 
 
 def test_failures_back_off_exponentially_up_to_the_interval() -> None:
     state = SyncState()
-    delays = [loop.Controller._next_delay(SPEC, Outcome(ok=False), state) for _ in range(7)]
+    delays = [loop.Controller._next_delay(SPEC, ReconcileResult(ok=False), state) for _ in range(7)]
     assert delays == [30, 60, 120, 240, 480, 600, 600]
     assert state.failures == 7
 
 
 def test_stalled_waits_for_a_change_and_a_dependency_is_polled_briefly() -> None:
     state = SyncState()
-    assert loop.Controller._next_delay(SPEC, Outcome(ok=False, stalled=True), state) is None
-    assert loop.Controller._next_delay(SPEC, Outcome(ok=False, waiting=True), state) == 10
+    assert loop.Controller._next_delay(SPEC, ReconcileResult(ok=False, stalled=True), state) is None
+    assert loop.Controller._next_delay(SPEC, ReconcileResult(ok=False, waiting=True), state) == 10
     assert state.failures == 0, "neither counts as a failure to back off from"
 
 
