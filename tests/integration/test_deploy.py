@@ -64,6 +64,7 @@ def _path_of(doc: dict[str, Any]) -> str:
         "Service": "services",
         "Deployment": "deployments",
         "NetworkPolicy": "networkpolicies",
+        "PodDisruptionBudget": "poddisruptionbudgets",
     }[doc["kind"]]
     base = f"/apis/{group}/{version}" if group else f"/api/{version}"
     ns = doc["metadata"].get("namespace")
@@ -428,6 +429,8 @@ NARROW_ALLOWED = [
     _attrs("get", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
     _attrs("create", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
     _attrs("update", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
+    _attrs("list", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
+    _attrs("delete", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
 ]
 NARROW_DENIED = [
     # a GitSync's Secrets, ConfigMaps and inventory are read and written as its own identity
