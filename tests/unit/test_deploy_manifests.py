@@ -235,7 +235,8 @@ def test_dockerfile_pins_agree_with_the_code() -> None:
 
 
 def test_disruption_budget_covers_the_controller_pods() -> None:
-    pdb = _one("pdb.yaml", "PodDisruptionBudget", "reconciler")
+    pdb = _one("scale/pdb.yaml", "PodDisruptionBudget", "reconciler")
     assert pdb["metadata"]["namespace"] == _deployment()["metadata"]["namespace"]
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": _deployment()["spec"]["selector"]}
-    assert "pdb.yaml" in yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+    overlay = yaml.safe_load((DEPLOY / "scale" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["pdb.yaml"]
