@@ -193,6 +193,8 @@ class ShardLeases:
         ]
         target = fair_share(shards=self.options.shards, members=members, me=self.options.identity)
         mine = [k for k in range(self.options.shards) if self._holder(leases, k) == self.options.identity]
+        for k in set(self._renewed) - set(mine):  # taken over after our claim lapsed
+            self._drop(k)
         for k in mine[target:]:  # above our share: hand back the highest (each Lease is written once a round)
             self._write_shard(k, leases.get(shard_lease_name(k)), take=False)
         kept = [k for k in mine[:target] if self._write_shard(k, leases.get(shard_lease_name(k)), take=True)]

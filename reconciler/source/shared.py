@@ -21,6 +21,7 @@ Secrets never share a fetch, so a tenant cannot read a repository through anothe
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -294,13 +295,23 @@ def _link_tree(src: Path, dest: Path) -> int:
                 if name in subdirs:
                     subdirs.remove(name)  # os.walk would not follow it anyway
             elif name in files:
-                os.link(path, target / name)
+                _link_or_copy(path, target / name)
                 st = path.stat()
                 size += st.st_size
                 (target / name).chmod(stat.S_IMODE(st.st_mode) & ~0o222)
     for d in reversed(dirs):
         d.chmod(0o555)
     return size
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """A hard link; a copy when the cache spans two filesystems (a link cannot cross them)."""
+    try:
+        os.link(src, dest)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        shutil.copy2(src, dest)
 
 
 def _remove(path: Path) -> None:

@@ -7,8 +7,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import awsserver
 import gitserver
 
+from reconciler.source.artifact import Artifact
+from reconciler.source.bucket import BucketSource
 from reconciler.source.git import GitRef, GitSource
 from reconciler.source.shared import SharedOptions, SharedSources, source_key
 
@@ -68,3 +71,56 @@ def test_unshared_sources_fetch_each(
         with GitSource(url, GitRef(branch="main"), cache_dir=tmp_path / "cache") as src:
             src.fetch()
     assert fetches(git_http, git_repo) - before == 5
+
+
+class Counting:
+    """A real source, with its fetches counted."""
+
+    def __init__(self, source: BucketSource) -> None:
+        self.source, self.fetches = source, 0
+
+    def fetch(self) -> Artifact:
+        self.fetches += 1
+        return self.source.fetch()
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def test_bucket_readers_share_one_listing_and_download(aws: awsserver.MotoServer, tmp_path: Path) -> None:
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="fleet", CreateBucketConfiguration={"LocationConstraint": awsserver.REGION})
+    s3.put_object(Bucket="fleet", Key="prod/a.yaml", Body=b"a: 1\n")
+    shared = SharedSources(root=tmp_path / "cache", options=SharedOptions(fresh_for=60))
+    key = source_key(kind="bucket", location=f"{aws.endpoint}/fleet/prod/", ref="", credentials="")
+    made: list[Counting] = []
+
+    def open_source() -> Counting:
+        src = BucketSource(
+            "fleet", prefix="prod/", region=awsserver.REGION, endpoint=aws.endpoint, cache_dir=tmp_path / "cache"
+        )
+        made.append(Counting(src))
+        return made[-1]
+
+    start = threading.Barrier(20)
+    seen: list[str] = []
+
+    def reader() -> None:
+        start.wait()
+        with shared.checkout(key, open_source=open_source) as co:
+            seen.append((co.path / "prod" / "a.yaml").read_text())
+
+    threads = [threading.Thread(target=reader) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert seen == ["a: 1\n"] * 20
+    assert len(made) == 1
+    assert made[0].fetches == 1
+    s3.put_object(Bucket="fleet", Key="prod/a.yaml", Body=b"a: 2\n")
+    shared.invalidate(key)
+    with shared.checkout(key, open_source=open_source) as co:
+        assert (co.path / "prod" / "a.yaml").read_text() == "a: 2\n"
+    assert made[0].fetches == 2
+    shared.close()
