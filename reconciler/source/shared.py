@@ -43,8 +43,9 @@ Clock = Callable[[], float]
 
 def source_key(*, kind: str, location: str, ref: str, credentials: str) -> str:
     """The sharing key of a source: ``kind`` (git, bucket), ``location`` (URL, or endpoint and
-    bucket and prefix), ``ref`` (as the spec names it) and ``credentials`` (the namespace and name
-    of the Secret, "" when none). Hashed, so it may name a directory and carries no URL secrets."""
+    bucket and prefix), ``ref`` (as the spec names it) and ``credentials`` (the namespace, name and
+    resourceVersion of the Secret, "" when none: a rotated Secret is a new key, so its Source is
+    built with the new credentials). Hashed, so it may name a directory and carries no URL secrets."""
     text = "\n".join((kind, location, ref, credentials))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
