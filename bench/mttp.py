@@ -303,7 +303,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                 mttp_profile.finish(spy)
             proc.popen.terminate()
             proc.popen.wait(30)
-        print(f"git fetches served: {sum('git-upload-pack' in r for r in gitd.requests)}")
+        fetches = sum("info/refs?service=git-upload-pack" in r for r in gitd.requests)
+        packs = sum("git-upload-pack" in r for r in gitd.requests)
+        print(f"git fetches served: {fetches} ({packs} upload-pack requests)")
     report(args=args, phases=phases, proc=proc, load0=load0)
     if args.profile:
         mttp_profile.summarize(Path(args.profile), top=15)
