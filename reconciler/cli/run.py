@@ -39,6 +39,20 @@ from reconciler.report import logs
     "--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="GitSyncs reconciled at once."
 )
 @click.option(
+    "--kube-api-qps",
+    type=click.FloatRange(0),
+    default=100.0,
+    show_default=True,
+    help="Requests a second to the API server, on average (0: no client-side limit).",
+)
+@click.option(
+    "--kube-api-burst",
+    type=click.IntRange(1),
+    default=200,
+    show_default=True,
+    help="Requests to the API server at once above --kube-api-qps.",
+)
+@click.option(
     "--max-concurrent-per-namespace",
     type=click.IntRange(0, 64),
     default=0,
@@ -277,6 +291,8 @@ def _controller_options(
     return loop.ControllerOptions(
         namespace=kw["watch_namespace"],
         workers=kw["workers"],
+        kube_api_qps=kw["kube_api_qps"],
+        kube_api_burst=kw["kube_api_burst"],
         cache_dir=kw["cache_dir"],
         leader_elect=kw["leader_elect"],
         lease_namespace=kw["lease_namespace"],

@@ -71,7 +71,11 @@ class ControllerOptions:
     namespace: str | None = None
     """--watch-namespace; default None: GitSyncs of every namespace."""
     workers: int = 4
-    """--workers; default 4 GitSyncs reconciled at once."""
+    """--workers; default 4 GitSyncs reconciled at once (two cores: more only wait on the GIL)."""
+    kube_api_qps: float = 100.0
+    """--kube-api-qps; default 100 requests a second to the API server (0: unbounded)."""
+    kube_api_burst: int = 200
+    """--kube-api-burst; default 200 requests at once above the QPS."""
     cache_dir: Path = Path("/tmp/gitops-reconciler")  # noqa: S108 - overridden by --cache-dir
     """--cache-dir; default /tmp/gitops-reconciler: git checkouts, per GitSync."""
     leader_elect: bool = False
@@ -127,6 +131,7 @@ class Controller:
         self.kube, self.opts = kube, opts
         self.metrics = metrics or Metrics()
         kube.on_request = lambda verb: self.metrics.api_requests.labels(verb).inc()
+        kube.limit(qps=opts.kube_api_qps, burst=opts.kube_api_burst)
         self.mapper = discovery.RestMapper(kube)
         self.events = EventRecorder(kube, opts.identity)
         self.tenancy = opts.effective_tenancy()
@@ -343,9 +348,7 @@ class Controller:
         with contextlib.suppress(KeyError):  # a suspended GitSync is not stale
             self.metrics.interval.remove(*key)
         if deleted:
-            state = self.states.pop(key, None)
-            if state and state.source:
-                state.source.close()
+            self.states.pop(key, None)  # its source is shared: the checkouts go with their last reader
             self.metrics.forget(*key)
 
     def _on_drift(self, key: Key, drifted: dict[ObjectId, Drift]) -> None:
@@ -405,6 +408,7 @@ class Controller:
         if self.eks:
             threading.Thread(target=self._eks_loop, name="eks-drift", daemon=True).start()
         self._dispatch()
+        self.reconciler.shared.close()  # the workers are done: no checkout is read any more
         if self.elector is not None:
             self.elector.stop()
 

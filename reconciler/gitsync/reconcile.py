@@ -41,6 +41,7 @@ from reconciler.kube.events import EventRecorder
 from reconciler.report.metrics import Metrics
 from reconciler.source import urls
 from reconciler.source.local import tree_digest
+from reconciler.source.shared import SharedSources
 from reconciler.sync import inventory, redact
 from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Action, Plan
@@ -105,9 +106,11 @@ class Reconciler:
         policies_dir: Path | None = None,
         readers: Callable[[str, GitSyncSpec], Kube | None] | None = None,
         tenancy: Tenancy | None = None,
+        shared: SharedSources | None = None,
     ) -> None:
         self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
         self.cache_dir = cache_dir
+        self.shared = shared or SharedSources(root=cache_dir)  # one fetch per (source, revision)
         self.policies_dir = policies_dir
         self._policies: tuple[str, policy.PolicySet] | None = None
         self._clients = clients  # (namespace, spec) -> (Kube, RestMapper) to apply with; None: our own
@@ -195,6 +198,8 @@ class Reconciler:
             res = sync_revision(steps=steps, cluster=KubeCluster(kube, mapper, options), options=options)
         except StepError as e:
             return self._failed(steps, e, extra=extra, t0=t0)
+        finally:
+            steps.release()  # the render is done with the checkout's files
         return self._synced(steps, res, kube=kube, mapper=mapper, extra=extra, t0=t0)
 
     def _steps(
@@ -206,7 +211,8 @@ class Reconciler:
             spec=spec,
             state=state,
             reader=lambda: self._reader(md["namespace"], spec),
-            cache_dir=self.cache_dir / md["namespace"] / md["name"],
+            shared=self.shared,
+            cache_dir=self.cache_dir,
             handled_request=handled_request,
             policy_mode=self.tenancy.policy_mode(spec.policy_mode),
             load_policies=self.policies,
