@@ -38,6 +38,7 @@ from reconciler.gitsync.tenancy import NotAllowedError, Tenancy
 from reconciler.kube.client import Kube, KubeError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.kube.events import EventRecorder
+from reconciler.report import conditions as cond
 from reconciler.report.metrics import Metrics
 from reconciler.source import urls
 from reconciler.source.local import tree_digest
@@ -64,6 +65,16 @@ def _target_hint(spec: GitSyncSpec, e: BaseException | None) -> str:
         f" (EKS cluster {spec.target.cluster} does not accept the controller's AWS identity:"
         " it needs an access entry, or an aws-auth mapping, for that IAM role)"
     )
+
+
+def _unsettled(obj: dict[str, Any], handled_request: str | None) -> bool:
+    """Whether to mark Reconciling before the fetch: a new GitSync, a spec change, a failure, or a
+    request (push, manual). A GitSync Ready at its generation is re-verified quietly, as Flux
+    does: its fetch marks it only when the revision is new, so a no-op interval writes nothing."""
+    st = obj.get("status") or {}
+    settled = cond.is_ready(obj) and st.get("observedGeneration") == obj["metadata"].get("generation")
+    requested = bool(handled_request) and handled_request != st.get("lastHandledRequestedAt")
+    return not settled or requested
 
 
 def _last_plan(p: Plan | None) -> dict[str, int]:
@@ -155,6 +166,8 @@ class Reconciler:
                 content_type="application/merge-patch+json",
             )
         except KubeError as e:
+            for key in status:  # not written: the next outcome must not take it for unchanged
+                (obj.get("status") or {}).pop(key, None)
             if not e.not_found:
                 log.warning("cannot update status: %s", e, extra={"gitsync": _gitsync_id(obj)})
 
@@ -190,7 +203,8 @@ class Reconciler:
         t0 = time.monotonic()
         try:
             self._admit(md["namespace"], spec, ready_of)
-            self.mark_reconciling(obj, f"reconciling {inputs.describe(spec)}")
+            if _unsettled(obj, handled_request):  # else marked by the fetch, only if the revision is new
+                self.mark_reconciling(obj, f"reconciling {inputs.describe(spec)}")
             extra = {"lastHandledRequestedAt": handled_request} if handled_request else {}
             t0 = time.monotonic()
             kube, mapper = self._target(md["namespace"], spec)

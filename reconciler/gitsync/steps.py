@@ -91,6 +91,8 @@ class GitSyncSteps:
         except (SourceError, KubeError, UnreachableError, ValueError) as e:
             raise SourceFailedError(str(e), stage=Stage.SOURCE) from e
         self.revision = self.checkout.revision
+        if self.revision != (self.obj.get("status") or {}).get("lastAppliedRevision"):  # a no-op if marked already
+            self.outcomes.reconciling(self.obj, f"reconciling {inputs.describe(self.spec)}")
         return self.checkout.artifact
 
     def release(self) -> None:
