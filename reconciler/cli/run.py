@@ -93,10 +93,18 @@ from reconciler.report import logs
     "--leader-elect/--no-leader-elect", default=False, show_default=True, help="Run as one of several replicas."
 )
 @click.option(
+    "--shards",
+    type=click.IntRange(0, 1024),
+    default=0,
+    show_default=True,
+    help="Split GitSyncs into this many shards, each owned through a Lease in --lease-namespace; every "
+    "replica reconciles its fair share (0: off). Not with --leader-elect.",
+)
+@click.option(
     "--lease-namespace",
     default=lambda: os.environ.get("POD_NAMESPACE", "reconciler-system"),
     show_default="$POD_NAMESPACE or reconciler-system",
-    help="Namespace of the leader-election Lease.",
+    help="Namespace of the leader-election Lease (and of the shard Leases).",
 )
 @click.option(
     "--lease-duration",
@@ -212,6 +220,8 @@ def run(**kw: Any) -> None:
     is exactly one ERROR line.
     """
     logs.setup(kw["log_level"])
+    if kw["shards"] and kw["leader_elect"]:
+        fail("run", ["--shards and --leader-elect exclude each other: with shards every replica reconciles"])
     secret = _webhook_secret(kw)
     eks_opts = _eks_options(kw)
     try:
@@ -296,6 +306,7 @@ def _controller_options(
         cache_dir=kw["cache_dir"],
         leader_elect=kw["leader_elect"],
         lease_namespace=kw["lease_namespace"],
+        shards=kw["shards"],
         lease_duration=kw["lease_duration"],
         identity=os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}",
         metrics_addr=kw["metrics_addr"],

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from reconciler.gitsync.errors import ClusterFailedError, InventoryConflictError
+from reconciler.gitsync.errors import ClusterFailedError, InventoryConflictError, ShardLostError
 from reconciler.gitsync.results import Stage, SyncOptions, SyncResult
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper
@@ -45,6 +45,29 @@ def _typed(stage: Stage) -> Callable[[Callable[P, R]], Callable[P, R]]:
     return wrap
 
 
+def _always() -> bool:
+    return True
+
+
+def _fenced(stage: Stage) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A write phase starts only while this replica holds the GitSync's shard (``holds``):
+    with shards, two replicas must never write for one GitSync at once. Checked once at the start
+    of the phase, which is cheap (no request) and bounded by the Lease's fencing margin."""
+
+    def wrap(step: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(step)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            cluster = args[0]
+            assert isinstance(cluster, KubeCluster)
+            if not cluster.holds():
+                raise ShardLostError("this replica no longer holds the GitSync's shard", stage=stage)
+            return step(*args, **kwargs)
+
+        return call
+
+    return wrap
+
+
 @dataclass(frozen=True)
 class KubeCluster:
     """One cluster, one inventory: the real :class:`~reconciler.gitsync.pipeline.Cluster`."""
@@ -52,6 +75,7 @@ class KubeCluster:
     kube: Kube
     mapper: RestMapper
     options: SyncOptions
+    holds: Callable[[], bool] = _always  # default: always (no shards); checked before each write phase
 
     @_typed(Stage.PLAN)
     def load(self) -> inventory.Inventory:
@@ -91,6 +115,7 @@ class KubeCluster:
         return list(p.errors)
 
     @_typed(Stage.APPLY)
+    @_fenced(Stage.APPLY)
     def write_ahead(self, previous: inventory.Inventory, p: Plan) -> tuple[inventory.Inventory, list[str]]:
         ahead = record.write_ahead(previous, p, self.options.owner_uid)
         try:
@@ -99,6 +124,7 @@ class KubeCluster:
             return ahead, [f"{e}; nothing was applied or pruned"]
 
     @_typed(Stage.APPLY)
+    @_fenced(Stage.APPLY)
     def apply(self, p: Plan, *, progress: Callable[[Outcome], None] | None) -> ApplyReport:
         o = self.options
         return apply_plan(
@@ -113,10 +139,12 @@ class KubeCluster:
         )
 
     @_typed(Stage.PRUNE)
+    @_fenced(Stage.PRUNE)
     def prune(self, p: Plan, *, progress: Callable[[Item, str], None] | None) -> pruning.PruneReport:
         return pruning.prune(self.kube, self.mapper, p, progress=progress)
 
     @_typed(Stage.PRUNE)
+    @_fenced(Stage.PRUNE)
     def record(
         self, ahead: inventory.Inventory, p: Plan, *, res: SyncResult, revision: str
     ) -> tuple[inventory.Inventory | None, list[str]]:

@@ -8,6 +8,7 @@ place that writes status, Events, metrics and the log line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from reconciler.gitsync.errors import (
     ClusterFailedError,
     DependencyNotReadyError,
     PolicyViolationError,
+    ShardLostError,
     StageFailedError,
     StepError,
     TargetFailedError,
@@ -118,10 +120,12 @@ class Reconciler:
         readers: Callable[[str, GitSyncSpec], Kube | None] | None = None,
         tenancy: Tenancy | None = None,
         shared: SharedSources | None = None,
+        owns: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
         self.cache_dir = cache_dir
         self.shared = shared or SharedSources(root=cache_dir)  # one fetch per (source, revision)
+        self._owns = owns  # (namespace, name) -> this replica holds its shard now; None: no shards
         self.policies_dir = policies_dir
         self._policies: tuple[str, policy.PolicySet] | None = None
         self._clients = clients  # (namespace, spec) -> (Kube, RestMapper) to apply with; None: our own
@@ -156,8 +160,17 @@ class Reconciler:
             )
         return self.kube, self.mapper
 
+    def owns(self, namespace: str, name: str) -> bool:
+        """Whether this replica may write for the GitSync now (always, without shards)."""
+        return self._owns is None or self._owns(namespace, name)
+
     def _patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
         md = obj["metadata"]
+        if not self.owns(md["namespace"], md["name"]):  # fencing: its shard's new owner writes it
+            log.info("shard lost: status not written", extra={"gitsync": _gitsync_id(obj), "reason": "ShardLost"})
+            for key in status:
+                (obj.get("status") or {}).pop(key, None)
+            return
         try:
             self.kube.request(
                 "PATCH",
@@ -209,7 +222,11 @@ class Reconciler:
             t0 = time.monotonic()
             kube, mapper = self._target(md["namespace"], spec)
             options = self._options(obj, spec, policy_mode=steps.policy_mode)
-            res = sync_revision(steps=steps, cluster=KubeCluster(kube, mapper, options), options=options)
+            holds = functools.partial(self.owns, md["namespace"], md["name"])
+            res = sync_revision(steps=steps, cluster=KubeCluster(kube, mapper, options, holds), options=options)
+        except ShardLostError:
+            log.info("shard lost: the reconcile stops", extra={"gitsync": steps.gid, "reason": "ShardLost"})
+            return ReconcileResult(ok=False, waiting=True)  # the shard's new owner reports
         except StepError as e:
             return self._failed(steps, e, extra=extra, t0=t0)
         finally:
