@@ -41,14 +41,14 @@ from reconciler.report import logs
 @click.option(
     "--kube-api-qps",
     type=click.FloatRange(0),
-    default=100.0,
+    default=250.0,
     show_default=True,
     help="Requests a second to the API server, on average (0: no client-side limit).",
 )
 @click.option(
     "--kube-api-burst",
     type=click.IntRange(1),
-    default=200,
+    default=500,
     show_default=True,
     help="Requests to the API server at once above --kube-api-qps.",
 )

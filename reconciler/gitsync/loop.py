@@ -74,10 +74,10 @@ class ControllerOptions:
     """--watch-namespace; default None: GitSyncs of every namespace."""
     workers: int = 4
     """--workers; default 4 GitSyncs reconciled at once (two cores: more only wait on the GIL)."""
-    kube_api_qps: float = 100.0
-    """--kube-api-qps; default 100 requests a second to the API server (0: unbounded)."""
-    kube_api_burst: int = 200
-    """--kube-api-burst; default 200 requests at once above the QPS."""
+    kube_api_qps: float = 250.0
+    """--kube-api-qps; default 250 requests a second to the API server (0: unbounded)."""
+    kube_api_burst: int = 500
+    """--kube-api-burst; default 500 requests at once above the QPS."""
     cache_dir: Path = Path("/tmp/gitops-reconciler")  # noqa: S108 - overridden by --cache-dir
     """--cache-dir; default /tmp/gitops-reconciler: git checkouts, per GitSync."""
     leader_elect: bool = False

@@ -40,6 +40,7 @@ class SyncState:
     inputs: str = ""  # default "": digest of everything the last successful sync rendered from
     synced_at: float = float("-inf")  # default -inf: monotonic time of the last full successful sync
     secrets: frozenset[str] = frozenset()  # default empty: values read from its Secrets, scrubbed everywhere
+    fetched: tuple[str, int] = ("", 0)  # default none: (shared source key, fetch seq) of its last checkout
     extra: dict[str, Any] = field(default_factory=dict)  # default {}: what the loop keeps beside
 
 
@@ -86,7 +87,9 @@ class GitSyncSteps:
                 self.shared.invalidate(key, token=self.handled_request)
             f0 = time.monotonic()
             self.release()
-            self.checkout = self.shared.checkout(key, open_source=opener)
+            after = self.state.fetched[1] if self.state.fetched[0] == key else 0  # never the fetch it last saw
+            self.checkout = self.shared.checkout(key, open_source=opener, after=after)
+            self.state.fetched = (key, self.checkout.seq)
             self.outcomes.metrics.fetch_duration.labels(md["namespace"], md["name"]).observe(time.monotonic() - f0)
         except (SourceError, KubeError, UnreachableError, ValueError) as e:
             raise SourceFailedError(str(e), stage=Stage.SOURCE) from e

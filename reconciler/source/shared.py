@@ -81,6 +81,7 @@ class _Flight:
     done: threading.Event = field(default_factory=threading.Event)
     waiters: int = 1
     generation: int = 0  # the entry's generation when it started: an invalidate since makes it stale
+    seq: int = 0  # the entry's fetch number once landed
     tree: _Tree | None = None
     error: BaseException | None = None
 
@@ -96,13 +97,15 @@ class _Entry:
     flight: _Flight | None = None
     generation: int = 0  # bumped by each invalidate: a flight of an older generation is not joined
     tokens: list[str] = field(default_factory=list)  # the last requests that invalidated (see invalidate)
+    seq: int = 0  # fetches landed for this key: a Checkout's ``seq`` says which one it came from
 
 
 class Checkout:
     """A read-only revision handed to one reader; :meth:`release` (or ``with``) when done."""
 
-    def __init__(self, owner: SharedSources, tree: _Tree) -> None:
+    def __init__(self, owner: SharedSources, tree: _Tree, *, seq: int) -> None:
         self._owner, self._tree, self._released = owner, tree, False
+        self.seq = seq  # which fetch of its key it came from (1, 2, ...): pass it as ``after`` next time
 
     @property
     def artifact(self) -> Artifact:
@@ -140,21 +143,24 @@ class SharedSources:
         self._entries: dict[str, _Entry] = {}
         self.fetches = 0  # fetches started, for tests and metrics
 
-    def checkout(self, key: str, *, open_source: Callable[[], Source]) -> Checkout:
+    def checkout(self, key: str, *, open_source: Callable[[], Source], after: int = 0) -> Checkout:
         """The newest revision of ``key``: fetched now, awaited from a fetch in flight, or reused
         when fetched less than ``fresh_for`` ago. ``open_source`` builds the key's Source the first
         time. Raises what the fetch raised (SourceError) to every caller that waited for it.
 
         A flight that started before the last :meth:`invalidate` is not joined: it may have read
-        the remote before the push, so the caller waits for it to land and then fetches anew."""
+        the remote before the push, so the caller waits for it to land and then fetches anew.
+        ``after``: the ``seq`` of the caller's previous checkout of ``key``; that fetch is not
+        handed out again however fresh, so one reader's next reconcile always sees a newer fetch
+        than its last, while the rest of a fleet shares it."""
         while True:
             with self._lock:
                 entry = self._entries.setdefault(key, _Entry())
                 tree = entry.current
-                fresh = self._clock() - entry.fetched_at < self._opts.fresh_for
+                fresh = self._clock() - entry.fetched_at < self._opts.fresh_for and entry.seq > after
                 if tree is not None and entry.flight is None and fresh:
                     tree.readers += 1
-                    return Checkout(self, tree)
+                    return Checkout(self, tree, seq=entry.seq)
                 flight, leader = entry.flight, entry.flight is None
                 if flight is not None and flight.generation != entry.generation:
                     stale: _Flight | None = flight
@@ -175,7 +181,7 @@ class SharedSources:
         if flight.error is not None:
             raise flight.error
         assert flight.tree is not None
-        return Checkout(self, flight.tree)
+        return Checkout(self, flight.tree, seq=flight.seq)
 
     def invalidate(self, key: str, *, token: str = "") -> bool:
         """The source moved (a push webhook): the next checkout of ``key`` fetches, and does not
@@ -234,7 +240,8 @@ class SharedSources:
                 if flight.generation == entry.generation:  # else invalidated meanwhile: not fresh
                     entry.fetched_at = self._clock()
                 tree.readers += flight.waiters
-                flight.tree, entry.flight = tree, None
+                entry.seq += 1
+                flight.tree, flight.seq, entry.flight = tree, entry.seq, None
                 doomed = self._evict_locked()
         except BaseException as e:
             with self._lock:

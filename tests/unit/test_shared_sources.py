@@ -273,3 +273,18 @@ def test_a_flight_started_before_an_invalidate_is_not_joined(tmp_path: Path) -> 
 def _fetches_seen(s: SharedSources, src: FakeSource) -> int:
     with s.checkout("k", open_source=lambda: src):
         return src.fetches
+
+
+def test_a_reader_never_gets_the_fetch_it_saw_last_time_but_the_fleet_shares_it(tmp_path: Path) -> None:
+    """One GitSync's next reconcile must see a newer fetch than its last (a commit pushed since
+    is found), while the other GitSyncs of the fleet still share whatever is fresh."""
+    src = FakeSource(tmp_path / "src")
+    s = shared(tmp_path, fresh_for=60.0)
+    with s.checkout("k", open_source=lambda: src) as mine:
+        seen = mine.seq
+    with s.checkout("k", open_source=lambda: src):  # another GitSync: shares it
+        pass
+    assert src.fetches == 1
+    with s.checkout("k", open_source=lambda: src, after=seen) as again:
+        assert again.seq > seen
+    assert src.fetches == 2
