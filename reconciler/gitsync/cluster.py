@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
 
 from reconciler.gitsync.errors import ClusterFailedError, InventoryConflictError, ShardLostError
 from reconciler.gitsync.results import Stage, SyncOptions, SyncResult
@@ -76,6 +76,7 @@ class KubeCluster:
     mapper: RestMapper
     options: SyncOptions
     holds: Callable[[], bool] = _always  # default: always (no shards); checked before each write phase
+    applied: dict[ObjectId, dict[str, Any]] = field(default_factory=dict)  # default {}: apply responses, for health
 
     @_typed(Stage.PLAN)
     def load(self) -> inventory.Inventory:
@@ -127,7 +128,7 @@ class KubeCluster:
     @_fenced(Stage.APPLY)
     def apply(self, p: Plan, *, progress: Callable[[Outcome], None] | None) -> ApplyReport:
         o = self.options
-        return apply_plan(
+        report = apply_plan(
             self.kube,
             self.mapper,
             p,
@@ -137,6 +138,8 @@ class KubeCluster:
             timeout=o.timeout,
             progress=progress,
         )
+        self.applied.update({out.item.oid: out.live for out in report.outcomes if out.live is not None})
+        return report
 
     @_typed(Stage.PRUNE)
     @_fenced(Stage.PRUNE)
@@ -163,8 +166,14 @@ class KubeCluster:
 
     @_typed(Stage.HEALTH)
     def health(self, items: Sequence[Item]) -> dict[ObjectId, health.Health]:
+        """Objects already Current in their apply response (a ServiceAccount, a Service, a
+        ConfigMap: kinds without a rollout) are not polled; only the rest are waited for. That
+        takes the first poll's LIST per such kind off every GitSync's sync."""
         o = self.options
-        return wait.wait_healthy(self.kube, self.mapper, items, o.owner, o.timeout)
+        known = {i.oid: health.assess(self.applied[i.oid]) for i in items if i.oid in self.applied}
+        current = {oid: h for oid, h in known.items() if h.state is health.State.CURRENT}
+        rest = [i for i in items if i.oid not in current]
+        return current | (wait.wait_healthy(self.kube, self.mapper, rest, o.owner, o.timeout) if rest else {})
 
     def _store(self, previous: inventory.Inventory, new: inventory.Inventory) -> inventory.Inventory:
         o = self.options
