@@ -310,16 +310,19 @@ def classify(text: str, *, chart: str, limits: Limits | None = None) -> ChartRen
         try:
             weight = int(str(raw_weight).strip() or "0")
         except ValueError:
-            raise RenderError(
-                f"chart {chart}", None, f"{source}: {HOOK_WEIGHT} {raw_weight!r} is not an integer", obj=describe(obj)
+            raise RenderError.about(
+                describe(obj),
+                file=f"chart {chart}",
+                doc=None,
+                why=f"{source}: {HOOK_WEIGHT} {raw_weight!r} is not an integer",
             ) from None
         policies = frozenset(_csv(annotations.get(HOOK_DELETE_POLICY))) or frozenset({"before-hook-creation"})
         if unknown := policies - DELETE_POLICIES:
-            raise RenderError(
-                f"chart {chart}",
-                None,
-                f"{source}: unknown {HOOK_DELETE_POLICY} {', '.join(sorted(unknown))}",
-                obj=describe(obj),
+            raise RenderError.about(
+                describe(obj),
+                file=f"chart {chart}",
+                doc=None,
+                why=f"{source}: unknown {HOOK_DELETE_POLICY} {', '.join(sorted(unknown))}",
             )
         hooks.append(Hook(obj=obj, events=events, weight=weight, delete_policies=policies, source=source))
     hooks.sort(key=Hook.sort_key)
