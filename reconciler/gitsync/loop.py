@@ -430,7 +430,9 @@ class Controller:
             what = "; ".join(f"{d.oid}: {', '.join(d.paths[:5])}" for d in list(drifted.values())[:10])
             msg = f"GitSync {ns}/{name}: {n} object(s) drifted from git: {what}"
             status["drift"]["lastDetectedAt"] = cond.now()
-            status["conditions"] = cond.set_condition(cs, cond.DRIFTED, True, "DriftDetected", msg, gen)
+            status["conditions"] = cond.set_condition(
+                cs, cond.DRIFTED, status=True, reason="DriftDetected", message=msg, generation=gen
+            )
             self.events.emit(obj, "Warning", "DriftDetected", msg, action="DetectDrift")
             log.warning(msg, extra={"gitsync": f"{ns}/{name}", "reason": "DriftDetected"})
             if self.alerts:
@@ -439,7 +441,9 @@ class Controller:
                 )
         elif before:
             msg = f"GitSync {ns}/{name}: drift corrected; live state matches git again"
-            status["conditions"] = cond.set_condition(cs, cond.DRIFTED, False, "DriftCorrected", msg, gen)
+            status["conditions"] = cond.set_condition(
+                cs, cond.DRIFTED, status=False, reason="DriftCorrected", message=msg, generation=gen
+            )
             self.events.emit(obj, "Normal", "DriftCorrected", msg, action="CorrectDrift")
             log.info(msg, extra={"gitsync": f"{ns}/{name}", "reason": "DriftCorrected"})
             if self.alerts:

@@ -278,9 +278,11 @@ class Reconciler:
 
     def mark_reconciling(self, obj: dict[str, Any], message: str) -> None:
         gen = int(obj["metadata"].get("generation") or 0)
-        cs = cond.set_condition(self._conditions(obj), cond.RECONCILING, True, "Progressing", message, gen)
+        cs = cond.set_condition(
+            self._conditions(obj), cond.RECONCILING, status=True, reason="Progressing", message=message, generation=gen
+        )
         if cond.get(cs, cond.READY) is None:
-            cs = cond.set_condition(cs, cond.READY, False, "Progressing", message, gen)
+            cs = cond.set_condition(cs, cond.READY, status=False, reason="Progressing", message=message, generation=gen)
         obj.setdefault("status", {})["conditions"] = cs
         self._patch_status(obj, {"conditions": cs})
 
@@ -299,10 +301,10 @@ class Reconciler:
         md = obj["metadata"]
         ns, name, gen = md["namespace"], md["name"], int(md.get("generation") or 0)
         cs = self._conditions(obj)
-        cs = cond.set_condition(cs, cond.READY, False, reason, message, gen)
+        cs = cond.set_condition(cs, cond.READY, status=False, reason=reason, message=message, generation=gen)
         cs = cond.remove_condition(cs, cond.RECONCILING)
         cs = (
-            cond.set_condition(cs, cond.STALLED, True, reason, message, gen)
+            cond.set_condition(cs, cond.STALLED, status=True, reason=reason, message=message, generation=gen)
             if stalled
             else cond.remove_condition(cs, cond.STALLED)
         )
@@ -473,11 +475,20 @@ class Reconciler:
         cs = self._conditions(obj)
         summary = ", ".join(f"{n} {a}" for a, n in last_plan.items() if n)
         msg = f"Applied revision {revision}: {summary}{raised}"
-        cs = cond.set_condition(cs, cond.READY, True, "ReconciliationSucceeded", msg, gen)
+        cs = cond.set_condition(
+            cs, cond.READY, status=True, reason="ReconciliationSucceeded", message=msg, generation=gen
+        )
         cs = cond.remove_condition(cs, cond.RECONCILING)
         cs = cond.remove_condition(cs, cond.STALLED)
         if spec.wait:
-            cs = cond.set_condition(cs, cond.HEALTHY, True, "Succeeded", "all applied objects are healthy", gen)
+            cs = cond.set_condition(
+                cs,
+                cond.HEALTHY,
+                status=True,
+                reason="Succeeded",
+                message="all applied objects are healthy",
+                generation=gen,
+            )
         status = {
             "conditions": cs,
             "observedGeneration": gen,
@@ -578,7 +589,14 @@ class Reconciler:
         md = obj["metadata"]
         ns, name, gen = md["namespace"], md["name"], int(md.get("generation") or 0)
         msg = f"Applied revision {revision}: nothing changed under this GitSync's path"
-        cs = cond.set_condition(self._conditions(obj), cond.READY, True, "ReconciliationSucceeded", msg, gen)
+        cs = cond.set_condition(
+            self._conditions(obj),
+            cond.READY,
+            status=True,
+            reason="ReconciliationSucceeded",
+            message=msg,
+            generation=gen,
+        )
         cs = cond.remove_condition(cs, cond.RECONCILING)
         status = {
             "conditions": cs,
