@@ -593,7 +593,7 @@ class Controller:
             receiver = webhook.Receiver(
                 self.opts.webhook_secret,
                 self.on_push,
-                lambda provider, result: self.metrics.webhook_requests.labels(provider, result).inc(),
+                count=lambda provider, result: self.metrics.webhook_requests.labels(provider, result).inc(),
             )
             self._serve("webhook", self.opts.webhook_addr, receiver, WEBHOOK_LIMITS)
         if self.opts.leader_elect:

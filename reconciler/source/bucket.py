@@ -45,9 +45,9 @@ class BucketLimits:
     manifest tree needs (rendering stops at 4 MiB a file, 64 MiB a revision).  The same numbers as
     a git export's (``limits.TreeLimits``), so a revision is bounded alike whatever its source."""
 
-    max_object_bytes: int = limits.DEFAULT.max_file_bytes
-    max_total_bytes: int = limits.DEFAULT.max_total_bytes
-    max_objects: int = limits.DEFAULT.max_files
+    max_object_bytes: int = limits.DEFAULT.max_file_bytes  # bytes of one object; default 64 MiB (as a git file)
+    max_total_bytes: int = limits.DEFAULT.max_total_bytes  # bytes under the prefix; default 1 GiB
+    max_objects: int = limits.DEFAULT.max_files  # objects under the prefix; default 50,000
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ class GitSource:
                 if self._current is not None and self._current[0].revision == revision:
                     return self._current[0]
                 snapshot.collect(self._dir / "snapshots")
-                snap = snapshot.create(repo, sha, self._dir / "snapshots", limits=self._limits)
+                snap = snapshot.create(repo, sha, root=self._dir / "snapshots", limits=self._limits)
             artifact = Artifact(revision=revision, path=snap.path)
             previous, self._current = self._current, (artifact, snap)
             if previous is not None:

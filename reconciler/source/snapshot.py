@@ -43,7 +43,7 @@ class Snapshot:
         os.close(self.lock_fd)
 
 
-def create(repo: git.Repo, sha: str, root: Path, *, limits: TreeLimits = limits_.DEFAULT) -> Snapshot:
+def create(repo: git.Repo, sha: str, *, root: Path, limits: TreeLimits = limits_.DEFAULT) -> Snapshot:
     """Export ``sha`` into a new directory under ``root``; nothing is left behind on failure.
 
     The tree's entries and blob sizes (object headers, no content) are checked against ``limits``

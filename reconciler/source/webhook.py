@@ -117,7 +117,8 @@ def _hmac_ok(secret: bytes, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(want, got[len(b"sha256=") :])
 
 
-def verify(provider: str, secret: bytes, body: bytes, headers: dict[str, str]) -> bool:
+def verify(provider: str, secret: bytes, *, body: bytes, headers: dict[str, str]) -> bool:
+    """Whether the delivery is signed (github, generic: HMAC-SHA256 of the body) or carries the token (gitlab)."""
     if provider == "github":
         return _hmac_ok(secret, body, headers.get("x-hub-signature-256"))
     if provider == "gitlab":
@@ -193,8 +194,8 @@ class Receiver:
         self,
         secret: bytes,
         on_push: Callable[[Push], int],
-        count: Callable[[str, str], None] = lambda provider, result: None,
         *,
+        count: Callable[[str, str], None] = lambda provider, result: None,
         deliveries: Deliveries | None = None,
     ) -> None:
         self._secret, self._on_push, self._count = secret, on_push, count
@@ -214,7 +215,7 @@ class Receiver:
             return self._reply(start, "413 Payload Too Large", {"error": "body too large"})
         body = environ["wsgi.input"].read(length)
         headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
-        if not verify(provider, self._secret, body, headers):
+        if not verify(provider, self._secret, body=body, headers=headers):
             self._count(provider, "unauthorized")
             log.warning(
                 f"webhook {provider}: bad or missing signature from {environ.get('REMOTE_ADDR')}; ignored",
