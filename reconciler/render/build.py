@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from reconciler.render import kustomize
@@ -136,8 +137,15 @@ def _join(rel_dir: str, name: str) -> str:
     return name if rel_dir in ("", ".") else f"{rel_dir}/{name}"
 
 
-def _walk(root: Path, directory: Path, *, rel_dir: str, active: frozenset[Path]) -> Iterator[tuple[str, Path, str]]:
-    """("file" | "kustomize", real path, path relative to root as walked), in name order."""
+class _Found(StrEnum):
+    """What the walk of a folder found: each is rendered its own way."""
+
+    FILE = "file"  # a manifest file: loaded as it is
+    KUSTOMIZATION = "kustomize"  # a folder with a kustomization: built by kustomize, not walked further
+
+
+def _walk(root: Path, directory: Path, *, rel_dir: str, active: frozenset[Path]) -> Iterator[tuple[_Found, Path, str]]:
+    """(what was found, real path, path relative to root as walked), in name order."""
     try:
         with os.scandir(directory) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -162,11 +170,11 @@ def _walk(root: Path, directory: Path, *, rel_dir: str, active: frozenset[Path])
             if real in active:
                 raise RenderError(rel, None, "symlink loop (a folder links to one of its parents)")
             if kustomize.find_kustomization(real) is not None:
-                yield "kustomize", real, rel
+                yield _Found.KUSTOMIZATION, real, rel
             else:
                 yield from _walk(root, real, rel_dir=rel, active=active | {real})
         elif real.is_file() and p.suffix in MANIFEST_SUFFIXES:
-            yield "file", real, rel
+            yield _Found.FILE, real, rel
 
 
 def _collect(root: Path, start: Path, *, rel: str, budget: _Budget) -> list[Manifest]:
@@ -179,7 +187,9 @@ def _collect(root: Path, start: Path, *, rel: str, budget: _Budget) -> list[Mani
     out: list[Manifest] = []
     for kind, real, sub in _walk(root, start, rel_dir=rel, active=frozenset({start})):
         out.extend(
-            _build(root, real, rel_dir=sub, budget=budget) if kind == "kustomize" else _load_file(real, sub, budget)
+            _build(root, real, rel_dir=sub, budget=budget)
+            if kind == _Found.KUSTOMIZATION
+            else _load_file(real, sub, budget)
         )
     return out
 
