@@ -46,8 +46,8 @@ _MODEL = bwaiter.WaiterModel(
 class Wait:
     """How long to follow an update; EKS version upgrades take 10-40 minutes."""
 
-    timeout: float = 3600.0
-    interval: float = 15.0
+    timeout: float = 3600.0  # seconds before giving up on the update; default 1 hour
+    interval: float = 15.0  # seconds between DescribeUpdate calls; default 15
 
     def config(self) -> WaiterConfigTypeDef:
         delay = max(0, math.ceil(self.interval))
