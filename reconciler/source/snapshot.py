@@ -24,6 +24,7 @@ import git
 
 from reconciler.source import limits as limits_
 from reconciler.source import lock
+from reconciler.source.artifact import Artifact
 from reconciler.source.limits import TreeLimits
 
 
@@ -41,6 +42,37 @@ class Snapshot:
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.with_name(self.path.name + ".lock").unlink(missing_ok=True)
         os.close(self.lock_fd)
+
+
+class Handed:
+    """The snapshot a source handed out last (git and bucket sources alike).
+
+    It stays on disk until the next revision replaces it, because a sync may still be reading
+    it; the same revision is handed out again without a new export; closing the source
+    removes it.  Callers hold the source's mutex around every call.
+    """
+
+    def __init__(self) -> None:
+        self._current: tuple[Artifact, Snapshot] | None = None
+
+    def same(self, revision: str) -> Artifact | None:
+        """The artifact already handed out, if it is of ``revision``."""
+        if self._current is not None and self._current[0].revision == revision:
+            return self._current[0]
+        return None
+
+    def hand_out(self, snap: Snapshot, *, revision: str) -> Artifact:
+        """``snap`` as the artifact of ``revision``; the one handed out before is removed."""
+        artifact = Artifact(revision=revision, path=snap.path)
+        previous, self._current = self._current, (artifact, snap)
+        if previous is not None:
+            previous[1].release()
+        return artifact
+
+    def release(self) -> None:
+        if self._current is not None:
+            self._current[1].release()
+            self._current = None
 
 
 def create(repo: git.Repo, sha: str, *, root: Path, limits: TreeLimits = limits_.DEFAULT) -> Snapshot:
