@@ -350,3 +350,24 @@ def test_kustomize_helm_preflight_refuses_a_chart_symlink_out_of_the_repo(tmp_pa
     (chart / "templates" / "leak.yaml").symlink_to(tmp_path / "outside.txt")
     with pytest.raises(RenderError, match="symlink leading out of the repository"):
         kustomize.preflight(tmp_path / "repo", app, limits=Limits(), enable_helm=True)
+
+
+def test_a_crds_file_that_starts_with_a_separator_stays_a_chart_crd() -> None:
+    # Helm prints a crds/ file verbatim after its Source comment; a leading '---' in the file
+    # splits the comment from the object, as kube-prometheus-stack's CRD subchart does.
+    text = (
+        "---\n# Source: stack/charts/crds/crds/crd-a.yaml\n---\n"
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: as.example.com}\n"
+        "---\n# Source: stack/templates/crd.yaml\n"
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: bs.example.com}\n"
+    )
+    r = helm.classify(text, chart="stack@1.0.0")
+    assert names(r.crds) == ["CustomResourceDefinition/as.example.com"]
+    assert names(r.objects) == ["CustomResourceDefinition/bs.example.com"]
+
+
+def test_from_crds_dir_reads_chart_and_subchart_crds_only() -> None:
+    assert helm.from_crds_dir("demo/crds/x.yaml")
+    assert helm.from_crds_dir("demo/charts/sub/crds/x.yaml")
+    assert not helm.from_crds_dir("demo/templates/crds/x.yaml")
+    assert not helm.from_crds_dir("demo/charts/sub/templates/crd.yaml")
