@@ -41,7 +41,9 @@ from reconciler.policy.model import (
     Reason,
     Requirement,
     Rule,
+    RuleScope,
     Selector,
+    SelectorOperator,
     Validation,
     selects,
 )
@@ -307,27 +309,27 @@ def _rule(spec: Mapping[str, Any], path: str, fail: Any) -> Rule:
     if bad:
         raise fail(f"{path}.operations: {bad[0]!r} is not one of {', '.join(OPERATIONS)}")
     scope = spec.get("scope", "*")
-    if scope not in ("*", "Cluster", "Namespaced"):
+    if scope not in tuple(RuleScope):
         raise fail(f"{path}.scope: must be *, Cluster or Namespaced")
     return Rule(
         tuple(spec["apiGroups"]),
         tuple(spec["apiVersions"]),
         tuple(spec["resources"]),
         tuple(spec["operations"]),
-        scope,
+        RuleScope(scope),
         tuple(spec.get("resourceNames") or ()),
     )
 
 
 def _selector(spec: Mapping[str, Any], path: str, fail: Any) -> Selector:
-    reqs = [Requirement(k, "In", (v,)) for k, v in sorted((spec.get("matchLabels") or {}).items())]
+    reqs = [Requirement(k, SelectorOperator.IN, (v,)) for k, v in sorted((spec.get("matchLabels") or {}).items())]
     for i, e in enumerate(spec.get("matchExpressions") or []):
         op, values = e.get("operator"), tuple(e.get("values") or ())
-        if not e.get("key") or op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+        if not e.get("key") or op not in tuple(SelectorOperator):
             raise fail(f"{path}.matchExpressions[{i}]: needs a key and operator In, NotIn, Exists or DoesNotExist")
-        if (op in ("In", "NotIn")) != bool(values):
+        if (op in (SelectorOperator.IN, SelectorOperator.NOT_IN)) != bool(values):
             raise fail(f"{path}.matchExpressions[{i}].values: required for In/NotIn, forbidden otherwise")
-        reqs.append(Requirement(e["key"], op, values))
+        reqs.append(Requirement(e["key"], SelectorOperator(op), values))
     return tuple(reqs)
 
 

@@ -75,6 +75,23 @@ class PolicyMode(StrEnum):
     OFF = "off"  # policies are not evaluated
 
 
+class SelectorOperator(StrEnum):
+    """A label selector's ``matchExpressions[].operator``."""
+
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class RuleScope(StrEnum):
+    """A resource rule's ``scope``: which objects it can match by where they live."""
+
+    ANY = "*"
+    CLUSTER = "Cluster"
+    NAMESPACED = "Namespaced"
+
+
 ACTIONS = tuple(Action)
 REASONS = tuple(Reason)
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT", "*")
@@ -198,15 +215,15 @@ class Request:
 @dataclass(frozen=True)
 class Requirement:
     key: str
-    op: str  # In | NotIn | Exists | DoesNotExist
+    op: SelectorOperator
     values: tuple[str, ...]
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.op == "Exists":
+        if self.op == SelectorOperator.EXISTS:
             return self.key in labels
-        if self.op == "DoesNotExist":
+        if self.op == SelectorOperator.DOES_NOT_EXIST:
             return self.key not in labels
-        if self.op == "In":
+        if self.op == SelectorOperator.IN:
             return self.key in labels and labels[self.key] in self.values
         return self.key not in labels or labels[self.key] not in self.values
 
@@ -220,13 +237,13 @@ class Rule:
     versions: tuple[str, ...]
     resources: tuple[str, ...]
     operations: tuple[str, ...]
-    scope: str
+    scope: RuleScope
     names: tuple[str, ...]
 
     def matches(self, req: Request) -> bool:
-        if self.scope == "Namespaced" and (req.resource == "namespaces" or not req.namespace):
+        if self.scope == RuleScope.NAMESPACED and (req.resource == "namespaces" or not req.namespace):
             return False
-        if self.scope == "Cluster" and not (req.resource == "namespaces" or not req.namespace):
+        if self.scope == RuleScope.CLUSTER and not (req.resource == "namespaces" or not req.namespace):
             return False
         if not any(op in ("*", "CREATE") for op in self.operations):
             return False
