@@ -3,10 +3,14 @@ two real controller processes on the real control plane."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import re
+import urllib.request
 from typing import Any
 
-from controllers import GS, Controller, Env, cm
+from controllers import GS, WEBHOOK_SECRET, Controller, Env, cm, free_port
 
 from reconciler.gitsync.shards import shard_of
 
@@ -38,6 +42,16 @@ def _request(env: Env, ns: str, name: str, value: str) -> None:
     )
 
 
+def _push(env: Env, port: int, url: str) -> int:
+    """A signed GitHub push webhook for ``url``'s main branch to the replica listening on ``port``."""
+    payload = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": env.url(url)}}).encode()
+    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), payload, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature, "X-GitHub-Event": "push"}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/hook/github", data=payload, headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback
+        return int(r.status)
+
+
 def _handled(env: Env, ns: str, names: list[str], value: str) -> bool:
     return all((env.get(ns, n) or {}).get("status", {}).get("lastHandledRequestedAt") == value for n in names)
 
@@ -48,7 +62,8 @@ def test_two_replicas_split_the_gitsyncs_and_one_takes_over_when_the_other_dies(
     ns = namespace
     git_repo.commit({f"app{i}/cm.yaml": cm(f"cm{i}", ns, {"i": str(i)}) for i in range(N)})
     args = ("--watch-namespace", ns, "--shards", str(SHARDS), "--lease-namespace", ns, "--lease-duration", "6")
-    a, b = env.start(*args, name="a"), env.start(*args, name="b")
+    port = free_port()
+    a, b = env.start(*args, name="a"), env.start(*args, name="b", webhook_port=port)
     eventually(lambda: _held(a) == 2 and _held(b) == 2, 30, "each replica to hold its fair share, 2 of 4 shards")
 
     names = [f"app{i}" for i in range(N)]
@@ -64,6 +79,13 @@ def test_two_replicas_split_the_gitsyncs_and_one_takes_over_when_the_other_dies(
     shards_a = {shard_of(namespace=ns, name=g.split("/")[1], shards=SHARDS) for g in by_a}
     shards_b = {shard_of(namespace=ns, name=g.split("/")[1], shards=SHARDS) for g in by_b}
     assert not shards_a & shards_b, "a shard belongs to one replica"
+
+    # a push webhook received by b reaches every GitSync, a's included: b only annotates them
+    git_repo.commit({f"app{i}/cm.yaml": cm(f"cm{i}", ns, {"i": str(i), "pushed": "yes"}) for i in range(N)}, "push")
+    assert _push(env, port, git_repo.url) == 202
+    cms = [f"/api/v1/namespaces/{ns}/configmaps/cm{i}" for i in range(N)]
+    eventually(lambda: all(env.kube.get(c)["data"].get("pushed") == "yes" for c in cms), 30, "the push applied")
+    assert not _synced_by(a) & _synced_by(b), "still each GitSync by one replica only"
 
     # SIGKILL one: no hand-back; the survivor takes its shards once their Leases expire (6 s)
     a.proc.kill()
