@@ -33,7 +33,7 @@ log = logging.getLogger("reconciler.gitsync")
 
 @dataclass
 class SyncState:
-    """Per-GitSync state that outlives one reconcile (the git cache handle, failures)."""
+    """Per-GitSync state that outlives one reconcile (failures, what it last fetched and synced)."""
 
     failures: int = 0  # default 0: consecutive failures (for the retry backoff)
     drifted: int = 0  # default 0: objects drifted at last report (for DriftCorrected)
@@ -81,9 +81,8 @@ class GitSyncSteps:
         md = self.obj["metadata"]
         try:
             key, opener = self._source()
-            if self.handled_request and self.handled_request != (self.obj.get("status") or {}).get(
-                "lastHandledRequestedAt"
-            ):
+            handled = (self.obj.get("status") or {}).get("lastHandledRequestedAt")
+            if self.handled_request and self.handled_request != handled:  # a push: ask the remote again
                 self.shared.invalidate(key, token=self.handled_request)
             f0 = time.monotonic()
             self.release()
