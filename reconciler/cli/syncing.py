@@ -36,10 +36,10 @@ from reconciler.kube import client as kube_client
 from reconciler.kube import discovery
 from reconciler.policy import checking
 from reconciler.render.manifests import Manifest, ManifestError
-from reconciler.report import table
+from reconciler.report import redact, table
 from reconciler.source import local_watch
 from reconciler.source.artifact import Artifact, SourceError
-from reconciler.sync import engine, redact
+from reconciler.sync import engine
 from reconciler.sync import prune as pruning
 from reconciler.sync.apply import Outcome
 from reconciler.sync.inventory import InventoryError

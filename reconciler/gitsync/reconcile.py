@@ -39,14 +39,14 @@ from reconciler.kube.events import EventRecorder
 from reconciler.render import build as render_build
 from reconciler.render.manifests import ManifestError
 from reconciler.report import conditions as cond
+from reconciler.report import redact
 from reconciler.report.metrics import Metrics
 from reconciler.source import bucket as bucket_source
 from reconciler.source import git as git_source
-from reconciler.source import urls
 from reconciler.source.artifact import Source, SourceError
 from reconciler.source.limits import TreeLimitError
 from reconciler.source.local import tree_digest
-from reconciler.sync import engine, inventory, redact
+from reconciler.sync import engine, inventory
 from reconciler.sync import prune as pruning
 from reconciler.sync.inventory import InventoryError, InventoryOwnerError
 from reconciler.sync.objects import ObjectId
@@ -85,7 +85,7 @@ def _describe(spec: GitSyncSpec) -> str:
     src = spec.source
     if isinstance(src, BucketSource):
         return f"s3://{src.bucket}/{src.prefix}"
-    return f"{urls.redact(src.url)} ({src.ref})"
+    return f"{redact.redact_url(src.url)} ({src.ref})"
 
 
 def _printable_secrets(values: Any) -> frozenset[str]:
@@ -146,7 +146,7 @@ class Reconciler:
     @staticmethod
     def scrub(state: SyncState | None, text: str) -> str:
         """``text`` without URL credentials or any value read from the GitSync's Secrets."""
-        return redact.scrub(urls.scrub(text), state.secrets if state else ())
+        return redact.scrub(redact.scrub_urls(text), state.secrets if state else ())
 
     def _handles(self, namespace: str, spec: GitSyncSpec) -> tuple[Kube, RestMapper]:
         """The handle that plans, applies, prunes and keeps the inventory for ``spec``.

@@ -38,8 +38,9 @@ from typing import Any
 import yaml
 
 from reconciler.render import tools, yaml_safe
-from reconciler.render.errors import RenderError, describe, redact
+from reconciler.render.errors import RenderError, describe
 from reconciler.render.options import Limits
+from reconciler.report.redact import scrub
 
 TIMEOUT_SECONDS = 120.0
 _DEAD_PROXY = "http://127.0.0.1:9"
@@ -175,7 +176,7 @@ def _clean(stderr: str, chart_dir: Path, sensitive: Iterable[str]) -> str:
     msg = msg.strip().removeprefix("Error: ").strip() or stderr.strip()
     for prefix in (str(chart_dir.parent) + os.sep, str(chart_dir)):
         msg = msg.replace(prefix, "")
-    msg = redact(msg, sensitive)
+    msg = scrub(msg, sensitive)
     return msg if len(msg) <= 2000 else msg[:2000] + " ...(truncated)"
 
 
