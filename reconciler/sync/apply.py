@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.kube import paths
-from reconciler.kube.apply import FIELD_MANAGER, apply_object, delete
+from reconciler.kube import paths, ssa
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
+from reconciler.kube.ssa import FIELD_MANAGER
 from reconciler.sync.objects import Stage
 from reconciler.sync.plan import Action, Item, Plan, dry_run
 
@@ -114,11 +114,13 @@ def apply_plan(
             if item.recreate:
                 assert item.live is not None  # only objects already labelled ours are recreated
                 res = mapper.find(item.desired["apiVersion"], item.desired["kind"])
-                delete(kube, mapper, item.desired, propagation="Foreground", uid=item.live["metadata"]["uid"])
+                uid = item.live["metadata"]["uid"]
+                ssa.delete(kube, item.desired, mapper=mapper, propagation="Foreground", uid=uid)
                 path = res.object_path(item.oid.name, item.oid.namespace or None)
                 if not _wait_gone(kube, path, timeout):
                     return Outcome(item, "failed", f"{item.oid}: still present {timeout:.0f}s after deletion")
-            live, created = apply_object(kube, mapper, item.desired, field_manager=field_manager)
+            applied = ssa.apply(kube, item.desired, mapper=mapper, field_manager=field_manager)
+            live, created = applied.live, applied.created
         except KubeError as e:
             return Outcome(item, "failed", f"{item.oid} ({item.source}): {e.reason}: {e.message}")
         except (UnreachableError, UnknownKindError) as e:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from reconciler import policy
-from reconciler.kube.apply import FIELD_MANAGER
 from reconciler.kube.client import Kube
 from reconciler.kube.discovery import RestMapper
+from reconciler.kube.ssa import FIELD_MANAGER
 from reconciler.render.manifests import Manifest
 from reconciler.sync import health, inventory, wait
 from reconciler.sync import prune as pruning

@@ -20,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.kube.apply import FIELD_MANAGER, apply_object
+from reconciler.kube import ssa
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import Resource, RestMapper, UnknownKindError
+from reconciler.kube.ssa import FIELD_MANAGER
 from reconciler.render.manifests import Manifest
 from reconciler.sync import diffing, immutable, live
 from reconciler.sync.inventory import Inventory, digest, owned_fields
@@ -333,7 +334,8 @@ def dry_run(
     assert item.desired is not None
     desired_ns = item.desired_namespaces
     try:
-        dry, created = apply_object(kube, mapper, item.desired, field_manager=field_manager, dry_run=True)
+        applied = ssa.apply(kube, item.desired, mapper=mapper, field_manager=field_manager, dry_run=True)
+        dry, created = applied.live, applied.created
     except KubeError as e:
         if _missing_namespace(e) and item.oid.namespace in desired_ns:
             item.deferred = True  # its Namespace is created by this sync; checked again before its stage

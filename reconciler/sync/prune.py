@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from reconciler.kube.apply import delete
+from reconciler.kube import ssa
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.sync.objects import Stage
@@ -68,7 +68,7 @@ def prune(
             if item.action is not Action.PRUNE or item.stage is not stage or item.live is None:
                 continue
             try:
-                delete(kube, mapper, item.live, uid=(item.live.get("metadata") or {}).get("uid"))
+                ssa.delete(kube, item.live, mapper=mapper, uid=(item.live.get("metadata") or {}).get("uid"))
             except (KubeError, UnreachableError, UnknownKindError) as e:
                 report.errors.append(f"{item.oid}: prune failed: {e}")
                 if progress:
