@@ -41,9 +41,10 @@ from reconciler.source import local_watch
 from reconciler.source.artifact import Artifact, SourceError
 from reconciler.sync import engine
 from reconciler.sync import prune as pruning
-from reconciler.sync.apply import Outcome
+from reconciler.sync.apply import ObjectResult
+from reconciler.sync.changeset import Action
 from reconciler.sync.inventory import InventoryError
-from reconciler.sync.plan import Action, Item, Plan
+from reconciler.sync.plan import Item, Plan
 
 
 @cli.command()
@@ -313,7 +314,7 @@ def _progress(total: int) -> Iterator[engine.Progress]:
         return
     with click.progressbar(length=total, label="syncing", file=sys.stderr) as bar:
 
-        def applied(o: Outcome) -> None:
+        def applied(o: ObjectResult) -> None:
             bar.update(1)
 
         yield engine.Progress(applied=applied)

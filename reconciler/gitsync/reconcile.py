@@ -48,9 +48,9 @@ from reconciler.source.limits import TreeLimitError
 from reconciler.source.local import tree_digest
 from reconciler.sync import engine, inventory
 from reconciler.sync import prune as pruning
+from reconciler.sync.changeset import Action
 from reconciler.sync.inventory import InventoryError, InventoryOwnerError
 from reconciler.sync.objects import ObjectId
-from reconciler.sync.plan import Action
 
 log = logging.getLogger("reconciler.gitsync")
 
@@ -648,7 +648,7 @@ class Reconciler:
             log.info(f"GitSync deleted; pruned {n} objects", extra={"gitsync": gid})
         # The inventory lives next to the objects: on the remote target when there is one.
         try:
-            inventory.delete(kube if remote is not None else local, ns, name, uid)
+            inventory.delete(kube if remote is not None else local, namespace=ns, sync_name=name, owner_uid=uid)
         except InventoryOwnerError as e:
             log.warning(f"GitSync {gid}: deleted; {e}: left as it is", extra={"gitsync": gid})
         except (KubeError, UnreachableError) as e:

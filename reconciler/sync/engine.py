@@ -20,9 +20,11 @@ from reconciler.kube.ssa import FIELD_MANAGER
 from reconciler.render.manifests import Manifest
 from reconciler.sync import health, inventory, wait
 from reconciler.sync import prune as pruning
-from reconciler.sync.apply import ApplyReport, Outcome, apply_plan
+from reconciler.sync.apply import ApplyReport, ObjectResult, apply_plan
+from reconciler.sync.changeset import Action
 from reconciler.sync.objects import ObjectId, owner_label_value
-from reconciler.sync.plan import Action, Item, Plan, PlanError, plan, preflight
+from reconciler.sync.plan import Item, Plan, PlanError, plan
+from reconciler.sync.preflight import preflight
 
 APPLIED = frozenset({"created", "configured", "adopted", "recreated", "unchanged"})
 
@@ -54,7 +56,7 @@ class Progress:
 
     planned: Callable[[Plan], None] | None = None
     checked: Callable[[Item], None] | None = None
-    applied: Callable[[Outcome], None] | None = None
+    applied: Callable[[ObjectResult], None] | None = None
     pruned: Callable[[Item, str], None] | None = None
 
 
@@ -98,7 +100,7 @@ def _final(
     previous: inventory.Inventory,
     ahead: inventory.Inventory,
     p: Plan,
-    outcomes: Sequence[Outcome],
+    outcomes: Sequence[ObjectResult],
     deleted: set[ObjectId],
     field_manager: str,
     revision: str,
@@ -137,7 +139,9 @@ def _record(kube: Kube, opts: Options, previous: inventory.Inventory, new: inven
     if new == previous:
         return previous
     expected = dataclasses.replace(new, resource_version=previous.resource_version)  # the write's precondition
-    return inventory.save(kube, opts.namespace, opts.name, expected, opts.field_manager)
+    return inventory.save(
+        kube, expected, namespace=opts.namespace, sync_name=opts.name, field_manager=opts.field_manager
+    )
 
 
 def run(
@@ -159,13 +163,15 @@ def run(
             return res
     res.stage = "plan"
     previous = inventory.load(kube, opts.namespace, opts.name)
-    inventory.check_owner(previous, opts.namespace, opts.name, opts.owner_uid)  # before anything is written
+    inventory.check_owner(
+        previous, namespace=opts.namespace, sync_name=opts.name, owner_uid=opts.owner_uid
+    )  # before anything is written
     try:
         p = plan(
             kube,
-            mapper,
             manifests,
-            previous,
+            mapper=mapper,
+            inventory=previous,
             owner=opts.owner,
             default_namespace=opts.default_namespace,
             field_manager=opts.field_manager,
@@ -179,8 +185,8 @@ def run(
     res.stage = "preflight"
     preflight(
         kube,
-        mapper,
         p,
+        mapper=mapper,
         owner=opts.owner,
         field_manager=opts.field_manager,
         concurrency=opts.concurrency,
@@ -214,8 +220,8 @@ def run(
     try:
         rep = apply_plan(
             kube,
-            mapper,
             p,
+            mapper=mapper,
             owner=opts.owner,
             field_manager=opts.field_manager,
             concurrency=opts.concurrency,
@@ -227,7 +233,7 @@ def run(
             res.errors = rep.errors
             return res
         res.stage = "prune"
-        pr = pruning.prune(kube, mapper, p, progress=cb.pruned)
+        pr = pruning.prune(kube, p, mapper=mapper, progress=cb.pruned)
         res.pruned = pr
         deleted = {i.oid for i in pr.deleted}
         if pr.errors:
@@ -251,7 +257,7 @@ def run(
     if opts.wait:
         res.stage = "health"
         changed = [o.item for o in rep.outcomes if o.result in APPLIED]
-        res.health = wait.wait_healthy(kube, mapper, changed, opts.owner, opts.timeout)
+        res.health = wait.wait_healthy(kube, changed, mapper=mapper, owner=opts.owner, timeout=opts.timeout)
         bad = {oid: h for oid, h in res.health.items() if h.state is not health.State.CURRENT}
         res.errors = [f"{oid}: {h.state.value}: {h.message}" for oid, h in sorted(bad.items())]
         if res.errors:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from reconciler.kube import ssa
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
-from reconciler.sync.objects import Stage
-from reconciler.sync.plan import Action, Item, Plan
+from reconciler.sync.changeset import Action, Effect
+from reconciler.sync.objects import ApplyStage
+from reconciler.sync.plan import Item, Plan
 
 # Below this many deletions the ratio rule does not apply: deleting 2 of 3 objects in a
 # tiny sync is ordinary work, deleting 600 of 1,000 is not.
@@ -60,10 +61,11 @@ class PruneReport:
 
 
 def prune(
-    kube: Kube, mapper: RestMapper, p: Plan, *, progress: Callable[[Item, str], None] | None = None
+    kube: Kube, p: Plan, *, mapper: RestMapper, progress: Callable[[Item, Effect], None] | None = None
 ) -> PruneReport:
+    """Delete the plan's prune items in reverse apply order; a failure is reported and the rest go on."""
     report = PruneReport()
-    for stage in reversed(Stage):
+    for stage in reversed(ApplyStage):
         for item in p.items:
             if item.action is not Action.PRUNE or item.stage is not stage or item.live is None:
                 continue
@@ -72,9 +74,9 @@ def prune(
             except (KubeError, UnreachableError, UnknownKindError) as e:
                 report.errors.append(f"{item.oid}: prune failed: {e}")
                 if progress:
-                    progress(item, "failed")
+                    progress(item, Effect.FAILED)
                 continue
             report.deleted.append(item)
             if progress:
-                progress(item, "pruned")
+                progress(item, Effect.PRUNED)
     return report
