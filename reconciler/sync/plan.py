@@ -5,7 +5,7 @@ every time. So the common case costs no request: the desired object still has th
 digest recorded in the inventory when it was last applied, and every value it sets is
 still the live value (a subset test, so API defaults and fields that other managers
 own — an HPA's replicas — never count as drift). Only objects that fail that test are
-asked about with a server-side dry-run apply, which both confirms the difference
+asked about with a server-side dry-run apply (``preflight``), which both confirms the difference
 (normalized quantities and defaults compare equal there) and validates the object, so
 an invalid object or an immutable-field change is found before anything is written.
 """

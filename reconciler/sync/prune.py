@@ -29,8 +29,10 @@ MIN_GUARDED = 5
 
 @dataclass(frozen=True)
 class Guard:
-    allow_mass_prune: bool = False
-    max_ratio: float = 0.5
+    """The mass-prune guard's settings (``--allow-mass-prune``, ``--max-prune-ratio``)."""
+
+    allow_mass_prune: bool = False  # default off: pruning everything, or more than max_ratio, is refused
+    max_ratio: float = 0.5  # default half: the share of the inventory one sync may prune (from MIN_GUARDED deletions)
 
 
 def check_guard(p: Plan, inventory_size: int, guard: Guard) -> str | None:
