@@ -2,7 +2,7 @@
 
 Runs on a fresh local control plane (scripts/controlplane.py) in one process:
   1. initial sync of 1,000 objects (10 Namespaces; per namespace 40 ConfigMaps,
-     30 Services, 29 Deployments) with ``reconciler.sync.engine``;
+     30 Services, 29 Deployments) with ``reconciler.gitsync.pipeline.sync_revision``;
   2. a no-op re-sync of the same revision;
   3. ``kubectl apply --server-side`` of the same set into other namespaces (initial),
      and once more (its no-op).
@@ -32,10 +32,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import controlplane  # noqa: E402
 
+from reconciler.gitsync.cluster import KubeCluster  # noqa: E402
+from reconciler.gitsync.errors import StepError  # noqa: E402
+from reconciler.gitsync.pipeline import Given, sync_revision  # noqa: E402
+from reconciler.gitsync.results import SyncOptions  # noqa: E402
 from reconciler.kube import client, discovery  # noqa: E402
 from reconciler.render import build as render_build  # noqa: E402
 from reconciler.source.local import LocalSource  # noqa: E402
-from reconciler.sync import engine  # noqa: E402
 
 
 def write_objects(root: Path, prefix: str, namespaces: int, per_ns: int) -> int:
@@ -98,10 +101,12 @@ def ours(kubeconfig: str, folder: Path, label: str) -> tuple[float, dict[str, in
     t0 = time.perf_counter()
     art = LocalSource(folder).fetch()
     manifests = render_build.render(art.path, ".")
-    res = engine.run(kube, mapper, manifests, art.revision, engine.Options(name="bench", namespace="default"))
+    opts = SyncOptions(name="bench", namespace="default")
+    try:
+        res = sync_revision(steps=Given(manifests, art.revision), cluster=KubeCluster(kube, mapper, opts), options=opts)
+    except StepError as e:
+        raise SystemExit(f"{label}: sync failed: {e.errors[:3]}") from e
     dt = time.perf_counter() - t0
-    if res.errors:
-        raise SystemExit(f"{label}: sync failed: {res.errors[:3]}")
     assert res.plan is not None
     reqs = dict(kube.requests)
     kube.close()

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,30 @@ MIN_POLL_INTERVAL = 1.0
 """Seconds: the least time between DescribeUpdate calls (and between checks); 0 would be a busy loop."""
 
 
+class EksDriftMode(StrEnum):
+    """``run --eks-drift``: what a difference between the cluster and its ClusterConfig does."""
+
+    WARN = "warn"  # metric, Event and log line only
+    CORRECT = "correct"  # also send the in-place updates `reconciler eks sync` would
+
+
 @dataclass(frozen=True)
 class EksOptions:
     """EKS drift of the cluster itself (``run --eks-config``): a ClusterConfig file, e.g. mounted from a ConfigMap."""
 
     config: Path
+    """The ClusterConfig file (--eks-config); no default."""
     variables: dict[str, str]
+    """``${NAME}`` values for it (--eks-substitute); no default (empty: none)."""
+    _: dataclasses.KW_ONLY
     interval: float = 600.0
-    mode: str = "warn"  # warn | correct
+    """Seconds between checks (--eks-interval); default 10m, never under :data:`MIN_POLL_INTERVAL`."""
+    mode: EksDriftMode = EksDriftMode.WARN
+    """--eks-drift; default warn: report only, never send an update."""
     region: str | None = None
+    """AWS region (--eks-region); default None: the ClusterConfig's metadata.region."""
     wait: eksupdate.Wait = dataclasses.field(default_factory=eksupdate.Wait)
+    """How an update sent in correct mode is followed; default eksupdate.Wait()'s."""
 
     def __post_init__(self) -> None:
         """Clamp the intervals: whoever builds the options, the controller never hammers the EKS API."""
@@ -76,8 +91,8 @@ class EksDriftChecker:
             if self.opts.region:
                 cfg = dataclasses.replace(cfg, region=self.opts.region)
             client = self._clients.get(cfg.region) or self._clients.setdefault(cfg.region, eks.client(cfg.region))
-            if self.opts.mode == "correct":
-                res = eks.sync(client, cfg, self.opts.wait)
+            if self.opts.mode == EksDriftMode.CORRECT:
+                res = eks.sync(client, cfg, wait=self.opts.wait)
             else:
                 drift = eks.check(client, cfg)
                 res = eks.SyncResult(before=drift, after=drift)

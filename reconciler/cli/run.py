@@ -27,9 +27,9 @@ from reconciler.cli.common import (
     parse_pairs,
     service_account,
 )
-from reconciler.gitsync import loop as controller
-from reconciler.gitsync import spec, tenancy
+from reconciler.gitsync import handles, loop, spec, tenancy
 from reconciler.kube import client as kube_client
+from reconciler.policy import PolicyMode
 from reconciler.report import logs
 
 
@@ -105,7 +105,12 @@ from reconciler.report import logs
     default=None,
     help="Check the EKS cluster against this eksctl ClusterConfig every --eks-interval (docs/eks.md).",
 )
-@click.option("--eks-var", "eks_vars", multiple=True, metavar="NAME=VALUE", help="${NAME} in --eks-config.")
+@click.option(
+    "--eks-substitute", "eks_substitute", multiple=True, metavar="NAME=VALUE", help="${NAME} in --eks-config."
+)
+@click.option(
+    "--eks-var", "eks_vars", multiple=True, metavar="NAME=VALUE", hidden=True, help="Deprecated: --eks-substitute."
+)
 @click.option(
     "--eks-interval",
     type=Duration(minimum=ekscheck.MIN_POLL_INTERVAL),
@@ -115,8 +120,8 @@ from reconciler.report import logs
 )
 @click.option(
     "--eks-drift",
-    type=click.Choice(["warn", "correct"]),
-    default="warn",
+    type=click.Choice([m.value for m in ekscheck.EksDriftMode]),
+    default=ekscheck.EksDriftMode.WARN.value,
     show_default=True,
     help="correct: also send the in-place updates `reconciler eks sync` would.",
 )
@@ -160,8 +165,8 @@ from reconciler.report import logs
 )
 @click.option(
     "--min-policy-mode",
-    type=click.Choice(["enforce", "audit", "off"]),
-    default="off",
+    type=click.Choice([m.value for m in PolicyMode]),
+    default=PolicyMode.OFF.value,
     show_default=True,
     help="A GitSync's weaker spec.policy.mode is raised to this.",
 )
@@ -194,68 +199,16 @@ def run(**kw: Any) -> None:
     is exactly one ERROR line.
     """
     logs.setup(kw["log_level"])
-    secret = b""
-    if kw["webhook_addr"]:
-        if not kw["webhook_secret_file"]:
-            fail("run", ["--webhook-addr needs --webhook-secret-file: unsigned webhooks are never accepted"])
-        if not kw["webhook_secret_file"].exists():
-            # The Secret volume is optional: install first, configure webhooks later.
-            logging.getLogger("reconciler").warning(
-                f"{kw['webhook_secret_file']} does not exist: webhooks are off until it does (restart to enable)"
-            )
-            kw["webhook_addr"] = ""
-        else:
-            secret = kw["webhook_secret_file"].read_bytes().strip()
-            if len(secret) < 16:
-                fail("run", [f"{kw['webhook_secret_file']}: the webhook secret must be at least 16 bytes"])
-    identity = os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}"
-    eks_opts = None
-    if kw["eks_config"]:
-        try:
-            eks_vars = parse_pairs(kw["eks_vars"], "--eks-var")
-        except click.BadParameter as e:
-            fail("run", [str(e)])
-        eks_opts = ekscheck.EksOptions(
-            kw["eks_config"], eks_vars, kw["eks_interval"], kw["eks_drift"], kw["eks_region"]
-        )
+    secret = _webhook_secret(kw)
+    eks_opts = _eks_options(kw)
     try:
-        kube = connect_cluster(kw, pool_size=controller.pool_size(kw["workers"]))
+        kube = connect_cluster(kw, pool_size=loop.pool_size(kw["workers"]))
     except (kube_client.ConfigError, AwsError) as e:
         fail("run", [str(e)])
-    ctl = controller.Controller(
+    ctl = loop.Controller(
         kube,
-        controller.Options(
-            namespace=kw["watch_namespace"],
-            workers=kw["workers"],
-            cache_dir=kw["cache_dir"],
-            leader_elect=kw["leader_elect"],
-            lease_namespace=kw["lease_namespace"],
-            lease_duration=kw["lease_duration"],
-            identity=identity,
-            metrics_addr=kw["metrics_addr"],
-            health_addr=kw["health_addr"],
-            webhook_addr=kw["webhook_addr"],
-            webhook_secret=secret,
-            alertmanager_url=kw["alertmanager_url"],
-            policies_dir=kw["policies_dir"],
-            eks=eks_opts,
-            max_concurrent_per_namespace=kw["max_concurrent_per_namespace"],
-            max_timeout=kw["max_timeout"],
-            tenancy=tenancy.Tenancy(
-                default_service_account=kw["default_service_account"],
-                platform_namespaces=frozenset(kw["platform_namespaces"]),
-                platform_service_account=kw["platform_service_account"],
-                no_cross_namespace_refs=kw["no_cross_namespace_refs"],
-                min_policy_mode=kw["min_policy_mode"],
-                eks_targets=tuple(
-                    tenancy.parse_grant(v, "--allow-eks-target", legacy=True) for v in kw["allow_eks_targets"]
-                ),
-                buckets=kw["allow_buckets"],
-                bucket_endpoints=kw["allow_bucket_endpoints"],
-                local_git=False,  # the controller's disk holds every tenant's cache: file:// is the CLI's only
-            ),
-        ),
-        client_factory=controller.client_factory(lambda headers: connect_cluster(kw, headers=headers)),
+        _controller_options(kw, webhook_secret=secret, eks=eks_opts),
+        client_factory=handles.client_factory(lambda headers: connect_cluster(kw, headers=headers)),
     )
 
     def _stop(signum: int, frame: object) -> None:
@@ -264,3 +217,80 @@ def run(**kw: Any) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     ctl.run()
+
+
+def _webhook_secret(kw: dict[str, Any]) -> bytes:
+    """The shared secret of --webhook-addr; turns the webhook off (``kw["webhook_addr"] = ""``) while
+    its file does not exist yet: the Secret volume is optional (install first, webhooks later)."""
+    if not kw["webhook_addr"]:
+        return b""
+    if not kw["webhook_secret_file"]:
+        fail("run", ["--webhook-addr needs --webhook-secret-file: unsigned webhooks are never accepted"])
+    if not kw["webhook_secret_file"].exists():
+        logging.getLogger("reconciler").warning(
+            f"{kw['webhook_secret_file']} does not exist: webhooks are off until it does (restart to enable)"
+        )
+        kw["webhook_addr"] = ""
+        return b""
+    secret: bytes = kw["webhook_secret_file"].read_bytes().strip()
+    if len(secret) < 16:
+        fail("run", [f"{kw['webhook_secret_file']}: the webhook secret must be at least 16 bytes"])
+    return secret
+
+
+def _eks_options(kw: dict[str, Any]) -> ekscheck.EksOptions | None:
+    """--eks-config and its flags; ``--eks-var``, the old name of --eks-substitute, still works (and warns once)."""
+    if kw["eks_vars"]:
+        click.echo("reconciler run: warning: --eks-var is deprecated; use --eks-substitute", err=True)
+    if not kw["eks_config"]:
+        return None
+    try:
+        variables = parse_pairs(kw["eks_vars"], "--eks-var") | parse_pairs(kw["eks_substitute"], "--eks-substitute")
+    except click.BadParameter as e:
+        fail("run", [e.format_message()])  # names the flag: there are two
+    return ekscheck.EksOptions(
+        kw["eks_config"],
+        variables,
+        interval=kw["eks_interval"],
+        mode=ekscheck.EksDriftMode(kw["eks_drift"]),
+        region=kw["eks_region"],
+    )
+
+
+def _tenancy(kw: dict[str, Any]) -> tenancy.Tenancy:
+    """The lock-down flags (docs/security.md)."""
+    return tenancy.Tenancy(
+        default_service_account=kw["default_service_account"],
+        platform_namespaces=frozenset(kw["platform_namespaces"]),
+        platform_service_account=kw["platform_service_account"],
+        no_cross_namespace_refs=kw["no_cross_namespace_refs"],
+        min_policy_mode=PolicyMode(kw["min_policy_mode"]),
+        eks_targets=tuple(tenancy.parse_grant(v, "--allow-eks-target", legacy=True) for v in kw["allow_eks_targets"]),
+        buckets=kw["allow_buckets"],
+        bucket_endpoints=kw["allow_bucket_endpoints"],
+        local_git=False,  # the controller's disk holds every tenant's cache: file:// is the CLI's only
+    )
+
+
+def _controller_options(
+    kw: dict[str, Any], *, webhook_secret: bytes, eks: ekscheck.EksOptions | None
+) -> loop.ControllerOptions:
+    return loop.ControllerOptions(
+        namespace=kw["watch_namespace"],
+        workers=kw["workers"],
+        cache_dir=kw["cache_dir"],
+        leader_elect=kw["leader_elect"],
+        lease_namespace=kw["lease_namespace"],
+        lease_duration=kw["lease_duration"],
+        identity=os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}",
+        metrics_addr=kw["metrics_addr"],
+        health_addr=kw["health_addr"],
+        webhook_addr=kw["webhook_addr"],
+        webhook_secret=webhook_secret,
+        alertmanager_url=kw["alertmanager_url"],
+        policies_dir=kw["policies_dir"],
+        eks=eks,
+        max_concurrent_per_namespace=kw["max_concurrent_per_namespace"],
+        max_timeout=kw["max_timeout"],
+        tenancy=_tenancy(kw),
+    )

@@ -6,7 +6,6 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +25,32 @@ from reconciler.cli.common import (
     connect_cluster,
     default_name,
     fail,
-    open_source,
     policy_options,
     render_artifact,
     render_options,
     source_options,
 )
+from reconciler.cli.flagsteps import FlagSteps
+from reconciler.gitsync.cluster import KubeCluster
+from reconciler.gitsync.errors import (
+    PolicyFailedError,
+    PolicyViolationError,
+    RenderFailedError,
+    SourceFailedError,
+    StepError,
+)
+from reconciler.gitsync.pipeline import sync_revision
+from reconciler.gitsync.results import Progress, Stage, SyncOptions, SyncResult
 from reconciler.kube import client as kube_client
 from reconciler.kube import discovery
 from reconciler.policy import checking
-from reconciler.render.manifests import Manifest, ManifestError
+from reconciler.render.manifests import ManifestError
 from reconciler.report import redact, table
 from reconciler.source import local_watch
-from reconciler.source.artifact import Artifact, SourceError
-from reconciler.sync import engine
+from reconciler.source.artifact import Artifact
 from reconciler.sync import prune as pruning
 from reconciler.sync.apply import ObjectResult
 from reconciler.sync.changeset import Action
-from reconciler.sync.inventory import InventoryError
 from reconciler.sync.plan import Item, Plan
 
 
@@ -60,61 +67,57 @@ def render(path: Path, **kw: Any) -> None:
     click.echo(yaml.safe_dump_all([m.obj for m in objs], sort_keys=False, explicit_start=True), nl=False)
 
 
-class _FailedError(Exception):
-    """Errors for the user; the caller decides whether they end the process (sync) or not (--watch)."""
+Handles = tuple[kube_client.Kube, discovery.RestMapper]  # the cluster the connection flags name
 
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(errors))
-
-
-def _collect(kw: dict[str, Any]) -> tuple[list[Manifest], str]:
-    revision = ""
-    try:
-        with open_source(kw) as artifact:
-            revision = artifact.revision
-            return render_artifact(artifact, kw), revision
-    except (SourceError, ManifestError, OSError, ValueError) as e:
-        at = f"{revision}: " if revision else ""
-        raise _FailedError([f"{at}{e}; nothing was applied or pruned"]) from e
+# How ``sync`` names the stage it stopped at ("sync stopped at ...").
+_STOPPED_AT = {Stage.PLAN: "planning", Stage.PREFLIGHT: "validation", Stage.GUARD: "the prune guard"}
+# Stages whose failure leaves the cluster untouched, as the last error line says.
+_NOTHING_WRITTEN = frozenset({Stage.POLICY, Stage.PLAN, Stage.PREFLIGHT, Stage.GUARD})
 
 
-def _cluster(kw: dict[str, Any]) -> tuple[kube_client.Kube, discovery.RestMapper]:
+def _cluster(command: str, kw: dict[str, Any]) -> Handles:
+    """The cluster the connection flags name, or the command ends with one error line."""
     try:
         kube = connect_cluster(kw, pool_size=kw.get("concurrency") or 8)
         mapper = discovery.RestMapper(kube)
         mapper.refresh()
     except (kube_client.ConfigError, AwsError, kube_client.UnreachableError, kube_client.KubeError) as e:
-        raise _FailedError([f"{e}; nothing was applied or pruned"]) from e
+        fail(command, [f"{e}; nothing was applied or pruned"])
     return kube, mapper
 
 
-def _prepare(command: str, kw: dict[str, Any]) -> tuple[kube_client.Kube, discovery.RestMapper, list[Manifest], str]:
-    try:
-        manifests, revision = _collect(kw)
-        kube, mapper = _cluster(kw)
-    except _FailedError as e:
-        fail(command, e.errors)
-    return kube, mapper, manifests, revision
-
-
-def _options(kw: dict[str, Any], **extra: Any) -> engine.Options:
+def _options(kw: dict[str, Any], **extra: Any) -> SyncOptions:
     name = default_name(kw)
     check_name(kw["namespace"], name)
-    policies = None
-    if kw.get("policies"):
-        try:  # loaded for every sync: edited policy files take effect at once (also with --watch)
-            policies = policy.load_policies(kw["policies"])
-        except policy.PolicyError as e:
-            raise _FailedError([f"{e}; the sync refuses to proceed"]) from e
-    return engine.Options(
+    return SyncOptions(
         name=name,
-        policies=policies,
         policy_mode=kw.get("policy_mode") or "enforce",
         namespace=kw["namespace"],
         default_namespace=kw["default_namespace"],
         **extra,
     )
+
+
+def _run(cluster: Handles, *, options: SyncOptions, steps: FlagSteps, progress: Progress | None = None) -> SyncResult:
+    """The pipeline, with the CLI's steps, into the cluster the flags name."""
+    kube, mapper = cluster
+    return sync_revision(steps=steps, cluster=KubeCluster(kube, mapper, options), options=options, progress=progress)
+
+
+def _error_lines(e: StepError, steps: FlagSteps, *, stopped: bool) -> list[str]:
+    """What the command line says about a failed step (``stopped``: sync's tail and closing line)."""
+    if isinstance(e, SourceFailedError | RenderFailedError):
+        at = f"{steps.revision}: " if steps.revision else ""
+        return [f"{at}{e.errors[0]}; nothing was applied or pruned"]
+    if isinstance(e, PolicyFailedError):
+        return [f"{e.errors[0]}; the sync refuses to proceed"]
+    lines = [redact.scrub(err, steps.secrets) for err in e.errors]
+    if e.result is None or not stopped:
+        return lines
+    if e.result.stage in _NOTHING_WRITTEN:
+        lines[-1] += "; nothing was applied or pruned"
+    stage = e.result.stage
+    return [*lines, f"sync stopped at {_STOPPED_AT.get(stage, stage.value)}"]
 
 
 def _print_diff(p: Plan, secrets: frozenset[str]) -> None:
@@ -125,6 +128,23 @@ def _print_diff(p: Plan, secrets: frozenset[str]) -> None:
         click.echo(f"{item.action.value} {item.oid}{why}")
         for line in item.diff:
             click.echo(f"    {redact.scrub(line, secrets)}")  # diffs are masked already; belt and braces
+
+
+def _print_json(res: SyncResult, secrets: frozenset[str]) -> None:
+    assert res.plan is not None
+    changes = [
+        {
+            "action": i.action.value,
+            "object": {"group": i.oid.group, "kind": i.oid.kind, "namespace": i.oid.namespace, "name": i.oid.name},
+            "source": i.source,
+            "reason": i.reason,
+            "diff": [redact.scrub(line, secrets) for line in i.diff],
+            "patch": json.loads(redact.scrub(json.dumps(i.patch), secrets)),
+        }
+        for i in sorted(res.plan.items, key=lambda i: (i.stage, i.oid))
+        if i.action is not Action.UNCHANGED
+    ]
+    click.echo(json.dumps({"revision": res.revision, "counts": res.plan.counts(), "changes": changes}, indent=2))
 
 
 @cli.command()
@@ -145,38 +165,24 @@ def diff(output: str, **kw: Any) -> None:
 
     Exit 0: no changes; 1: changes; 2: error.
     """
-    kube, mapper, manifests, revision = _prepare("diff", kw)
-    secrets = redact.secret_values(manifests)
-    try:
-        opts = _options(kw, dry_run=True, guard=pruning.Guard(allow_mass_prune=True))
-    except _FailedError as e:
-        fail("diff", e.errors)
-    try:
-        res = engine.run(kube, mapper, manifests, revision, opts)
-    except (InventoryError, kube_client.UnreachableError, kube_client.KubeError) as e:
-        fail("diff", [redact.scrub(str(e), secrets)])
-    _print_violations(res, secrets)
-    if res.errors:
-        fail("diff", [redact.scrub(e, secrets) for e in res.errors])
+    cluster = _cluster("diff", kw)
+    options = _options(kw, dry_run=True, guard=pruning.Guard(allow_mass_prune=True))
+    with contextlib.ExitStack() as stack:
+        steps = FlagSteps(kw, stack)
+        try:
+            res = _run(cluster, options=options, steps=steps)
+        except StepError as e:
+            if e.result is not None:
+                _print_violations(e.result, steps.secrets, denied=isinstance(e, PolicyViolationError))
+            fail("diff", _error_lines(e, steps, stopped=False))
+    _print_violations(res, steps.secrets)
     assert res.plan is not None
     if output == "json":
-        changes = [
-            {
-                "action": i.action.value,
-                "object": {"group": i.oid.group, "kind": i.oid.kind, "namespace": i.oid.namespace, "name": i.oid.name},
-                "source": i.source,
-                "reason": i.reason,
-                "diff": [redact.scrub(line, secrets) for line in i.diff],
-                "patch": json.loads(redact.scrub(json.dumps(i.patch), secrets)),
-            }
-            for i in sorted(res.plan.items, key=lambda i: (i.stage, i.oid))
-            if i.action is not Action.UNCHANGED
-        ]
-        click.echo(json.dumps({"revision": revision, "counts": res.plan.counts(), "changes": changes}, indent=2))
+        _print_json(res, steps.secrets)
     else:
-        _print_diff(res.plan, secrets)
+        _print_diff(res.plan, steps.secrets)
     counts = res.plan.counts()
-    click.echo(f"{revision}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n), err=True)
+    click.echo(f"{res.revision}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n), err=True)
     sys.exit(EXIT_CHANGES if res.plan.has_changes else EXIT_OK)
 
 
@@ -211,79 +217,55 @@ def sync(**kw: Any) -> None:
     if kw["watch"]:
         if not kw["directory"]:
             raise click.UsageError("--watch needs --dir")
-        try:
-            kube, mapper = _cluster(kw)
-        except _FailedError as e:
-            fail("sync", e.errors)
-        local_watch.run(kw["directory"], lambda: _sync_once(kw, kube, mapper, quiet=True))
+        cluster = _cluster("sync", kw)
+        local_watch.run(kw["directory"], lambda: _sync_once(kw, cluster, quiet=True))
         return
-    try:
-        kube, mapper = _cluster(kw)
-    except _FailedError as e:
-        fail("sync", e.errors)
-    sys.exit(_sync_once(kw, kube, mapper))
+    sys.exit(_sync_once(kw, _cluster("sync", kw)))
 
 
-def _sync_once(kw: dict[str, Any], kube: kube_client.Kube, mapper: discovery.RestMapper, quiet: bool = False) -> int:
+def _sync_once(kw: dict[str, Any], cluster: Handles, *, quiet: bool = False) -> int:
     """One sync; prints the table (or, with ``quiet``, only what changed) and returns the exit code."""
     t0 = time.monotonic()
-    try:
-        manifests, revision = _collect(kw)
-    except _FailedError as e:
-        for err in e.errors:
-            click.echo(f"reconciler sync: error: {err}", err=True)
-        return EXIT_ERROR
-    secrets = redact.secret_values(manifests)
-    try:
-        opts = _options(
-            kw,
-            prune=kw["prune"],
-            wait=kw["wait"],
-            timeout=kw["timeout"],
-            dry_run=kw["dry_run"],
-            concurrency=kw["concurrency"],
-            guard=pruning.Guard(allow_mass_prune=kw["allow_mass_prune"], max_ratio=kw["max_prune_ratio"]),
-        )
-    except _FailedError as e:
-        for err in e.errors:
-            click.echo(f"reconciler sync: error: {err}", err=True)
-        return EXIT_ERROR
-    with _progress(0 if quiet else len(manifests)) as progress:
+    options = _options(
+        kw,
+        prune=kw["prune"],
+        wait=kw["wait"],
+        timeout=kw["timeout"],
+        dry_run=kw["dry_run"],
+        concurrency=kw["concurrency"],
+        guard=pruning.Guard(allow_mass_prune=kw["allow_mass_prune"], max_ratio=kw["max_prune_ratio"]),
+    )
+    with contextlib.ExitStack() as stack:
+        steps = FlagSteps(kw, stack)
         try:
-            res = engine.run(kube, mapper, manifests, revision, opts, progress)
-        except (InventoryError, kube_client.UnreachableError, kube_client.KubeError) as e:
-            click.echo(f"reconciler sync: error: {redact.scrub(str(e), secrets)}", err=True)
+            res = _run(cluster, options=options, steps=steps, progress=_progress(stack, quiet=quiet))
+        except StepError as e:
+            if e.result is not None:
+                if e.result.plan is not None:
+                    _print_table(e.result, only_changes=quiet)
+                _print_violations(e.result, steps.secrets, denied=isinstance(e, PolicyViolationError))
+            for line in _error_lines(e, steps, stopped=True):
+                click.echo(f"reconciler sync: error: {line}", err=True)
             return EXIT_ERROR
-    if res.plan is not None:
-        _print_table(res, only_changes=quiet)
-    _print_violations(res, secrets)
-    if res.errors:
-        stage = {"plan": "planning", "preflight": "validation", "guard": "the prune guard", "policy": "policy"}.get(
-            res.stage, res.stage
-        )
-        tail = "; nothing was applied or pruned" if res.stage in ("policy", "plan", "preflight", "guard") else ""
-        for i, err in enumerate(res.errors):
-            msg = redact.scrub(err, secrets) + (tail if i == len(res.errors) - 1 else "")
-            click.echo(f"reconciler sync: error: {msg}", err=True)
-        click.echo(f"reconciler sync: error: sync stopped at {stage}", err=True)
-        return EXIT_ERROR
+    _print_table(res, only_changes=quiet)
+    _print_violations(res, steps.secrets)
     assert res.plan is not None
     counts = res.plan.counts()
     summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
     took = f" ({time.monotonic() - t0:.2f}s)" if quiet else ""
-    click.echo(f"{'dry run of ' if opts.dry_run else ''}{revision}: {summary}{took}")
+    click.echo(f"{'dry run of ' if options.dry_run else ''}{res.revision}: {summary}{took}")
     return EXIT_OK
 
 
-def _print_violations(res: engine.Result, secrets: frozenset[str]) -> None:
+def _print_violations(res: SyncResult, secrets: frozenset[str], *, denied: bool = False) -> None:
     """Warn/Audit violations (and Deny ones in audit mode) are reported without stopping the sync."""
-    if res.stage == "policy" and res.errors:
+    if denied:
         return  # the Deny violations are the errors
     for v in res.violations:
         click.echo(f"reconciler: policy warning: {redact.scrub(policy.describe(v), secrets)}", err=True)
 
 
-def _result_of(item: Item, res: engine.Result) -> str:
+def _result_of(item: Item, res: SyncResult) -> str:
     if res.applied:
         for o in res.applied.outcomes:
             if o.item is item:
@@ -292,10 +274,10 @@ def _result_of(item: Item, res: engine.Result) -> str:
         return "pruned"
     if item.action is Action.SKIP:
         return f"skipped ({item.reason})"
-    return "planned" if res.stage == "done" else "not run"
+    return "planned" if res.stage is Stage.DONE else "not run"
 
 
-def _print_table(res: engine.Result, only_changes: bool = False) -> None:
+def _print_table(res: SyncResult, *, only_changes: bool = False) -> None:
     assert res.plan is not None
     rows = [
         (i.action.value, i.oid.kind, i.oid.namespace or "-", i.oid.name, _result_of(i, res))
@@ -306,15 +288,19 @@ def _print_table(res: engine.Result, only_changes: bool = False) -> None:
         click.echo(table.aligned(("OPERATION", "KIND", "NAMESPACE", "NAME", "RESULT"), rows), nl=False)
 
 
-@contextlib.contextmanager
-def _progress(total: int) -> Iterator[engine.Progress]:
-    """A progress bar on stderr when it is a terminal; silent otherwise (CI logs stay clean)."""
-    if total == 0 or not sys.stderr.isatty():
-        yield engine.Progress()
-        return
-    with click.progressbar(length=total, label="syncing", file=sys.stderr) as bar:
+def _progress(stack: contextlib.ExitStack, *, quiet: bool) -> Progress:
+    """A progress bar on stderr, once the plan is known, when it is a terminal; silent otherwise (CI logs)."""
+    if quiet or not sys.stderr.isatty():
+        return Progress()
+    bars: list[Any] = []
 
-        def applied(o: ObjectResult) -> None:
+    def planned(p: Plan) -> None:
+        total = sum(1 for i in p.items if i.desired is not None)
+        if total:
+            bars.append(stack.enter_context(click.progressbar(length=total, label="syncing", file=sys.stderr)))
+
+    def applied(o: ObjectResult) -> None:
+        for bar in bars:
             bar.update(1)
 
-        yield engine.Progress(applied=applied)
+    return Progress(planned=planned, applied=applied)

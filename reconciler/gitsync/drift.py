@@ -40,7 +40,9 @@ class Desired:
     baseline: Any = None  # _project(shape(obj), live after apply); None: compare with obj itself
 
     @classmethod
-    def after_apply(cls, obj: dict[str, Any], live: dict[str, Any] | None, fields: str, resource: Resource) -> Desired:
+    def after_apply(
+        cls, obj: dict[str, Any], live: dict[str, Any] | None, *, fields: str, resource: Resource
+    ) -> Desired:
         baseline = _project(shape(obj), comparable(live) or {}) if live is not None else None
         return cls(obj, fields, resource, baseline)
 
@@ -104,6 +106,7 @@ class DriftWatcher:
     def __init__(
         self,
         kube: Kube,
+        *,
         field_manager: str,
         on_change: Callable[[Key, dict[ObjectId, Drift]], None],
         stop: threading.Event,

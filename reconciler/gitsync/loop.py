@@ -1,52 +1,55 @@
 """The controller loop: watch GitSyncs, reconcile each on its own schedule.
 
-One watch keeps every GitSync in memory; a scheduler hands due GitSyncs to a bounded
-pool of workers, never two workers for one GitSync. A spec change (a new generation),
-a new ``requested-at`` annotation, a deletion, or a dependency becoming Ready
-reconciles at once; otherwise a GitSync is due again after its interval (with jitter,
-so a fleet of GitSyncs does not hit the git server in lockstep), or after an
-exponential backoff from its retryInterval when it failed.
+One watch keeps every GitSync in memory; a scheduler (:mod:`reconciler.gitsync.schedule`) hands
+due GitSyncs to a bounded pool of workers, never two workers for one GitSync. A spec change (a
+new generation), a new ``requested-at`` annotation, a deletion, or a dependency becoming Ready
+reconciles at once; otherwise a GitSync is due again after its interval (with jitter, so a fleet
+of GitSyncs does not hit the git server in lockstep), or after an exponential backoff from its
+retryInterval when it failed.
+
+One worker's turn on one GitSync (:meth:`Controller.work`) reads as its steps: read the spec,
+finalize a deleted GitSync (:mod:`reconciler.gitsync.finalize`), hold the finalizer, reconcile
+(:mod:`reconciler.gitsync.reconcile`), hand the result to the drift watch and Alertmanager,
+and compute when it is due again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
 import random
 import threading
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
-
-from prometheus_client import make_wsgi_app
+from typing import Any
 
 from reconciler.aws import ekscheck
-from reconciler.aws import target as eks_target
-from reconciler.gitsync import fairness
-from reconciler.gitsync.clientcache import ClientCache
+from reconciler.gitsync import fairness, servers
 from reconciler.gitsync.drift import Drift, DriftWatcher
+from reconciler.gitsync.driftreport import DriftReporter
+from reconciler.gitsync.errors import InvalidSpecError, UnexpectedError
+from reconciler.gitsync.finalize import Finalizer, set_finalizer
+from reconciler.gitsync.handles import ClientFactory, ClientHandles
+from reconciler.gitsync.push import PushRequests
 from reconciler.gitsync.reconcile import Reconciler, SyncState
+from reconciler.gitsync.results import ReconcileResult
+from reconciler.gitsync.schedule import Key, Scheduler
 from reconciler.gitsync.spec import (
     FINALIZER,
     GROUP,
     REQUESTED_AT,
     VERSION,
-    WEBHOOK_STAMP,
-    EksTarget,
+    DriftMode,
     GitSyncSpec,
     SpecError,
     check_timeout,
     gitsync_path,
     parse,
 )
-from reconciler.gitsync.tenancy import Tenancy, parse_grant, service_account_user
+from reconciler.gitsync.tenancy import Tenancy, parse_grant
 from reconciler.kube import discovery, watch
-from reconciler.kube.client import MERGE_PATCH, Kube, KubeError, UnreachableError
+from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.events import EventRecorder
 from reconciler.kube.lease import LeaderElector
 from reconciler.kube.ssa import FIELD_MANAGER
@@ -54,50 +57,55 @@ from reconciler.report import conditions as cond
 from reconciler.report import httpserve
 from reconciler.report.alertmanager import Alert, AlertmanagerClient
 from reconciler.report.metrics import Metrics
-from reconciler.source import webhook
 from reconciler.sync.objects import ObjectId
 
 log = logging.getLogger("reconciler.gitsync.loop")
-Key = tuple[str, str]
 MAX_BACKOFF = 600.0
-
-ClientFactory = Callable[[EksTarget | None, dict[str, str]], Kube]
-"""Builds a handle on the management cluster (target None) or a GitSync's remote target,
-sending extra headers (impersonation) with every request."""
-
-
-def client_factory(local: Callable[[dict[str, str]], Kube]) -> ClientFactory:
-    """The production factory: ``local`` for this cluster, EKS targets from their name and region."""
-
-    def make(target: EksTarget | None, headers: dict[str, str]) -> Kube:
-        if target is None:
-            return local(headers)
-        return eks_target.connect(target.cluster, target.region, headers=headers)
-
-    return make
+"""Seconds: the longest a failing GitSync waits before it is tried again."""
 
 
 @dataclass(frozen=True)
-class Options:
-    namespace: str | None = None  # watch one namespace; None = all
+class ControllerOptions:
+    """How ``reconciler run`` runs the controller; each field is one of its flags (docs/cli.md)."""
+
+    namespace: str | None = None
+    """--watch-namespace; default None: GitSyncs of every namespace."""
     workers: int = 4
+    """--workers; default 4 GitSyncs reconciled at once."""
     cache_dir: Path = Path("/tmp/gitops-reconciler")  # noqa: S108 - overridden by --cache-dir
+    """--cache-dir; default /tmp/gitops-reconciler: git checkouts, per GitSync."""
     leader_elect: bool = False
+    """--leader-elect; default False: this replica reconciles without a Lease."""
     lease_namespace: str = "reconciler-system"
+    """--lease-namespace; default reconciler-system."""
     lease_name: str = "gitops-reconciler-leader"
+    """The leader-election Lease's name; default gitops-reconciler-leader."""
     lease_duration: float = 15.0
+    """--lease-duration; default 15s before a standby takes over."""
     identity: str = "reconciler"
+    """This replica's name in the Lease and as the Events' reporting instance; default reconciler."""
     metrics_addr: str = ":8080"
+    """--metrics-addr; default :8080 ('' = off)."""
     health_addr: str = ":8081"
+    """--health-addr; default :8081 ('' = off)."""
     webhook_addr: str = ""
+    """--webhook-addr; default '': no push webhook receiver."""
     webhook_secret: bytes = b""
+    """The shared webhook secret read from --webhook-secret-file; default empty (the receiver is off)."""
     alertmanager_url: str = ""
+    """--alertmanager-url; default '': no alerts."""
     policies_dir: Path | None = None
+    """--policies; default None: no policy gate."""
     eks: ekscheck.EksOptions | None = None
-    allow_eks_targets: tuple[str, ...] = ()  # CLUSTER/REGION globs a spec.target may name; none by default
-    max_concurrent_per_namespace: int = 0  # 0: fairness.default_limit (half the workers)
-    max_timeout: float = 3600.0  # a GitSync with a longer spec.timeout is refused (Stalled)
-    tenancy: Tenancy = field(default_factory=Tenancy)  # lock-down flags (docs/security.md); default: open
+    """--eks-config and its flags; default None: no EKS drift check."""
+    allow_eks_targets: tuple[str, ...] = ()
+    """Old-form CLUSTER/REGION globs a spec.target may name; default none (see ``tenancy.eks_targets``)."""
+    max_concurrent_per_namespace: int = 0
+    """--max-concurrent-per-namespace; default 0: fairness.default_limit (half the workers)."""
+    max_timeout: float = 3600.0
+    """--max-timeout; default 1h: a GitSync with a longer spec.timeout is refused (Stalled)."""
+    tenancy: Tenancy = field(default_factory=Tenancy)
+    """The lock-down flags (docs/security.md); default: open, as single-tenant installs always were."""
 
     def effective_tenancy(self) -> Tenancy:
         """``tenancy`` with the old-form ``allow_eks_targets`` (no ``NAMESPACE=``) added to its grants."""
@@ -105,30 +113,14 @@ class Options:
         return replace(self.tenancy, eks_targets=self.tenancy.eks_targets + legacy)
 
 
-# What one client may cost each listener (docs/controller.md, "HTTP listeners").  Probes and
-# scrapes are GETs without a body; 256 health connections leave room for a flood of idle
-# ones while the kubelet's probe still gets in.  The webhook keeps its 5 MiB body limit, and
-# a deadline long enough for that body over a slow link.
-HEALTH_LIMITS = httpserve.Limits(read_timeout=5, deadline=15, max_body=0, max_connections=256, threads=2)
-METRICS_LIMITS = httpserve.Limits(read_timeout=5, deadline=15, max_body=0, max_connections=64, threads=2)
-WEBHOOK_LIMITS = httpserve.Limits(read_timeout=5, deadline=30, max_body=webhook.MAX_BODY, max_connections=64, threads=4)
-
-
-class Handles(NamedTuple):
-    """What a GitSync applies with; closable so the bounded client cache can drop it."""
-
-    kube: Kube
-    mapper: discovery.RestMapper
-
-    def close(self) -> None:
-        self.kube.close()
-
-
 class Controller:
+    """The GitSync controller of one process: its watch, scheduler, workers and listeners."""
+
     def __init__(
         self,
         kube: Kube,
-        opts: Options,
+        opts: ControllerOptions,
+        *,
         metrics: Metrics | None = None,
         client_factory: ClientFactory | None = None,
     ) -> None:
@@ -137,92 +129,51 @@ class Controller:
         kube.on_request = lambda verb: self.metrics.api_requests.labels(verb).inc()
         self.mapper = discovery.RestMapper(kube)
         self.events = EventRecorder(kube, opts.identity)
-        self._client_factory = client_factory
-        self._clients: ClientCache[tuple[EksTarget | None, str], Handles] = ClientCache()
         self.tenancy = opts.effective_tenancy()
+        self.handles = ClientHandles(kube, self.mapper, tenancy=self.tenancy, factory=client_factory)
         self.reconciler = Reconciler(
             kube,
             self.mapper,
-            self.metrics,
-            self.events,
-            opts.cache_dir,
-            clients=self.clients_for,
+            metrics=self.metrics,
+            events=self.events,
+            cache_dir=opts.cache_dir,
+            clients=self.handles.clients_for,
             policies_dir=opts.policies_dir,
-            readers=self.reader_for,
+            readers=self.handles.reader_for,
             tenancy=self.tenancy,
+        )
+        self.finalizer = Finalizer(
+            metrics=self.metrics, appliers=self.handles.appliers, reader=self.handles.reader, mapper=self.mapper
         )
         self.objects: dict[Key, dict[str, Any]] = {}
         self.states: dict[Key, SyncState] = {}
         self._seen: set[Key] = set()
-        self._lock = threading.Condition()
-        self._heap: list[tuple[float, int, Key]] = []
-        self._due: dict[Key, float] = {}
-        self._seq = itertools.count()
-        self._running: set[Key] = set()
-        limit = opts.max_concurrent_per_namespace or fairness.default_limit(
-            opts.workers, single_namespace=opts.namespace is not None
-        )
-        self._slots: fairness.NamespaceSlots[tuple[float, int, Key]] = fairness.NamespaceSlots(limit)
-        self._again: set[Key] = set()
         self.synced = threading.Event()
         self.stop_event = threading.Event()
         self.elector: LeaderElector | None = None
-        self.drift = DriftWatcher(self._drift_kube(), FIELD_MANAGER, self._on_drift, self.stop_event)
+        limit = opts.max_concurrent_per_namespace or fairness.default_limit(
+            opts.workers, single_namespace=opts.namespace is not None
+        )
+        self.scheduler = Scheduler(
+            workers=opts.workers, per_namespace=limit, stop=self.stop_event, active=self._leading
+        )
+        self.drift = DriftWatcher(
+            self.handles.drift_kube(), field_manager=FIELD_MANAGER, on_change=self._on_drift, stop=self.stop_event
+        )
         self.alerts = AlertmanagerClient(opts.alertmanager_url) if opts.alertmanager_url else None
+        self.drift_reports = DriftReporter(
+            kube=kube,
+            metrics=self.metrics,
+            events=self.events,
+            alerts=self.alerts,
+            write_status=self.reconciler._patch_status,
+        )
         self.eks = ekscheck.EksDriftChecker(opts.eks, self.metrics, self.events) if opts.eks else None
         self.servers: list[httpserve.Server] = []
 
-    # ------------------------------------------------------------------ scheduling
-
-    def schedule(self, key: Key, delay: float) -> None:
-        due = time.monotonic() + max(0.0, delay)
-        with self._lock:
-            if key in self._running:
-                if delay <= 0:
-                    self._again.add(key)
-                return
-            if key in self._due and self._due[key] <= due:
-                return
-            self._due[key] = due
-            heapq.heappush(self._heap, (due, next(self._seq), key))
-            self._lock.notify()
-
-    def _next_due(self) -> Key | None:
-        with self._lock:
-            while not self.stop_event.is_set():
-                if self.elector is not None and not self.elector.is_leader.is_set():
-                    return None
-                now = time.monotonic()
-                while self._heap:
-                    due, _, top = self._heap[0]
-                    if self._due.get(top) != due:
-                        heapq.heappop(self._heap)  # superseded entry
-                    elif due <= now and not self._slots.free(top[0]):
-                        self._slots.park(top[0], heapq.heappop(self._heap))  # back when its namespace has room
-                    else:
-                        break
-                if self._heap and self._heap[0][0] <= now and len(self._running) < self.opts.workers:
-                    _, _, key = heapq.heappop(self._heap)
-                    del self._due[key]
-                    self._running.add(key)
-                    self._slots.take(key[0])
-                    return key
-                wait = self._heap[0][0] - time.monotonic() if self._heap else 1.0
-                self._lock.wait(timeout=min(max(wait, 0.05), 1.0))
-        return None
-
-    def _done(self, key: Key, next_delay: float | None) -> None:
-        with self._lock:
-            self._running.discard(key)
-            for entry in self._slots.release(key[0]):
-                heapq.heappush(self._heap, entry)
-            again = key in self._again
-            self._again.discard(key)
-            self._lock.notify()
-        if again:
-            self.schedule(key, 0)
-        elif next_delay is not None:
-            self.schedule(key, next_delay)
+    def _leading(self) -> bool:
+        """Whether this replica may reconcile: it holds the lease, or runs without leader election."""
+        return self.elector is None or self.elector.is_leader.is_set()
 
     # ------------------------------------------------------------------ watch
 
@@ -258,12 +209,16 @@ class Controller:
         if type_ == "RELISTED":
             self._seen.add(key)
         if self._wants_now(obj, old):
-            self.schedule(key, 0)
+            self.scheduler.schedule(key, 0)
         if old is not None and not cond.is_ready(old) and cond.is_ready(obj):
-            for k, o in list(self.objects.items()):  # a dependency became Ready: its dependents may go
-                deps = (o.get("spec") or {}).get("dependsOn") or []
-                if any(d.get("name") == key[1] and (d.get("namespace") or k[0]) == key[0] for d in deps):
-                    self.schedule(k, 0)
+            self._dependency_ready(key)
+
+    def _dependency_ready(self, key: Key) -> None:
+        """GitSync ``key`` became Ready: the GitSyncs that depend on it may go now."""
+        for k, o in list(self.objects.items()):
+            deps = (o.get("spec") or {}).get("dependsOn") or []
+            if any(d.get("name") == key[1] and (d.get("namespace") or k[0]) == key[0] for d in deps):
+                self.scheduler.schedule(k, 0)
 
     def _watch(self) -> None:
         path = gitsync_path(self.opts.namespace)
@@ -282,71 +237,59 @@ class Controller:
         obj = self.objects.get((namespace, name))
         return obj is not None and cond.is_ready(obj)
 
-    def _patch_finalizers(self, obj: dict[str, Any], add: bool) -> None:
-        """Add or remove our finalizer on the current object (re-read on conflict, never a stale list)."""
-        md = obj["metadata"]
-        path = gitsync_path(md["namespace"], md["name"])
-        for _ in range(5):
-            cur = self.kube.get_or_none(path)
-            if cur is None:
-                return
-            fins = [f for f in cur["metadata"].get("finalizers") or [] if f != FINALIZER]
-            if add:
-                fins.append(FINALIZER)
-            try:
-                self.kube.request(
-                    "PATCH",
-                    path,
-                    body={"metadata": {"finalizers": fins, "resourceVersion": cur["metadata"]["resourceVersion"]}},
-                    content_type=MERGE_PATCH,
-                )
-                return
-            except KubeError as e:
-                if not e.conflict:
-                    raise
-
     def work(self, key: Key) -> float | None:
         """Reconcile one GitSync; returns the delay until it is due again (None: only on change)."""
         obj = self.objects.get(key)
         if obj is None:
             return None
-        md = obj["metadata"]
-        finalizers = list(md.get("finalizers") or [])
-        try:
-            spec = parse(obj)
-            check_timeout(spec, maximum=self.opts.max_timeout)
-        except SpecError as e:
-            spec = None
-            spec_error = str(e)
-        if md.get("deletionTimestamp"):
-            if FINALIZER not in finalizers:
-                return None
-            self._forget(key, deleted=True)  # no drift reports about objects we are about to prune
-            err = self.reconciler.finalize(obj, spec)
-            if err:
-                log.error(err, extra={"gitsync": f"{key[0]}/{key[1]}", "reason": "FinalizeFailed"})
-                return 30.0
-            self._patch_finalizers(obj, add=False)
-            return None
-        if FINALIZER not in finalizers:
-            self._patch_finalizers(obj, add=True)  # the MODIFIED event brings us back
+        spec, spec_error = self._read_spec(obj)
+        if obj["metadata"].get("deletionTimestamp"):
+            return self._finalize(key, obj, spec)
+        if FINALIZER not in (obj["metadata"].get("finalizers") or []):
+            set_finalizer(self.kube, obj, present=True)  # the MODIFIED event brings us back
             return None
         if spec is None:
-            self.reconciler._fail(
-                obj, "InvalidSpec", "SyncFailed", f"GitSync {key[0]}/{key[1]}: {spec_error}", stalled=True
-            )
+            self.reconciler.fail(obj, InvalidSpecError(spec_error, stage=None))
             return None
         if spec.suspend:
             log.info("suspended; not reconciling", extra={"gitsync": f"{key[0]}/{key[1]}"})
             self._forget(key, deleted=False)
             return None
-        req = (md.get("annotations") or {}).get(REQUESTED_AT)
         state = self.states.setdefault(key, SyncState())
-        if self.elector is not None and not self.elector.is_leader.is_set():
+        if not self._leading():
             return None  # lost the lease: the new leader reconciles
+        out = self._reconcile(key, obj, spec=spec, state=state)
+        self._hand_over(key, obj, out=out, spec=spec, state=state)
+        return self._next_delay(spec, out, state)
+
+    def _read_spec(self, obj: dict[str, Any]) -> tuple[GitSyncSpec | None, str]:
+        """The typed spec, or None and why it is refused (a deleted GitSync is finalized either way)."""
+        try:
+            spec = parse(obj)
+            check_timeout(spec, maximum=self.opts.max_timeout)
+        except SpecError as e:
+            return None, str(e)
+        return spec, ""
+
+    def _finalize(self, key: Key, obj: dict[str, Any], spec: GitSyncSpec | None) -> float | None:
+        """A deleted GitSync: prune or orphan (finalize.py), then let the deletion go on."""
+        if FINALIZER not in (obj["metadata"].get("finalizers") or []):
+            return None
+        self._forget(key, deleted=True)  # no drift reports about objects we are about to prune
+        err = self.finalizer.finalize(obj, spec)
+        if err:
+            log.error(err, extra={"gitsync": f"{key[0]}/{key[1]}", "reason": "FinalizeFailed"})
+            return 30.0
+        set_finalizer(self.kube, obj, present=False)
+        return None
+
+    def _reconcile(self, key: Key, obj: dict[str, Any], *, spec: GitSyncSpec, state: SyncState) -> ReconcileResult:
+        """The reconcile, with the drift watch paused (our own applies are not drift), and an
+        unexpected error reported as a failed sync."""
+        req = (obj["metadata"].get("annotations") or {}).get(REQUESTED_AT)
         self.drift.pause(key)
         try:
-            out = self.reconciler.reconcile(obj, spec, state, self._ready_of, req)
+            return self.reconciler.reconcile(obj, spec, state=state, ready_of=self._ready_of, handled_request=req)
         except Exception as e:
             self.drift.resume(key)
             # The exception's text may carry anything it was built from (a URL with a token, a
@@ -354,28 +297,18 @@ class Controller:
             # traceback only at DEBUG.
             text = self.reconciler.scrub(state, f"{type(e).__name__}: {e}")
             log.debug("unexpected error", exc_info=True, extra={"gitsync": f"{key[0]}/{key[1]}"})
-            out = self.reconciler._fail(
-                obj, "ReconciliationFailed", "SyncFailed", f"GitSync {key[0]}/{key[1]}: unexpected error: {text}"
-            )
+            return self.reconciler.fail(obj, UnexpectedError(text, stage=None))
+
+    def _hand_over(
+        self, key: Key, obj: dict[str, Any], *, out: ReconcileResult, spec: GitSyncSpec, state: SyncState
+    ) -> None:
+        """The result goes to the drift watch (the new baseline) and to Alertmanager."""
         # The drift watch sees the management cluster only: a remote target is corrected at each interval.
-        watch_drift = spec.drift_mode != "off" and spec.target is None
+        watch_drift = spec.drift_mode != DriftMode.OFF and spec.target is None
         if not (out.ok and out.tracked is not None and watch_drift):
             self.drift.resume(key)  # on success, track() below swaps in the new baseline and resumes
         if self.alerts and not out.waiting:
-            if out.ok:
-                self.alerts.resolve("GitSyncFailing", *key)
-            else:
-                ready = cond.get((obj.get("status") or {}).get("conditions") or [], cond.READY) or {}
-                self.alerts.fire(
-                    Alert(
-                        "GitSyncFailing",
-                        key[0],
-                        key[1],
-                        "critical",
-                        f"GitSync {key[0]}/{key[1]} is failing",
-                        str(ready.get("message", "")),
-                    )
-                )
+            self._alert(key, obj, ok=out.ok)
         if out.ok and out.tracked is not None:
             if not watch_drift:
                 self.drift.forget(key)
@@ -383,6 +316,20 @@ class Controller:
                 self.drift.track(key, out.tracked)
                 if state.drifted:
                     self._on_drift(key, {})  # the sync re-applied what had drifted
+
+    def _alert(self, key: Key, obj: dict[str, Any], *, ok: bool) -> None:
+        assert self.alerts is not None
+        if ok:
+            self.alerts.resolve("GitSyncFailing", *key)
+            return
+        ready = cond.get((obj.get("status") or {}).get("conditions") or [], cond.READY) or {}
+        summary = f"GitSync {key[0]}/{key[1]} is failing"
+        self.alerts.fire(Alert("GitSyncFailing", key[0], key[1], "critical", summary, str(ready.get("message", ""))))
+
+    @staticmethod
+    def _next_delay(spec: GitSyncSpec, out: ReconcileResult, state: SyncState) -> float | None:
+        """The interval (jittered) after a success, none while Stalled, a short wait for a
+        dependency, an exponential backoff from retryInterval after a failure."""
         if out.ok:
             state.failures = 0
             return spec.interval * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not crypto
@@ -394,7 +341,7 @@ class Controller:
         backoff: float = spec.retry_interval * 2.0 ** (state.failures - 1)
         return min(backoff, max(spec.interval, spec.retry_interval), MAX_BACKOFF)
 
-    def _forget(self, key: Key, deleted: bool) -> None:
+    def _forget(self, key: Key, *, deleted: bool) -> None:
         """Stop watching, alerting and (if deleted) exporting series for a GitSync that is gone or suspended."""
         self.drift.forget(key)
         if self.alerts:
@@ -411,168 +358,29 @@ class Controller:
     def _on_drift(self, key: Key, drifted: dict[ObjectId, Drift]) -> None:
         """Report a change in a GitSync's drifted objects, and correct it at once in ``correct`` mode."""
         cached = self.objects.get(key)
-        if cached is None or cached["metadata"].get("deletionTimestamp"):
+        if cached is None or cached["metadata"].get("deletionTimestamp") or not self._leading():
             return
-        if self.elector is not None and not self.elector.is_leader.is_set():
-            return
-        md0 = cached["metadata"]
-        try:  # the cache may lag our own status writes: never write back a stale conditions list
-            obj = self.kube.get(gitsync_path(md0["namespace"], md0["name"]))
-        except (KubeError, UnreachableError) as e:
-            log.warning(f"GitSync {key[0]}/{key[1]}: cannot read it to report drift: {e}")
-            return
-        try:
-            spec = parse(obj)
-        except SpecError:
-            return
-        state = self.states.setdefault(key, SyncState())
-        ns, name = key
-        n, before = len(drifted), state.drifted
-        state.drifted = n
-        self.metrics.drift.labels(ns, name).set(n)
-        gen = int(obj["metadata"].get("generation") or 0)
-        cs = list((obj.get("status") or {}).get("conditions") or [])
-        status: dict[str, Any] = {"drift": {"objects": n}}
-        if n:
-            what = "; ".join(f"{d.oid}: {', '.join(d.paths[:5])}" for d in list(drifted.values())[:10])
-            msg = f"GitSync {ns}/{name}: {n} object(s) drifted from git: {what}"
-            status["drift"]["lastDetectedAt"] = cond.now()
-            status["conditions"] = cond.set_condition(cs, cond.DRIFTED, True, "DriftDetected", msg, gen)
-            self.events.emit(obj, "Warning", "DriftDetected", msg, action="DetectDrift")
-            log.warning(msg, extra={"gitsync": f"{ns}/{name}", "reason": "DriftDetected"})
-            if self.alerts:
-                self.alerts.fire(
-                    Alert("GitSyncDriftDetected", ns, name, "warning", f"GitSync {ns}/{name} has drifted", msg)
-                )
-        elif before:
-            msg = f"GitSync {ns}/{name}: drift corrected; live state matches git again"
-            status["conditions"] = cond.set_condition(cs, cond.DRIFTED, False, "DriftCorrected", msg, gen)
-            self.events.emit(obj, "Normal", "DriftCorrected", msg, action="CorrectDrift")
-            log.info(msg, extra={"gitsync": f"{ns}/{name}", "reason": "DriftCorrected"})
-            if self.alerts:
-                self.alerts.resolve("GitSyncDriftDetected", ns, name)
-        else:
-            return
-        self.reconciler._patch_status(obj, status)
-        if n and spec.drift_mode == "correct":
-            self.schedule(key, 0)  # after our patch, so the correcting sync's status is not overwritten
-
-    def _drift_kube(self) -> Kube:
-        """Who watches managed objects for drift: the platform ServiceAccount when one is set.
-
-        The watches are cluster-wide per kind and filtered by the owner label, so the controller's
-        own narrow identity (no list/watch on arbitrary kinds) cannot hold them. The platform
-        identity reads only objects some GitSync labelled, and a GitSync's drift report names
-        only paths of objects its own (impersonated) sync applied: docs/security.md.
-        """
-        sa = self.tenancy.platform_service_account
-        if sa is None or self._client_factory is None:
-            return self.kube
-        kube = self._client_factory(None, {"Impersonate-User": service_account_user(*sa)})
-        kube.on_request = self.kube.on_request
-        return kube
-
-    def reader_for(self, namespace: str, spec: GitSyncSpec) -> Kube | None:
-        """The handle a GitSync's reads in this cluster go through: its Secrets and ConfigMaps
-        (secretRef, substituteFrom) and, for a GitSync without a target, its inventory.
-
-        The GitSync's own identity (impersonated), so a tenant reads only what its ServiceAccount
-        may read, even in its own namespace. None: the controller's own (no identity to act as).
-        """
-        user = self.tenancy.identity(namespace, spec)
-        if self._client_factory is None or not user:
-            return None
-        return self._cached(None, user)[0]
-
-    def clients_for(self, namespace: str, spec: GitSyncSpec) -> tuple[Kube, discovery.RestMapper] | None:
-        """The handle a GitSync applies and prunes with; None means the controller's own.
-
-        Another one when the GitSync acts as a ServiceAccount (its own serviceAccountName, or the
-        one --default-service-account / --platform-service-account give it: RBAC limits what it
-        may apply) or a remote target, or both.  One per (target, identity), kept for the life
-        of the process, so a remote cluster costs one DescribeCluster, one connection pool and
-        one discovery, not one per reconcile (the most recently used ``clientcache.DEFAULT_SIZE``
-        of them: the least recently used is closed).  Raises :class:`AwsError` when a target cannot be
-        reached, and :class:`TargetNotAllowedError` (before any AWS call) when ``--allow-eks-target``
-        does not admit it for the GitSync's namespace: a tenant must not borrow the controller's
-        AWS identity for any cluster that identity can reach.
-        """
-        user = self.tenancy.identity(namespace, spec)
-        if spec.target is not None:
-            # Checked before anything is contacted: the target would be reached with the controller's identity.
-            self.tenancy.check_target(namespace, spec.target)
-        if self._client_factory is None or (spec.target is None and not user):
-            return None  # the Reconciler refuses a target it has no handle for
-        return self._cached(spec.target, user)
-
-    def _cached(self, target: EksTarget | None, user: str) -> Handles:
-        assert self._client_factory is not None
-        factory = self._client_factory
-
-        def make() -> Handles:
-            kube = factory(target, {"Impersonate-User": user} if user else {})
-            kube.on_request = self.kube.on_request
-            return Handles(kube, discovery.RestMapper(kube))
-
-        return self._clients.get((target, user), make)
-
-    def on_push(self, push: webhook.Push) -> int:
-        """Mark the GitSyncs that follow the pushed repository and branch as requested.
-
-        Through the ``requested-at`` annotation rather than an in-memory queue, so that a
-        standby replica (the Service reaches both) hands the push to the leader, and a
-        push during a restart is not lost.
-        """
-        items = self.kube.get(gitsync_path(self.opts.namespace)).get("items", [])
-        stamp = f"{WEBHOOK_STAMP}{cond.now()}#{next(self._seq)}"
-        n = 0
-        for obj in items:
-            git = ((obj.get("spec") or {}).get("source") or {}).get("git") or {}
-            if webhook.repo_key(str(git.get("url", ""))) not in push.repos:
-                continue
-            branch = (git.get("ref") or {}).get("branch")
-            if push.branch is not None and branch not in (None, push.branch):
-                continue
-            md = obj["metadata"]
-            self.kube.request(
-                "PATCH",
-                gitsync_path(md["namespace"], md["name"]),
-                body={"metadata": {"annotations": {REQUESTED_AT: stamp}}},
-                content_type=MERGE_PATCH,
-            )
-            n += 1
-        return n
+        mode = self.drift_reports.report(key, drifted, self.states.setdefault(key, SyncState()))
+        if drifted and mode == DriftMode.CORRECT:
+            self.scheduler.schedule(key, 0)  # after our patch, so the correcting sync's status is not overwritten
 
     def _work(self, key: Key) -> None:
+        """A worker's turn: :meth:`work`, its errors logged (scrubbed), and the GitSync scheduled again."""
         delay: float | None = 30.0
+        gid = f"{key[0]}/{key[1]}"
         try:
             delay = self.work(key)
         except (KubeError, UnreachableError) as e:
             text = self.reconciler.scrub(self.states.get(key), str(e))
-            log.error(f"GitSync {key[0]}/{key[1]}: {text}", extra={"gitsync": f"{key[0]}/{key[1]}"})
+            log.error(f"GitSync {gid}: {text}", extra={"gitsync": gid})
         except Exception as e:
             text = self.reconciler.scrub(self.states.get(key), f"{type(e).__name__}: {e}")
-            log.error(f"GitSync {key[0]}/{key[1]}: unexpected error: {text}", extra={"gitsync": f"{key[0]}/{key[1]}"})
-            log.debug("unexpected error", exc_info=True, extra={"gitsync": f"{key[0]}/{key[1]}"})
+            log.error(f"GitSync {gid}: unexpected error: {text}", extra={"gitsync": gid})
+            log.debug("unexpected error", exc_info=True, extra={"gitsync": gid})
         finally:
-            self._done(key, delay)
+            self.scheduler.done(key, delay)
 
     # ------------------------------------------------------------------ process
-
-    def _serve(self, name: str, addr: str, app: Callable[..., Any], limits: httpserve.Limits) -> None:
-        self.servers.append(httpserve.serve(name=name, addr=addr, app=app, limits=limits))
-
-    def health_app(self, environ: dict[str, Any], start: Callable[..., Any]) -> list[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/healthz":
-            ok = True
-        elif path == "/readyz":
-            ok = self.synced.is_set() or (self.elector is not None and not self.elector.is_leader.is_set())
-        else:
-            start("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found\n"]
-        start("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-        return [b"ok\n" if ok else b"not ready\n"]
 
     def run(self) -> None:
         """Serve metrics and probes, win the lease (if asked), then watch and reconcile until stopped.
@@ -587,48 +395,54 @@ class Controller:
                 server.stop()
 
     def _run(self) -> None:
-        metrics_app = make_wsgi_app(self.metrics.registry)
-        if self.opts.metrics_addr:
-            self._serve("metrics", self.opts.metrics_addr, metrics_app, METRICS_LIMITS)
-        if self.opts.health_addr:
-            self._serve("health", self.opts.health_addr, self.health_app, HEALTH_LIMITS)
-        if self.opts.webhook_addr:
-            receiver = webhook.Receiver(
-                self.opts.webhook_secret,
-                self.on_push,
-                lambda provider, result: self.metrics.webhook_requests.labels(provider, result).inc(),
-            )
-            self._serve("webhook", self.opts.webhook_addr, receiver, WEBHOOK_LIMITS)
-        if self.opts.leader_elect:
-            self.elector = LeaderElector(
-                self.kube,
-                namespace=self.opts.lease_namespace,
-                name=self.opts.lease_name,
-                identity=self.opts.identity,
-                duration=self.opts.lease_duration,
-                renew=max(1.0, self.opts.lease_duration / 3),
-            )
-            threading.Thread(target=self.elector.run, name="leader-election", daemon=True).start()
-            log.info("waiting for leadership", extra={"reason": "LeaderElection"})
-            while not self.elector.is_leader.wait(1.0):
-                if self.stop_event.is_set():
-                    return
+        self.servers = servers.start(
+            metrics=self.metrics,
+            metrics_addr=self.opts.metrics_addr,
+            health_addr=self.opts.health_addr,
+            ready=lambda: self.synced.is_set() or not self._leading(),
+            webhook_addr=self.opts.webhook_addr,
+            webhook_secret=self.opts.webhook_secret,
+            on_push=PushRequests(self.kube, self.opts.namespace),
+        )
+        if self.opts.leader_elect and not self._elect():
+            return
         threading.Thread(target=self._watch, name="watch-gitsyncs", daemon=True).start()
         if self.alerts:
             threading.Thread(target=self._refresh_alerts, name="alerts", daemon=True).start()
         if self.eks:
             threading.Thread(target=self._eks_loop, name="eks-drift", daemon=True).start()
+        self._dispatch()
+        if self.elector is not None:
+            self.elector.stop()
+
+    def _elect(self) -> bool:
+        """Start leader election and wait for the lease; False when stopped first."""
+        self.elector = LeaderElector(
+            self.kube,
+            namespace=self.opts.lease_namespace,
+            name=self.opts.lease_name,
+            identity=self.opts.identity,
+            duration=self.opts.lease_duration,
+            renew=max(1.0, self.opts.lease_duration / 3),
+        )
+        threading.Thread(target=self.elector.run, name="leader-election", daemon=True).start()
+        log.info("waiting for leadership", extra={"reason": "LeaderElection"})
+        while not self.elector.is_leader.wait(1.0):
+            if self.stop_event.is_set():
+                return False
+        return True
+
+    def _dispatch(self) -> None:
+        """Hand due GitSyncs to the worker pool until stopped (or the lease is lost); waits for the workers."""
         with ThreadPoolExecutor(max_workers=self.opts.workers, thread_name_prefix="gitsync") as pool:
             while not self.stop_event.is_set():
-                if self.elector is not None and not self.elector.is_leader.is_set():
+                if not self._leading():
                     log.error("lost leadership: exiting so a restart rejoins as a standby")
                     self.stop_event.set()
                     break
-                key = self._next_due()
+                key = self.scheduler.next_due()
                 if key is not None:
                     pool.submit(self._work, key)
-        if self.elector is not None:
-            self.elector.stop()
 
     def _refresh_alerts(self) -> None:
         while not self.stop_event.wait(60.0):
@@ -640,7 +454,7 @@ class Controller:
         delay = 0.0
         while not self.stop_event.wait(delay):
             delay = self.eks.opts.interval
-            if self.elector is None or self.elector.is_leader.is_set():
+            if self._leading():
                 try:
                     self.eks.check()
                 except Exception:  # a bug must not end the loop: the next interval tries again
@@ -648,8 +462,7 @@ class Controller:
 
     def stop(self) -> None:
         self.stop_event.set()
-        with self._lock:
-            self._lock.notify_all()
+        self.scheduler.wake()
 
 
 def pool_size(workers: int) -> int:

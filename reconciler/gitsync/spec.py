@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from reconciler.kube import paths
+from reconciler.policy import PolicyMode
 from reconciler.render.options import Patch
 from reconciler.report import durations
 from reconciler.source.git import GitRef
@@ -30,6 +32,17 @@ WEBHOOK_STAMP = "webhook:"  # requested-at values set by a push webhook (may tak
 
 class SpecError(ValueError):
     """A spec field is invalid; the message names the field."""
+
+
+class DriftMode(StrEnum):
+    """``spec.drift.mode``: what live drift from git does."""
+
+    CORRECT = "correct"  # reported, and the next sync re-applies at once
+    WARN = "warn"  # reported only
+    OFF = "off"  # not watched
+
+
+_Mode = TypeVar("_Mode", PolicyMode, DriftMode)
 
 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -82,14 +95,14 @@ class SecretRef:
 
 
 @dataclass(frozen=True)
-class GitSource:
+class GitSourceSpec:
     url: str
     ref: GitRef
     secret_ref: SecretRef | None
 
 
 @dataclass(frozen=True)
-class BucketSource:
+class BucketSourceSpec:
     bucket: str
     prefix: str = ""
     region: str | None = None
@@ -177,8 +190,8 @@ def _target(spec: Mapping[str, Any]) -> EksTarget | None:
 
 @dataclass(frozen=True)
 class GitSyncSpec:
-    git: GitSource | None
-    bucket: BucketSource | None = None
+    git: GitSourceSpec | None
+    bucket: BucketSourceSpec | None = None
     path: str = "."
     interval: float = 300.0
     retry_interval: float = 60.0
@@ -192,13 +205,13 @@ class GitSyncSpec:
     substitute_from: tuple[ValuesFrom, ...] = ()
     substitution: bool = False  # substitute or substituteFrom is set (even empty): Flux's "postBuild present"
     patches: tuple[Patch, ...] = ()
-    policy_mode: str = "enforce"
-    drift_mode: str = "correct"
+    policy_mode: PolicyMode = PolicyMode.ENFORCE
+    drift_mode: DriftMode = DriftMode.CORRECT
     suspend: bool = False
     target: EksTarget | None = None  # None: the cluster the GitSync lives in
 
     @property
-    def source(self) -> GitSource | BucketSource:
+    def source(self) -> GitSourceSpec | BucketSourceSpec:
         """The one source parse() guarantees; its repr keys the cached source object."""
         src = self.git or self.bucket
         assert src is not None, "parse() guarantees exactly one source"
@@ -225,8 +238,9 @@ def check_timeout(spec: GitSyncSpec, *, maximum: float) -> None:
         )
 
 
-def _str(spec: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str | None:
-    v = spec.get(key, default)
+def _str(spec: Mapping[str, Any], key: str, where: str) -> str | None:
+    """A string field, or None when it is absent (callers supply their default with ``or``)."""
+    v = spec.get(key)
     if v is not None and not isinstance(v, str):
         raise SpecError(f"{where}.{key}: expected a string, got {type(v).__name__}")
     return v
@@ -239,11 +253,13 @@ def _bool(spec: Mapping[str, Any], key: str, default: bool) -> bool:
     return v
 
 
-def _mode(spec: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+def _mode(spec: Mapping[str, Any], key: str, *, default: _Mode) -> _Mode:
+    """``spec.<key>.mode`` as its enum; an unknown value names the field and the allowed values."""
     v = (spec.get(key) or {}).get("mode", default)
-    if v not in allowed:
+    allowed = type(default)
+    if v not in tuple(allowed):
         raise SpecError(f"spec.{key}.mode: {v!r} is not one of {', '.join(allowed)}")
-    return str(v)
+    return allowed(v)
 
 
 def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
@@ -253,15 +269,63 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
     source = spec.get("source") or {}
     if "git" in source and "bucket" in source:
         raise SpecError("spec.source: set exactly one of git or bucket, not both")
+    # Read in this order so that a spec with several bad fields names the same one first as before.
+    substitute, substitute_from, patches = _substitute(spec), _substitute_from(spec), _patches(spec)
+    depends_on = _depends_on(spec, namespace)
+    target_namespace = _optional_name(spec, "targetNamespace", namespace_name)
+    service_account = _optional_name(spec, "serviceAccountName", object_name)
+    return GitSyncSpec(
+        git=None if "bucket" in source else _git(source.get("git")),
+        bucket=_bucket(source["bucket"]) if "bucket" in source else None,
+        path=_path(_str(spec, "path", "spec") or "."),
+        interval=_duration(spec, "interval", default="5m"),
+        retry_interval=_duration(spec, "retryInterval", default="1m"),
+        timeout=_duration(spec, "timeout", default="5m"),
+        prune=_bool(spec, "prune", True),
+        wait=_bool(spec, "wait", False),
+        depends_on=depends_on,
+        target_namespace=target_namespace,
+        service_account_name=service_account,
+        substitute=substitute,
+        substitute_from=substitute_from,
+        substitution=spec.get("substitute") is not None or spec.get("substituteFrom") is not None,
+        patches=patches,
+        policy_mode=_mode(spec, "policy", default=PolicyMode.ENFORCE),
+        drift_mode=_mode(spec, "drift", default=DriftMode.CORRECT),
+        suspend=_bool(spec, "suspend", False),
+        target=_target(spec),
+    )
+
+
+def _duration(spec: Mapping[str, Any], key: str, *, default: str) -> float:
+    """``spec.<key>`` as seconds, at least one (see :func:`_at_least`)."""
+    return _at_least(parse_duration(_str(spec, key, "spec") or default, key), 1, key)
+
+
+def _optional_name(spec: Mapping[str, Any], key: str, check: Callable[[Any, str], str]) -> str | None:
+    """``spec.<key>``, a name checked by ``check`` (RFC 1123 label or subdomain); None when unset or empty."""
+    value = _str(spec, key, "spec") or None
+    return check(value, f"spec.{key}") if value is not None else None
+
+
+def _substitute(spec: Mapping[str, Any]) -> dict[str, str]:
     substitute = spec.get("substitute") or {}
     if not isinstance(substitute, dict) or not all(isinstance(v, str) for v in substitute.values()):
         raise SpecError("spec.substitute: expected a map of strings")
+    return dict(substitute)
+
+
+def _substitute_from(spec: Mapping[str, Any]) -> tuple[ValuesFrom, ...]:
     values_from = []
     for i, vf in enumerate(spec.get("substituteFrom") or []):
         if not isinstance(vf, dict) or vf.get("kind") not in ("ConfigMap", "Secret") or not vf.get("name"):
             raise SpecError(f"spec.substituteFrom[{i}]: needs kind ConfigMap or Secret, and a name")
         name = object_name(vf["name"], f"spec.substituteFrom[{i}].name")
         values_from.append(ValuesFrom(vf["kind"], name, bool(vf.get("optional", False))))
+    return tuple(values_from)
+
+
+def _patches(spec: Mapping[str, Any]) -> tuple[Patch, ...]:
     patches = []
     for i, p in enumerate(spec.get("patches") or []):
         if not isinstance(p, dict):
@@ -270,42 +334,18 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
             patches.append(Patch.from_spec(p))
         except ValueError as e:
             raise SpecError(f"spec.patches[{i}].{e}") from e  # every message starts with its field
-    deps = tuple(
+    return tuple(patches)
+
+
+def _depends_on(spec: Mapping[str, Any], namespace: str) -> tuple[Dependency, ...]:
+    """``spec.dependsOn``; a dependency without a namespace is in the GitSync's own."""
+    return tuple(
         Dependency(
             object_name(d["name"], f"spec.dependsOn[{i}].name"),
             namespace_name(d.get("namespace") or namespace, f"spec.dependsOn[{i}].namespace"),
         )
         for i, d in enumerate(spec.get("dependsOn") or [])
         if isinstance(d, dict) and d.get("name")
-    )
-    target_namespace = _str(spec, "targetNamespace", "spec") or None
-    if target_namespace is not None:
-        namespace_name(target_namespace, "spec.targetNamespace")
-    service_account = _str(spec, "serviceAccountName", "spec") or None
-    if service_account is not None:
-        object_name(service_account, "spec.serviceAccountName")
-    return GitSyncSpec(
-        git=None if "bucket" in source else _git(source.get("git")),
-        bucket=_bucket(source["bucket"]) if "bucket" in source else None,
-        path=_path(_str(spec, "path", "spec", ".") or "."),
-        interval=_at_least(parse_duration(_str(spec, "interval", "spec", "5m") or "5m", "interval"), 1, "interval"),
-        retry_interval=_at_least(
-            parse_duration(_str(spec, "retryInterval", "spec", "1m") or "1m", "retryInterval"), 1, "retryInterval"
-        ),
-        timeout=_at_least(parse_duration(_str(spec, "timeout", "spec", "5m") or "5m", "timeout"), 1, "timeout"),
-        prune=_bool(spec, "prune", True),
-        wait=_bool(spec, "wait", False),
-        depends_on=deps,
-        target_namespace=target_namespace,
-        service_account_name=service_account,
-        substitute=dict(substitute),
-        substitute_from=tuple(values_from),
-        substitution=spec.get("substitute") is not None or spec.get("substituteFrom") is not None,
-        patches=tuple(patches),
-        policy_mode=_mode(spec, "policy", ("enforce", "audit", "off"), "enforce"),
-        drift_mode=_mode(spec, "drift", ("correct", "warn", "off"), "correct"),
-        suspend=_bool(spec, "suspend", False),
-        target=_target(spec),
     )
 
 
@@ -328,17 +368,17 @@ def _secret_ref(src: Mapping[str, Any], where: str) -> SecretRef | None:
     return SecretRef(object_name(secret["name"], f"{where}.secretRef.name"))
 
 
-def _git(git: Any) -> GitSource:
+def _git(git: Any) -> GitSourceSpec:
     if not isinstance(git, dict) or not git.get("url"):
         raise SpecError("spec.source.git.url: required")
     try:
         ref = GitRef.from_spec(git.get("ref") or {})
     except ValueError as e:
         raise SpecError(f"spec.source.git.ref: {e}") from e
-    return GitSource(url=str(git["url"]), ref=ref, secret_ref=_secret_ref(git, "spec.source.git"))
+    return GitSourceSpec(url=str(git["url"]), ref=ref, secret_ref=_secret_ref(git, "spec.source.git"))
 
 
-def _bucket(bucket: Any) -> BucketSource:
+def _bucket(bucket: Any) -> BucketSourceSpec:
     where = "spec.source.bucket"
     if not isinstance(bucket, dict):
         raise SpecError(f"{where}: expected an object with bucket, prefix, region, endpoint, secretRef")
@@ -348,7 +388,7 @@ def _bucket(bucket: Any) -> BucketSource:
     endpoint = _str(bucket, "endpoint", where) or None
     if endpoint is not None and not re.match(r"https?://\S+$", endpoint):
         raise SpecError(f"{where}.endpoint: {endpoint!r} is not an http:// or https:// URL")
-    return BucketSource(
+    return BucketSourceSpec(
         bucket=name,
         prefix=_str(bucket, "prefix", where) or "",
         region=_str(bucket, "region", where) or None,

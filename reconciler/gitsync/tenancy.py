@@ -18,19 +18,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from reconciler.gitsync.spec import (
-    BucketSource,
+    BucketSourceSpec,
     EksTarget,
-    GitSource,
+    GitSourceSpec,
     GitSyncSpec,
     SpecError,
     TargetNotAllowedError,
     namespace_name,
     object_name,
 )
+from reconciler.policy import PolicyMode
 from reconciler.report.redact import redact_url
 from reconciler.source import urls
 
-POLICY_MODES = ("off", "audit", "enforce")  # weakest first
+POLICY_MODES = (PolicyMode.OFF, PolicyMode.AUDIT, PolicyMode.ENFORCE)  # weakest first
 
 
 class NotAllowedError(SpecError):
@@ -83,17 +84,29 @@ def _eks_allowed(target: EksTarget, pattern: str) -> bool:
 
 @dataclass(frozen=True)
 class Tenancy:
-    """The operator's lock-down settings (all off by default: today's behaviour)."""
+    """The operator's lock-down settings (all off by default: today's behaviour).
 
-    default_service_account: str | None = None  # --default-service-account
-    platform_namespaces: frozenset[str] = frozenset()  # --platform-namespace
-    platform_service_account: tuple[str, str] | None = None  # --platform-service-account NS/NAME
-    no_cross_namespace_refs: bool = False  # --no-cross-namespace-refs
-    min_policy_mode: str = "off"  # --min-policy-mode
-    eks_targets: tuple[Grant, ...] = ()  # --allow-eks-target [NS=]CLUSTER/REGION
-    buckets: tuple[Grant, ...] = ()  # --allow-bucket NS=BUCKET-GLOB
-    bucket_endpoints: tuple[Grant, ...] = ()  # --allow-bucket-endpoint NS=URL-PREFIX
-    local_git: bool = True  # file:// git URLs; `reconciler run` turns it off
+    Each field is one ``reconciler run`` flag; its default is the flag's.
+    """
+
+    default_service_account: str | None = None
+    """--default-service-account NAME; default None: GitSyncs without serviceAccountName act as the controller."""
+    platform_namespaces: frozenset[str] = frozenset()
+    """--platform-namespace NS (repeatable); default: none."""
+    platform_service_account: tuple[str, str] | None = None
+    """--platform-service-account NS/NAME; default None: platform GitSyncs act as the controller."""
+    no_cross_namespace_refs: bool = False
+    """--no-cross-namespace-refs; default False: dependsOn may name another namespace."""
+    min_policy_mode: PolicyMode = PolicyMode.OFF
+    """--min-policy-mode; default off: a GitSync's spec.policy.mode is never raised."""
+    eks_targets: tuple[Grant, ...] = ()
+    """--allow-eks-target [NS=]CLUSTER/REGION (repeatable); default: no remote target is allowed."""
+    buckets: tuple[Grant, ...] = ()
+    """--allow-bucket NS=BUCKET-GLOB (repeatable); default: every bucket needs a secretRef."""
+    bucket_endpoints: tuple[Grant, ...] = ()
+    """--allow-bucket-endpoint NS=URL-PREFIX (repeatable); default: AWS's own endpoints only."""
+    local_git: bool = True
+    """file:// git URLs; default True (the CLI reads local repositories), `reconciler run` turns it off."""
 
     def is_platform(self, namespace: str) -> bool:
         return namespace in self.platform_namespaces
@@ -113,9 +126,9 @@ class Tenancy:
             return service_account_user(namespace, self.default_service_account)
         return ""
 
-    def policy_mode(self, mode: str) -> str:
+    def policy_mode(self, mode: PolicyMode) -> PolicyMode:
         """``spec.policy.mode`` raised to the operator's floor (never lowered)."""
-        return max(mode, self.min_policy_mode, key=POLICY_MODES.index)
+        return PolicyMode(max(mode, self.min_policy_mode, key=POLICY_MODES.index))
 
     def check_target(self, namespace: str, target: EksTarget) -> None:
         """Before any AWS call: a target is reached with the controller's own AWS identity."""
@@ -142,7 +155,7 @@ class Tenancy:
                         "controller refuses cross-namespace references (--no-cross-namespace-refs)"
                     )
         src = spec.source
-        if isinstance(src, GitSource) and not self.local_git:
+        if isinstance(src, GitSourceSpec) and not self.local_git:
             try:
                 transport = urls.parse(src.url).transport
             except ValueError:
@@ -152,10 +165,10 @@ class Tenancy:
                     f"spec.source.git.url: {redact_url(src.url)!r}: file:// URLs read the controller's own disk and "
                     "are refused by `reconciler run` (use an ssh://, https:// or http:// git server)"
                 )
-        if isinstance(src, BucketSource):
+        if isinstance(src, BucketSourceSpec):
             self._check_bucket(namespace, src)
 
-    def _check_bucket(self, namespace: str, src: BucketSource) -> None:
+    def _check_bucket(self, namespace: str, src: BucketSourceSpec) -> None:
         if src.endpoint is not None and not any(
             g.admits(namespace, self.platform_namespaces) and _prefix_of(src.endpoint, g.value)
             for g in self.bucket_endpoints

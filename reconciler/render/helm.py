@@ -96,6 +96,7 @@ _INSTALL_ORDER = [
 ]
 _SPLIT = re.compile(r"(?:^|\n)---[ \t]*(?:\n|$)")
 _SOURCE = re.compile(r"^# Source: (.+)$", re.MULTILINE)
+_MISSING_DEPS = re.compile(r"found in Chart\.yaml, but missing in charts/ directory: (.+)")
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class ChartRender:
     """What one chart rendered to, in the order the sync applies it."""
 
     chart: str  # "name@version", for messages
-    crds: tuple[dict[str, Any], ...]
+    crds: tuple[dict[str, Any], ...]  # from the chart's (and subcharts') crds/: the install/upgrade policy applies
     objects: tuple[dict[str, Any], ...]
     hooks: tuple[Hook, ...]  # every hook the sync can run, in Helm's order (weight, kind, name)
     skipped: tuple[str, ...] = field(default=())  # "Kind/name: why" for test hooks and unsupported events
@@ -170,12 +171,21 @@ def _env(home: str) -> dict[str, str]:
 
 
 def _clean(stderr: str, chart_dir: Path, sensitive: Iterable[str]) -> str:
-    msg = "\n".join(
-        line for line in stderr.splitlines() if not line.startswith(("WARNING:", "level=WARN", "Use --debug flag"))
-    )
-    msg = msg.strip().removeprefix("Error: ").strip() or stderr.strip()
+    """Helm's error as one line (it ends up in an Event and a status condition), without our paths."""
+    lines = [
+        line.strip()
+        for line in stderr.splitlines()
+        if line.strip() and not line.startswith(("WARNING:", "level=WARN", "Use --debug flag"))
+    ]
+    msg = " ".join(lines).removeprefix("Error: ").strip() or " ".join(stderr.split())
     for prefix in (str(chart_dir.parent) + os.sep, str(chart_dir)):
         msg = msg.replace(prefix, "")
+    if m := _MISSING_DEPS.search(msg):
+        msg = (
+            f"dependencies {m.group(1).strip()} are declared in Chart.yaml but not vendored in charts/: "
+            "run `helm dependency build` and commit charts/ (the renderer never downloads dependencies; "
+            "Helm checks every declared dependency, even one whose condition is false)"
+        )
     msg = scrub(msg, sensitive)
     return msg if len(msg) <= 2000 else msg[:2000] + " ...(truncated)"
 
@@ -216,10 +226,8 @@ def render_chart(
     ``sensitive`` are strings (Secret-sourced values) scrubbed from any error message.
     """
     limits = limits or Limits()
-    sensitive = tuple(sensitive)
     name, version = chart_identity(chart_dir)
     label = f"{name}@{version}"
-    binary = tools.HELM.require(f"chart {label}")
     try:
         stdin = yaml_safe.dump(dict(values)).encode("utf-8")
     except yaml.YAMLError as e:
@@ -231,6 +239,15 @@ def render_chart(
         kube_version=kube_version,
         api_versions=api_versions,
     )
+    text = _run_helm(args, stdin=stdin, label=label, chart_dir=chart_dir, sensitive=tuple(sensitive), limits=limits)
+    return classify(text, chart=label, limits=limits)
+
+
+def _run_helm(
+    args: list[str], *, stdin: bytes, label: str, chart_dir: Path, sensitive: tuple[str, ...], limits: Limits
+) -> str:
+    """Helm's stdout (written to a private temp file, size-checked), or RenderError naming the chart."""
+    binary = tools.HELM.require(f"chart {label}")
     with tempfile.TemporaryDirectory(prefix="reconciler-helm-") as home:
         out_path = Path(home) / "out.yaml"
         try:
@@ -259,16 +276,21 @@ def render_chart(
             raise RenderError(
                 f"chart {label}", None, f"rendered output ({size} bytes) exceeds the limit of {limits.max_total_bytes}"
             )
-        text = out_path.read_text(encoding="utf-8", errors="strict")
-    return classify(text, chart=label, limits=limits)
+        return out_path.read_text(encoding="utf-8", errors="strict")
 
 
 def _documents(text: str, chart: str, limits: Limits) -> list[tuple[str, dict[str, Any]]]:
-    """(source template, object) for every non-empty document, split as Helm splits a manifest."""
+    """(source template, object) for every non-empty document, split as Helm splits a manifest.
+
+    A document without its own ``# Source:`` line belongs to the last one seen: Helm prints a
+    file from ``crds/`` as it is, so a CRD file that starts with (or holds) ``---`` puts its
+    objects in chunks after the one that carries the comment.
+    """
     out: list[tuple[str, dict[str, Any]]] = []
+    source = "<unknown template>"
     for chunk in _SPLIT.split(text):
-        m = _SOURCE.search(chunk)
-        source = m.group(1).strip() if m else "<unknown template>"
+        if m := _SOURCE.search(chunk):
+            source = m.group(1).strip()
         try:
             docs = yaml_safe.load_all(chunk, max_aliases=limits.max_aliases, max_nodes=limits.max_file_bytes)
         except (yaml.YAMLError, yaml_safe.YAMLLimitError) as e:
@@ -288,8 +310,44 @@ def _csv(value: Any) -> list[str]:
     return [p.strip() for p in str(value or "").split(",") if p.strip()]
 
 
+def from_crds_dir(source: str) -> bool:
+    """Whether a ``# Source:`` path is in a chart's ``crds/`` (the chart's or a subchart's).
+
+    Only those follow the install/upgrade CRD policy; a CRD a template renders is an ordinary
+    object of the release, as it is to Helm.
+    """
+    parts = source.split("/")
+    i = 1
+    while i + 2 < len(parts) and parts[i] == "charts":
+        i += 2
+    return i < len(parts) - 1 and parts[i] == "crds"
+
+
+def _hook(obj: dict[str, Any], events: frozenset[str], *, source: str, chart: str) -> Hook:
+    annotations = obj["metadata"]["annotations"]
+    raw_weight = annotations.get(HOOK_WEIGHT, "0")
+    try:
+        weight = int(str(raw_weight).strip() or "0")
+    except ValueError:
+        raise RenderError.about(
+            describe(obj),
+            file=f"chart {chart}",
+            doc=None,
+            why=f"{source}: {HOOK_WEIGHT} {raw_weight!r} is not an integer",
+        ) from None
+    policies = frozenset(_csv(annotations.get(HOOK_DELETE_POLICY))) or frozenset({"before-hook-creation"})
+    if unknown := policies - DELETE_POLICIES:
+        raise RenderError.about(
+            describe(obj),
+            file=f"chart {chart}",
+            doc=None,
+            why=f"{source}: unknown {HOOK_DELETE_POLICY} {', '.join(sorted(unknown))}",
+        )
+    return Hook(obj=obj, events=events, weight=weight, delete_policies=policies, source=source)
+
+
 def classify(text: str, *, chart: str, limits: Limits | None = None) -> ChartRender:
-    """Split ``helm template`` output into CRDs, objects and hooks (pure; tested without Helm)."""
+    """Split ``helm template`` output into CRDs (from ``crds/``), objects and hooks (pure; tested without Helm)."""
     limits = limits or Limits()
     crds: list[dict[str, Any]] = []
     objects: list[dict[str, Any]] = []
@@ -299,30 +357,14 @@ def classify(text: str, *, chart: str, limits: Limits | None = None) -> ChartRen
         annotations = (obj.get("metadata") or {}).get("annotations") or {}
         events = frozenset(_csv(annotations.get(HOOK))) if isinstance(annotations, dict) else frozenset()
         if not events:
-            (crds if obj.get("kind") == "CustomResourceDefinition" else objects).append(obj)
-            continue
-        if events & TEST_EVENTS:
+            is_crd = obj.get("kind") == "CustomResourceDefinition" and from_crds_dir(source)
+            (crds if is_crd else objects).append(obj)
+        elif events & TEST_EVENTS:
             skipped.append(f"{describe(obj)}: test hook (never run by a sync)")
-            continue
-        if not events & (PRE_EVENTS | POST_EVENTS):
+        elif not events & (PRE_EVENTS | POST_EVENTS):
             skipped.append(f"{describe(obj)}: hook {','.join(sorted(events))} has no counterpart in a sync")
-            continue
-        raw_weight = annotations.get(HOOK_WEIGHT, "0")
-        try:
-            weight = int(str(raw_weight).strip() or "0")
-        except ValueError:
-            raise RenderError(
-                f"chart {chart}", None, f"{source}: {HOOK_WEIGHT} {raw_weight!r} is not an integer", obj=describe(obj)
-            ) from None
-        policies = frozenset(_csv(annotations.get(HOOK_DELETE_POLICY))) or frozenset({"before-hook-creation"})
-        if unknown := policies - DELETE_POLICIES:
-            raise RenderError(
-                f"chart {chart}",
-                None,
-                f"{source}: unknown {HOOK_DELETE_POLICY} {', '.join(sorted(unknown))}",
-                obj=describe(obj),
-            )
-        hooks.append(Hook(obj=obj, events=events, weight=weight, delete_policies=policies, source=source))
+        else:
+            hooks.append(_hook(obj, events, source=source, chart=chart))
     hooks.sort(key=Hook.sort_key)
     return ChartRender(
         chart=chart, crds=tuple(crds), objects=tuple(objects), hooks=tuple(hooks), skipped=tuple(skipped)

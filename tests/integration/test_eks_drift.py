@@ -250,7 +250,9 @@ def test_the_controller_reports_eks_drift_as_metric_and_events_on_its_pod(
     assert calls.mutating() == []
     assert reasons() == ["DriftDetected"]
 
-    opts = ekscheck.EksOptions(Path(CONFIG), variables, mode="correct", wait=eksupdate.Wait(interval=0))
+    opts = ekscheck.EksOptions(
+        Path(CONFIG), variables, mode=ekscheck.EksDriftMode.CORRECT, wait=eksupdate.Wait(interval=0)
+    )
     ekscheck.EksDriftChecker(opts, metrics, events).check()
     assert (gauge("cluster"), gauge("nodegroup"), gauge("addon")) == (0, 0, 0)
     assert calls.mutating() == ["UpdateClusterConfig", "UpdateNodegroupConfig"]
@@ -285,7 +287,9 @@ def test_a_failed_correction_still_reports_the_drift_it_found(
     boto3.DEFAULT_SESSION.events.register("before-call.eks.UpdateNodegroupConfig", refuse)  # type: ignore[union-attr]
     metrics, events = Metrics(), EventRecorder(kube, "test")
     variables = {"CLUSTER_NAME": CLUSTER, "AWS_REGION": awsserver.REGION}
-    opts = ekscheck.EksOptions(Path(CONFIG), variables, mode="correct", wait=eksupdate.Wait(interval=0))
+    opts = ekscheck.EksOptions(
+        Path(CONFIG), variables, mode=ekscheck.EksDriftMode.CORRECT, wait=eksupdate.Wait(interval=0)
+    )
     ekscheck.EksDriftChecker(opts, metrics, events).check()
 
     def gauge(kind: str) -> float | None:

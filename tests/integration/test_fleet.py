@@ -26,10 +26,12 @@ from typing import Any
 
 import pytest
 import yaml
+from pipelines import run_sync
 
+from reconciler.gitsync.results import SyncOptions
 from reconciler.kube import client, discovery
 from reconciler.render import RenderOptions, render
-from reconciler.sync import engine, health, prune
+from reconciler.sync import health, prune
 from reconciler.sync.changeset import Action
 from reconciler.sync.objects import OWNER_LABEL, ObjectId
 
@@ -70,14 +72,14 @@ def unsatisfiable(oid: ObjectId, h: health.Health, kwok: bool) -> bool:
 
 
 @pytest.fixture
-def fleet(kube: client.Kube, mapper: discovery.RestMapper, namespace: str) -> Iterator[engine.Options]:
+def fleet(kube: client.Kube, mapper: discovery.RestMapper, namespace: str) -> Iterator[SyncOptions]:
     """Sync options for the test; afterwards everything the sync made is pruned."""
-    opts = engine.Options(name=NAME, namespace=namespace, prune=True, wait=True, timeout=60)
+    opts = SyncOptions(name=NAME, namespace=namespace, prune=True, wait=True, timeout=60)
     yield opts
-    cleanup = engine.Options(
+    cleanup = SyncOptions(
         name=NAME, namespace=namespace, prune=True, guard=prune.Guard(allow_mass_prune=True), timeout=60
     )
-    res = engine.run(kube, mapper, [], "cleanup", cleanup)
+    res = run_sync(kube, mapper, manifests=[], revision="cleanup", options=cleanup)
     assert res.ok, res.errors
     # Objects being deleted count as gone (Namespaces finalize asynchronously).
     left = [
@@ -91,14 +93,14 @@ def fleet(kube: client.Kube, mapper: discovery.RestMapper, namespace: str) -> It
 
 
 def test_dev_cluster_syncs_whole_and_a_resync_writes_nothing(
-    kube: client.Kube, mapper: discovery.RestMapper, fleet: engine.Options
+    kube: client.Kube, mapper: discovery.RestMapper, fleet: SyncOptions
 ) -> None:
     manifests = desired()
     objs = [m.obj for m in manifests]
     assert len(objs) > 100
 
     kwok = kube.get_or_none("/api/v1/nodes/kwok-node-0") is not None  # False with --no-kwok
-    res = engine.run(kube, mapper, manifests, "dev@1", fleet)
+    res = run_sync(kube, mapper, manifests=manifests, revision="dev@1", options=fleet)
     assert res.stage in ("health", "done"), res.errors
     assert res.applied is not None
     assert res.applied.ok, res.applied.errors
@@ -162,7 +164,9 @@ def test_dev_cluster_syncs_whole_and_a_resync_writes_nothing(
     # still confirm an object with a server-side dry run, e.g. a Secret, whose live values it
     # does not read; a dry run writes nothing.)
     before = {ObjectId.of(o): live(kube, mapper, o) for o in objs}
-    again = engine.run(kube, mapper, desired(), "dev@1", engine.Options(name=NAME, namespace=fleet.namespace))
+    again = run_sync(
+        kube, mapper, manifests=desired(), revision="dev@1", options=SyncOptions(name=NAME, namespace=fleet.namespace)
+    )
     assert again.ok, again.errors
     assert again.plan is not None
     assert not again.plan.has_changes, [(i.oid, i.action) for i in again.plan.items if i.action != Action.UNCHANGED]

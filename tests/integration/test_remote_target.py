@@ -99,7 +99,7 @@ class Setup:
         return self.agent
 
     def controller(self, factory: controller.ClientFactory | None = None) -> controller.Controller:
-        opts = controller.Options(
+        opts = controller.ControllerOptions(
             namespace=self.mgmt,
             cache_dir=self.tmp / "cache",
             metrics_addr="",
@@ -107,7 +107,7 @@ class Setup:
             identity="test",
             allow_eks_targets=("prod/eu-west-1",),
         )
-        return controller.Controller(self.manager, opts, Metrics(), client_factory=factory or self.factory)
+        return controller.Controller(self.manager, opts, metrics=Metrics(), client_factory=factory or self.factory)
 
     def step(self, ctl: controller.Controller, name: str) -> float | None:
         """One turn of the worker for GitSync ``name``, on its current state (as the watch delivers it)."""
@@ -279,9 +279,15 @@ def test_a_reconciler_without_clients_refuses_a_target_instead_of_syncing_locall
     """Regression: without ``clients=`` the target was ignored and the sync went to the local cluster."""
     git_repo.commit({"app/a.yaml": cm("a", namespace, {"v": "1"})}, "first")
     obj = env.gitsync(namespace, "apps", git_repo.url, path="app", target=TARGET)
-    r = Reconciler(env.kube, discovery.RestMapper(env.kube), Metrics(), EventRecorder(env.kube, "test"), tmp_path)
+    r = Reconciler(
+        env.kube,
+        discovery.RestMapper(env.kube),
+        metrics=Metrics(),
+        events=EventRecorder(env.kube, "test"),
+        cache_dir=tmp_path,
+    )
 
-    out = r.reconcile(obj, parse(obj), SyncState(), lambda *_: True, None)
+    out = r.reconcile(obj, parse(obj), state=SyncState(), ready_of=lambda *_: True, handled_request=None)
 
     assert not out.ok
     ready = next(c for c in (env.get(namespace, "apps") or {})["status"]["conditions"] if c["type"] == "Ready")

@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from pipelines import run_sync
 
 from reconciler import cli
+from reconciler.gitsync.results import Progress, SyncOptions, SyncResult
 from reconciler.kube import client, discovery
 from reconciler.render.manifests import Manifest
-from reconciler.sync import engine, inventory
+from reconciler.sync import inventory
 from reconciler.sync.objects import OWNER_LABEL
 
 
@@ -646,9 +648,10 @@ def test_an_inventory_of_another_owner_stops_the_sync_before_anything_is_written
     assert fleet.sync().exit_code == 0
     assert _stamp(fleet) is None  # the CLI has no GitSync: it does not stamp
 
-    def run(uid: str, *names: str) -> engine.Result:
+    def run(uid: str, *names: str) -> SyncResult:
         ms = [Manifest(cm(n, ns, {"k": "1"}), f"{n}.yaml", 0) for n in names]
-        return engine.run(fleet.kube, mapper, ms, f"main@sha1:{sha}", engine.Options(fleet.name, ns, owner_uid=uid))
+        opts = SyncOptions(fleet.name, ns, owner_uid=uid)
+        return run_sync(fleet.kube, mapper, manifests=ms, revision=f"main@sha1:{sha}", options=opts)
 
     assert run("uid-hub", "a", "b").ok  # unstamped (an older version, the CLI): accepted, and stamped
     assert _stamp(fleet) == "uid-hub"
@@ -679,13 +682,13 @@ def test_two_syncs_that_read_the_same_inventory_cannot_both_write_it(
     ns = fleet.ns
     sha = fleet.commit({"a.yaml": dump(cm("a", ns, {"k": "1"}))})
 
-    def run(uid: str, names: list[str], progress: engine.Progress | None = None) -> engine.Result:
+    def run(uid: str, names: list[str], progress: Progress | None = None) -> SyncResult:
         ms = [Manifest(cm(n, ns, {"k": "1"}), f"{n}.yaml", 0) for n in names]
-        opts = engine.Options(fleet.name, ns, owner_uid=uid)
-        return engine.run(fleet.kube, mapper, ms, f"main@sha1:{sha}", opts, progress)
+        opts = SyncOptions(fleet.name, ns, owner_uid=uid)
+        return run_sync(fleet.kube, mapper, manifests=ms, revision=f"main@sha1:{sha}", options=opts, progress=progress)
 
     # Both find no inventory; the other one creates it while this one plans.
-    res = run("uid-a", ["a"], engine.Progress(planned=lambda p: run("uid-b", ["b"])))
+    res = run("uid-a", ["a"], Progress(planned=lambda p: run("uid-b", ["b"])))
     assert not res.ok
     assert res.errors == [
         f"the inventory ConfigMap {ns}/{fleet.name}.gitsync-inventory changed since this sync read it (another"
@@ -697,7 +700,7 @@ def test_two_syncs_that_read_the_same_inventory_cannot_both_write_it(
     assert _stamp(fleet) == "uid-b"
 
     # Both read the stored inventory; the other one (here unstamped, as the CLI) rewrites it first.
-    res = run("uid-b", ["a", "b"], engine.Progress(planned=lambda p: run("", ["b", "c"])))
+    res = run("uid-b", ["a", "b"], Progress(planned=lambda p: run("", ["b", "c"])))
     assert not res.ok
     assert "changed since this sync read it" in res.errors[0]
     assert fleet.cm("a") is None
@@ -718,7 +721,8 @@ def test_objects_in_a_new_namespace_are_validated_once_before_their_stage(
     ms = [Manifest(o, "new.yaml", i) for i, o in enumerate(objs)]
     before = dict(fleet.kube.requests)
     try:
-        res = engine.run(fleet.kube, mapper, ms, "main@sha1:" + "0" * 40, engine.Options(fleet.name, fleet.ns))
+        opts = SyncOptions(fleet.name, fleet.ns)
+        res = run_sync(fleet.kube, mapper, manifests=ms, revision="main@sha1:" + "0" * 40, options=opts)
         assert res.ok, res.errors
         patches = fleet.kube.requests["PATCH"] - before.get("PATCH", 0)
         # Namespace: dry run + apply; 5 ConfigMaps: dry run + apply each; the final inventory.

@@ -67,6 +67,45 @@ def test_the_controller_clamps_eks_intervals_whoever_builds_its_options() -> Non
     assert (kept.interval, kept.wait.interval) == (30, 5)
 
 
+def test_eks_substitute_is_the_flag_and_eks_var_a_hidden_alias() -> None:
+    """One flag name for one idea: variables are --substitute elsewhere, --eks-substitute here."""
+    r = CliRunner().invoke(cli.cli, ["run", "--help"])
+    assert r.exit_code == 0
+    assert "--eks-substitute" in r.output
+    assert "--eks-var" not in r.output
+
+
+def test_eks_var_still_works_and_warns_once(tmp_path: Path) -> None:
+    argv = ["run", "--eks-config", "c.yaml", "--eks-var", "A=1", "--eks-var", "B=2"]
+    r = CliRunner().invoke(cli.cli, [*argv, "--kubeconfig", str(tmp_path / "none"), "--metrics-addr", ""])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("--eks-var is deprecated; use --eks-substitute") == 1
+    assert "cannot load cluster configuration" in r.stderr, "it got past the flags, to the connection"
+
+
+@pytest.mark.parametrize("flag", ["--eks-substitute", "--eks-var"])
+def test_a_malformed_eks_substitution_names_its_flag(flag: str) -> None:
+    r = CliRunner().invoke(cli.cli, ["run", "--eks-config", "c.yaml", flag, "CLUSTER_NAME"])
+    assert r.exit_code == 2, r.output
+    assert f"Invalid value for {flag}: expected NAME=VALUE, got 'CLUSTER_NAME'" in r.stderr
+
+
+def test_eks_substitute_and_its_old_name_fill_the_same_variables() -> None:
+    from reconciler.cli import run
+
+    kw = {
+        "eks_config": Path("c.yaml"),
+        "eks_vars": ("A=old", "B=old"),
+        "eks_substitute": ("B=new", "C=new"),
+        "eks_interval": 60.0,
+        "eks_drift": "warn",
+        "eks_region": None,
+    }
+    opts = run._eks_options(kw)
+    assert opts is not None
+    assert opts.variables == {"A": "old", "B": "new", "C": "new"}, "the new name wins where both set one"
+
+
 def _unreachable_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     """AWS calls fail at once, on loopback: the tests below only need the config to be read."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_EKS", "http://127.0.0.1:9")

@@ -18,13 +18,13 @@ from reconciler.kube.client import Kube
 
 def _controller(tmp_path: Path, **opts: object) -> controller.Controller:
     api = kubernetes.client.ApiClient(kubernetes.client.Configuration(host="http://127.0.0.1:9"))
-    return controller.Controller(Kube(api), controller.Options(cache_dir=tmp_path, **opts))  # type: ignore[arg-type]
+    return controller.Controller(Kube(api), controller.ControllerOptions(cache_dir=tmp_path, **opts))  # type: ignore[arg-type]
 
 
 def _next(ctl: controller.Controller, within: float = 0.5) -> controller.Key | None:
     """What the scheduler hands out within ``within`` seconds (None: nothing, it kept waiting)."""
     got: list[controller.Key | None] = []
-    t = threading.Thread(target=lambda: got.append(ctl._next_due()), daemon=True)
+    t = threading.Thread(target=lambda: got.append(ctl.scheduler.next_due()), daemon=True)
     t.start()
     t.join(within)
     if t.is_alive():
@@ -38,26 +38,26 @@ def _next(ctl: controller.Controller, within: float = 0.5) -> controller.Key | N
 def test_a_saturated_namespace_does_not_keep_others_waiting(tmp_path: Path) -> None:
     ctl = _controller(tmp_path, workers=2)  # two workers: one per namespace at most
     for key in [("a", "1"), ("a", "2"), ("a", "3"), ("b", "1")]:
-        ctl.schedule(key, 0)
+        ctl.scheduler.schedule(key, 0)
     assert _next(ctl) == ("a", "1")
     assert _next(ctl) == ("b", "1"), "a's other due GitSyncs are parked, b's gets the second worker"
     assert _next(ctl) is None, "both workers busy"
-    ctl._done(("b", "1"), None)
+    ctl.scheduler.done(("b", "1"), None)
     assert _next(ctl) is None, "a is still at its limit: a free worker does not go to a"
-    ctl._done(("a", "1"), None)
+    ctl.scheduler.done(("a", "1"), None)
     assert _next(ctl) == ("a", "2"), "a's parked GitSyncs come back, in order, when a has room"
-    ctl._done(("a", "2"), None)
+    ctl.scheduler.done(("a", "2"), None)
     assert _next(ctl) == ("a", "3")
 
 
 def test_parked_gitsync_is_not_run_twice_and_keeps_its_earliest_due(tmp_path: Path) -> None:
     ctl = _controller(tmp_path, workers=2)
-    ctl.schedule(("a", "1"), 0)
-    ctl.schedule(("a", "2"), 0)
+    ctl.scheduler.schedule(("a", "1"), 0)
+    ctl.scheduler.schedule(("a", "2"), 0)
     assert _next(ctl) == ("a", "1")
     assert _next(ctl) is None  # a/2 parked
-    ctl.schedule(("a", "2"), 0)  # a watch event for the parked one: still one entry
-    ctl._done(("a", "1"), None)
+    ctl.scheduler.schedule(("a", "2"), 0)  # a watch event for the parked one: still one entry
+    ctl.scheduler.done(("a", "1"), None)
     assert _next(ctl) == ("a", "2")
     assert _next(ctl) is None, "a/2 was handed out once"
 
@@ -70,7 +70,7 @@ def test_default_limit(workers: int, single: bool, limit: int) -> None:
 def test_explicit_limit_wins(tmp_path: Path) -> None:
     ctl = _controller(tmp_path, workers=4, max_concurrent_per_namespace=3)
     for i in range(4):
-        ctl.schedule(("a", str(i)), 0)
+        ctl.scheduler.schedule(("a", str(i)), 0)
     assert [_next(ctl) for _ in range(4)] == [("a", "0"), ("a", "1"), ("a", "2"), None]
 
 

@@ -107,7 +107,7 @@ def inspect(
     return entries
 
 
-def _check_metadata(entries: list[tuple[PurePosixPath, bytes | None]], chart: str, version: str, label: str) -> None:
+def _check_metadata(entries: list[tuple[PurePosixPath, bytes | None]], *, chart: str, version: str, label: str) -> None:
     """The archive's Chart.yaml must name the chart and version it was fetched as."""
     content = next(c for p, c in entries if p == PurePosixPath(chart, "Chart.yaml") and c is not None)
     try:
@@ -135,7 +135,7 @@ def extract(
     """
     entries = inspect(data, chart=chart, label=label, limits=limits)
     if version is not None:
-        _check_metadata(entries, chart, version, label)
+        _check_metadata(entries, chart=chart, version=version, label=label)
     dest.mkdir(parents=True)
     for path, content in entries:
         target = dest.joinpath(*path.parts)

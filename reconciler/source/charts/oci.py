@@ -76,7 +76,7 @@ def ecr_credentials(client: Any) -> Credentials:
     return Credentials(username=user, password=password)
 
 
-def _default_ecr_client(region: str) -> Any:
+def default_ecr_client(region: str) -> Any:
     import boto3
 
     return boto3.client("ecr", region_name=region)
@@ -98,7 +98,7 @@ class OCIRegistry:
         plain_http: bool = False,
         cache: ChartCache | None = None,
         limits: archive.ArchiveLimits | None = None,
-        ecr_client_factory: Callable[[str], Any] = _default_ecr_client,
+        ecr_client_factory: Callable[[str], Any] = default_ecr_client,
         transport: Transport | None = None,
     ) -> None:
         self.credentials = credentials

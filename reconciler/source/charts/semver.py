@@ -12,7 +12,7 @@ ordering (SemVer 2.0 precedence, build metadata ignored).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import semantic_version  # type: ignore[import-untyped]
@@ -66,45 +66,51 @@ class _Comparator:
     patch_dirty: bool
 
     def check(self, v: semantic_version.Version) -> bool:
-        c = self.con
         op = {"=>": ">=", "=<": "<=", "~>": "~", "": "="}.get(self.op, self.op)
-        if op == "=":
-            return self._tilde(v) if self.dirty else _cmp(v, c) == 0
-        if op == "!=":
-            if not self.dirty:
-                return _cmp(v, c) != 0
-            if v.major != c.major:
-                return True
-            if self.minor_dirty:
-                return False
-            if v.minor != c.minor:
-                return True
-            if self.patch_dirty:
-                return False
+        return _CHECKS[op](self, v)
+
+    def _equal(self, v: semantic_version.Version) -> bool:
+        return self._tilde(v) if self.dirty else _cmp(v, self.con) == 0
+
+    def _not_equal(self, v: semantic_version.Version) -> bool:
+        c = self.con
+        if not self.dirty:
             return _cmp(v, c) != 0
-        if op == ">":
-            if not self.dirty:
-                return _cmp(v, c) > 0
-            if v.major != c.major:
-                return bool(v.major > c.major)
-            if self.minor_dirty:
-                return False
-            if self.patch_dirty:
-                return bool(v.minor > c.minor)
+        if v.major != c.major:
+            return True
+        if self.minor_dirty:
+            return False
+        if v.minor != c.minor:
+            return True
+        if self.patch_dirty:
+            return False
+        return _cmp(v, c) != 0
+
+    def _greater(self, v: semantic_version.Version) -> bool:
+        c = self.con
+        if not self.dirty:
             return _cmp(v, c) > 0
-        if op == "<":
-            return _cmp(v, c) < 0
-        if op == ">=":
-            return _cmp(v, c) >= 0
-        if op == "<=":
-            if not self.dirty:
-                return _cmp(v, c) <= 0
-            if v.major > c.major:
-                return False
-            return not (v.major == c.major and v.minor > c.minor and not self.minor_dirty)
-        if op == "~":
-            return self._tilde(v)
-        return self._caret(v)
+        if v.major != c.major:
+            return bool(v.major > c.major)
+        if self.minor_dirty:
+            return False
+        if self.patch_dirty:
+            return bool(v.minor > c.minor)
+        return _cmp(v, c) > 0
+
+    def _less(self, v: semantic_version.Version) -> bool:
+        return _cmp(v, self.con) < 0
+
+    def _at_least(self, v: semantic_version.Version) -> bool:
+        return _cmp(v, self.con) >= 0
+
+    def _at_most(self, v: semantic_version.Version) -> bool:
+        c = self.con
+        if not self.dirty:
+            return _cmp(v, c) <= 0
+        if v.major > c.major:
+            return False
+        return not (v.major == c.major and v.minor > c.minor and not self.minor_dirty)
 
     def _tilde(self, v: semantic_version.Version) -> bool:
         c = self.con
@@ -129,6 +135,19 @@ class _Comparator:
         if v.minor > 0:
             return False
         return bool(v.patch == c.patch)
+
+
+# Masterminds' operator table: one method per operator (aliases mapped in ``check``).
+_CHECKS: dict[str, Callable[[_Comparator, semantic_version.Version], bool]] = {
+    "=": _Comparator._equal,
+    "!=": _Comparator._not_equal,
+    ">": _Comparator._greater,
+    "<": _Comparator._less,
+    ">=": _Comparator._at_least,
+    "<=": _Comparator._at_most,
+    "~": _Comparator._tilde,
+    "^": _Comparator._caret,
+}
 
 
 def _comparator(op: str, m: re.Match[str]) -> _Comparator:

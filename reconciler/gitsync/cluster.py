@@ -1,0 +1,147 @@
+"""The cluster's half of the pipeline: each step one call into ``reconciler.sync``.
+
+Errors a step finds (a bad object, a failed apply) come back as values for the pipeline to
+judge; an API server or inventory write that fails underneath becomes the step's one typed
+error here, so the caller catches a single family of exceptions.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from reconciler.gitsync.errors import ClusterFailedError, InventoryConflictError
+from reconciler.gitsync.results import Stage, SyncOptions, SyncResult
+from reconciler.kube.client import Kube, KubeError, UnreachableError
+from reconciler.kube.discovery import RestMapper
+from reconciler.render.manifests import Manifest
+from reconciler.sync import health, inventory, record, wait
+from reconciler.sync import prune as pruning
+from reconciler.sync.apply import ApplyReport, ObjectResult, apply_plan
+from reconciler.sync.objects import ObjectId
+from reconciler.sync.plan import Item, Plan, PlanError, plan
+from reconciler.sync.preflight import preflight
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _typed(stage: Stage) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Turn what the API server raises under a step into that step's StepError (cause kept)."""
+
+    def wrap(step: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(step)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return step(*args, **kwargs)
+            except inventory.InventoryOwnerError as e:
+                raise InventoryConflictError(str(e), stage=stage) from e
+            except (inventory.InventoryError, KubeError, UnreachableError) as e:
+                raise ClusterFailedError(str(e), stage=stage) from e
+
+        return call
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class KubeCluster:
+    """One cluster, one inventory: the real :class:`~reconciler.gitsync.pipeline.Cluster`."""
+
+    kube: Kube
+    mapper: RestMapper
+    options: SyncOptions
+
+    @_typed(Stage.PLAN)
+    def load(self) -> inventory.Inventory:
+        o = self.options
+        previous = inventory.load(self.kube, o.namespace, o.name)
+        # before anything is written
+        inventory.check_owner(previous, namespace=o.namespace, sync_name=o.name, owner_uid=o.owner_uid)
+        return previous
+
+    @_typed(Stage.PLAN)
+    def plan(self, manifests: Sequence[Manifest], previous: inventory.Inventory) -> Plan:
+        o = self.options
+        try:
+            return plan(
+                self.kube,
+                manifests,
+                mapper=self.mapper,
+                inventory=previous,
+                owner=o.owner,
+                default_namespace=o.default_namespace,
+                field_manager=o.field_manager,
+            )
+        except PlanError as e:
+            return Plan(items=[], errors=e.errors)
+
+    @_typed(Stage.PREFLIGHT)
+    def preflight(self, p: Plan, *, progress: Callable[[Item], None] | None) -> list[str]:
+        o = self.options
+        preflight(
+            self.kube,
+            p,
+            mapper=self.mapper,
+            owner=o.owner,
+            field_manager=o.field_manager,
+            concurrency=o.concurrency,
+            progress=progress,
+        )
+        return list(p.errors)
+
+    @_typed(Stage.APPLY)
+    def write_ahead(self, previous: inventory.Inventory, p: Plan) -> tuple[inventory.Inventory, list[str]]:
+        ahead = record.write_ahead(previous, p, self.options.owner_uid)
+        try:
+            return self._store(previous, ahead), []
+        except inventory.InventoryError as e:
+            return ahead, [f"{e}; nothing was applied or pruned"]
+
+    @_typed(Stage.APPLY)
+    def apply(self, p: Plan, *, progress: Callable[[ObjectResult], None] | None) -> ApplyReport:
+        o = self.options
+        return apply_plan(
+            self.kube,
+            p,
+            mapper=self.mapper,
+            owner=o.owner,
+            field_manager=o.field_manager,
+            concurrency=o.concurrency,
+            timeout=o.timeout,
+            progress=progress,
+        )
+
+    @_typed(Stage.PRUNE)
+    def prune(self, p: Plan, *, progress: Callable[[Item, str], None] | None) -> pruning.PruneReport:
+        return pruning.prune(self.kube, p, mapper=self.mapper, progress=progress)
+
+    @_typed(Stage.PRUNE)
+    def record(
+        self, ahead: inventory.Inventory, p: Plan, *, res: SyncResult, revision: str
+    ) -> tuple[inventory.Inventory | None, list[str]]:
+        final = record.final(
+            ahead,
+            p,
+            outcomes=res.applied.outcomes if res.applied else [],
+            deleted={i.oid for i in res.pruned.deleted} if res.pruned else set(),
+            field_manager=self.options.field_manager,
+            revision=revision,
+        )
+        try:
+            return self._store(ahead, final), []
+        except inventory.InventoryError as e:
+            return None, [str(e)]
+
+    @_typed(Stage.HEALTH)
+    def health(self, items: Sequence[Item]) -> dict[ObjectId, health.Health]:
+        o = self.options
+        return wait.wait_healthy(self.kube, items, mapper=self.mapper, owner=o.owner, timeout=o.timeout)
+
+    def _store(self, previous: inventory.Inventory, new: inventory.Inventory) -> inventory.Inventory:
+        o = self.options
+        return record.store(
+            self.kube, namespace=o.namespace, name=o.name, previous=previous, new=new, field_manager=o.field_manager
+        )

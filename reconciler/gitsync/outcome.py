@@ -1,0 +1,195 @@
+"""The ONE place that turns how a reconcile ended into status conditions, an Event, metrics and a log line.
+
+Each outcome is reported four ways at once, from the same facts, so ``kubectl get gitsync``,
+``kubectl events``, Grafana and ``kubectl logs | grep ERROR`` never disagree about why a sync
+failed. The outcomes: a failure (a StepError), a wait on a dependency (no Event, no failure
+count), a success, a success with nothing to do under the GitSync's path, and the drift.mode
+warn no-op (only the Reconciling condition goes).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from reconciler.gitsync.errors import StepError
+from reconciler.gitsync.results import ReconcileResult
+from reconciler.report import conditions as cond
+from reconciler.report.metrics import Metrics
+from reconciler.sync.objects import ObjectId
+
+log = logging.getLogger("reconciler.gitsync")
+
+StatusWriter = Callable[[dict[str, Any], dict[str, Any]], None]  # (GitSync, status fields) -> merge-patched
+
+
+class Recorder(Protocol):
+    """Where Events go (kube.events.EventRecorder; a list in unit tests)."""
+
+    def emit(self, regarding: dict[str, Any], type_: str, reason: str, note: str, action: str = "Reconcile") -> None:
+        """Record one Event; never raises."""
+
+
+@dataclass(frozen=True)
+class Success:
+    """The facts of a successful sync the report needs."""
+
+    revision: str
+    message: str  # "Applied revision ...: <counts>"
+    inventory: list[dict[str, str]]  # the inventory as status shows it
+    managed: int  # how many objects it holds
+    changed: bool  # something was written, or the revision is new: worth an Event
+    pruned: Sequence[ObjectId] = ()  # default (): what this sync deleted
+    healthy: bool = False  # default False; True: the health check ran and passed
+
+
+def conditions_of(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((obj.get("status") or {}).get("conditions") or [])
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str, int]:
+    md = obj["metadata"]
+    return md["namespace"], md["name"], int(md.get("generation") or 0)
+
+
+class Outcomes:
+    """Writes each outcome of a reconcile; ``patch_status`` merge-patches the status subresource."""
+
+    def __init__(self, *, patch_status: StatusWriter, events: Recorder, metrics: Metrics) -> None:
+        self.patch_status, self.events, self.metrics = patch_status, events, metrics
+
+    def _write(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        obj.setdefault("status", {}).update(status)
+        self.patch_status(obj, status)
+
+    def reconciling(self, obj: dict[str, Any], message: str) -> None:
+        """Reconciling True while a sync runs (and Ready False, Progressing, until a first verdict)."""
+        _, _, gen = _key(obj)
+        cs = cond.set_condition(
+            conditions_of(obj), cond.RECONCILING, status=True, reason="Progressing", message=message, generation=gen
+        )
+        if cond.get(cs, cond.READY) is None:
+            cs = cond.set_condition(cs, cond.READY, status=False, reason="Progressing", message=message, generation=gen)
+        obj.setdefault("status", {})["conditions"] = cs
+        self.patch_status(obj, {"conditions": cs})
+
+    def failed(
+        self, obj: dict[str, Any], error: StepError, *, message: str, revision: str, extra: dict[str, Any]
+    ) -> ReconcileResult:
+        """Ready False with the error's reason (Stalled too when retrying cannot help)."""
+        ns, name, gen = _key(obj)
+        cs = cond.set_condition(
+            conditions_of(obj), cond.READY, status=False, reason=error.reason, message=message, generation=gen
+        )
+        cs = cond.remove_condition(cs, cond.RECONCILING)
+        if error.stalled:
+            cs = cond.set_condition(cs, cond.STALLED, status=True, reason=error.reason, message=message, generation=gen)
+        else:
+            cs = cond.remove_condition(cs, cond.STALLED)
+        status: dict[str, Any] = {"conditions": cs, "observedGeneration": gen, **extra}
+        if revision:
+            status["lastAttemptedRevision"] = revision
+        self._write(obj, status)
+        if error.waiting:
+            log.info(message, extra={"gitsync": f"{ns}/{name}", "reason": error.reason})
+        else:
+            self.events.emit(obj, "Warning", error.event_reason, message)
+            self.metrics.reconciles.labels(ns, name, "failure").inc()
+            log.error(message, extra={"gitsync": f"{ns}/{name}", "revision": revision, "reason": error.reason})
+        self.metrics.ready.labels(ns, name).set(0)
+        self.metrics.stalled.labels(ns, name).set(1 if error.stalled else 0)
+        return ReconcileResult(ok=False, stalled=error.stalled, waiting=error.waiting, revision=revision)
+
+    def succeeded(self, obj: dict[str, Any], done: Success, *, extra: dict[str, Any]) -> ReconcileResult:
+        """Ready True, the revision applied and the inventory shown; an Event only when something changed."""
+        ns, name, gen = _key(obj)
+        cs = cond.set_condition(
+            conditions_of(obj),
+            cond.READY,
+            status=True,
+            reason="ReconciliationSucceeded",
+            message=done.message,
+            generation=gen,
+        )
+        cs = cond.remove_condition(cs, cond.RECONCILING)
+        cs = cond.remove_condition(cs, cond.STALLED)
+        if done.healthy:
+            cs = cond.set_condition(
+                cs,
+                cond.HEALTHY,
+                status=True,
+                reason="Succeeded",
+                message="all applied objects are healthy",
+                generation=gen,
+            )
+        status = {
+            "conditions": cs,
+            "observedGeneration": gen,
+            "lastAttemptedRevision": done.revision,
+            "lastAppliedRevision": done.revision,
+            "inventory": done.inventory,
+            **extra,
+        }
+        self._write(obj, status)
+        if done.changed:
+            self.events.emit(obj, "Normal", "Synced", done.message)
+            if done.pruned:
+                pruned = ", ".join(str(oid) for oid in done.pruned[:20])
+                self.events.emit(obj, "Normal", "Pruned", f"revision {done.revision}: pruned {pruned}")
+        self._succeeded(ns, name, revision=done.revision, message=done.message)
+        self.metrics.ready.labels(ns, name).set(1)
+        self.metrics.stalled.labels(ns, name).set(0)
+        self.metrics.managed.labels(ns, name).set(done.managed)
+        return ReconcileResult(ok=True, revision=done.revision)
+
+    def unchanged(self, obj: dict[str, Any], *, revision: str, extra: dict[str, Any]) -> ReconcileResult:
+        """A push that changed nothing under this GitSync's path: Ready at the new revision, no Event."""
+        ns, name, gen = _key(obj)
+        msg = f"Applied revision {revision}: nothing changed under this GitSync's path"
+        cs = cond.set_condition(
+            conditions_of(obj), cond.READY, status=True, reason="ReconciliationSucceeded", message=msg, generation=gen
+        )
+        cs = cond.remove_condition(cs, cond.RECONCILING)
+        status = {
+            "conditions": cs,
+            "observedGeneration": gen,
+            "lastAttemptedRevision": revision,
+            "lastAppliedRevision": revision,
+            **extra,
+        }
+        self._write(obj, status)
+        self._succeeded(ns, name, revision=revision, message=msg)
+        return ReconcileResult(ok=True, revision=revision)
+
+    def held(self, obj: dict[str, Any], *, revision: str, drifted: int) -> ReconcileResult:
+        """drift.mode warn on the applied revision: drift is reported, never corrected."""
+        ns, name, _ = _key(obj)
+        gid = f"{ns}/{name}"
+        log.info(
+            f"GitSync {gid}: {drifted} drifted object(s) left as they are (drift.mode: warn)",
+            extra={"gitsync": gid, "revision": revision, "reason": "DriftDetected"},
+        )
+        self.patch_status(obj, {"conditions": cond.remove_condition(conditions_of(obj), cond.RECONCILING)})
+        return ReconcileResult(ok=True, revision=revision)
+
+    def violations(
+        self, obj: dict[str, Any], lines: Sequence[str], *, counts: Sequence[tuple[str, int]], total: int
+    ) -> None:
+        """Policy findings of this revision: one gauge per policy (old series dropped) and one Warning
+        Event naming the first ten of ``total`` (``lines``: those, described and scrubbed)."""
+        ns, name, _ = _key(obj)
+        self.metrics.drop_series(self.metrics.policy_violations, ns, name)
+        for pol, n in counts:
+            self.metrics.policy_violations.labels(ns, name, pol).inc(n)
+        if lines:
+            more = f" (and {total - 10} more)" if total > 10 else ""
+            self.events.emit(obj, "Warning", "PolicyViolation", "; ".join(lines[:10]) + more, action="CheckPolicy")
+
+    def _succeeded(self, ns: str, name: str, *, revision: str, message: str) -> None:
+        log.info(message, extra={"gitsync": f"{ns}/{name}", "revision": revision, "reason": "ReconciliationSucceeded"})
+        self.metrics.reconciles.labels(ns, name, "success").inc()
+        self.metrics.last_success.labels(ns, name).set(time.time())
+        self.metrics.set_revision(ns, name, revision)

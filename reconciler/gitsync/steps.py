@@ -1,0 +1,152 @@
+"""The controller's steps for one GitSync: its source, its render and its policy gate.
+
+Handed to :func:`reconciler.gitsync.pipeline.sync_revision`, which runs them in order. They read
+what the GitSync names (its Secrets and ConfigMaps, through its own identity) and keep what
+outlives one reconcile in its :class:`SyncState` (the source cache, the secrets to scrub).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler import policy
+from reconciler.gitsync import inputs
+from reconciler.gitsync.errors import PolicyFailedError, RenderFailedError, SourceFailedError
+from reconciler.gitsync.outcome import Outcomes
+from reconciler.gitsync.results import Stage
+from reconciler.gitsync.spec import GitSyncSpec, SpecError
+from reconciler.kube.client import Kube, KubeError, UnreachableError
+from reconciler.render import build as render_build
+from reconciler.render.manifests import Manifest, ManifestError
+from reconciler.report import redact
+from reconciler.source.artifact import Artifact, Source, SourceError
+from reconciler.source.limits import TreeLimitError
+
+log = logging.getLogger("reconciler.gitsync")
+
+
+@dataclass
+class SyncState:
+    """Per-GitSync state that outlives one reconcile (the git cache handle, failures)."""
+
+    source: Source | None = None  # default None: opened at the first fetch
+    source_key: str = ""  # default "": repr of the spec's source; a changed field opens a new source
+    failures: int = 0  # default 0: consecutive failures (for the retry backoff)
+    drifted: int = 0  # default 0: objects drifted at last report (for DriftCorrected)
+    inputs: str = ""  # default "": digest of everything the last successful sync rendered from
+    synced_at: float = float("-inf")  # default -inf: monotonic time of the last full successful sync
+    secrets: frozenset[str] = frozenset()  # default empty: values read from its Secrets, scrubbed everywhere
+    extra: dict[str, Any] = field(default_factory=dict)  # default {}: what the loop keeps beside
+
+
+@dataclass
+class GitSyncSteps:
+    """The :class:`~reconciler.gitsync.pipeline.Steps` of one reconcile of one GitSync."""
+
+    obj: dict[str, Any]  # the GitSync as read
+    spec: GitSyncSpec
+    state: SyncState
+    reader: Callable[[], Kube]  # what its Secrets and ConfigMaps are read through (its own identity if any)
+    cache_dir: Path  # where its source is cached
+    handled_request: str | None  # the requested-at value this reconcile answers (None: none)
+    policy_mode: str  # the spec's mode, raised to the controller's minimum
+    load_policies: Callable[[], policy.PolicySet | None]
+    outcomes: Outcomes
+    revision: str = ""  # default "": set once fetched
+    inputs: str = ""  # default "": digest of what it renders from, set once read
+
+    @property
+    def gid(self) -> str:
+        md = self.obj["metadata"]
+        return f"{md['namespace']}/{md['name']}"
+
+    @property
+    def raised(self) -> str:
+        """Said after a policy verdict when --min-policy-mode raised the spec's mode."""
+        if self.policy_mode == self.spec.policy_mode:
+            return ""
+        return f" (spec.policy.mode {self.spec.policy_mode} raised to {self.policy_mode} by --min-policy-mode)"
+
+    def fetch(self) -> Artifact:
+        md = self.obj["metadata"]
+        try:
+            source = self._source()
+            f0 = time.monotonic()
+            artifact = source.fetch()
+            self.outcomes.metrics.fetch_duration.labels(md["namespace"], md["name"]).observe(time.monotonic() - f0)
+        except (SourceError, KubeError, UnreachableError, ValueError) as e:
+            raise SourceFailedError(str(e), stage=Stage.SOURCE) from e
+        self.revision = artifact.revision
+        return artifact
+
+    def _source(self) -> Source:
+        """The source kept between reconciles, opened again when its spec or the content of its
+        Secret changes (rotated keys take effect at the next reconcile)."""
+        src, state, md = self.spec.source, self.state, self.obj["metadata"]
+        secret = inputs.secret_data(self.reader(), md["namespace"], src.secret_ref.name) if src.secret_ref else None
+        if secret is not None:
+            state.secrets |= inputs.printable_secrets(secret.values())
+        key = inputs.source_key(src, secret)
+        if state.source is None or state.source_key != key:
+            if state.source is not None:
+                state.source.close()
+            timeout = min(self.spec.timeout, 300.0)
+            state.source = inputs.open_source(src, secret, timeout=timeout, cache_dir=self.cache_dir)
+            state.source_key = key
+        return state.source
+
+    def render(self, artifact: Artifact) -> Sequence[Manifest] | None:
+        spec, state, md = self.spec, self.state, self.obj["metadata"]
+        try:
+            values, secret_vars = inputs.variables(self.reader(), md["namespace"], spec)
+            self.inputs = inputs.digest(render_build.confine(artifact.path, spec.path), values, md)
+            last = (state.inputs, state.drifted, state.synced_at)
+            if inputs.unchanged(
+                self.obj, interval=spec.interval, last=last, inputs=self.inputs, handled_request=self.handled_request
+            ):
+                return None
+            state.inputs = ""  # until this sync succeeds: a failure may have changed live state
+            state.secrets |= frozenset(values[k] for k in secret_vars if len(values[k]) >= redact.MIN_LEN)
+            options = render_build.RenderOptions(
+                substitute=values if spec.substitution else None,  # opt-in, as Flux's postBuild
+                secret_vars=secret_vars,
+                patches=spec.patches,
+                target_namespace=spec.target_namespace,
+            )
+            manifests = render_build.render(artifact.path, spec.path, options)
+        except (ManifestError, SpecError, KubeError, UnreachableError, TreeLimitError) as e:
+            raise RenderFailedError(str(e), stage=Stage.RENDER) from e
+        state.secrets |= redact.secret_values(manifests)
+        return manifests
+
+    def policies(self) -> policy.PolicySet | None:
+        if self.raised:
+            log.info(
+                f"GitSync {self.gid}: policy mode{self.raised}",
+                extra={"gitsync": self.gid, "reason": "PolicyModeRaised"},
+            )
+        try:
+            return self.load_policies() if self.policy_mode != "off" else None
+        except (policy.PolicyError, OSError) as e:
+            raise PolicyFailedError(str(e), stage=Stage.POLICY) from e
+
+    def hold(self, revision: str) -> bool:
+        """drift.mode warn: report drift, never correct it; only a new revision or spec applies."""
+        st, md, req = self.obj.get("status") or {}, self.obj["metadata"], self.handled_request
+        return bool(
+            self.spec.drift_mode == "warn"
+            and self.state.drifted
+            and revision == st.get("lastAppliedRevision")
+            and md.get("generation") == st.get("observedGeneration")
+            and (not req or req == st.get("lastHandledRequestedAt"))
+        )
+
+    def report(self, violations: Sequence[policy.Violation]) -> None:
+        lines = [redact.scrub(policy.describe(v), self.state.secrets) for v in violations[:10]]
+        counts = [(pol, n) for (pol, _action), n in policy.counts(violations).items()]
+        self.outcomes.violations(self.obj, lines, counts=counts, total=len(violations))
