@@ -19,9 +19,10 @@ from reconciler.kube.discovery import RestMapper
 from reconciler.render.manifests import Manifest
 from reconciler.sync import health, inventory, record, wait
 from reconciler.sync import prune as pruning
-from reconciler.sync.apply import ApplyReport, Outcome, apply_plan
+from reconciler.sync.apply import ApplyReport, ObjectResult, apply_plan
 from reconciler.sync.objects import ObjectId
-from reconciler.sync.plan import Item, Plan, PlanError, plan, preflight
+from reconciler.sync.plan import Item, Plan, PlanError, plan
+from reconciler.sync.preflight import preflight
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -82,7 +83,8 @@ class KubeCluster:
     def load(self) -> inventory.Inventory:
         o = self.options
         previous = inventory.load(self.kube, o.namespace, o.name)
-        inventory.check_owner(previous, o.namespace, o.name, o.owner_uid)  # before anything is written
+        # before anything is written
+        inventory.check_owner(previous, namespace=o.namespace, sync_name=o.name, owner_uid=o.owner_uid)
         return previous
 
     @_typed(Stage.PLAN)
@@ -91,9 +93,9 @@ class KubeCluster:
         try:
             return plan(
                 self.kube,
-                self.mapper,
                 manifests,
-                previous,
+                mapper=self.mapper,
+                inventory=previous,
                 owner=o.owner,
                 default_namespace=o.default_namespace,
                 field_manager=o.field_manager,
@@ -106,8 +108,8 @@ class KubeCluster:
         o = self.options
         preflight(
             self.kube,
-            self.mapper,
             p,
+            mapper=self.mapper,
             owner=o.owner,
             field_manager=o.field_manager,
             concurrency=o.concurrency,
@@ -126,12 +128,12 @@ class KubeCluster:
 
     @_typed(Stage.APPLY)
     @_fenced(Stage.APPLY)
-    def apply(self, p: Plan, *, progress: Callable[[Outcome], None] | None) -> ApplyReport:
+    def apply(self, p: Plan, *, progress: Callable[[ObjectResult], None] | None) -> ApplyReport:
         o = self.options
         report = apply_plan(
             self.kube,
-            self.mapper,
             p,
+            mapper=self.mapper,
             owner=o.owner,
             field_manager=o.field_manager,
             concurrency=o.concurrency,
@@ -144,7 +146,7 @@ class KubeCluster:
     @_typed(Stage.PRUNE)
     @_fenced(Stage.PRUNE)
     def prune(self, p: Plan, *, progress: Callable[[Item, str], None] | None) -> pruning.PruneReport:
-        return pruning.prune(self.kube, self.mapper, p, progress=progress)
+        return pruning.prune(self.kube, p, mapper=self.mapper, progress=progress)
 
     @_typed(Stage.PRUNE)
     @_fenced(Stage.PRUNE)
@@ -173,7 +175,9 @@ class KubeCluster:
         known = {i.oid: health.assess(self.applied[i.oid]) for i in items if i.oid in self.applied}
         current = {oid: h for oid, h in known.items() if h.state is health.State.CURRENT}
         rest = [i for i in items if i.oid not in current]
-        return current | (wait.wait_healthy(self.kube, self.mapper, rest, o.owner, o.timeout) if rest else {})
+        if not rest:
+            return current
+        return current | wait.wait_healthy(self.kube, rest, mapper=self.mapper, owner=o.owner, timeout=o.timeout)
 
     def _store(self, previous: inventory.Inventory, new: inventory.Inventory) -> inventory.Inventory:
         o = self.options

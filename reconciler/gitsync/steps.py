@@ -23,10 +23,10 @@ from reconciler.gitsync.spec import GitSyncSpec, SpecError
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.render import build as render_build
 from reconciler.render.manifests import Manifest, ManifestError
+from reconciler.report import redact
 from reconciler.source.artifact import Artifact, Source, SourceError
 from reconciler.source.limits import TreeLimitError
 from reconciler.source.shared import Checkout, SharedSources
-from reconciler.sync import redact
 
 log = logging.getLogger("reconciler.gitsync")
 
