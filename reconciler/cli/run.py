@@ -226,7 +226,7 @@ def run(**kw: Any) -> None:
     secret = _webhook_secret(kw)
     eks_opts = _eks_options(kw)
     try:
-        kube = connect_cluster(kw, pool_size=loop.pool_size(kw["workers"]))
+        kube = connect_cluster(kw, pool_size=handles.pool_size(kw["workers"]))
     except (kube_client.ConfigError, AwsError) as e:
         fail("run", [str(e)])
     ctl = loop.Controller(

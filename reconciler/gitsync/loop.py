@@ -73,7 +73,7 @@ class ControllerOptions:
     namespace: str | None = None
     """--watch-namespace; default None: GitSyncs of every namespace."""
     workers: int = 4
-    """--workers; default 4 GitSyncs reconciled at once (two cores: more only wait on the GIL)."""
+    """--workers; default 4 GitSyncs reconciled at once."""
     kube_api_qps: float = 250.0
     """--kube-api-qps; default 250 requests a second to the API server (0: unbounded)."""
     kube_api_burst: int = 500
@@ -497,8 +497,3 @@ class Controller:
     def stop(self) -> None:
         self.stop_event.set()
         self.scheduler.wake()
-
-
-def pool_size(workers: int) -> int:
-    """Connections for the controller's own handle: every worker plus watches and status writes."""
-    return max(8, workers * 4)
