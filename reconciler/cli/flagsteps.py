@@ -14,8 +14,9 @@ from typing import Any
 from reconciler import policy
 from reconciler.cli.common import open_source, render_artifact
 from reconciler.gitsync.errors import PolicyFailedError, RenderFailedError, SourceFailedError
+from reconciler.gitsync.rendered import Rendered
 from reconciler.gitsync.results import Stage
-from reconciler.render.manifests import Manifest, ManifestError
+from reconciler.render.manifests import ManifestError
 from reconciler.source.artifact import Artifact, SourceError
 from reconciler.sync import redact
 
@@ -40,13 +41,13 @@ class FlagSteps:
         self.revision = artifact.revision
         return artifact
 
-    def render(self, artifact: Artifact) -> Sequence[Manifest] | None:
+    def render(self, artifact: Artifact) -> Rendered | None:
         try:
             manifests = render_artifact(artifact, self.kw)
         except _FAILURES as e:
             raise RenderFailedError(str(e), stage=Stage.RENDER) from e
         self.secrets = redact.secret_values(manifests)
-        return manifests
+        return Rendered(manifests=manifests)
 
     def policies(self) -> policy.PolicySet | None:
         """Loaded for every sync: edited policy files take effect at once (also with --watch)."""

@@ -63,6 +63,26 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+        self.helm_renders = Counter(
+            "reconciler_helm_renders",
+            "Chart renders of a GitSync by cache result (hit: no helm run; miss: helm template ran).",
+            (*SYNC_LABELS, "cache"),
+            registry=r,
+        )
+        self.helm_render_duration = Histogram(
+            "reconciler_helm_render_duration_seconds",
+            "Time to resolve and render a GitSync's chart (a cache hit included).",
+            SYNC_LABELS,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.chart_requests = Counter(
+            "reconciler_chart_requests",
+            "HTTP requests sent to Helm repositories and OCI registries for a GitSync's chart "
+            "(0 on a reconcile that found its chart in the chart cache).",
+            SYNC_LABELS,
+            registry=r,
+        )
         self.webhook_requests = Counter(
             "reconciler_webhook_requests",
             "Webhook requests by provider and result.",
