@@ -14,7 +14,9 @@ import yaml
 
 from reconciler import policy
 from reconciler.aws.errors import AwsError
+from reconciler.cli import charts
 from reconciler.cli.app import cli
+from reconciler.cli.charts import chart_options
 from reconciler.cli.common import (
     EXIT_CHANGES,
     EXIT_ERROR,
@@ -47,7 +49,7 @@ from reconciler.policy import checking
 from reconciler.render.manifests import ManifestError
 from reconciler.report import table
 from reconciler.source import local_watch
-from reconciler.source.artifact import Artifact
+from reconciler.source.artifact import Artifact, SourceError
 from reconciler.sync import prune as pruning
 from reconciler.sync import redact
 from reconciler.sync.apply import Outcome
@@ -57,12 +59,20 @@ from reconciler.sync.plan import Action, Item, Plan
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @render_options
+@chart_options
 def render(path: Path, **kw: Any) -> None:
-    """Print the objects PATH renders to (YAML stream), offline."""
+    """Print the objects PATH renders to (YAML stream), offline; with --chart, the chart's
+    (a chart path is relative to PATH's repository root, as in a GitSync)."""
     try:
         root, sub = checking.checkout_root(path)
-        objs = render_artifact(Artifact(revision="", path=root), {**kw, "subpath": sub})
-    except (ManifestError, click.BadParameter) as e:
+        artifact = Artifact(revision="", path=root)
+        spec = charts.helm_spec(kw)
+        if spec is None:
+            objs = render_artifact(artifact, {**kw, "subpath": sub})
+        else:
+            namespace = kw["target_namespace"] or "default"
+            objs = charts.everything(charts.render_chart(artifact, spec, namespace=namespace, cache_dir=None))
+    except (ManifestError, SourceError, click.BadParameter) as e:
         fail("render", [str(e)])
     click.echo(yaml.safe_dump_all([m.obj for m in objs], sort_keys=False, explicit_start=True), nl=False)
 
@@ -150,6 +160,7 @@ def _print_json(res: SyncResult, secrets: frozenset[str]) -> None:
 @cli.command()
 @source_options
 @render_options
+@chart_options
 @cluster_options
 @policy_options
 @click.option(
@@ -189,6 +200,7 @@ def diff(output: str, **kw: Any) -> None:
 @cli.command()
 @source_options
 @render_options
+@chart_options
 @cluster_options
 @policy_options
 @click.option("--prune/--no-prune", default=True, show_default=True, help="Delete objects git no longer has.")

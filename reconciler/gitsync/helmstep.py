@@ -51,6 +51,7 @@ class ChartTarget:
     """One GitSync's chart render: who reads its Secrets, which cluster it is rendered for."""
 
     namespace: str  # the GitSync's namespace: where its Secrets and ConfigMaps are
+    name: str  # the GitSync's name (metric labels)
     release_namespace: str  # the release namespace (the sync's default namespace)
     reader: Kube  # the GitSync's own identity (or the controller's without one)
     kube: Kube  # the target cluster (discovery)
@@ -99,7 +100,7 @@ class Charts:
             kube_version=caps.kube_version,
             api_versions=caps.api_versions,
         )
-        labels = (target.namespace, spec.release_name)
+        labels = (target.namespace, target.name)
         t0 = time.monotonic()
         with self._lock:
             sent = self.resolver.requests

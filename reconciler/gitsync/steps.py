@@ -140,6 +140,7 @@ class GitSyncSteps:
         kube, mapper = self.target
         target = helmstep.ChartTarget(
             namespace=md["namespace"],
+            name=md["name"],
             release_namespace=helmstep.default_namespace(self.spec, md["namespace"]),
             reader=self.reader(),
             kube=kube,
