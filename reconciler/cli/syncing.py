@@ -103,7 +103,8 @@ def _options(kw: dict[str, Any], **extra: Any) -> SyncOptions:
         name=name,
         policy_mode=kw.get("policy_mode") or "enforce",
         namespace=kw["namespace"],
-        default_namespace=kw["default_namespace"],
+        # a chart's objects rarely name a namespace: they go into the release namespace, as with Helm
+        default_namespace=(kw.get("chart") and kw["target_namespace"]) or kw["default_namespace"],
         **extra,
     )
 
