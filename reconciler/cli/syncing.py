@@ -131,6 +131,11 @@ def _error_lines(e: StepError, steps: FlagSteps, *, stopped: bool) -> list[str]:
     return [*lines, f"sync stopped at {_STOPPED_AT.get(stage, stage.value)}"]
 
 
+def _revision(res: SyncResult) -> str:
+    """The revision as the closing line names it: with a chart, the chart too."""
+    return f"{res.revision} (chart {res.chart})" if res.chart else res.revision
+
+
 def _print_diff(p: Plan, secrets: frozenset[str]) -> None:
     for item in sorted(p.items, key=lambda i: (i.stage, i.oid)):
         if item.action in (Action.UNCHANGED,):
@@ -194,7 +199,7 @@ def diff(output: str, **kw: Any) -> None:
     else:
         _print_diff(res.plan, steps.secrets)
     counts = res.plan.counts()
-    click.echo(f"{res.revision}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n), err=True)
+    click.echo(f"{_revision(res)}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n), err=True)
     sys.exit(EXIT_CHANGES if res.plan.has_changes else EXIT_OK)
 
 
@@ -266,7 +271,7 @@ def _sync_once(kw: dict[str, Any], cluster: Handles, *, quiet: bool = False) -> 
     counts = res.plan.counts()
     summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
     took = f" ({time.monotonic() - t0:.2f}s)" if quiet else ""
-    click.echo(f"{'dry run of ' if options.dry_run else ''}{res.revision}: {summary}{took}")
+    click.echo(f"{'dry run of ' if options.dry_run else ''}{_revision(res)}: {summary}{took}")
     return EXIT_OK
 
 
