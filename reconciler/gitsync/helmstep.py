@@ -48,12 +48,11 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class ChartTarget:
-    """One GitSync's chart render: who reads its Secrets, which cluster it is rendered for."""
+    """One GitSync's chart render: whose it is, which cluster it is rendered for."""
 
-    namespace: str  # the GitSync's namespace: where its Secrets and ConfigMaps are
+    namespace: str  # the GitSync's namespace (metric labels)
     name: str  # the GitSync's name (metric labels)
     release_namespace: str  # the release namespace (the sync's default namespace)
-    reader: Kube  # the GitSync's own identity (or the controller's without one)
     kube: Kube  # the target cluster (discovery)
     mapper: RestMapper  # the target cluster's discovery
 
@@ -71,8 +70,9 @@ class Charts:
 
     @classmethod
     def under(cls, cache_dir: Path) -> Charts:
-        """Caches for a controller whose cache directory is ``cache_dir`` (charts under ``charts/``)."""
-        return cls(resolver=ChartResolver(cache=ChartCache(cache_dir / "charts")), renders=RenderCache())
+        """Caches for a controller whose cache directory is ``cache_dir``: charts under ``.charts/``,
+        a name no namespace can have (sources are cached under ``<namespace>/<name>/``)."""
+        return cls(resolver=ChartResolver(cache=ChartCache(cache_dir / ".charts")), renders=RenderCache())
 
     def capabilities(self, kube: Kube, mapper: RestMapper) -> Capabilities:
         """The cluster's version and API versions, from discovery, cached per client."""
@@ -89,14 +89,16 @@ class Charts:
         self._capabilities[mapper] = known
         return known
 
-    def render(self, root: Path, spec: HelmSpec, *, target: ChartTarget, metrics: Metrics) -> HelmRender:
-        """Read what ``spec`` names, then resolve and render its chart (cached); counts into ``metrics``."""
+    def render(
+        self, root: Path, spec: HelmSpec, *, objects: ObjectData, target: ChartTarget, metrics: Metrics
+    ) -> HelmRender:
+        """Resolve and render the chart of ``spec`` (cached); ``objects``: what :func:`read_objects` read."""
         caps = self.capabilities(target.kube, target.mapper)
         inputs = HelmInputs(
             root=root,
             spec=spec,
             namespace=target.release_namespace,
-            objects=read_objects(target.reader, target.namespace, spec),
+            objects=objects,
             kube_version=caps.kube_version,
             api_versions=caps.api_versions,
         )

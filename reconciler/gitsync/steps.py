@@ -138,16 +138,17 @@ class GitSyncSteps:
             raise RenderFailedError("spec.helm: this controller was started without chart support", stage=Stage.RENDER)
         md = self.obj["metadata"]
         kube, mapper = self.target
+        objects = helmstep.read_objects(self.reader(), md["namespace"], helm)  # with the GitSync's identity
+        self.state.secrets |= inputs.printable_secrets(t.encode() for t in helmstep.secret_texts(objects))
         target = helmstep.ChartTarget(
             namespace=md["namespace"],
             name=md["name"],
             release_namespace=helmstep.default_namespace(self.spec, md["namespace"]),
-            reader=self.reader(),
             kube=kube,
             mapper=mapper,
         )
         try:
-            out = self.charts.render(artifact.path, helm, target=target, metrics=self.outcomes.metrics)
+            out = self.charts.render(artifact.path, helm, objects=objects, target=target, metrics=self.outcomes.metrics)
         except SourceError as e:  # the chart cannot be fetched: the GitSync's source failed
             raise SourceFailedError(str(e), stage=Stage.RENDER) from e
         self.state.secrets |= frozenset(s for s in out.sensitive if len(s) >= redact.MIN_LEN)

@@ -360,6 +360,10 @@ def dry_run(
         return f"{item.oid} ({item.source}): {e.reason}: {e.message}"
     except (UnreachableError, UnknownKindError) as e:
         return f"{item.oid} ({item.source}): {e}"
+    if item.action is Action.CREATE and not created and annotation(item.desired, RECONCILE_ANNOTATION) == DISABLED:
+        # It exists, and git says never to update it (a chart's create-only CRD): leave it, whoever owns it.
+        item.action, item.reason = Action.SKIP, f"exists; {RECONCILE_ANNOTATION}: {DISABLED}"
+        return None
     if item.action is Action.CREATE and not created:
         # It exists but is not labelled ours: adopt it, unless another sync owns it.
         real = kube.get_or_none(

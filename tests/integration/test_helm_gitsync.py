@@ -275,6 +275,7 @@ def test_charts_from_an_http_repository_and_an_oci_registry(
             oci_chart["repository"]["insecure"] = True  # type: ignore[index]
             env.gitsync(ns, "fromrepo", git_repo.url, helm={"chart": {"spec": repo_chart}, "valuesFrom": values})
             env.gitsync(ns, "fromoci", git_repo.url, helm={"chart": {"spec": oci_chart}, "valuesFrom": values})
+            # both releases render the chart's CRD: the first creates it, the second leaves it (create-only)
             a = eventually(lambda: applied(env, ns, "fromrepo", sha), 60, "the repository chart")
             b = eventually(lambda: applied(env, ns, "fromoci", sha), 60, "the OCI chart")
             assert b["lastAppliedChart"] == f"demo@0.1.0@{digest.group(1)}"
@@ -292,6 +293,20 @@ def test_charts_from_an_http_repository_and_an_oci_registry(
             )
             assert repo.downloads(".tgz") == 1
             assert reg.blob_downloads() == 1
+
+            # a range that matches nothing: ArtifactFailed naming chart and range, nothing applied
+            missing = {"chart": "demo", "version": "^9", "repository": {"url": repo.url}}
+            env.gitsync(ns, "missing", git_repo.url, helm={"chart": {"spec": missing}, "valuesFrom": values})
+
+            def refused() -> dict[str, Any] | None:
+                ready = [c for c in status(env, ns, "missing").get("conditions", []) if c["type"] == "Ready"]
+                return ready[0] if ready and ready[0]["status"] == "False" and "fetch" in ready[0]["message"] else None
+
+            ready = eventually(refused, 30, "Ready=False for a range that matches nothing")
+            assert ready["reason"] == "ArtifactFailed"
+            assert "demo" in ready["message"]
+            assert "^9" in ready["message"]
+            assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/missing-config") is None
             assert PASSWORD not in ctl.log.read_text()
     finally:
         repo.stop()

@@ -4,13 +4,15 @@ no hooks on a no-op; and the CRD policies as the plan sees them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pipeline_fakes import REVISION, FakeCluster, FakeSteps, cm, oid
+from test_pipeline import _policies
 
-from reconciler.gitsync.errors import HookFailedError
+from reconciler.gitsync.errors import HookFailedError, PolicyViolationError
 from reconciler.gitsync.helmrender import HelmRender
 from reconciler.gitsync.helmspec import CRDPolicy, Phase
 from reconciler.gitsync.pipeline import sync_revision
@@ -131,3 +133,16 @@ def test_crd_policies_map_onto_the_plan() -> None:
     assert crd_ids(CRDPolicy.CREATE, CRDPolicy.SKIP, without_crd) == []  # upgrade Skip: none created
     assert crd_ids(CRDPolicy.CREATE, CRDPolicy.CREATE_REPLACE, with_crd) == ["apply"]
     assert chart().objects(upgrade=False)[0].obj is CRD, "the render's own objects are not changed"
+
+
+def test_the_policy_gate_sees_a_chart_hook_and_refuses_the_chart_before_any_hook_runs(tmp_path: Path) -> None:
+    calls: list[str] = []
+    bad_hook = Hook(
+        obj=cm("bad").obj, events=frozenset({"pre-install"}), weight=0, delete_policies=frozenset(), source="t"
+    )
+    steps = FakeSteps(calls, chart=replace(chart(), hooks=(bad_hook,)), policy_set=_policies(tmp_path, "Deny"))
+    with pytest.raises(PolicyViolationError):
+        sync_revision(steps=steps, cluster=FakeCluster(calls), options=SyncOptions("apps", "team"))
+    assert [v.policy for v in steps.reported] == ["no-bad"]
+    assert "load" not in calls
+    assert not [c for c in calls if ":" in c]
