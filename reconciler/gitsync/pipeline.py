@@ -148,7 +148,7 @@ def sync_revision(
         return _settle(res, None)
     hooks = plan.has_changes  # Helm's hooks run on an install or upgrade, not on a no-op
     res.stage = Stage.PRE_HOOKS
-    _check(res, cluster.hooks(staged.pre_hooks if hooks else (), event=f"pre-{staged.phase}"), error=HookFailedError)
+    _check(res, cluster.hooks(staged.pre_hooks if hooks else (), event=f"pre-{staged.action}"), error=HookFailedError)
     res.stage = Stage.APPLY
     ahead, errors = cluster.write_ahead(previous, plan)  # nothing applied is unrecorded, even after a crash
     _check(res, errors)
@@ -169,7 +169,7 @@ def sync_revision(
         res.health = cluster.health([o.item for o in applied.outcomes if o.result in APPLIED])
         _check(res, _unhealthy(res.health), error=HealthCheckFailedError)
     res.stage = Stage.POST_HOOKS
-    _check(res, cluster.hooks(staged.post_hooks if hooks else (), event=f"post-{staged.phase}"), error=HookFailedError)
+    _check(res, cluster.hooks(staged.post_hooks if hooks else (), event=f"post-{staged.action}"), error=HookFailedError)
     return _settle(res, None)
 
 

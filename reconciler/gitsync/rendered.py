@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from reconciler.gitsync.helmrender import HelmRender
 from reconciler.gitsync.helmspec import CRDPolicy
@@ -28,6 +29,13 @@ from reconciler.sync import inventory
 from reconciler.sync.objects import DISABLED, RECONCILE_ANNOTATION, ObjectId
 
 
+class ReleaseAction(StrEnum):
+    """What Helm would call this sync of a chart; its hooks are named ``pre-``/``post-`` that."""
+
+    INSTALL = "install"  # the inventory is empty: the first sync
+    UPGRADE = "upgrade"  # every later sync
+
+
 @dataclass(frozen=True)
 class Staged:
     """What one sync applies, in order: pre-hooks (awaited), the manifests, post-hooks (after health)."""
@@ -35,12 +43,7 @@ class Staged:
     manifests: Sequence[Manifest] = field(repr=False)
     pre_hooks: tuple[Hook, ...] = field(default=(), repr=False)  # default none: nothing before the apply
     post_hooks: tuple[Hook, ...] = field(default=(), repr=False)  # default none: nothing after health
-    upgrade: bool = False  # default False: Helm's install (the inventory was empty)
-
-    @property
-    def phase(self) -> str:
-        """Helm's word for it: ``install`` or ``upgrade`` (hooks are named pre-/post- that)."""
-        return "upgrade" if self.upgrade else "install"
+    action: ReleaseAction = ReleaseAction.INSTALL  # default install: the inventory was empty
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Rendered:
             manifests=[*_crds(chart, upgrade=upgrade, previous=previous), *self.manifests],
             pre_hooks=chart.pre_hooks(upgrade=upgrade),
             post_hooks=chart.post_hooks(upgrade=upgrade),
-            upgrade=upgrade,
+            action=ReleaseAction.UPGRADE if upgrade else ReleaseAction.INSTALL,
         )
 
 
