@@ -56,7 +56,7 @@ class _Api:
         try:
             response: dict[str, Any] = getattr(self.eks, botocore.xform_name(operation))(**params)
         except (bce.ClientError, bce.BotoCoreError) as e:
-            raise AwsError(describe_aws_error(f"eks:{operation}", resource, e, self.region)) from e
+            raise AwsError(describe_aws_error(f"eks:{operation}", resource, exc=e, region=self.region)) from e
         return response
 
     def pages(self, operation: str, resource: str, key: str, **params: Any) -> list[Any]:
@@ -65,7 +65,7 @@ class _Api:
             for page in self.eks.get_paginator(botocore.xform_name(operation)).paginate(**params):  # type: ignore[call-overload]
                 out.extend(page.get(key) or [])
         except (bce.ClientError, bce.BotoCoreError) as e:
-            raise AwsError(describe_aws_error(f"eks:{operation}", resource, e, self.region)) from e
+            raise AwsError(describe_aws_error(f"eks:{operation}", resource, exc=e, region=self.region)) from e
         return out
 
     def optional(self, operation: str, resource: str, key: str, **params: Any) -> dict[str, Any] | None:
@@ -104,11 +104,11 @@ def read(eks: EKSClient, cfg: ClusterConfig) -> Live:
                 else None
             )
             if a.version == "latest":
-                latest[a.name] = _latest(api, res, a.name, str(cluster.get("version") or ""))
+                latest[a.name] = _latest(api, res, addon=a.name, k8s_version=str(cluster.get("version") or ""))
     return Live(cluster=cluster, nodegroups=nodegroups, addons=addons, latest_addon_versions=latest)
 
 
-def _latest(api: _Api, resource: str, addon: str, k8s_version: str) -> str:
+def _latest(api: _Api, resource: str, *, addon: str, k8s_version: str) -> str:
     found = api.pages("DescribeAddonVersions", resource, "addons", addonName=addon, kubernetesVersion=k8s_version)
     versions = [str(v["addonVersion"]) for a in found for v in a.get("addonVersions") or []]
     if not versions:
@@ -146,7 +146,7 @@ class SyncError(AwsError):
         self.result = result
 
 
-def apply(eks: EKSClient, cfg: ClusterConfig, change: Change, wait: eksupdate.Wait) -> str:
+def apply(eks: EKSClient, cfg: ClusterConfig, *, change: Change, wait: eksupdate.Wait) -> str:
     """Send one planned call and follow it to completion; the final status, or AwsError."""
     api = _Api(eks, cfg.region)
     resource = _name(cfg.name, change.resource)
@@ -165,12 +165,15 @@ def apply(eks: EKSClient, cfg: ClusterConfig, change: Change, wait: eksupdate.Wa
         describe["nodegroupName"] = name
     elif kind == "addon":
         describe["addonName"] = name
-    return eksupdate.follow(eks, response.get("update"), describe, resource, cfg.region, wait)
+    return eksupdate.follow(
+        eks, response.get("update"), describe=describe, resource=resource, region=cfg.region, wait=wait
+    )
 
 
 def sync(
     eks: EKSClient,
     cfg: ClusterConfig,
+    *,
     wait: eksupdate.Wait,
     on_applied: Callable[[Applied], None] | None = None,
 ) -> SyncResult:
@@ -183,7 +186,7 @@ def sync(
     result = SyncResult(before=before, after=before)
     for i, change in enumerate(before.changes):
         try:
-            status = apply(eks, cfg, change, wait)
+            status = apply(eks, cfg, change=change, wait=wait)
         except AwsError as e:
             raise SyncError(f"{e} ({i} of {len(before.changes)} corrections done before this one)", result) from e
         result.applied.append(Applied(change, status))

@@ -92,7 +92,7 @@ class EksDriftChecker:
                 cfg = dataclasses.replace(cfg, region=self.opts.region)
             client = self._clients.get(cfg.region) or self._clients.setdefault(cfg.region, eks.client(cfg.region))
             if self.opts.mode == EksDriftMode.CORRECT:
-                res = eks.sync(client, cfg, self.opts.wait)
+                res = eks.sync(client, cfg, wait=self.opts.wait)
             else:
                 drift = eks.check(client, cfg)
                 res = eks.SyncResult(before=drift, after=drift)

@@ -27,13 +27,24 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import yaml
 
 from reconciler.aws.clusterconfig import AUTOSCALER_TAG, LOG_TYPES, Addon, ClusterConfig, NodeGroup, minor_version
 
-UPDATE, REPLACE, CREATE, UNSUPPORTED = "update", "replace-required", "create", "unsupported"
+
+class FindingAction(StrEnum):
+    """What ``reconciler eks sync`` does with a finding (the words ``eks diff`` prints)."""
+
+    UPDATE = "update"  # one Update* call corrects it
+    REPLACE = "replace-required"  # cannot change in place: never sent
+    CREATE = "create"  # CreateAddon
+    UNSUPPORTED = "unsupported"  # reported only (a downgrade, a missing node group ...)
+
+
+UPDATE, REPLACE, CREATE, UNSUPPORTED = tuple(FindingAction)
 CORRECTABLE = frozenset({UPDATE, CREATE})
 EKSCTL_LABEL_PREFIX = "alpha.eksctl.io/"
 AMI_PREFIX = {"AmazonLinux2": "AL2_", "AmazonLinux2023": "AL2023_", "Bottlerocket": "BOTTLEROCKET_"}
@@ -50,7 +61,7 @@ class Finding:
     field: str  # the EKS API's field path, e.g. scalingConfig.maxSize
     desired: Any
     live: Any
-    action: str  # update | create | replace-required | unsupported
+    action: FindingAction
     note: str = ""
 
     @property
@@ -105,7 +116,10 @@ def compare(cfg: ClusterConfig, live: Live) -> Drift:
         _logging(cfg, live.cluster),
         _version(cfg, live.cluster),
         *(_nodegroup(cfg.name, ng, live.nodegroups.get(ng.name)) for ng in cfg.nodegroups),
-        *(_addon(cfg.name, a, live.addons.get(a.name), live.latest_addon_versions.get(a.name)) for a in cfg.addons),
+        *(
+            _addon(cfg.name, a, live=live.addons.get(a.name), latest=live.latest_addon_versions.get(a.name))
+            for a in cfg.addons
+        ),
     ):
         drift.findings.extend(found)
         if change is not None:
@@ -116,7 +130,7 @@ def compare(cfg: ClusterConfig, live: Live) -> Drift:
 _Result = tuple[list[Finding], Change | None]
 
 
-def _change(call: str, resource: str, params: dict[str, Any], found: list[Finding]) -> Change | None:
+def _change(call: str, resource: str, *, params: dict[str, Any], found: list[Finding]) -> Change | None:
     fixes = tuple(f for f in found if f.action in CORRECTABLE)
     return Change(call, resource, params, fixes) if fixes else None
 
@@ -143,7 +157,7 @@ def _logging(cfg: ClusterConfig, cluster: dict[str, Any]) -> _Result:
         {"types": [t for t in LOG_TYPES if t not in cfg.logging], "enabled": False},
     ]
     params = {"name": cfg.name, "logging": {"clusterLogging": [e for e in entries if e["types"]]}}
-    return found, _change("UpdateClusterConfig", res, params, found)
+    return found, _change("UpdateClusterConfig", res, params=params, found=found)
 
 
 def _version(cfg: ClusterConfig, cluster: dict[str, Any]) -> _Result:
@@ -153,7 +167,8 @@ def _version(cfg: ClusterConfig, cluster: dict[str, Any]) -> _Result:
     res = f"cluster/{cfg.name}"
     if want[0] == have[0] and want[1] == have[1] + 1:
         found = [Finding(res, "version", cfg.version, cluster.get("version"), UPDATE, "one minor up")]
-        return found, _change("UpdateClusterVersion", res, {"name": cfg.name, "version": cfg.version}, found)
+        params = {"name": cfg.name, "version": cfg.version}
+        return found, _change("UpdateClusterVersion", res, params=params, found=found)
     why = (
         "EKS cannot downgrade a cluster"
         if want < have
@@ -169,9 +184,10 @@ def _nodegroup(cluster: str, ng: NodeGroup, live: dict[str, Any] | None) -> _Res
         return [Finding(res, "nodegroup", "present", "absent", UNSUPPORTED, note)], None
     found: list[Finding] = []
     params: dict[str, Any] = {"clusterName": cluster, "nodegroupName": ng.name}
-    _scaling(res, ng, live, found, params)
-    _labels(res, ng, live, found, params)
-    _taints(res, ng, live, found, params)
+    for part in (_scaling, _labels, _taints):
+        part_found, part_params = part(res, ng, live)
+        found.extend(part_found)
+        params.update(part_params)
     for name, want in (("updateConfig", ng.update_config), ("nodeRepairConfig", ng.node_repair_config)):
         have = live.get(name) or {}
         diffs = [k for k in sorted(want or {}) if (want or {})[k] != have.get(k)]
@@ -179,10 +195,16 @@ def _nodegroup(cluster: str, ng: NodeGroup, live: dict[str, Any] | None) -> _Res
         if diffs:
             params[name] = want
     found.extend(_replacements(res, ng, live))
-    return found, _change("UpdateNodegroupConfig", res, params, found)
+    return found, _change("UpdateNodegroupConfig", res, params=params, found=found)
 
 
-def _scaling(res: str, ng: NodeGroup, live: dict[str, Any], found: list[Finding], params: dict[str, Any]) -> None:
+# A part of a node group's comparison: its findings and the UpdateNodegroupConfig arguments that fix them.
+_Part = tuple[list[Finding], dict[str, Any]]
+
+
+def _scaling(res: str, ng: NodeGroup, live: dict[str, Any]) -> _Part:
+    found: list[Finding] = []
+    params: dict[str, Any] = {}
     have = live.get("scalingConfig") or {}
     lo = ng.min_size if ng.min_size is not None else have.get("minSize")
     hi = ng.max_size if ng.max_size is not None else have.get("maxSize")
@@ -200,6 +222,7 @@ def _scaling(res: str, ng: NodeGroup, live: dict[str, Any], found: list[Finding]
         params["scalingConfig"] = {"minSize": lo, "maxSize": hi}
         if new_desired is not None:
             params["scalingConfig"]["desiredSize"] = new_desired
+    return found, params
 
 
 def _autoscaled(ng: NodeGroup, live: dict[str, Any]) -> bool:
@@ -211,29 +234,30 @@ def _autoscaled(ng: NodeGroup, live: dict[str, Any]) -> bool:
     return ng.autoscaled or str((live.get("tags") or {}).get(AUTOSCALER_TAG, "")).lower() == "true"
 
 
-def _labels(res: str, ng: NodeGroup, live: dict[str, Any], found: list[Finding], params: dict[str, Any]) -> None:
+def _labels(res: str, ng: NodeGroup, live: dict[str, Any]) -> _Part:
     if ng.labels is None:
-        return
+        return [], {}
     have = {k: v for k, v in (live.get("labels") or {}).items() if not k.startswith(EKSCTL_LABEL_PREFIX)}
     add = {k: v for k, v in ng.labels.items() if have.get(k) != v}
     remove = sorted(k for k in have if k not in ng.labels)
-    found.extend(Finding(res, f"labels.{k}", v, have.get(k), UPDATE) for k, v in sorted(add.items()))
+    found = [Finding(res, f"labels.{k}", v, have.get(k), UPDATE) for k, v in sorted(add.items())]
     found.extend(Finding(res, f"labels.{k}", None, have[k], UPDATE, "remove") for k in remove)
-    if add or remove:
-        params["labels"] = {k: v for k, v in (("addOrUpdateLabels", add), ("removeLabels", remove)) if v}
+    if not (add or remove):
+        return found, {}
+    return found, {"labels": {k: v for k, v in (("addOrUpdateLabels", add), ("removeLabels", remove)) if v}}
 
 
-def _taints(res: str, ng: NodeGroup, live: dict[str, Any], found: list[Finding], params: dict[str, Any]) -> None:
+def _taints(res: str, ng: NodeGroup, live: dict[str, Any]) -> _Part:
     if ng.taints is None:
-        return
+        return [], {}
     want = {(t.key, t.effect): {"key": t.key, "value": t.value, "effect": t.effect} for t in ng.taints}
     have = {(t["key"], t.get("effect")): {**t, "value": t.get("value") or ""} for t in live.get("taints") or []}
     if want == have:
-        return
-    found.append(Finding(res, "taints", _sorted(want.values()), _sorted(have.values()), UPDATE))
+        return [], {}
+    found = [Finding(res, "taints", _sorted(want.values()), _sorted(have.values()), UPDATE)]
     add = [t for k, t in want.items() if have.get(k) != t]
     remove = [t for k, t in have.items() if k not in want]
-    params["taints"] = {k: v for k, v in (("addOrUpdateTaints", add), ("removeTaints", remove)) if v}
+    return found, {"taints": {k: v for k, v in (("addOrUpdateTaints", add), ("removeTaints", remove)) if v}}
 
 
 def _sorted(taints: Any) -> list[dict[str, str]]:
@@ -273,7 +297,7 @@ def _config_value(text: str | None) -> Any:
         return text
 
 
-def _addon(cluster: str, a: Addon, live: dict[str, Any] | None, latest: str | None) -> _Result:
+def _addon(cluster: str, a: Addon, *, live: dict[str, Any] | None, latest: str | None) -> _Result:
     res = f"addon/{a.name}"
     want_version = latest if a.version == "latest" else a.version
     if live is None:
@@ -288,7 +312,7 @@ def _addon(cluster: str, a: Addon, live: dict[str, Any] | None, latest: str | No
             if value:
                 params[key] = value
         found = [Finding(res, "addon", want_version or "default version", "absent", CREATE)]
-        return found, _change("CreateAddon", res, params, found)
+        return found, _change("CreateAddon", res, params=params, found=found)
     found = []
     params = {
         "clusterName": cluster,
@@ -323,4 +347,4 @@ def _addon(cluster: str, a: Addon, live: dict[str, Any] | None, latest: str | No
             Finding(res, "serviceAccountRoleArn", a.service_account_role_arn, live.get("serviceAccountRoleArn"), UPDATE)
         )
         params["serviceAccountRoleArn"] = a.service_account_role_arn
-    return found, _change("UpdateAddon", res, params, found)
+    return found, _change("UpdateAddon", res, params=params, found=found)

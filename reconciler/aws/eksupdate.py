@@ -46,8 +46,8 @@ _MODEL = bwaiter.WaiterModel(
 class Wait:
     """How long to follow an update; EKS version upgrades take 10-40 minutes."""
 
-    timeout: float = 3600.0
-    interval: float = 15.0
+    timeout: float = 3600.0  # seconds before giving up on the update; default 1 hour
+    interval: float = 15.0  # seconds between DescribeUpdate calls; default 15
 
     def config(self) -> WaiterConfigTypeDef:
         delay = max(0, math.ceil(self.interval))
@@ -63,6 +63,7 @@ def _errors(update: dict[str, Any]) -> str:
 def follow(
     client: EKSClient,
     update: dict[str, Any] | None,
+    *,
     describe: dict[str, str],
     resource: str,
     region: str,
@@ -91,7 +92,9 @@ def follow(
         last: dict[str, Any] = dict(e.last_response or {})
         if "Error" in last:
             err = bce.ClientError(last, "DescribeUpdate")  # type: ignore[arg-type]
-            raise AwsError(describe_aws_error("eks:DescribeUpdate", f"{resource} update {uid}", err, region)) from e
+            raise AwsError(
+                describe_aws_error("eks:DescribeUpdate", f"{resource} update {uid}", exc=err, region=region)
+            ) from e
         now: dict[str, Any] = last.get("update") or {}
         if now.get("status") in TERMINAL_FAILURES:
             raise AwsError(f"{where} ({region}): update {uid} {now['status']}: {_errors(now)}") from e
@@ -100,5 +103,7 @@ def follow(
             "it goes on in AWS (see aws eks describe-update)"
         ) from e
     except bce.BotoCoreError as e:
-        raise AwsError(describe_aws_error("eks:DescribeUpdate", f"{resource} update {uid}", e, region)) from e
+        raise AwsError(
+            describe_aws_error("eks:DescribeUpdate", f"{resource} update {uid}", exc=e, region=region)
+        ) from e
     return "Successful"

@@ -21,7 +21,7 @@ class AwsError(Exception):
     """An AWS call failed; ``str()`` is the one-line message for the user."""
 
 
-def describe_aws_error(call: str, resource: str, exc: BaseException, region: str = "") -> str:
+def describe_aws_error(call: str, resource: str, *, exc: BaseException, region: str = "") -> str:
     """``<call> <resource> (<region>): <Code>: <message>`` for any botocore failure."""
     where = f"{call} {resource}" + (f" ({region})" if region else "")
     if isinstance(exc, bce.ClientError):
@@ -48,4 +48,4 @@ def aws_call(call: str, resource: str, region: str = "") -> Iterator[None]:
     try:
         yield
     except (bce.BotoCoreError, bce.ClientError) as e:
-        raise AwsError(describe_aws_error(call, resource, e, region)) from e
+        raise AwsError(describe_aws_error(call, resource, exc=e, region=region)) from e

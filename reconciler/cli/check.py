@@ -43,7 +43,7 @@ def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
     except click.BadParameter as e:
         fail("check", [str(e)])
     text, code = checking.check(
-        path, policies_dir, output, substitute=substitute, target_namespace=kw["target_namespace"]
+        path, policies=policies_dir, output=output, substitute=substitute, target_namespace=kw["target_namespace"]
     )
     click.echo(text, nl=False)
     sys.exit(code)

@@ -111,7 +111,7 @@ def eks_sync(timeout: float, poll_interval: float, **kw: Any) -> None:
             click.echo(f"{a.change.call} {a.change.resource}: {fields}: {a.status}")
 
     try:
-        res = eks.sync(eks.client(cfg.region), cfg, eksupdate.Wait(timeout, poll_interval), applied)
+        res = eks.sync(eks.client(cfg.region), cfg, wait=eksupdate.Wait(timeout, poll_interval), on_applied=applied)
     except AwsError as e:
         fail("eks sync", [str(e)])
     left = res.after.findings

@@ -29,6 +29,7 @@ from reconciler.cli.common import (
 )
 from reconciler.gitsync import handles, loop, spec, tenancy
 from reconciler.kube import client as kube_client
+from reconciler.policy import PolicyMode
 from reconciler.report import logs
 
 
@@ -164,8 +165,8 @@ from reconciler.report import logs
 )
 @click.option(
     "--min-policy-mode",
-    type=click.Choice([m.value for m in spec.PolicyMode]),
-    default=spec.PolicyMode.OFF.value,
+    type=click.Choice([m.value for m in PolicyMode]),
+    default=PolicyMode.OFF.value,
     show_default=True,
     help="A GitSync's weaker spec.policy.mode is raised to this.",
 )
@@ -263,7 +264,7 @@ def _tenancy(kw: dict[str, Any]) -> tenancy.Tenancy:
         platform_namespaces=frozenset(kw["platform_namespaces"]),
         platform_service_account=kw["platform_service_account"],
         no_cross_namespace_refs=kw["no_cross_namespace_refs"],
-        min_policy_mode=spec.PolicyMode(kw["min_policy_mode"]),
+        min_policy_mode=PolicyMode(kw["min_policy_mode"]),
         eks_targets=tuple(tenancy.parse_grant(v, "--allow-eks-target", legacy=True) for v in kw["allow_eks_targets"]),
         buckets=kw["allow_buckets"],
         bucket_endpoints=kw["allow_bucket_endpoints"],

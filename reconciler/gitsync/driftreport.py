@@ -94,4 +94,4 @@ def _drifted(obj: dict[str, Any], *, status: bool, reason: str, message: str) ->
     """The GitSync's conditions with ``Drifted`` set."""
     gen = int(obj["metadata"].get("generation") or 0)
     cs = list((obj.get("status") or {}).get("conditions") or [])
-    return cond.set_condition(cs, cond.DRIFTED, status, reason, message, gen)
+    return cond.set_condition(cs, cond.DRIFTED, status=status, reason=reason, message=message, generation=gen)

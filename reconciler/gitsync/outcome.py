@@ -68,9 +68,11 @@ class Outcomes:
     def reconciling(self, obj: dict[str, Any], message: str) -> None:
         """Reconciling True while a sync runs (and Ready False, Progressing, until a first verdict)."""
         _, _, gen = _key(obj)
-        cs = cond.set_condition(conditions_of(obj), cond.RECONCILING, True, "Progressing", message, gen)
+        cs = cond.set_condition(
+            conditions_of(obj), cond.RECONCILING, status=True, reason="Progressing", message=message, generation=gen
+        )
         if cond.get(cs, cond.READY) is None:
-            cs = cond.set_condition(cs, cond.READY, False, "Progressing", message, gen)
+            cs = cond.set_condition(cs, cond.READY, status=False, reason="Progressing", message=message, generation=gen)
         obj.setdefault("status", {})["conditions"] = cs
         self.patch_status(obj, {"conditions": cs})
 
@@ -79,10 +81,12 @@ class Outcomes:
     ) -> ReconcileResult:
         """Ready False with the error's reason (Stalled too when retrying cannot help)."""
         ns, name, gen = _key(obj)
-        cs = cond.set_condition(conditions_of(obj), cond.READY, False, error.reason, message, gen)
+        cs = cond.set_condition(
+            conditions_of(obj), cond.READY, status=False, reason=error.reason, message=message, generation=gen
+        )
         cs = cond.remove_condition(cs, cond.RECONCILING)
         if error.stalled:
-            cs = cond.set_condition(cs, cond.STALLED, True, error.reason, message, gen)
+            cs = cond.set_condition(cs, cond.STALLED, status=True, reason=error.reason, message=message, generation=gen)
         else:
             cs = cond.remove_condition(cs, cond.STALLED)
         status: dict[str, Any] = {"conditions": cs, "observedGeneration": gen, **extra}
@@ -102,11 +106,25 @@ class Outcomes:
     def succeeded(self, obj: dict[str, Any], done: Success, *, extra: dict[str, Any]) -> ReconcileResult:
         """Ready True, the revision applied and the inventory shown; an Event only when something changed."""
         ns, name, gen = _key(obj)
-        cs = cond.set_condition(conditions_of(obj), cond.READY, True, "ReconciliationSucceeded", done.message, gen)
+        cs = cond.set_condition(
+            conditions_of(obj),
+            cond.READY,
+            status=True,
+            reason="ReconciliationSucceeded",
+            message=done.message,
+            generation=gen,
+        )
         cs = cond.remove_condition(cs, cond.RECONCILING)
         cs = cond.remove_condition(cs, cond.STALLED)
         if done.healthy:
-            cs = cond.set_condition(cs, cond.HEALTHY, True, "Succeeded", "all applied objects are healthy", gen)
+            cs = cond.set_condition(
+                cs,
+                cond.HEALTHY,
+                status=True,
+                reason="Succeeded",
+                message="all applied objects are healthy",
+                generation=gen,
+            )
         status = {
             "conditions": cs,
             "observedGeneration": gen,
@@ -131,7 +149,9 @@ class Outcomes:
         """A push that changed nothing under this GitSync's path: Ready at the new revision, no Event."""
         ns, name, gen = _key(obj)
         msg = f"Applied revision {revision}: nothing changed under this GitSync's path"
-        cs = cond.set_condition(conditions_of(obj), cond.READY, True, "ReconciliationSucceeded", msg, gen)
+        cs = cond.set_condition(
+            conditions_of(obj), cond.READY, status=True, reason="ReconciliationSucceeded", message=msg, generation=gen
+        )
         cs = cond.remove_condition(cs, cond.RECONCILING)
         status = {
             "conditions": cs,

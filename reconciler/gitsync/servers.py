@@ -64,7 +64,7 @@ def start(
         receiver = webhook.Receiver(
             webhook_secret,
             on_push,
-            lambda provider, result: metrics.webhook_requests.labels(provider, result).inc(),
+            count=lambda provider, result: metrics.webhook_requests.labels(provider, result).inc(),
         )
         servers.append(httpserve.serve(name="webhook", addr=webhook_addr, app=receiver, limits=WEBHOOK_LIMITS))
     return servers

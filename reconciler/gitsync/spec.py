@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.kube import paths
+from reconciler.policy import PolicyMode
 from reconciler.render.options import Patch
 from reconciler.report import durations
 from reconciler.source.git import GitRef
@@ -34,14 +35,6 @@ WEBHOOK_STAMP = "webhook:"  # requested-at values set by a push webhook (may tak
 
 class SpecError(ValueError):
     """A spec field is invalid; the message names the field."""
-
-
-class PolicyMode(StrEnum):
-    """``spec.policy.mode``: what a policy violation does (strongest first, as the CRD lists them)."""
-
-    ENFORCE = "enforce"  # nothing is applied
-    AUDIT = "audit"  # applied; the violation is reported
-    OFF = "off"  # policies are not evaluated
 
 
 class DriftMode(StrEnum):

@@ -22,12 +22,12 @@ from reconciler.gitsync.spec import (
     EksTarget,
     GitSourceSpec,
     GitSyncSpec,
-    PolicyMode,
     SpecError,
     TargetNotAllowedError,
     namespace_name,
     object_name,
 )
+from reconciler.policy import PolicyMode
 from reconciler.source import urls
 
 POLICY_MODES = (PolicyMode.OFF, PolicyMode.AUDIT, PolicyMode.ENFORCE)  # weakest first

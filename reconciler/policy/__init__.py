@@ -9,10 +9,22 @@ enforce mode, :func:`denied`, means nothing of the revision is applied or pruned
 
 from reconciler.policy.evaluation import evaluate
 from reconciler.policy.loading import load_policies
-from reconciler.policy.model import PolicyError, PolicySet, Violation, admission_message, counts, denied, describe
+from reconciler.policy.model import (
+    Action,
+    PolicyError,
+    PolicyMode,
+    PolicySet,
+    Violation,
+    admission_message,
+    counts,
+    denied,
+    describe,
+)
 
 __all__ = [
+    "Action",
     "PolicyError",
+    "PolicyMode",
     "PolicySet",
     "Violation",
     "admission_message",

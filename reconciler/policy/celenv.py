@@ -28,7 +28,7 @@ from typing import Any
 from cel_expr_python import cel  # type: ignore[import-untyped]
 from cel_expr_python.ext import ext_optional, ext_strings  # type: ignore[import-untyped]
 
-from reconciler.policy import celformat
+from reconciler.policy import celformat, celformat_check
 
 __all__ = ["CelError", "Compiled", "Environment", "EvalError", "activation"]
 
@@ -318,14 +318,14 @@ def _check_literals(env: Any, source: str) -> None:
 
 
 def _check_format_calls(env: Any, source: str) -> None:
-    """cel-go's compile-time check of ``'<literal>'.format([...])`` (see celformat.check_format)."""
-    for call in celformat.literal_format_calls(source):
+    """cel-go's compile-time check of ``'<literal>'.format([...])`` (see celformat_check.check_format)."""
+    for call in celformat_check.literal_format_calls(source):
         try:
             text = env.compile(call.literal).eval(data={}).plain_value()
         except RuntimeError:
             continue
         kinds = [_static_kind(env, arg) for arg, _ in call.args]
-        verdict = celformat.check_format(text, kinds)
+        verdict = celformat_check.check_format(text, kinds)
         if verdict is not None:
             message, blame = verdict
             offset = call.call_at if blame is None else call.args[blame][1]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 
 from reconciler.policy.evaluation import evaluate, object_ref
 from reconciler.policy.loading import load_policies
-from reconciler.policy.model import PolicyError, PolicySet, Violation
+from reconciler.policy.model import Action, PolicyError, PolicySet, Violation
 from reconciler.render.build import render
 from reconciler.render.errors import ManifestError
 from reconciler.render.manifests import Manifest
@@ -26,15 +27,25 @@ from reconciler.report import table
 __all__ = ["EXIT_DENIED", "EXIT_ERROR", "EXIT_OK", "OUTPUTS", "check", "evaluate", "load_policies"]
 
 EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
-OUTPUTS = ("table", "json", "junit")
+
+
+class Output(StrEnum):
+    """``reconciler check -o``: what CI reads."""
+
+    TABLE = "table"  # aligned columns for a person
+    JSON = "json"  # one document for a script
+    JUNIT = "junit"  # a test report CI systems show per object x policy
+
+
+OUTPUTS = tuple(o.value for o in Output)  # plain strings: click.Choice would show an Enum by its names
 COLUMNS = ("POLICY", "ACTION", "OBJECT", "MESSAGE")
 
 
 def check(
     path: Path,
+    *,
     policies: Path,
     output: str,
-    *,
     substitute: Mapping[str, str] | None = None,
     target_namespace: str | None = None,
 ) -> tuple[str, int]:
@@ -45,7 +56,7 @@ def check(
     so an overlay may refer to ``../base``.
     """
     if output not in OUTPUTS:
-        return _error("table", f"unknown output {output!r} (use table, json or junit)")
+        return _error(Output.TABLE, f"unknown output {output!r} (use table, json or junit)")
     try:
         policy_set = load_policies(policies)
     except PolicyError as e:
@@ -59,10 +70,10 @@ def check(
     except ManifestError as e:  # RenderError is a ManifestError
         return _error(output, f"render: {e}")
     violations = evaluate(manifests, policy_set)
-    code = EXIT_DENIED if any(v.action == "Deny" for v in violations) else EXIT_OK
-    if output == "json":
+    code = EXIT_DENIED if any(v.action == Action.DENY for v in violations) else EXIT_OK
+    if output == Output.JSON:
         return format_json(manifests, policy_set, violations), code
-    if output == "junit":
+    if output == Output.JUNIT:
         return format_junit(manifests, policy_set, violations), code
     return format_table(manifests, policy_set, violations), code
 
@@ -77,7 +88,7 @@ def checkout_root(path: Path) -> tuple[Path, str]:
 
 
 def _summary(manifests: Sequence[Manifest], ps: PolicySet, violations: Sequence[Violation]) -> str:
-    deny = sum(v.action == "Deny" for v in violations)
+    deny = sum(v.action == Action.DENY for v in violations)
     other = len(violations) - deny
     return f"{len(manifests)} objects, {len(ps.policies)} policies: {deny} denied, {other} warned/audited" + (
         "" if deny else " - passed"
@@ -95,7 +106,7 @@ def format_json(manifests: Sequence[Manifest], ps: PolicySet, violations: Sequen
     doc = {
         "objects": len(manifests),
         "policies": [p.name for p in ps.policies],
-        "denied": sum(v.action == "Deny" for v in violations),
+        "denied": sum(v.action == Action.DENY for v in violations),
         "violations": [
             {
                 "policy": v.policy,
@@ -130,12 +141,12 @@ def format_junit(manifests: Sequence[Manifest], ps: PolicySet, violations: Seque
             tests += 1
             case = ET.SubElement(suite, "testcase", classname=ref, name=p.name, file=m.file)
             found = by_case.get((ref, p.name), [])
-            denies = [v for v in found if v.action == "Deny"]
+            denies = [v for v in found if v.action == Action.DENY]
             if denies:
                 failures += 1
                 failure = ET.SubElement(case, "failure", message=denies[0].message, type="Deny")
                 failure.text = "\n".join(f"{v.binding}: {v.message}" for v in denies)
-            others = [v for v in found if v.action != "Deny"]
+            others = [v for v in found if v.action != Action.DENY]
             if others:
                 ET.SubElement(case, "system-out").text = "\n".join(
                     f"{v.action} {v.binding}: {v.message}" for v in others
@@ -155,9 +166,9 @@ def _xml(root: ET.Element) -> str:
 
 
 def _error(output: str, message: str) -> tuple[str, int]:
-    if output == "json":
+    if output == Output.JSON:
         return json.dumps({"error": message}, indent=2) + "\n", EXIT_ERROR
-    if output == "junit":
+    if output == Output.JUNIT:
         suites = ET.Element("testsuites", name="reconciler check", tests="1", failures="0", errors="1")
         suite = ET.SubElement(suites, "testsuite", name="policies", tests="1", failures="0", errors="1")
         case = ET.SubElement(suite, "testcase", classname="reconciler", name="load")

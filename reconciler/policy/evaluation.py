@@ -10,7 +10,9 @@ import base64
 import contextlib
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from reconciler.policy.celenv import (
     EvalError,
@@ -20,10 +22,15 @@ from reconciler.policy.loading import params_for
 from reconciler.policy.model import (
     MAX_MESSAGE_BYTES,
     VAR_REF,
+    Action,
     Binding,
+    FailurePolicy,
+    ParamNotFound,
     Policy,
     PolicySet,
+    Reason,
     Request,
+    Validation,
     Violation,
 )
 from reconciler.policy.resources import Resources
@@ -106,8 +113,9 @@ def evaluate(manifests: Sequence[Manifest], policy_set: PolicySet) -> list[Viola
         for p in policy_set.policies:
             if not p.match.matches(req):
                 continue
+            subject = _Subject(req, ref, m.file)
             for b in policy_set.bindings.get(p.name, ()):
-                found = _evaluate_binding(policy_set, p, b, req, obj, ref, m.file)
+                found = _evaluate_binding(policy_set, p, binding=b, subject=subject)
                 if found and (req.group, req.kind) == ("", "Secret"):
                     found = [_scrub(x, obj) for x in found]
                 out.extend(found)
@@ -132,128 +140,180 @@ def _scrub(v: Violation, secret: Mapping[str, Any]) -> Violation:
     return v if message == v.message else dataclasses.replace(v, message=message)
 
 
-def _evaluate_binding(
-    ps: PolicySet, p: Policy, b: Binding, req: Request, obj: dict[str, Any], ref: str, file: str
-) -> Iterable[Violation]:
+class _Verdict(StrEnum):
+    """How a failed check turns into violations."""
+
+    DENY = "deny"  # one violation per action of the binding's validationActions
+    CONFIG = "config"  # a Deny whatever the actions are (an audit annotation that cannot be written)
+
+
+class _Decision(NamedTuple):
+    verdict: _Verdict
+    message: str
+    reason: str  # "" = the default, Invalid
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """One object of the render, as the evaluation of a binding needs it."""
+
+    req: Request
+    ref: str  # Kind/namespace/name
+    file: str
+
+
+def _evaluate_binding(ps: PolicySet, p: Policy, *, binding: Binding, subject: _Subject) -> Iterable[Violation]:
+    b, req = binding, subject.req
     if b.match is not None and not b.match.matches(req):
         return []
-
-    def config_error(why: str) -> list[Violation]:
-        if p.failure_policy == "Ignore":
+    params = _binding_params(ps, p, binding=b, req=req)
+    if isinstance(params, str):
+        if p.failure_policy == FailurePolicy.IGNORE:
             return []
-        return [Violation(p.name, b.name, "Deny", ref, file, f"failed to configure binding: {why}")]
-
-    params: list[dict[str, Any] | None] = [None]
-    if p.param_kind is not None and b.param_ref is not None:
-        r = b.param_ref
-        namespaced = not ps.param_scope.cluster_scoped({"apiVersion": p.param_kind[0], "kind": p.param_kind[1]})
-        namespace = r.namespace or (req.namespace if namespaced else "")
-        if namespaced and not namespace:
-            return config_error(
-                "cannot use namespaced paramRef in policy binding that matches cluster-scoped resources"
-            )
-        found: list[dict[str, Any] | None] = list(params_for(ps, p, r, namespace))
-        if not found and r.not_found == "Deny":
-            return config_error("no params found for policy binding with `Deny` parameterNotFoundAction")
-        params = found
+        why = f"failed to configure binding: {params}"
+        return [Violation(p.name, b.name, Action.DENY, subject.ref, subject.file, why)]
     out: list[Violation] = []
     for param in params:
-        for action, message, reason in _decisions(p, req, obj, param):
-            if action == "config":
-                out.append(Violation(p.name, b.name, "Deny", ref, file, message, reason or "Invalid"))
-                continue
-            out.extend(Violation(p.name, b.name, a, ref, file, message, reason or "Invalid") for a in b.actions)
+        for verdict, message, reason in _decisions(p, req, param=param):
+            actions = (Action.DENY,) if verdict == _Verdict.CONFIG else b.actions
+            reason_ = Reason(reason or Reason.INVALID)
+            out.extend(Violation(p.name, b.name, a, subject.ref, subject.file, message, reason_) for a in actions)
     return out
 
 
-def _decisions(
-    p: Policy, req: Request, obj: dict[str, Any], param: dict[str, Any] | None
-) -> list[tuple[str, str, str]]:
-    """(action, message, reason) for each failed validation; action "deny" goes through the
-    binding's validationActions, "config" is denied whatever they are (an audit annotation error)."""
-    fail = p.failure_policy == "Fail"
-    data = dict(req.data())
-    has_params = p.param_kind is not None
-    if has_params:
-        data["params"] = param
-    # Building an activation converts every value in it, the object above all: each stage gets
-    # only the names its expressions read, and activations without variables are shared by the
-    # policies of one object.
-    key = (id(param) if has_params else None, has_params)
+def _binding_params(ps: PolicySet, p: Policy, *, binding: Binding, req: Request) -> list[dict[str, Any] | None] | str:
+    """The params to evaluate ``p`` with for ``req`` ([None] without a paramKind), or why the
+    binding cannot be configured for this object."""
+    r = binding.param_ref
+    if p.param_kind is None or r is None:
+        return [None]
+    namespaced = not ps.param_scope.cluster_scoped({"apiVersion": p.param_kind[0], "kind": p.param_kind[1]})
+    namespace = r.namespace or (req.namespace if namespaced else "")
+    if namespaced and not namespace:
+        return "cannot use namespaced paramRef in policy binding that matches cluster-scoped resources"
+    found: list[dict[str, Any] | None] = list(params_for(ps, p, ref=r, namespace=namespace))
+    if not found and r.not_found == ParamNotFound.DENY:
+        return "no params found for policy binding with `Deny` parameterNotFoundAction"
+    return found
 
-    def act_for(refs: frozenset[str]) -> Any:
-        sub = {k: data[k] for k in refs if k in data}
+
+class _Activations:
+    """The CEL activations of one policy on one object with one param.
+
+    Building an activation converts every value in it, the object above all: each stage gets
+    only the names its expressions read, and activations without variables are shared by the
+    policies of one object."""
+
+    def __init__(self, p: Policy, req: Request, param: dict[str, Any] | None) -> None:
+        self.req = req
+        self.data = dict(req.data())
+        has_params = p.param_kind is not None
+        if has_params:
+            self.data["params"] = param
+        self.key = (id(param) if has_params else None, has_params)
+
+    def for_refs(self, refs: frozenset[str]) -> Any:
+        sub = {k: self.data[k] for k in refs if k in self.data}
         if any(k.startswith("variables.") for k in refs):
             return activation(sub)
-        return req.activation((*key, data["namespaceObject"] is not None, refs), sub)
+        return self.req.activation((*self.key, self.data["namespaceObject"] is not None, refs), sub)
 
+
+def _decisions(p: Policy, req: Request, *, param: dict[str, Any] | None) -> list[_Decision]:
+    """One decision for each failed check, in the apiserver's order: match conditions, then
+    validations, then audit annotations."""
+    acts = _Activations(p, req, param)
     if p.match_conditions:
-        errors = []
-        act = None
-        for _name, cond in p.match_conditions:
-            # The same condition in several policies (not-owned-pod) is evaluated once per object.
-            ckey = ("condition", cond.source, *(key if "params" in cond.refs else ()))
-            r = req.variables.get(ckey, _MISSING)
-            if r is _MISSING:
-                act = act or act_for(p.condition_refs)
-                r = req.variables[ckey] = cond.evaluate(act)
-            if isinstance(r, EvalError):
-                errors.append(f"expression '{cond.source}' resulted in error: {r.message}")
-            elif r is False:
-                return []
-        if errors:
-            if not fail:
-                return []
-            msg = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
-            return [("deny", msg, "")]
-    data["namespaceObject"] = req.ns_object
+        early = _match_conditions(p, req, acts)
+        if early is not None:
+            return early
+    acts.data["namespaceObject"] = req.ns_object
+    failed_vars = _variables(p, req, acts)
+    act = acts.for_refs(p.validation_refs)
+    return _validations(p, act, failed_vars) + _audit_annotations(p, act, failed_vars)
+
+
+def _match_conditions(p: Policy, req: Request, acts: _Activations) -> list[_Decision] | None:
+    """None when every condition holds; otherwise the decisions (none: the policy does not apply)."""
+    errors = []
+    act = None
+    for _name, cond in p.match_conditions:
+        # The same condition in several policies (not-owned-pod) is evaluated once per object.
+        ckey = ("condition", cond.source, *(acts.key if "params" in cond.refs else ()))
+        r = req.variables.get(ckey, _MISSING)
+        if r is _MISSING:
+            act = act or acts.for_refs(p.condition_refs)
+            r = req.variables[ckey] = cond.evaluate(act)
+        if isinstance(r, EvalError):
+            errors.append(f"expression '{cond.source}' resulted in error: {r.message}")
+        elif r is False:
+            return []
+    if not errors:
+        return None
+    if p.failure_policy != FailurePolicy.FAIL:
+        return []
+    msg = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+    return [_Decision(_Verdict.DENY, msg, "")]
+
+
+def _variables(p: Policy, req: Request, acts: _Activations) -> dict[str, str]:
+    """Evaluate the variables into ``acts.data``; returns the error of each one that failed."""
     failed_vars: dict[str, str] = {}
-    chain: tuple[Any, ...] = key
+    chain: tuple[Any, ...] = acts.key
     for vname, vexpr in p.variables:
         # Policies often share their first variables (podSpec, containers): a variable whose
         # definition and predecessors are the same has the same value, so evaluate it once per object.
         chain = (*chain, vname, vexpr.source)
         r = req.variables.get(chain, _MISSING)
         if r is _MISSING:
-            r = req.variables[chain] = vexpr.evaluate(act_for(vexpr.refs))
+            r = req.variables[chain] = vexpr.evaluate(acts.for_refs(vexpr.refs))
         if isinstance(r, EvalError):
             inner = failed_vars.get(_first_failed(vexpr.source, failed_vars) or "", r.message)
             failed_vars[vname] = inner
         else:
-            data[f"variables.{vname}"] = r
-    out: list[tuple[str, str, str]] = []
-    act = act_for(p.validation_refs)
+            acts.data[f"variables.{vname}"] = r
+    return failed_vars
+
+
+def _validations(p: Policy, act: Any, failed_vars: Mapping[str, str]) -> list[_Decision]:
+    out: list[_Decision] = []
     for v in p.validations:
         r = v.expression.evaluate(act)
         if isinstance(r, EvalError):
-            if fail:
-                out.append(("deny", _error_message(v.expression.source, r.message, failed_vars), ""))
-            continue
-        if r is True:
-            continue
-        message = ""
-        if v.message_expression is not None:
-            mr = v.message_expression.evaluate(act)
-            if isinstance(mr, str):
-                message = mr.strip()
-                if len(message.encode()) > MAX_MESSAGE_BYTES or "\n" in message:
-                    message = ""
-        if not message and v.message:
-            message = v.message.strip()
-        if not message:
-            message = f"failed expression: {v.expression.source.strip()}"
-        out.append(("deny", message, v.reason))
+            if p.failure_policy == FailurePolicy.FAIL:
+                out.append(_Decision(_Verdict.DENY, _error_message(v.expression.source, r.message, failed_vars), ""))
+        elif r is not True:
+            out.append(_Decision(_Verdict.DENY, _validation_message(v, act), v.reason))
+    return out
+
+
+def _validation_message(v: Validation, act: Any) -> str:
+    """messageExpression if it yields a usable one-line string, else message, else the expression."""
+    if v.message_expression is not None:
+        mr = v.message_expression.evaluate(act)
+        if isinstance(mr, str):
+            message = mr.strip()
+            if message and len(message.encode()) <= MAX_MESSAGE_BYTES and "\n" not in message:
+                return message
+    if v.message and v.message.strip():
+        return v.message.strip()
+    return f"failed expression: {v.expression.source.strip()}"
+
+
+def _audit_annotations(p: Policy, act: Any, failed_vars: Mapping[str, str]) -> list[_Decision]:
+    if p.failure_policy != FailurePolicy.FAIL:
+        return []  # under Ignore an annotation error is ignored, and we write no audit records
+    out: list[_Decision] = []
     for _key, aexpr in p.audit_annotations:
         r = aexpr.evaluate(act)
         if isinstance(r, EvalError):
-            if fail:
-                out.append(("config", _error_message(aexpr.source, r.message, failed_vars), ""))
-        elif r is not None and not isinstance(r, str) and fail:
+            out.append(_Decision(_Verdict.CONFIG, _error_message(aexpr.source, r.message, failed_vars), ""))
+        elif r is not None and not isinstance(r, str):
             msg = (
                 f"valueExpression '{aexpr.source}' resulted in unsupported return type: {type(r).__name__}. "
                 "Return type must be either string or null."
             )
-            out.append(("config", msg, ""))
+            out.append(_Decision(_Verdict.CONFIG, msg, ""))
     return out
 
 

@@ -29,15 +29,21 @@ from reconciler.policy.model import (
     VAP,
     VAPB,
     VAR_REF,
+    Action,
     Binding,
+    FailurePolicy,
     Match,
+    ParamNotFound,
     ParamRef,
     Policy,
     PolicyError,
     PolicySet,
+    Reason,
     Requirement,
     Rule,
+    RuleScope,
     Selector,
+    SelectorOperator,
     Validation,
     selects,
 )
@@ -56,7 +62,7 @@ def load_policies(path: Path) -> PolicySet:
     try:
         manifests = load_path(Path(path))
     except ManifestError as e:
-        raise PolicyError(e.file, f"document {e.doc}" if e.doc else "-", e.why) from None
+        raise PolicyError(e.file, f"document {e.doc}" if e.doc else "-", why=e.why) from None
     return policy_set_from_manifests(manifests)
 
 
@@ -67,129 +73,183 @@ def policy_set_from_manifests(manifests: Sequence[Manifest]) -> PolicySet:
     params: list[dict[str, Any]] = []
     for m in manifests:
         group, kind = group_kind(m.obj)
-        if group == GROUP and kind in (VAP, VAPB):
-            version = group_version(m.obj["apiVersion"])[1]
-            where = f"{kind} {m.obj['metadata']['name']}"
-            if version != "v1":
-                raise PolicyError(m.file, where, f"apiVersion {m.obj['apiVersion']} is not supported (use {GROUP}/v1)")
-            problems = schema.check(m.obj, schema.TOP, "") + schema.check(
-                m.obj.get("spec"), schema.POLICY_SPEC if kind == VAP else schema.BINDING_SPEC, "spec"
-            )
-            if problems:
-                raise PolicyError(m.file, where, "; ".join(p.lstrip(".") for p in problems))
-            if kind == VAP:
-                p = _policy(m)
-                if p.name in policies:
-                    raise PolicyError(m.file, where, f"defined twice (also in {policies[p.name].file})")
-                policies[p.name] = p
-            else:
-                bindings.append(_binding(m))
-        else:
+        if group != GROUP or kind not in (VAP, VAPB):
             params.append(m.obj)
+            continue
+        _check_document(m, kind)
+        if kind == VAPB:
+            bindings.append(_binding(m))
+            continue
+        p = _policy(m)
+        if p.name in policies:
+            raise PolicyError(m.file, f"{kind} {p.name}", why=f"defined twice (also in {policies[p.name].file})")
+        policies[p.name] = p
+    return _assemble(policies, bindings, params=params)
+
+
+def _check_document(m: Manifest, kind: str) -> None:
+    """The version and the fields of one VAP/VAPB: a misspelt field would make a policy check less."""
+    where = f"{kind} {m.obj['metadata']['name']}"
+    if group_version(m.obj["apiVersion"])[1] != "v1":
+        raise PolicyError(m.file, where, why=f"apiVersion {m.obj['apiVersion']} is not supported (use {GROUP}/v1)")
+    problems = schema.check(m.obj, schema.TOP, "") + schema.check(
+        m.obj.get("spec"), schema.POLICY_SPEC if kind == VAP else schema.BINDING_SPEC, "spec"
+    )
+    if problems:
+        raise PolicyError(m.file, where, why="; ".join(p.lstrip(".") for p in problems))
+
+
+def _assemble(
+    policies: Mapping[str, Policy], bindings: Sequence[Binding], *, params: list[dict[str, Any]]
+) -> PolicySet:
+    """Bindings grouped by policy (an unbound policy gets an implicit Deny binding), params checked."""
     out = PolicySet(params=params, param_scope=Scope(params))
     seen: set[str] = set()
     for b in bindings:
         if b.name in seen:
-            raise PolicyError(b.file, f"{VAPB} {b.name}", "defined twice")
+            raise PolicyError(b.file, f"{VAPB} {b.name}", why="defined twice")
         seen.add(b.name)
         if b.policy_name not in policies:
             raise PolicyError(
-                b.file, f"{VAPB} {b.name}", f"spec.policyName: no ValidatingAdmissionPolicy {b.policy_name!r}"
+                b.file, f"{VAPB} {b.name}", why=f"spec.policyName: no ValidatingAdmissionPolicy {b.policy_name!r}"
             )
         out.bindings.setdefault(b.policy_name, []).append(b)
     for name in sorted(policies):
         p = policies[name]
         out.policies.append(p)
         if name not in out.bindings:
-            out.bindings[name] = [Binding(name, p.file, name, None, None, ("Deny",), implicit=True)]
+            out.bindings[name] = [Binding(name, p.file, name, None, None, (Action.DENY,), implicit=True)]
         out.bindings[name].sort(key=lambda b: b.name)
         for b in out.bindings[name]:
             _check_params(out, p, b)
     return out
 
 
-def _policy(m: Manifest) -> Policy:
-    name = m.obj["metadata"]["name"]
-    where = f"{VAP} {name}"
-    spec = m.obj.get("spec") or {}
+class _Compiler:
+    """Compiles one policy's expressions; every error names the file, the policy and the expression."""
 
-    def fail(why: str, expression: str | None = None) -> PolicyError:
-        return PolicyError(m.file, where, why, expression)
+    def __init__(self, m: Manifest, *, has_params: bool) -> None:
+        self.file = m.file
+        self.where = f"{VAP} {m.obj['metadata']['name']}"
+        self.has_params = has_params
 
-    failure = spec.get("failurePolicy", "Fail")
-    if failure not in ("Fail", "Ignore"):
-        raise fail(f"spec.failurePolicy: must be Fail or Ignore, not {failure!r}")
-    pk = spec.get("paramKind")
-    param_kind = None
-    if pk is not None:
-        if not pk.get("apiVersion") or not pk.get("kind"):
-            raise fail("spec.paramKind: apiVersion and kind are required")
-        param_kind = (pk["apiVersion"], pk["kind"])
-    mc = spec.get("matchConstraints")
-    if not mc or not mc.get("resourceRules"):
-        raise fail("spec.matchConstraints.resourceRules: required (which resources the policy applies to)")
-    match = _match(mc, "spec.matchConstraints", fail)
-    if not spec.get("validations") and not spec.get("auditAnnotations"):
-        raise fail("spec.validations: at least one validation (or auditAnnotation) is required")
+    def fail(self, why: str, expression: str | None = None) -> PolicyError:
+        return PolicyError(self.file, self.where, why=why, expression=expression)
 
-    has_params = param_kind is not None
-    base = Environment(has_params)
-
-    def compile_(env: Environment, source: Any, field_path: str, want: Sequence[Any] = ()) -> Compiled:
+    def compile(self, env: Environment, source: Any, *, field_path: str, want: Sequence[Any] = ()) -> Compiled:
         if not isinstance(source, str) or not source.strip():
-            raise fail(f"{field_path}: required")
+            raise self.fail(f"{field_path}: required")
         if AUTHORIZER.search(source):
-            raise fail("authorizer is not supported offline (it needs the cluster's RBAC)", source)
+            raise self.fail("authorizer is not supported offline (it needs the cluster's RBAC)", source)
         try:
             return env.compile(source, want)
         except CelError as e:
-            raise fail(f"{field_path}: {e}", source) from None
+            raise self.fail(f"{field_path}: {e}", source) from None
 
+
+def _policy(m: Manifest) -> Policy:
+    spec = m.obj.get("spec") or {}
+    c = _Compiler(m, has_params=spec.get("paramKind") is not None)
+    failure = spec.get("failurePolicy", FailurePolicy.FAIL)
+    if failure not in tuple(FailurePolicy):
+        raise c.fail(f"spec.failurePolicy: must be Fail or Ignore, not {failure!r}")
+    param_kind = _param_kind(spec, c.fail)
+    mc = spec.get("matchConstraints")
+    if not mc or not mc.get("resourceRules"):
+        raise c.fail("spec.matchConstraints.resourceRules: required (which resources the policy applies to)")
+    match = _match(mc, "spec.matchConstraints", c.fail)
+    if not spec.get("validations") and not spec.get("auditAnnotations"):
+        raise c.fail("spec.validations: at least one validation (or auditAnnotation) is required")
+    base = Environment(c.has_params)
+    conditions = _match_conditions(spec, c, base)
+    variables, env = _variables(spec, c, base)
+    return Policy(
+        m.obj["metadata"]["name"],
+        m.file,
+        FailurePolicy(failure),
+        param_kind,
+        match,
+        conditions,
+        variables,
+        _validations(spec, c, env),
+        _audit_annotations(spec, c, env),
+    )
+
+
+def _param_kind(spec: Mapping[str, Any], fail: Any) -> tuple[str, str] | None:
+    pk = spec.get("paramKind")
+    if pk is None:
+        return None
+    if not pk.get("apiVersion") or not pk.get("kind"):
+        raise fail("spec.paramKind: apiVersion and kind are required")
+    return (pk["apiVersion"], pk["kind"])
+
+
+def _match_conditions(spec: Mapping[str, Any], c: _Compiler, env: Environment) -> list[tuple[str, Compiled]]:
     conditions = []
     names: set[str] = set()
-    for i, c in enumerate(spec.get("matchConditions") or []):
-        cname = c.get("name") or ""
+    for i, cond in enumerate(spec.get("matchConditions") or []):
+        cname = cond.get("name") or ""
         if not cname or cname in names:
-            raise fail(f"spec.matchConditions[{i}].name: required and unique")
+            raise c.fail(f"spec.matchConditions[{i}].name: required and unique")
         names.add(cname)
-        src = c.get("expression")
+        src = cond.get("expression")
         if isinstance(src, str) and VAR_REF.search(src):
-            raise fail(f"spec.matchConditions[{i}]: variables are not available in matchConditions", src)
-        conditions.append((cname, compile_(base, src, f"spec.matchConditions[{i}].expression", [BOOL])))
+            raise c.fail(f"spec.matchConditions[{i}]: variables are not available in matchConditions", src)
+        conditions.append((cname, c.compile(env, src, field_path=f"spec.matchConditions[{i}].expression", want=[BOOL])))
+    return conditions
 
+
+def _variables(
+    spec: Mapping[str, Any], c: _Compiler, base: Environment
+) -> tuple[list[tuple[str, Compiled]], Environment]:
+    """The compiled variables, and the environment that declares them all (each variable sees
+    only the ones before it, as on the apiserver)."""
     variables: list[tuple[str, Compiled]] = []
     types: dict[str, Any] = {}
     env = base
     for i, v in enumerate(spec.get("variables") or []):
         vname = v.get("name") or ""
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", vname) or vname in types:
-            raise fail(f"spec.variables[{i}].name: {vname!r} must be a unique CEL identifier")
-        compiled = compile_(env, v.get("expression"), f"spec.variables[{i}].expression")
+            raise c.fail(f"spec.variables[{i}].name: {vname!r} must be a unique CEL identifier")
+        compiled = c.compile(env, v.get("expression"), field_path=f"spec.variables[{i}].expression")
         variables.append((vname, compiled))
         types[vname] = compiled.return_type
-        env = Environment(has_params, types)
+        env = Environment(c.has_params, types)
+    return variables, env
 
+
+def _validations(spec: Mapping[str, Any], c: _Compiler, env: Environment) -> list[Validation]:
     validations = []
     for i, v in enumerate(spec.get("validations") or []):
-        expr = compile_(env, v.get("expression"), f"spec.validations[{i}].expression", [BOOL])
+        at = f"spec.validations[{i}]"
+        expr = c.compile(env, v.get("expression"), field_path=f"{at}.expression", want=[BOOL])
         msg_expr = None
         if v.get("messageExpression"):
-            msg_expr = compile_(env, v["messageExpression"], f"spec.validations[{i}].messageExpression", [STRING])
-        reason = v.get("reason", "Invalid")
+            msg_expr = c.compile(env, v["messageExpression"], field_path=f"{at}.messageExpression", want=[STRING])
+        reason = v.get("reason", Reason.INVALID)
         if reason not in REASONS:
-            raise fail(f"spec.validations[{i}].reason: must be one of {', '.join(REASONS)}")
+            raise c.fail(f"{at}.reason: must be one of {', '.join(REASONS)}")
         message = v.get("message", "")
         if "\n" in message.strip():
-            raise fail(f"spec.validations[{i}].message: must not contain line breaks")
-        validations.append(Validation(expr, message, msg_expr, reason))
+            raise c.fail(f"{at}.message: must not contain line breaks")
+        validations.append(Validation(expr, message, msg_expr, Reason(reason)))
+    return validations
 
-    audits = []
-    for i, a in enumerate(spec.get("auditAnnotations") or []):
-        src = a.get("valueExpression")
-        audits.append(
-            (a.get("key", ""), compile_(env, src, f"spec.auditAnnotations[{i}].valueExpression", [STRING, NULL]))
+
+def _audit_annotations(spec: Mapping[str, Any], c: _Compiler, env: Environment) -> list[tuple[str, Compiled]]:
+    return [
+        (
+            a.get("key", ""),
+            c.compile(
+                env,
+                a.get("valueExpression"),
+                field_path=f"spec.auditAnnotations[{i}].valueExpression",
+                want=[STRING, NULL],
+            ),
         )
-    return Policy(name, m.file, failure, param_kind, match, conditions, variables, validations, audits)
+        for i, a in enumerate(spec.get("auditAnnotations") or [])
+    ]
 
 
 def _binding(m: Manifest) -> Binding:
@@ -197,7 +257,7 @@ def _binding(m: Manifest) -> Binding:
     spec = m.obj.get("spec") or {}
 
     def fail(why: str) -> PolicyError:
-        return PolicyError(m.file, f"{VAPB} {name}", why)
+        return PolicyError(m.file, f"{VAPB} {name}", why=why)
 
     policy_name = spec.get("policyName")
     if not policy_name:
@@ -207,7 +267,7 @@ def _binding(m: Manifest) -> Binding:
         raise fail("spec.validationActions: required (Deny, Warn and/or Audit)")
     if len(set(actions)) != len(actions) or any(a not in ACTIONS for a in actions):
         raise fail(f"spec.validationActions: {list(actions)}: each of Deny, Warn, Audit at most once")
-    if "Deny" in actions and "Warn" in actions:
+    if Action.DENY in actions and Action.WARN in actions:
         raise fail("spec.validationActions: Deny and Warn may not be used together")
     ref = spec.get("paramRef")
     param_ref = None
@@ -215,13 +275,13 @@ def _binding(m: Manifest) -> Binding:
         if bool(ref.get("name")) == ("selector" in ref):
             raise fail("spec.paramRef: exactly one of name and selector")
         not_found = ref.get("parameterNotFoundAction")
-        if not_found not in ("Allow", "Deny"):
+        if not_found not in tuple(ParamNotFound):
             raise fail("spec.paramRef.parameterNotFoundAction: required, Allow or Deny")
         selector = _selector(ref["selector"], "spec.paramRef.selector", fail) if "selector" in ref else None
-        param_ref = ParamRef(ref.get("name", ""), ref.get("namespace", ""), selector, not_found)
+        param_ref = ParamRef(ref.get("name", ""), ref.get("namespace", ""), selector, ParamNotFound(not_found))
     mr = spec.get("matchResources")
     match = _match(mr, "spec.matchResources", fail) if mr is not None else None
-    return Binding(name, m.file, policy_name, param_ref, match, actions)
+    return Binding(name, m.file, policy_name, param_ref, match, tuple(Action(a) for a in actions))
 
 
 def _match(spec: Mapping[str, Any], path: str, fail: Any) -> Match:
@@ -249,27 +309,27 @@ def _rule(spec: Mapping[str, Any], path: str, fail: Any) -> Rule:
     if bad:
         raise fail(f"{path}.operations: {bad[0]!r} is not one of {', '.join(OPERATIONS)}")
     scope = spec.get("scope", "*")
-    if scope not in ("*", "Cluster", "Namespaced"):
+    if scope not in tuple(RuleScope):
         raise fail(f"{path}.scope: must be *, Cluster or Namespaced")
     return Rule(
         tuple(spec["apiGroups"]),
         tuple(spec["apiVersions"]),
         tuple(spec["resources"]),
         tuple(spec["operations"]),
-        scope,
+        RuleScope(scope),
         tuple(spec.get("resourceNames") or ()),
     )
 
 
 def _selector(spec: Mapping[str, Any], path: str, fail: Any) -> Selector:
-    reqs = [Requirement(k, "In", (v,)) for k, v in sorted((spec.get("matchLabels") or {}).items())]
+    reqs = [Requirement(k, SelectorOperator.IN, (v,)) for k, v in sorted((spec.get("matchLabels") or {}).items())]
     for i, e in enumerate(spec.get("matchExpressions") or []):
         op, values = e.get("operator"), tuple(e.get("values") or ())
-        if not e.get("key") or op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+        if not e.get("key") or op not in tuple(SelectorOperator):
             raise fail(f"{path}.matchExpressions[{i}]: needs a key and operator In, NotIn, Exists or DoesNotExist")
-        if (op in ("In", "NotIn")) != bool(values):
+        if (op in (SelectorOperator.IN, SelectorOperator.NOT_IN)) != bool(values):
             raise fail(f"{path}.matchExpressions[{i}].values: required for In/NotIn, forbidden otherwise")
-        reqs.append(Requirement(e["key"], op, values))
+        reqs.append(Requirement(e["key"], SelectorOperator(op), values))
     return tuple(reqs)
 
 
@@ -281,14 +341,15 @@ def _check_params(ps: PolicySet, p: Policy, b: Binding) -> None:
     namespaced = not ps.param_scope.cluster_scoped({"apiVersion": p.param_kind[0], "kind": p.param_kind[1]})
     if not namespaced and ref.namespace:
         raise PolicyError(
-            b.file, f"{VAPB} {b.name}", "spec.paramRef.namespace: must be empty for a cluster-scoped paramKind"
+            b.file, f"{VAPB} {b.name}", why="spec.paramRef.namespace: must be empty for a cluster-scoped paramKind"
         )
-    if ref.name and (ref.namespace or not namespaced) and not params_for(ps, p, ref, ref.namespace):
+    if ref.name and (ref.namespace or not namespaced) and not params_for(ps, p, ref=ref, namespace=ref.namespace):
         what = f"{p.param_kind[1]} {ref.namespace + '/' if ref.namespace else ''}{ref.name}"
-        raise PolicyError(b.file, f"{VAPB} {b.name}", f"spec.paramRef: param {what} ({p.param_kind[0]}) not found")
+        raise PolicyError(b.file, f"{VAPB} {b.name}", why=f"spec.paramRef: param {what} ({p.param_kind[0]}) not found")
 
 
-def params_for(ps: PolicySet, p: Policy, ref: ParamRef, namespace: str) -> list[dict[str, Any]]:
+def params_for(ps: PolicySet, p: Policy, *, ref: ParamRef, namespace: str) -> list[dict[str, Any]]:
+    """The params of ``p``'s paramKind that ``ref`` selects in ``namespace`` ("" = any), in file order."""
     assert p.param_kind is not None
     api_version, kind = p.param_kind
     out = []

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from reconciler.policy.celenv import REQUEST_FIELDS, Compiled, activation
@@ -33,8 +34,66 @@ from reconciler.render.namespaces import Scope
 
 GROUP = "admissionregistration.k8s.io"
 VAP, VAPB = "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"
-ACTIONS = ("Deny", "Warn", "Audit")
-REASONS = ("Unauthorized", "Forbidden", "Invalid", "RequestEntityTooLarge")
+
+
+class Action(StrEnum):
+    """A binding's ``validationActions``: what a failed validation does (the apiserver's spelling)."""
+
+    DENY = "Deny"  # blocks the sync (in enforce mode)
+    WARN = "Warn"  # reported, as the apiserver's Warning header
+    AUDIT = "Audit"  # reported, as the apiserver's audit annotation
+
+
+class FailurePolicy(StrEnum):
+    """``spec.failurePolicy``: whether an expression or configuration error denies (Fail) or passes."""
+
+    FAIL = "Fail"
+    IGNORE = "Ignore"
+
+
+class ParamNotFound(StrEnum):
+    """``paramRef.parameterNotFoundAction``: what a binding does when no param matches."""
+
+    ALLOW = "Allow"
+    DENY = "Deny"
+
+
+class Reason(StrEnum):
+    """``validations[].reason``: the HTTP reason the apiserver would answer with."""
+
+    UNAUTHORIZED = "Unauthorized"
+    FORBIDDEN = "Forbidden"
+    INVALID = "Invalid"
+    REQUEST_ENTITY_TOO_LARGE = "RequestEntityTooLarge"
+
+
+class PolicyMode(StrEnum):
+    """How a GitSync uses the verdicts (``spec.policy.mode``, ``--policy-mode``)."""
+
+    ENFORCE = "enforce"  # a Deny violation stops the whole revision
+    AUDIT = "audit"  # violations are reported, nothing is stopped
+    OFF = "off"  # policies are not evaluated
+
+
+class SelectorOperator(StrEnum):
+    """A label selector's ``matchExpressions[].operator``."""
+
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class RuleScope(StrEnum):
+    """A resource rule's ``scope``: which objects it can match by where they live."""
+
+    ANY = "*"
+    CLUSTER = "Cluster"
+    NAMESPACED = "Namespaced"
+
+
+ACTIONS = tuple(Action)
+REASONS = tuple(Reason)
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT", "*")
 MAX_MESSAGE_BYTES = 5 * 1024  # celconfig.MaxEvaluatedMessageExpressionSizeBytes
 USER = {"username": "system:serviceaccount:reconciler-system:gitops-reconciler", "groups": ["system:authenticated"]}
@@ -45,7 +104,7 @@ AUTHORIZER = re.compile(r"\bauthorizer\b")
 class PolicyError(Exception):
     """A policy set that cannot be used: names the file, the policy and (if any) the expression."""
 
-    def __init__(self, file: str, policy: str, why: str, expression: str | None = None) -> None:
+    def __init__(self, file: str, policy: str, *, why: str, expression: str | None = None) -> None:
         self.file, self.policy, self.why, self.expression = file, policy, why, expression
         at = f" expression {expression!r}:" if expression is not None else ""
         super().__init__(f"{file}: {policy}:{at} {why}")
@@ -61,16 +120,16 @@ class Violation:
 
     policy: str
     binding: str
-    action: str  # Deny | Warn | Audit
+    action: Action
     object: str  # Kind/namespace/name (Kind/name if cluster-scoped)
     file: str
     message: str
-    reason: str = "Invalid"
+    reason: Reason = Reason.INVALID
 
 
 def admission_message(v: Violation) -> str:
     """The text the apiserver puts in its Status (Deny) or Warning header (Warn) for ``v``."""
-    if v.action == "Warn":
+    if v.action == Action.WARN:
         return f"Validation failed for ValidatingAdmissionPolicy '{v.policy}' with binding '{v.binding}': {v.message}"
     return f"ValidatingAdmissionPolicy '{v.policy}' with binding '{v.binding}' denied request: {v.message}"
 
@@ -90,7 +149,7 @@ def counts(violations: Sequence[Violation]) -> dict[tuple[str, str], int]:
 
 def denied(violations: Sequence[Violation]) -> bool:
     """Whether an enforcing sync must stop: any ``Deny`` violation (Warn and Audit only report)."""
-    return any(v.action == "Deny" for v in violations)
+    return any(v.action == Action.DENY for v in violations)
 
 
 # --------------------------------------------------------------------------- model
@@ -156,15 +215,15 @@ class Request:
 @dataclass(frozen=True)
 class Requirement:
     key: str
-    op: str  # In | NotIn | Exists | DoesNotExist
+    op: SelectorOperator
     values: tuple[str, ...]
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.op == "Exists":
+        if self.op == SelectorOperator.EXISTS:
             return self.key in labels
-        if self.op == "DoesNotExist":
+        if self.op == SelectorOperator.DOES_NOT_EXIST:
             return self.key not in labels
-        if self.op == "In":
+        if self.op == SelectorOperator.IN:
             return self.key in labels and labels[self.key] in self.values
         return self.key not in labels or labels[self.key] not in self.values
 
@@ -178,13 +237,13 @@ class Rule:
     versions: tuple[str, ...]
     resources: tuple[str, ...]
     operations: tuple[str, ...]
-    scope: str
+    scope: RuleScope
     names: tuple[str, ...]
 
     def matches(self, req: Request) -> bool:
-        if self.scope == "Namespaced" and (req.resource == "namespaces" or not req.namespace):
+        if self.scope == RuleScope.NAMESPACED and (req.resource == "namespaces" or not req.namespace):
             return False
-        if self.scope == "Cluster" and not (req.resource == "namespaces" or not req.namespace):
+        if self.scope == RuleScope.CLUSTER and not (req.resource == "namespaces" or not req.namespace):
             return False
         if not any(op in ("*", "CREATE") for op in self.operations):
             return False
@@ -230,7 +289,7 @@ class Validation:
     expression: Compiled
     message: str
     message_expression: Compiled | None
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True)
@@ -238,14 +297,14 @@ class ParamRef:
     name: str
     namespace: str
     selector: Selector | None
-    not_found: str  # Allow | Deny
+    not_found: ParamNotFound
 
 
 @dataclass
 class Policy:
     name: str
     file: str
-    failure_policy: str
+    failure_policy: FailurePolicy
     param_kind: tuple[str, str] | None  # (apiVersion, kind)
     match: Match
     match_conditions: list[tuple[str, Compiled]]
@@ -270,7 +329,7 @@ class Binding:
     policy_name: str
     param_ref: ParamRef | None
     match: Match | None
-    actions: tuple[str, ...]
+    actions: tuple[Action, ...]
     implicit: bool = False
 
 

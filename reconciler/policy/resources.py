@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from reconciler.render.namespaces import group_kind
+from reconciler.render.namespaces import crd_names
 
 IRREGULAR: dict[tuple[str, str], str] = {
     ("", "Endpoints"): "endpoints",
@@ -37,14 +37,9 @@ class Resources:
 
     def __init__(self, objs: Iterable[dict[str, Any]] = ()) -> None:
         self.plurals: dict[tuple[str, str], str] = dict(IRREGULAR)
-        for obj in objs:
-            if group_kind(obj) != ("apiextensions.k8s.io", "CustomResourceDefinition"):
-                continue
-            spec = s if isinstance(s := obj.get("spec"), dict) else {}
-            names = n if isinstance(n := spec.get("names"), dict) else {}
-            group, kind, plural = spec.get("group"), names.get("kind"), names.get("plural")
-            if isinstance(group, str) and isinstance(kind, str) and isinstance(plural, str) and plural:
-                self.plurals[(group, kind)] = plural
+        for crd in crd_names(objs):
+            if isinstance(crd.plural, str) and crd.plural:
+                self.plurals[(crd.group, crd.kind)] = crd.plural
 
     def plural(self, group: str, kind: str) -> str:
         return self.plurals.get((group, kind)) or guess_plural(kind)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from reconciler.render import kustomize
@@ -57,7 +58,7 @@ def render(root: Path, path: str, options: RenderOptions = _DEFAULT_OPTIONS) -> 
         if not secrets:
             raise
         obj = redact(e.obj, secrets) if e.obj else None
-        raise RenderError(redact(e.file, secrets), e.doc, redact(e.why, secrets), obj=obj) from None
+        raise RenderError.about(obj, file=redact(e.file, secrets), doc=e.doc, why=redact(e.why, secrets)) from None
 
 
 def _render(root: Path, path: str, options: RenderOptions) -> list[Manifest]:
@@ -70,16 +71,18 @@ def _render(root: Path, path: str, options: RenderOptions) -> list[Manifest]:
     _check_options(options)
     start, rel = _confine(root_real, path)
     budget = _Budget(options.limits)
-    manifests = _collect(root_real, start, rel, budget)
+    manifests = _collect(root_real, start, rel=rel, budget=budget)
     scope = Scope(m.obj for m in manifests)
     _check_unique(manifests, scope)
     if options.patches:
-        manifests = apply_patches(manifests, options.patches, scope, options.limits)
+        manifests = apply_patches(manifests, options.patches, scope=scope, limits=options.limits)
     if options.target_namespace:
         manifests = set_namespace(manifests, options.target_namespace, Scope(m.obj for m in manifests))
     if options.substitute is not None:  # opt-in, as Flux's postBuild; then strict (see substitute)
         variables = options.substitute
-        manifests = [substitute_manifest(m, variables, options.secret_vars, options.limits) for m in manifests]
+        manifests = [
+            substitute_manifest(m, variables, secret_vars=options.secret_vars, limits=options.limits) for m in manifests
+        ]
     _check_unique(manifests, Scope(m.obj for m in manifests))  # patches, targetNamespace, values can collide
     return manifests
 
@@ -134,8 +137,15 @@ def _join(rel_dir: str, name: str) -> str:
     return name if rel_dir in ("", ".") else f"{rel_dir}/{name}"
 
 
-def _walk(root: Path, directory: Path, rel_dir: str, active: frozenset[Path]) -> Iterator[tuple[str, Path, str]]:
-    """("file" | "kustomize", real path, path relative to root as walked), in name order."""
+class _Found(StrEnum):
+    """What the walk of a folder found: each is rendered its own way."""
+
+    FILE = "file"  # a manifest file: loaded as it is
+    KUSTOMIZATION = "kustomize"  # a folder with a kustomization: built by kustomize, not walked further
+
+
+def _walk(root: Path, directory: Path, *, rel_dir: str, active: frozenset[Path]) -> Iterator[tuple[_Found, Path, str]]:
+    """(what was found, real path, path relative to root as walked), in name order."""
     try:
         with os.scandir(directory) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -160,23 +170,27 @@ def _walk(root: Path, directory: Path, rel_dir: str, active: frozenset[Path]) ->
             if real in active:
                 raise RenderError(rel, None, "symlink loop (a folder links to one of its parents)")
             if kustomize.find_kustomization(real) is not None:
-                yield "kustomize", real, rel
+                yield _Found.KUSTOMIZATION, real, rel
             else:
-                yield from _walk(root, real, rel, active | {real})
+                yield from _walk(root, real, rel_dir=rel, active=active | {real})
         elif real.is_file() and p.suffix in MANIFEST_SUFFIXES:
-            yield "file", real, rel
+            yield _Found.FILE, real, rel
 
 
-def _collect(root: Path, start: Path, rel: str, budget: _Budget) -> list[Manifest]:
+def _collect(root: Path, start: Path, *, rel: str, budget: _Budget) -> list[Manifest]:
     if start.is_file():
         if start.name in kustomize.KUSTOMIZATION_FILES:
-            return _build(root, start.parent, PurePosixPath(rel).parent.as_posix(), budget)
+            return _build(root, start.parent, rel_dir=PurePosixPath(rel).parent.as_posix(), budget=budget)
         return _load_file(start, rel, budget)
     if kustomize.find_kustomization(start) is not None:
-        return _build(root, start, rel, budget)
+        return _build(root, start, rel_dir=rel, budget=budget)
     out: list[Manifest] = []
-    for kind, real, sub in _walk(root, start, rel, frozenset({start})):
-        out.extend(_build(root, real, sub, budget) if kind == "kustomize" else _load_file(real, sub, budget))
+    for kind, real, sub in _walk(root, start, rel_dir=rel, active=frozenset({start})):
+        out.extend(
+            _build(root, real, rel_dir=sub, budget=budget)
+            if kind == _Found.KUSTOMIZATION
+            else _load_file(real, sub, budget)
+        )
     return out
 
 
@@ -205,11 +219,11 @@ def _load_file(real: Path, rel: str, budget: _Budget) -> list[Manifest]:
     return ms
 
 
-def _build(root: Path, directory: Path, rel_dir: str, budget: _Budget) -> list[Manifest]:
+def _build(root: Path, directory: Path, *, rel_dir: str, budget: _Budget) -> list[Manifest]:
     kfile = kustomize.find_kustomization(directory)
     file = _join(rel_dir, kfile.name if kfile else kustomize.KUSTOMIZATION_FILES[0])
-    kustomize.preflight(root, directory, budget.limits)
-    text = kustomize.run_build(root, directory, budget.remaining_bytes(), file=file)
+    kustomize.preflight(root, directory, limits=budget.limits)
+    text = kustomize.run_build(root, directory, max_output=budget.remaining_bytes(), file=file)
     budget.add_bytes(len(text.encode("utf-8")), file)
     try:
         ms = load_text(text, file, budget.limits)
@@ -249,11 +263,11 @@ def _check_unique(manifests: list[Manifest], scope: Scope) -> None:
         ns = "" if scope.cluster_scoped(m.obj) else (md.get("namespace") or "")
         key = (group_version(m.obj["apiVersion"])[0], m.obj["kind"], ns, md["name"])
         if (first := seen.get(key)) is not None:
-            raise RenderError(
-                m.file,
-                m.doc,
-                f"duplicate object: defined in {first.file} (document {first.doc}) and again in {m.file} "
+            raise RenderError.about(
+                describe(m.obj),
+                file=m.file,
+                doc=m.doc,
+                why=f"duplicate object: defined in {first.file} (document {first.doc}) and again in {m.file} "
                 f"(document {m.doc}); group, kind, namespace and name must be unique",
-                obj=describe(m.obj),
             )
         seen[key] = m

@@ -26,12 +26,17 @@ class RenderError(ManifestError):
 
     A subclass of ManifestError so that a caller catching the old loader error (the CLI,
     the demo) also catches every render failure.  ``obj`` is ``Kind/namespace/name`` (or
-    ``Kind/name``) when one object is to blame.
+    ``Kind/name``) when one object is to blame (see :meth:`about`).
     """
 
-    def __init__(self, file: str, doc: int | None, why: str, *, obj: str | None = None) -> None:
-        super().__init__(file, doc, f"{obj}: {why}" if obj else why)
-        self.why, self.obj = why, obj
+    obj: str | None = None
+
+    @classmethod
+    def about(cls, obj: str | None, *, file: str, doc: int | None, why: str) -> RenderError:
+        """A failure ``obj`` is to blame for: the message leads with it, ``why`` stays without it."""
+        err = cls(file, doc, f"{obj}: {why}" if obj else why)
+        err.why, err.obj = why, obj
+        return err
 
 
 def describe(obj: Any) -> str:

@@ -328,16 +328,19 @@ def _hook(obj: dict[str, Any], events: frozenset[str], *, source: str, chart: st
     try:
         weight = int(str(raw_weight).strip() or "0")
     except ValueError:
-        raise RenderError(
-            f"chart {chart}", None, f"{source}: {HOOK_WEIGHT} {raw_weight!r} is not an integer", obj=describe(obj)
+        raise RenderError.about(
+            describe(obj),
+            file=f"chart {chart}",
+            doc=None,
+            why=f"{source}: {HOOK_WEIGHT} {raw_weight!r} is not an integer",
         ) from None
     policies = frozenset(_csv(annotations.get(HOOK_DELETE_POLICY))) or frozenset({"before-hook-creation"})
     if unknown := policies - DELETE_POLICIES:
-        raise RenderError(
-            f"chart {chart}",
-            None,
-            f"{source}: unknown {HOOK_DELETE_POLICY} {', '.join(sorted(unknown))}",
-            obj=describe(obj),
+        raise RenderError.about(
+            describe(obj),
+            file=f"chart {chart}",
+            doc=None,
+            why=f"{source}: unknown {HOOK_DELETE_POLICY} {', '.join(sorted(unknown))}",
         )
     return Hook(obj=obj, events=events, weight=weight, delete_policies=policies, source=source)
 

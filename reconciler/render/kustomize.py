@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from reconciler.render import tools, yaml_safe
+from reconciler.render import toolrun, tools, yaml_safe
 from reconciler.render.errors import RenderError
 from reconciler.render.options import Limits
 
@@ -42,16 +40,15 @@ KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
 # v5.8.3 needs go >= 1.27; v5.8.2 is the newest that builds with the Go 1.26 toolchain.
 KUSTOMIZE_VERSION = "v5.8.2"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-TIMEOUT_SECONDS = 120.0
+TIMEOUT_SECONDS = toolrun.TIMEOUT_SECONDS
 _ENV_BINARY = "RECONCILER_KUSTOMIZE"
-_DEAD_PROXY = "http://127.0.0.1:9"
 # The defaults already, but spelled out: a future default change must not enable them silently.
 _NO_EXTENSIONS = (
     "--enable-helm=false",
     "--enable-alpha-plugins=false",
     "--enable-exec=false",
     "--network=false",
-)  # the discard port: nothing listens, the connection is refused
+)
 
 # Fields holding references kustomize loads through its file loader (which also speaks HTTP).
 _DIR_OR_FILE_FIELDS = ("resources", "bases", "components", "generators", "transformers", "validators")
@@ -130,7 +127,7 @@ class _Preflight:
             name = chart.get("name")
             if not isinstance(name, str) or not name or name.startswith("-"):
                 raise self.fail(kfile, f"{where}.name: expected a chart name")
-            chart_home = self.resolve(kfile, str(home), "helmGlobals.chartHome")
+            chart_home = self.resolve(kfile, str(home), where="helmGlobals.chartHome")
             assert chart_home is not None
             chart_dir = chart_home / name
             if not (chart_dir / "Chart.yaml").is_file():
@@ -141,11 +138,11 @@ class _Preflight:
             self.check_chart_tree(kfile, chart_dir, where)
             for key in ("valuesFile",):
                 if isinstance(chart.get(key), str) and chart[key]:
-                    self.resolve(kfile, chart[key], f"{where}.{key}")
+                    self.resolve(kfile, chart[key], where=f"{where}.{key}")
             for j, entry in enumerate(chart.get("additionalValuesFiles") or []):
                 if not isinstance(entry, str):
                     raise self.fail(kfile, f"{where}.additionalValuesFiles[{j}]: expected a string")
-                self.resolve(kfile, entry, f"{where}.additionalValuesFiles[{j}]")
+                self.resolve(kfile, entry, where=f"{where}.additionalValuesFiles[{j}]")
 
     def check_chart_tree(self, kfile: Path, chart_dir: Path, where: str) -> None:
         for p in chart_dir.rglob("*"):
@@ -155,7 +152,7 @@ class _Preflight:
     def fail(self, kfile: Path, why: str) -> RenderError:
         return RenderError(_rel(self.root, kfile), None, why)
 
-    def resolve(self, kfile: Path, entry: str, where: str, *, inline_ok: bool = False) -> Path | None:
+    def resolve(self, kfile: Path, entry: str, *, where: str, inline_ok: bool = False) -> Path | None:
         """The local path ``entry`` names (None for inline YAML), or RenderError saying why it is refused."""
         if inline_ok and "\n" in entry:
             return None
@@ -190,6 +187,7 @@ class _Preflight:
         return real
 
     def visit(self, directory: Path) -> None:
+        """Check the kustomization of ``directory`` and, through them, every base and component it reads."""
         real = directory.resolve()
         if real in self.seen:
             return
@@ -198,6 +196,15 @@ class _Preflight:
         if kfile is None:
             return  # kustomize itself reports a resource directory without a kustomization
         k = self.load(kfile)
+        self.check_helm_fields(kfile, k)
+        self.check_dirs_or_files(kfile, k)
+        self.check_files(kfile, k)
+        self.check_generators(kfile, k)
+        openapi = k.get("openapi")
+        if isinstance(openapi, dict) and isinstance(openapi.get("path"), str):
+            self.resolve(kfile, openapi["path"], where="openapi.path")
+
+    def check_helm_fields(self, kfile: Path, k: dict[str, Any]) -> None:
         for key in _HELM_FIELDS:
             if k.get(key) and not (self.enable_helm and key in ("helmCharts", "helmGlobals")):
                 raise self.fail(
@@ -207,37 +214,44 @@ class _Preflight:
                 )
         if self.enable_helm and k.get("helmCharts"):
             self.check_helm_charts(kfile, k)
+
+    def check_dirs_or_files(self, kfile: Path, k: dict[str, Any]) -> None:
+        """resources, bases, components and plugin configs: directories are visited in turn."""
         for key in _DIR_OR_FILE_FIELDS:
             plugin = key in _PLUGIN_FIELDS
             for i, entry in enumerate(self.strings(kfile, k, key)):
-                if (p := self.resolve(kfile, entry, f"{key}[{i}]", inline_ok=plugin)) is None:
+                if (p := self.resolve(kfile, entry, where=f"{key}[{i}]", inline_ok=plugin)) is None:
                     self.scan_plugin(kfile, self.parse_docs(entry), f"{key}[{i}]")
                 elif p.is_dir():
                     self.visit(p)
                 elif plugin:
                     self.scan_plugin(kfile, self.load_docs(p), f"{key}[{i}]")
+
+    def check_files(self, kfile: Path, k: dict[str, Any]) -> None:
+        """Fields that name single files (crds, patches, replacements ...)."""
         for key in _FILE_FIELDS:
             for i, entry in enumerate(self.strings(kfile, k, key)):
                 inline = key == "patchesStrategicMerge"
-                if (p := self.resolve(kfile, entry, f"{key}[{i}]", inline_ok=inline)) is not None and p.is_dir():
+                p = self.resolve(kfile, entry, where=f"{key}[{i}]", inline_ok=inline)
+                if p is not None and p.is_dir():
                     raise self.fail(kfile, f"{key}[{i}]: {entry!r} is a directory, expected a file")
         for key in ("patches", "patchesJson6902", "replacements"):
             for i, item in enumerate(self.items(kfile, k, key)):
                 if isinstance(item.get("path"), str):
-                    self.resolve(kfile, item["path"], f"{key}[{i}].path")
+                    self.resolve(kfile, item["path"], where=f"{key}[{i}].path")
+
+    def check_generators(self, kfile: Path, k: dict[str, Any]) -> None:
+        """The files and env files of ConfigMap and Secret generators."""
         for key in ("configMapGenerator", "secretGenerator"):
             for i, gen in enumerate(self.items(kfile, k, key)):
                 for j, entry in enumerate(gen.get("files") or []):
                     if isinstance(entry, str):
-                        self.resolve(kfile, entry.partition("=")[2] or entry, f"{key}[{i}].files[{j}]")
+                        self.resolve(kfile, entry.partition("=")[2] or entry, where=f"{key}[{i}].files[{j}]")
                 for j, entry in enumerate(gen.get("envs") or []):
                     if isinstance(entry, str):
-                        self.resolve(kfile, entry, f"{key}[{i}].envs[{j}]")
+                        self.resolve(kfile, entry, where=f"{key}[{i}].envs[{j}]")
                 if isinstance(gen.get("env"), str):
-                    self.resolve(kfile, gen["env"], f"{key}[{i}].env")
-        openapi = k.get("openapi")
-        if isinstance(openapi, dict) and isinstance(openapi.get("path"), str):
-            self.resolve(kfile, openapi["path"], "openapi.path")
+                    self.resolve(kfile, gen["env"], where=f"{key}[{i}].env")
 
     def load_docs(self, p: Path) -> list[Any]:
         try:
@@ -312,7 +326,7 @@ def _walk_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _walk_strings(v, f"{path}[{i}]")
 
 
-def preflight(root: Path, directory: Path, limits: Limits, *, enable_helm: bool = False) -> None:
+def preflight(root: Path, directory: Path, *, limits: Limits, enable_helm: bool = False) -> None:
     """Refuse the kustomization in ``directory`` if building it could touch the network or leave ``root``.
 
     ``enable_helm`` allows ``helmCharts`` whose charts are already in the tree (see ``run_build``).
@@ -324,20 +338,13 @@ def preflight(root: Path, directory: Path, limits: Limits, *, enable_helm: bool 
 
 
 def _env(home: str) -> dict[str, str]:
-    env = {
-        "PATH": "/nonexistent",
-        "HOME": home,
+    """kustomize's own variables on top of the sealed environment (toolrun.sealed_env)."""
+    return {
         "XDG_CONFIG_HOME": home,
         "XDG_CACHE_HOME": home,
         "KUSTOMIZE_PLUGIN_HOME": str(Path(home) / "no-plugins"),
         "GIT_ALLOW_PROTOCOL": "none",
-        "LANG": "C.UTF-8",
-        "NO_PROXY": "",
-        "no_proxy": "",
     }
-    for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        env[key] = _DEAD_PROXY
-    return env
 
 
 def _clean_message(stderr: str, root: Path) -> str:
@@ -364,8 +371,8 @@ def _helm_flags(file: str, kube_version: str | None, api_versions: Sequence[str]
 def run_build(
     root: Path,
     directory: Path,
-    max_output: int,
     *,
+    max_output: int,
     file: str | None = None,
     enable_helm: bool = False,
     helm_kube_version: str | None = None,
@@ -384,45 +391,21 @@ def run_build(
     kfile = find_kustomization(directory)
     file = file or _rel(root, kfile or directory)
     binary = require_binary(file)
-    with tempfile.TemporaryDirectory(prefix="reconciler-kustomize-") as home:
-        out_path = Path(home) / "out.yaml"
-        extensions = list(_NO_EXTENSIONS)
-        if enable_helm:
-            extensions.remove("--enable-helm=false")
-            extensions += _helm_flags(file, helm_kube_version, helm_api_versions)
-        cmd = [binary, "build", "--load-restrictor", "LoadRestrictionsRootOnly", *extensions, str(directory)]
-        try:
-            with out_path.open("wb") as out:
-                proc = subprocess.run(
-                    cmd,
-                    stdout=out,
-                    stderr=subprocess.PIPE,
-                    stdin=subprocess.DEVNULL,
-                    env=_env(home),
-                    cwd=home,
-                    timeout=TIMEOUT_SECONDS,
-                    check=False,
-                )
-        except subprocess.TimeoutExpired:
-            raise RenderError(
-                file, None, f"kustomize build of {_rel(root, directory)} did not finish within {TIMEOUT_SECONDS:.0f}s"
-            ) from None
-        except OSError as e:
-            raise RenderError(file, None, f"cannot run kustomize ({binary}): {e.strerror or e}") from None
-        stderr = proc.stderr.decode("utf-8", "replace")
-        if proc.returncode != 0:
-            raise RenderError(
-                file, None, f"kustomize build of {_rel(root, directory)} failed: {_clean_message(stderr, root)}"
-            )
-        size = out_path.stat().st_size
-        if size > max_output:
-            raise RenderError(
-                file,
-                None,
-                f"kustomize build output ({size} bytes) exceeds the remaining limit of "
-                f"{max_output} bytes (max_total_bytes)",
-            )
-        try:
-            return out_path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise RenderError(file, None, f"kustomize output is not UTF-8 (byte {e.start})") from None
+    extensions = list(_NO_EXTENSIONS)
+    if enable_helm:
+        extensions.remove("--enable-helm=false")
+        extensions += _helm_flags(file, helm_kube_version, helm_api_versions)
+    run = toolrun.ToolRun(
+        tool="kustomize",
+        what=f"kustomize build of {_rel(root, directory)}",
+        file=file,
+        max_output=max_output,
+        env=_env,
+        clean=lambda stderr: _clean_message(stderr, root),
+        too_large=lambda size: (
+            f"kustomize build output ({size} bytes) exceeds the remaining limit of {max_output} bytes (max_total_bytes)"
+        ),
+        timeout=TIMEOUT_SECONDS,
+    )
+    cmd = [binary, "build", "--load-restrictor", "LoadRestrictionsRootOnly", *extensions, str(directory)]
+    return toolrun.run_tool(cmd, run=run)

@@ -9,8 +9,8 @@ later checks against discovery and ignores a namespace set on a cluster-scoped o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 from reconciler.render.manifests import Manifest
 from reconciler.render.selectors import group_version
@@ -64,20 +64,36 @@ def group_kind(obj: dict[str, Any]) -> tuple[str, str]:
     return group_version(str(obj.get("apiVersion", "")))[0], str(obj.get("kind", ""))
 
 
+class CrdName(NamedTuple):
+    """What a CustomResourceDefinition of the render declares about its kind."""
+
+    group: str
+    kind: str
+    plural: Any  # spec.names.plural as written (callers check it is a non-empty string)
+    scope: Any  # spec.scope as written: "Cluster" or "Namespaced"
+
+
+def crd_names(objs: Iterable[dict[str, Any]]) -> Iterator[CrdName]:
+    """The kinds the CRDs among ``objs`` define; a CRD without a string group and kind is skipped
+    (the API server will refuse it with a better message than a render could)."""
+    for obj in objs:
+        if group_kind(obj) != ("apiextensions.k8s.io", "CustomResourceDefinition"):
+            continue
+        spec = s if isinstance(s := obj.get("spec"), dict) else {}
+        names = n if isinstance(n := spec.get("names"), dict) else {}
+        group, kind = spec.get("group"), names.get("kind")
+        if isinstance(group, str) and isinstance(kind, str):
+            yield CrdName(group, kind, names.get("plural"), spec.get("scope"))
+
+
 class Scope:
     """Answers "is this object cluster-scoped?" for one render."""
 
     def __init__(self, objs: Iterable[dict[str, Any]]) -> None:
         self.cluster: set[tuple[str, str]] = set(BUILTIN_CLUSTER_SCOPED)
         self.namespaced: set[tuple[str, str]] = set()
-        for obj in objs:
-            if group_kind(obj) != ("apiextensions.k8s.io", "CustomResourceDefinition"):
-                continue
-            spec = s if isinstance(s := obj.get("spec"), dict) else {}
-            names = n if isinstance(n := spec.get("names"), dict) else {}
-            group, kind = spec.get("group"), names.get("kind")
-            if isinstance(group, str) and isinstance(kind, str):
-                (self.cluster if spec.get("scope") == "Cluster" else self.namespaced).add((group, kind))
+        for crd in crd_names(objs):
+            (self.cluster if crd.scope == "Cluster" else self.namespaced).add((crd.group, crd.kind))
 
     def cluster_scoped(self, obj: dict[str, Any]) -> bool:
         gk = group_kind(obj)

@@ -21,10 +21,10 @@ from reconciler.render import selectors, yaml_safe
 class Limits:
     """Bounds on what one revision may make us parse, so a hostile repository cannot exhaust memory."""
 
-    max_file_bytes: int = 4 * 1024 * 1024
-    max_objects: int = 10_000
-    max_aliases: int = 100  # YAML alias uses per document, counted after expansion (billion-laughs guard)
-    max_total_bytes: int = 64 * 1024 * 1024
+    max_file_bytes: int = 4 * 1024 * 1024  # bytes of one file (and of one object after substitution); default 4 MiB
+    max_objects: int = 10_000  # objects in one revision; default 10,000
+    max_aliases: int = 100  # YAML alias uses per document, counted after expansion (billion-laughs guard); default 100
+    max_total_bytes: int = 64 * 1024 * 1024  # bytes read and rendered for one revision; default 64 MiB
 
 
 TARGET_KEYS = ("group", "version", "kind", "name", "namespace", "labelSelector", "annotationSelector")
@@ -39,8 +39,8 @@ class Patch:
     namespace are anchored regular expressions, as in kustomize.
     """
 
-    patch: str
-    target: Mapping[str, str] | None = None
+    patch: str  # the patch text; no default
+    target: Mapping[str, str] | None = None  # which objects; default None (a strategic merge names its object)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Patch:
@@ -63,41 +63,60 @@ class Patch:
     def check(self) -> None:
         """Raise ValueError (naming the field) unless the patch text and target are usable."""
         if self.target is not None:
-            for key, value in self.target.items():
-                if key not in TARGET_KEYS:
-                    raise ValueError(f"target.{key}: unknown field (expected one of {', '.join(TARGET_KEYS)})")
-                if not isinstance(value, str):
-                    raise ValueError(f"target.{key}: must be a string")
-            selectors.Target.parse(self.target)  # regex and selector syntax, with the field named
-        try:
-            docs = [d for d in yaml_safe.load_all(self.patch, max_aliases=100, max_nodes=1 << 20) if d is not None]
-        except yaml_safe.YAMLLimitError as e:
-            raise ValueError(f"patch: {e.why}") from e
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise ValueError(f"patch: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from e
-        if not docs:
-            raise ValueError("patch: is empty")
+            _check_target(self.target)
+        docs = _patch_documents(self.patch)
         if len(docs) == 1 and isinstance(docs[0], list):
             if self.target is None:
                 raise ValueError("target: a JSON6902 patch needs a target (at least kind)")
-            for i, op in enumerate(docs[0]):
-                if not isinstance(op, dict) or not isinstance(op.get("op"), str) or not isinstance(op.get("path"), str):
-                    raise ValueError(f"patch: operation {i} needs string fields op and path")
+            _check_operations(docs[0])
             return
         for i, doc in enumerate(docs):
             if not isinstance(doc, dict):
                 raise ValueError(f"patch: document {i + 1} is neither a JSON6902 list nor a strategic-merge object")
             if self.target is None:
-                md = doc.get("metadata")
-                if not (doc.get("apiVersion") and doc.get("kind") and isinstance(md, dict) and md.get("name")):
-                    raise ValueError(
-                        "patch: a strategic-merge patch without a target needs apiVersion, kind and metadata.name "
-                        "(they select the object it patches)"
-                    )
+                _check_untargeted(doc)
         if self.target is not None and len(docs) > 1:
             raise ValueError("patch: a strategic-merge patch with a target must be a single document")
+
+
+def _check_target(target: Mapping[str, Any]) -> None:
+    for key, value in target.items():
+        if key not in TARGET_KEYS:
+            raise ValueError(f"target.{key}: unknown field (expected one of {', '.join(TARGET_KEYS)})")
+        if not isinstance(value, str):
+            raise ValueError(f"target.{key}: must be a string")
+    selectors.Target.parse(target)  # regex and selector syntax, with the field named
+
+
+def _patch_documents(text: str) -> list[Any]:
+    """The non-empty YAML documents of a patch text; ValueError naming ``patch`` otherwise."""
+    try:
+        docs = [d for d in yaml_safe.load_all(text, max_aliases=100, max_nodes=1 << 20) if d is not None]
+    except yaml_safe.YAMLLimitError as e:
+        raise ValueError(f"patch: {e.why}") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"patch: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from e
+    if not docs:
+        raise ValueError("patch: is empty")
+    return docs
+
+
+def _check_operations(ops: list[Any]) -> None:
+    for i, op in enumerate(ops):
+        if not isinstance(op, dict) or not isinstance(op.get("op"), str) or not isinstance(op.get("path"), str):
+            raise ValueError(f"patch: operation {i} needs string fields op and path")
+
+
+def _check_untargeted(doc: Mapping[str, Any]) -> None:
+    """A strategic-merge patch without a target selects its object by its own identity."""
+    md = doc.get("metadata")
+    if not (doc.get("apiVersion") and doc.get("kind") and isinstance(md, dict) and md.get("name")):
+        raise ValueError(
+            "patch: a strategic-merge patch without a target needs apiVersion, kind and metadata.name "
+            "(they select the object it patches)"
+        )
 
 
 _NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -111,11 +130,13 @@ class RenderOptions:
     written.  A mapping, even an empty one, turns strict substitution on (see substitute).
     """
 
-    substitute: Mapping[str, str] | None = None
-    secret_vars: frozenset[str] = frozenset()  # names whose values came from Secrets: never echoed in errors
-    patches: Sequence[Patch] = ()
-    target_namespace: str | None = None
-    limits: Limits = Limits()
+    substitute: Mapping[str, str] | None = None  # ``${VAR}`` values; default None (no substitution)
+    secret_vars: frozenset[str] = (
+        frozenset()
+    )  # names whose values came from Secrets: never echoed in errors; default none
+    patches: Sequence[Patch] = ()  # applied in order after the build; default none
+    target_namespace: str | None = None  # namespace for every namespaced object; default None (as written)
+    limits: Limits = Limits()  # parsing bounds; default Limits()
 
     def secret_values(self) -> frozenset[str]:
         """The values that must never appear in an error message."""

@@ -24,6 +24,7 @@ import copy
 import json
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,28 @@ from reconciler.render.selectors import Target
 _RETRY_LIMIT = 50  # object-by-object re-runs to find the culprit of a failed strategic-merge patch
 
 
+@dataclass(frozen=True)
+class _Patching:
+    """What every step of applying one patch needs: which patch it is, and the render's scope and limits."""
+
+    i: int  # the patch's index in the GitSync's ``patches``, for messages
+    scope: Scope
+    limits: Limits
+
+
 def apply_patches(
-    manifests: Sequence[Manifest], patches: Sequence[Patch], scope: Scope, limits: Limits
+    manifests: Sequence[Manifest], patches: Sequence[Patch], *, scope: Scope, limits: Limits
 ) -> list[Manifest]:
     """``manifests`` with every patch applied in order; a patch selecting nothing is not an error."""
     out = list(manifests)
     for i, patch in enumerate(patches):
-        out = _apply(out, i, patch, scope, limits)
+        out = _apply(out, patch, _Patching(i, scope, limits))
     return out
+
+
+def _blame(m: Manifest, why: str) -> RenderError:
+    """The error for a patch that broke on ``m``: names its file, document and object."""
+    return RenderError.about(describe(m.obj), file=m.file, doc=m.doc, why=why)
 
 
 def _parse(i: int, patch: Patch, limits: Limits) -> tuple[list[Any], Target | None]:
@@ -68,15 +83,16 @@ def _parse(i: int, patch: Patch, limits: Limits) -> tuple[list[Any], Target | No
     return [d for d in docs if d is not None], target
 
 
-def _apply(ms: list[Manifest], i: int, patch: Patch, scope: Scope, limits: Limits) -> list[Manifest]:
-    docs, target = _parse(i, patch, limits)
+def _apply(ms: list[Manifest], patch: Patch, ctx: _Patching) -> list[Manifest]:
+    docs, target = _parse(ctx.i, patch, ctx.limits)
     if len(docs) == 1 and isinstance(docs[0], list):
         assert target is not None  # Patch.check insists
-        return _json6902(ms, i, docs[0], target, scope)
-    return _strategic_merge(ms, i, docs, target, scope, limits)
+        return _json6902(ms, docs[0], target=target, ctx=ctx)
+    return _strategic_merge(ms, docs, target=target, ctx=ctx)
 
 
-def _json6902(ms: list[Manifest], i: int, ops: list[Any], target: Target, scope: Scope) -> list[Manifest]:
+def _json6902(ms: list[Manifest], ops: list[Any], *, target: Target, ctx: _Patching) -> list[Manifest]:
+    i, scope = ctx.i, ctx.scope
     try:
         steps = [jsonpatch.JsonPatch([op]) for op in ops]  # one by one, to name the operation that fails
     except (jsonpatch.InvalidJsonPatch, jsonpatch.JsonPointerException, TypeError, ValueError) as e:
@@ -92,19 +108,18 @@ def _json6902(ms: list[Manifest], i: int, ops: list[Any], target: Target, scope:
                 new = step.apply(new, in_place=True)
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError, TypeError) as e:
                 op = ops[k]
-                raise RenderError(
-                    m.file,
-                    m.doc,
-                    f"patches[{i}] (JSON6902) operation {k} ({op.get('op')} {op.get('path')}) failed: {_safe(e)}",
-                    obj=describe(m.obj),
-                ) from None
-        try:
-            out.append(Manifest(check_object(new, m.file, m.doc), m.file, m.doc))
-        except ManifestError as e:
-            raise RenderError(
-                m.file, m.doc, f"patches[{i}] (JSON6902) left an invalid object: {e.why}", obj=describe(m.obj)
-            ) from None
+                why = f"patches[{i}] (JSON6902) operation {k} ({op.get('op')} {op.get('path')}) failed: {_safe(e)}"
+                raise _blame(m, why) from None
+        out.append(Manifest(_checked(new, m, f"patches[{i}] (JSON6902)"), m.file, m.doc))
     return out
+
+
+def _checked(obj: dict[str, Any], m: Manifest, how: str) -> dict[str, Any]:
+    """``obj`` (what a patch made of ``m``) if it is still a valid object; RenderError otherwise."""
+    try:
+        return check_object(obj, m.file, m.doc)
+    except ManifestError as e:
+        raise _blame(m, f"{how} left an invalid object: {e.why}") from None
 
 
 def _safe(e: Exception) -> str:
@@ -155,9 +170,8 @@ _Entry = tuple[int | None, dict[str, Any]]
 _CATCH_ALL = {"name": ".*"}  # every object handed to a run is one the patch selected
 
 
-def _strategic_merge(
-    ms: list[Manifest], i: int, docs: list[Any], target: Target | None, scope: Scope, limits: Limits
-) -> list[Manifest]:
+def _strategic_merge(ms: list[Manifest], docs: list[Any], *, target: Target | None, ctx: _Patching) -> list[Manifest]:
+    scope = ctx.scope
     runs: list[tuple[list[int], list[_Entry]]] = []
     if target is not None:
         # One entry for all: with a target, kustomize applies the patch to each selected object with that
@@ -176,7 +190,7 @@ def _strategic_merge(
             runs.append((sorted({idx for idx, _ in entries if idx is not None}), entries))
     patched: dict[int, dict[str, Any] | None] = {}
     for idxs, run_entries in runs:
-        patched.update(_run_or_blame(ms, idxs, run_entries, i, limits))
+        patched.update(_run_or_blame(ms, idxs, entries=run_entries, ctx=ctx))
     out: list[Manifest] = []
     for idx, m in enumerate(ms):
         if idx not in patched:
@@ -195,11 +209,11 @@ def _for(entries: list[_Entry], idx: int) -> list[_Entry]:
 
 
 def _run_or_blame(
-    ms: list[Manifest], indices: list[int], entries: list[_Entry], i: int, limits: Limits
+    ms: list[Manifest], indices: list[int], *, entries: list[_Entry], ctx: _Patching
 ) -> dict[int, dict[str, Any] | None]:
     """One kustomize run; if it fails, re-run object by object to name the object in the error."""
     try:
-        return _run(ms, indices, entries, i, limits)
+        return _run(ms, indices, entries=entries, ctx=ctx)
     except RenderError as e:
         batch_error = e
     culprit: tuple[int, str] | None = None
@@ -208,14 +222,13 @@ def _run_or_blame(
     else:
         for idx in indices[:_RETRY_LIMIT]:
             try:
-                _run(ms, [idx], _for(entries, idx), i, limits)
+                _run(ms, [idx], entries=_for(entries, idx), ctx=ctx)
             except RenderError as single:
                 culprit = idx, _strip(single.why)
                 break
     if culprit is None:
-        raise RenderError(f"patches[{i}]", None, f"strategic-merge patch failed: {_strip(batch_error.why)}")
-    m = ms[culprit[0]]
-    raise RenderError(m.file, m.doc, f"patches[{i}] (strategic merge) failed: {culprit[1]}", obj=describe(m.obj))
+        raise RenderError(f"patches[{ctx.i}]", None, f"strategic-merge patch failed: {_strip(batch_error.why)}")
+    raise _blame(ms[culprit[0]], f"patches[{ctx.i}] (strategic merge) failed: {culprit[1]}")
 
 
 def _strip(why: str) -> str:
@@ -224,9 +237,10 @@ def _strip(why: str) -> str:
 
 
 def _run(
-    ms: list[Manifest], indices: list[int], entries: list[_Entry], i: int, limits: Limits
+    ms: list[Manifest], indices: list[int], *, entries: list[_Entry], ctx: _Patching
 ) -> dict[int, dict[str, Any] | None]:
     """Run kustomize on the selected objects with their patches; object index -> patched object (None: deleted)."""
+    i, limits = ctx.i, ctx.limits
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -240,7 +254,7 @@ def _run(
             "\n---\n".join(json.dumps(ms[idx].obj, ensure_ascii=False) for idx in indices), encoding="utf-8"
         )
         (d / "kustomization.yaml").write_text(json.dumps(kustomization, ensure_ascii=False), encoding="utf-8")
-        text = kustomize.run_build(d, d, limits.max_total_bytes, file=f"patches[{i}]")
+        text = kustomize.run_build(d, d, max_output=limits.max_total_bytes, file=f"patches[{i}]")
     try:
         docs = yaml_safe.load_all(text, max_aliases=limits.max_aliases, max_nodes=limits.max_file_bytes)
     except (yaml.YAMLError, yaml_safe.YAMLLimitError) as e:  # pragma: no cover - kustomize writes plain YAML
@@ -262,14 +276,5 @@ def _run(
         result[idx] = obj
     for idx, obj in result.items():
         if obj is not None:
-            m = ms[idx]
-            try:
-                check_object(obj, m.file, m.doc)
-            except ManifestError as e:
-                raise RenderError(
-                    m.file,
-                    m.doc,
-                    f"patches[{i}] (strategic merge) left an invalid object: {e.why}",
-                    obj=describe(m.obj),
-                ) from None
+            _checked(obj, ms[idx], f"patches[{i}] (strategic merge)")
     return result

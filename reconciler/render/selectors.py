@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from reconciler.render import patterns
@@ -30,21 +31,30 @@ _CMP_RE = re.compile(rf"({_KEY})\s*(==|!=|=)\s*({_VALUE})")
 _EXISTS_RE = re.compile(rf"(!?)\s*({_KEY})")
 
 
+class Operator(StrEnum):
+    """A label selector requirement's operator, as kustomize's selector parser names it."""
+
+    IN = "in"  # key=value, key==value, key in (a,b)
+    NOT_IN = "notin"  # key!=value, key notin (a,b): also matches objects without the key
+    EXISTS = "exists"  # key
+    NOT_EXISTS = "!exists"  # !key
+
+
 @dataclass(frozen=True)
 class Requirement:
     key: str
-    op: str  # in, notin, exists, !exists
+    op: Operator
     values: frozenset[str]
 
     def matches(self, labels: Mapping[str, Any]) -> bool:
         present = self.key in labels
         value = labels.get(self.key)
         text = value if isinstance(value, str) else ("" if value is None else str(value))
-        if self.op == "exists":
+        if self.op == Operator.EXISTS:
             return present
-        if self.op == "!exists":
+        if self.op == Operator.NOT_EXISTS:
             return not present
-        if self.op == "in":
+        if self.op == Operator.IN:
             return present and text in self.values
         return not present or text not in self.values  # notin (and !=) match objects without the key
 
@@ -82,11 +92,11 @@ def parse_selector(selector: str, field: str) -> tuple[Requirement, ...]:
             values = frozenset(v.strip() for v in m[3].split(",") if v.strip())
             if not values:
                 raise ValueError(f"{field}: {term.strip()!r} needs at least one value in (...)")
-            out.append(Requirement(m[1], m[2], values))
+            out.append(Requirement(m[1], Operator(m[2]), values))
         elif m := _CMP_RE.fullmatch(term):
-            out.append(Requirement(m[1], "notin" if m[2] == "!=" else "in", frozenset([m[3]])))
+            out.append(Requirement(m[1], Operator.NOT_IN if m[2] == "!=" else Operator.IN, frozenset([m[3]])))
         elif m := _EXISTS_RE.fullmatch(term):
-            out.append(Requirement(m[2], "!exists" if m[1] else "exists", frozenset()))
+            out.append(Requirement(m[2], Operator.NOT_EXISTS if m[1] else Operator.EXISTS, frozenset()))
         else:
             raise ValueError(
                 f"{field}: cannot parse {term.strip()!r} (expected key=value, key!=value, "

@@ -144,7 +144,7 @@ def disabled(obj: Mapping[str, Any]) -> bool:
 
 
 def substitute_manifest(
-    m: Manifest, variables: Mapping[str, str], secret_vars: frozenset[str], limits: Limits
+    m: Manifest, variables: Mapping[str, str], *, secret_vars: frozenset[str], limits: Limits
 ) -> Manifest:
     """``m`` with its variables expanded (see the module docstring); RenderError naming object and variable."""
     if disabled(m.obj) or not _has_dollar(m.obj):
@@ -154,18 +154,13 @@ def substitute_manifest(
         new, used = substitute_text(text, variables)
     except SubstitutionError as e:
         field = find_field(m.obj, e.expression)
-        raise RenderError(m.file, m.doc, e.why + (f" (field {field})" if field else ""), obj=describe(m.obj)) from None
+        raise _blame(m, e.why + (f" (field {field})" if field else "")) from None
     if new == text:
         return m
     names = ", ".join(f"${{{n}}}" for n in used)
     secret_used = [n for n in used if n in secret_vars]
     if len(new) > limits.max_file_bytes:
-        raise RenderError(
-            m.file,
-            m.doc,
-            f"substituting {names} makes the object larger than {limits.max_file_bytes} bytes",
-            obj=describe(m.obj),
-        )
+        raise _blame(m, f"substituting {names} makes the object larger than {limits.max_file_bytes} bytes")
     try:
         docs = yaml_safe.load_all(new, max_aliases=limits.max_aliases, max_nodes=limits.max_file_bytes)
         if len(docs) != 1:
@@ -180,11 +175,13 @@ def substitute_manifest(
             mark = getattr(e, "problem_mark", None)
             at = f"line {mark.line + 1} of the substituted object: " if mark is not None else ""
             detail = at + str(getattr(e, "problem", None) or getattr(e, "why", None) or e)
-        raise RenderError(
-            m.file,
-            m.doc,
+        raise _blame(
+            m,
             f"substituting {names} did not give a valid object ({detail}); values are inserted as YAML text, "
             "so a value with YAML syntax (': ', '#', a newline, brackets) changes the structure",
-            obj=describe(m.obj),
         ) from None
     return Manifest(obj, m.file, m.doc)
+
+
+def _blame(m: Manifest, why: str) -> RenderError:
+    return RenderError.about(describe(m.obj), file=m.file, doc=m.doc, why=why)

@@ -212,7 +212,7 @@ def _children(node: Node) -> Iterator[Node]:
         yield from node.value
 
 
-def measure(root: Node, doc: int, max_aliases: int, max_nodes: int) -> int:
+def measure(root: Node, doc: int, *, max_aliases: int, max_nodes: int) -> int:
     """Alias uses of the expanded document; raises YAMLLimitError past a limit or on a recursive alias.
 
     Iterative, memoised post-order walk.  A node reached a second time is an alias use (the
@@ -310,7 +310,7 @@ def load_all(text: str, *, max_aliases: int, max_nodes: int) -> list[Any]:
     for offset, chunk in split_documents(text):
         doc = len(docs) + 1
         try:
-            docs.append(_load_quote_escapes(chunk, doc, offset, max_aliases=max_aliases, max_nodes=max_nodes))
+            docs.append(_load_quote_escapes(chunk, doc, offset=offset, max_aliases=max_aliases, max_nodes=max_nodes))
         except YAMLLimitError as e:
             e.doc = e.doc or doc
             raise
@@ -352,7 +352,7 @@ def _shift(mark: Any, lines: int) -> Any:
     return yaml.Mark(mark.name, mark.index, mark.line + lines, mark.column, None, None)  # type: ignore[arg-type]
 
 
-def _load_quote_escapes(chunk: str, doc: int, offset: int, *, max_aliases: int, max_nodes: int) -> Any:
+def _load_quote_escapes(chunk: str, doc: int, *, offset: int, max_aliases: int, max_nodes: int) -> Any:
     """``_load_one``, reading ``\\'`` in a double-quoted scalar as go-yaml v2 does (a quote).
 
     libyaml stops at such an escape; the backslash is removed there and the part read
@@ -360,16 +360,16 @@ def _load_quote_escapes(chunk: str, doc: int, offset: int, *, max_aliases: int, 
     """
     for _ in range(_QUOTE_ESCAPE_FIXES):
         try:
-            return _load_one(chunk, doc, offset, max_aliases=max_aliases, max_nodes=max_nodes)
+            return _load_one(chunk, doc, offset=offset, max_aliases=max_aliases, max_nodes=max_nodes)
         except yaml.scanner.ScannerError as e:
             at = e.problem_mark.index if e.problem_mark is not None else -1
             if e.problem != "found unknown escape character" or chunk[at : at + 2] != "\\'":
                 raise
             chunk = chunk[:at] + chunk[at + 1 :]
-    return _load_one(chunk, doc, offset, max_aliases=max_aliases, max_nodes=max_nodes)
+    return _load_one(chunk, doc, offset=offset, max_aliases=max_aliases, max_nodes=max_nodes)
 
 
-def _load_one(chunk: str, doc: int, offset: int, *, max_aliases: int, max_nodes: int) -> Any:
+def _load_one(chunk: str, doc: int, *, offset: int, max_aliases: int, max_nodes: int) -> Any:
     """The one document kubectl reads from one ``---``-separated part of a file."""
     loader = Loader(chunk)
     loader.doc, loader.line_offset, loader.source = doc, offset, chunk
@@ -381,7 +381,7 @@ def _load_one(chunk: str, doc: int, offset: int, *, max_aliases: int, max_nodes:
         if node is None:
             return None
         try:
-            measure(node, doc, max_aliases, max_nodes)
+            measure(node, doc, max_aliases=max_aliases, max_nodes=max_nodes)
         except YAMLLimitError as e:
             e.line = None if e.line is None else e.line + offset
             raise

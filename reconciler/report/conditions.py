@@ -8,9 +8,21 @@ retrying cannot help (an invalid spec). Healthy and Drifted are ours.
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
-READY, RECONCILING, STALLED, HEALTHY, DRIFTED = "Ready", "Reconciling", "Stalled", "Healthy", "Drifted"
+
+class ConditionType(StrEnum):
+    """The condition types a GitSync carries, in the order they are listed in its status."""
+
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    HEALTHY = "Healthy"
+    DRIFTED = "Drifted"
+
+
+READY, RECONCILING, STALLED, HEALTHY, DRIFTED = tuple(ConditionType)
 MAX_MESSAGE = 1024
 
 
@@ -19,7 +31,7 @@ def now() -> str:
 
 
 def set_condition(
-    conditions: list[dict[str, Any]], type_: str, status: bool, reason: str, message: str, generation: int
+    conditions: list[dict[str, Any]], type_: str, *, status: bool, reason: str, message: str, generation: int
 ) -> list[dict[str, Any]]:
     """Return the conditions with ``type_`` set; lastTransitionTime moves only when the status does."""
     value = "True" if status else "False"
@@ -28,7 +40,7 @@ def set_condition(
     changed = old is None or old.get("status") != value
     out.append(
         {
-            "type": type_,
+            "type": str(type_),  # a plain str: status is written as JSON and YAML
             "status": value,
             "reason": reason,
             "message": message[:MAX_MESSAGE],
@@ -36,7 +48,7 @@ def set_condition(
             "lastTransitionTime": now() if changed else old.get("lastTransitionTime", now()),  # type: ignore[union-attr]
         }
     )
-    order = [READY, RECONCILING, STALLED, HEALTHY, DRIFTED]
+    order = list(ConditionType)
     return sorted(out, key=lambda c: order.index(c["type"]) if c["type"] in order else len(order))
 
 

@@ -16,7 +16,7 @@ WSGI server the Pylons project keeps (pure Python, no C extension).
 
 What waitress does not do by itself is bound a connection that trickles a byte every few
 seconds (its ``channel_timeout`` counts from the last byte); :class:`_Listener` adds that
-deadline.  The figures the controller uses are in ``reconciler/controller.py`` and
+deadline.  The figures the controller uses are in ``reconciler/gitsync/loop.py`` and
 ``docs/controller.md``.
 """
 
@@ -50,12 +50,12 @@ class Limits:
     requests run the application at once.
     """
 
-    read_timeout: int = 5
-    deadline: int = 15
-    max_body: int = 0
-    max_header: int = 16 * 1024
-    max_connections: int = 128
-    threads: int = 2
+    read_timeout: int = 5  # seconds of silence before closing; default 5
+    deadline: int = 15  # seconds a connection may live without being served; default 15
+    max_body: int = 0  # bytes of request body; default 0 (no body: /metrics and health take none)
+    max_header: int = 16 * 1024  # bytes of request line and headers; default 16 KiB
+    max_connections: int = 128  # open connections at once; default 128
+    threads: int = 2  # requests running the application at once; default 2
 
 
 class _Listener(TcpWSGIServer):

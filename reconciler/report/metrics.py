@@ -17,9 +17,18 @@ SYNC_LABELS = ("namespace", "name")
 
 
 class Metrics:
+    """Every series the controller exports, in one registry (a fresh one per test, the default in production)."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._reconcile_series(self.registry)
+        self._gitsync_series(self.registry)
+        self._process_series(self.registry)
+        self._chart_series(self.registry)
+        self.build_info.labels(reconciler.__version__).set(1)
+
+    def _reconcile_series(self, r: CollectorRegistry) -> None:
+        """How reconciles go: duration, results, fetch time, policy verdicts."""
         self.reconcile_duration = Histogram(
             "reconciler_reconcile_duration_seconds",
             "Time one reconcile of a GitSync took (fetch, render, plan, apply, prune, health).",
@@ -30,6 +39,22 @@ class Metrics:
         self.reconciles = Counter(
             "reconciler_reconcile", "Reconciles by result (success or failure).", (*SYNC_LABELS, "result"), registry=r
         )
+        self.fetch_duration = Histogram(
+            "reconciler_git_fetch_duration_seconds",
+            "Time to fetch the source revision.",
+            SYNC_LABELS,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.policy_violations = Gauge(
+            "reconciler_policy_violations",
+            "Policy violations in the last revision, per policy.",
+            (*SYNC_LABELS, "policy"),
+            registry=r,
+        )
+
+    def _gitsync_series(self, r: CollectorRegistry) -> None:
+        """The state of each GitSync now: what an alert rule compares."""
         self.ready = Gauge("reconciler_gitsync_ready", "1 if the GitSync is Ready.", SYNC_LABELS, registry=r)
         self.stalled = Gauge("reconciler_gitsync_stalled", "1 if the GitSync is Stalled.", SYNC_LABELS, registry=r)
         self.drift = Gauge(
@@ -53,16 +78,31 @@ class Metrics:
         self.managed = Gauge(
             "reconciler_managed_objects", "Objects in the GitSync's inventory.", SYNC_LABELS, registry=r
         )
+
+    def _process_series(self, r: CollectorRegistry) -> None:
+        """The controller itself: API traffic, webhooks, the EKS check, its version."""
         self.api_requests = Counter(
             "reconciler_api_requests", "Kubernetes API requests by verb.", ("verb",), registry=r
         )
-        self.fetch_duration = Histogram(
-            "reconciler_git_fetch_duration_seconds",
-            "Time to fetch the source revision.",
-            SYNC_LABELS,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        self.webhook_requests = Counter(
+            "reconciler_webhook_requests",
+            "Webhook requests by provider and result.",
+            ("provider", "result"),
             registry=r,
         )
+        self.eks_drift = Gauge(
+            "reconciler_eks_drift",
+            "Fields of the EKS cluster that differ from its eksctl ClusterConfig, per resource kind "
+            "(cluster, nodegroup, addon); see docs/eks.md.",
+            ("cluster", "kind"),
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "reconciler_build_info", "Version of the controller (value 1).", ("version",), registry=r
+        )
+
+    def _chart_series(self, r: CollectorRegistry) -> None:
+        """A GitSync's chart (spec.helm): how often helm ran, how long it took, what the chart cost on the wire."""
         self.helm_renders = Counter(
             "reconciler_helm_renders",
             "Chart renders of a GitSync by cache result (hit: no helm run; miss: helm template ran).",
@@ -83,29 +123,6 @@ class Metrics:
             SYNC_LABELS,
             registry=r,
         )
-        self.webhook_requests = Counter(
-            "reconciler_webhook_requests",
-            "Webhook requests by provider and result.",
-            ("provider", "result"),
-            registry=r,
-        )
-        self.policy_violations = Gauge(
-            "reconciler_policy_violations",
-            "Policy violations in the last revision, per policy.",
-            (*SYNC_LABELS, "policy"),
-            registry=r,
-        )
-        self.eks_drift = Gauge(
-            "reconciler_eks_drift",
-            "Fields of the EKS cluster that differ from its eksctl ClusterConfig, per resource kind "
-            "(cluster, nodegroup, addon); see docs/eks.md.",
-            ("cluster", "kind"),
-            registry=r,
-        )
-        self.build_info = Gauge(
-            "reconciler_build_info", "Version of the controller (value 1).", ("version",), registry=r
-        )
-        self.build_info.labels(reconciler.__version__).set(1)
 
     @staticmethod
     def drop_series(metric: Gauge, namespace: str, name: str) -> None:

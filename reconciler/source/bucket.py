@@ -45,9 +45,9 @@ class BucketLimits:
     manifest tree needs (rendering stops at 4 MiB a file, 64 MiB a revision).  The same numbers as
     a git export's (``limits.TreeLimits``), so a revision is bounded alike whatever its source."""
 
-    max_object_bytes: int = limits.DEFAULT.max_file_bytes
-    max_total_bytes: int = limits.DEFAULT.max_total_bytes
-    max_objects: int = limits.DEFAULT.max_files
+    max_object_bytes: int = limits.DEFAULT.max_file_bytes  # bytes of one object; default 64 MiB (as a git file)
+    max_total_bytes: int = limits.DEFAULT.max_total_bytes  # bytes under the prefix; default 1 GiB
+    max_objects: int = limits.DEFAULT.max_files  # objects under the prefix; default 50,000
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class BucketSource:
         key = hashlib.sha256(f"{endpoint or ''}\n{region or ''}\n{bucket}\n{prefix}".encode()).hexdigest()[:24]
         self._dir = Path(cache_dir) / "bucket" / key
         self._client: S3Client | None = None
-        self._current: tuple[Artifact, snapshot.Snapshot] | None = None
+        self._handed = snapshot.Handed()
         self._mutex = threading.Lock()
         self.downloaded = 0  # objects downloaded by the last fetch (0 when nothing changed)
         self._sizes: dict[str, int] = {}  # listed size of each key, the most a download may write
@@ -135,9 +135,7 @@ class BucketSource:
     def close(self) -> None:
         """Remove the snapshot handed out last; the object cache stays for the next process."""
         with self._mutex:
-            if self._current is not None:
-                self._current[1].release()
-                self._current = None
+            self._handed.release()
             if self._client is not None:
                 self._client.close()
                 self._client = None
@@ -193,8 +191,8 @@ class BucketSource:
             for key in listing:
                 snapshot.safe_parts(key)  # before anything is written: one bad key refuses the revision
             rev = revision(listing)
-            if self._current is not None and self._current[0].revision == rev:
-                return self._current[0]
+            if (same := self._handed.same(rev)) is not None:
+                return same
             objects = self._dir / "objects"
             objects.mkdir(exist_ok=True)
             for key, etag in listing.items():
@@ -209,10 +207,7 @@ class BucketSource:
                 snap.release()
                 raise
             _forget(objects, keep={cache_name(k, e) for k, e in listing.items()})
-            artifact = Artifact(revision=rev, path=snap.path)
-            previous, self._current = self._current, (artifact, snap)
-            if previous is not None:
-                previous[1].release()
+            artifact = self._handed.hand_out(snap, revision=rev)
         log.info("fetched %s: %s (%d objects, %d downloaded)", self._display, rev, len(listing), self.downloaded)
         return artifact
 

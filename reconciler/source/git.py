@@ -55,7 +55,7 @@ class GitSource:
         self._timeout = timeout
         key = hashlib.sha256(f"{self._remote.url}\n{self._remote.username}\n{ref!r}".encode()).hexdigest()[:24]
         self._dir = Path(cache_dir) / "git" / key
-        self._current: tuple[Artifact, snapshot.Snapshot] | None = None
+        self._handed = snapshot.Handed()
         self._mutex = threading.Lock()
 
     def __repr__(self) -> str:
@@ -82,9 +82,7 @@ class GitSource:
     def close(self) -> None:
         """Remove the snapshot handed out last; the cache repository stays for the next process."""
         with self._mutex:
-            if self._current is not None:
-                self._current[1].release()
-                self._current = None
+            self._handed.release()
 
     def __enter__(self) -> GitSource:
         return self
@@ -113,14 +111,11 @@ class GitSource:
                 name, sha = self._update(repo, deadline)
                 _check_pack(repo, repo_dir, self._limits)
                 revision = f"{name}@sha1:{sha}" if name else f"sha1:{sha}"
-                if self._current is not None and self._current[0].revision == revision:
-                    return self._current[0]
+                if (same := self._handed.same(revision)) is not None:
+                    return same
                 snapshot.collect(self._dir / "snapshots")
-                snap = snapshot.create(repo, sha, self._dir / "snapshots", limits=self._limits)
-            artifact = Artifact(revision=revision, path=snap.path)
-            previous, self._current = self._current, (artifact, snap)
-            if previous is not None:
-                previous[1].release()
+                snap = snapshot.create(repo, sha, root=self._dir / "snapshots", limits=self._limits)
+            artifact = self._handed.hand_out(snap, revision=revision)
         log.info("fetched %s %s: %s", self._display_url, self._ref, artifact.revision)
         return artifact
 

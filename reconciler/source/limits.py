@@ -22,9 +22,9 @@ MiB = 1024 * 1024
 class TreeLimits:
     """Per revision: files, bytes of the largest file, bytes of all files together."""
 
-    max_files: int = 50_000
-    max_file_bytes: int = 64 * MiB
-    max_total_bytes: int = 1024 * MiB
+    max_files: int = 50_000  # files (and symlinks) in one revision; default 50,000
+    max_file_bytes: int = 64 * MiB  # bytes of the largest file; default 64 MiB
+    max_total_bytes: int = 1024 * MiB  # bytes of all files together; default 1 GiB
 
 
 DEFAULT = TreeLimits()

@@ -23,10 +23,10 @@ _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 class GitRef:
     """Exactly one of the fields is set; none set follows the remote's default branch (HEAD)."""
 
-    branch: str | None = None
-    tag: str | None = None
-    semver: str | None = None
-    commit: str | None = None
+    branch: str | None = None  # follow this branch; default None
+    tag: str | None = None  # check out this tag; default None
+    semver: str | None = None  # the highest tag in this range; default None
+    commit: str | None = None  # this commit (40 hex); default None
 
     def __post_init__(self) -> None:
         chosen = [f.name for f in fields(self) if getattr(self, f.name) is not None]

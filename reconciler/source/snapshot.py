@@ -24,6 +24,7 @@ import git
 
 from reconciler.source import limits as limits_
 from reconciler.source import lock
+from reconciler.source.artifact import Artifact
 from reconciler.source.limits import TreeLimits
 
 
@@ -43,7 +44,38 @@ class Snapshot:
         os.close(self.lock_fd)
 
 
-def create(repo: git.Repo, sha: str, root: Path, *, limits: TreeLimits = limits_.DEFAULT) -> Snapshot:
+class Handed:
+    """The snapshot a source handed out last (git and bucket sources alike).
+
+    It stays on disk until the next revision replaces it, because a sync may still be reading
+    it; the same revision is handed out again without a new export; closing the source
+    removes it.  Callers hold the source's mutex around every call.
+    """
+
+    def __init__(self) -> None:
+        self._current: tuple[Artifact, Snapshot] | None = None
+
+    def same(self, revision: str) -> Artifact | None:
+        """The artifact already handed out, if it is of ``revision``."""
+        if self._current is not None and self._current[0].revision == revision:
+            return self._current[0]
+        return None
+
+    def hand_out(self, snap: Snapshot, *, revision: str) -> Artifact:
+        """``snap`` as the artifact of ``revision``; the one handed out before is removed."""
+        artifact = Artifact(revision=revision, path=snap.path)
+        previous, self._current = self._current, (artifact, snap)
+        if previous is not None:
+            previous[1].release()
+        return artifact
+
+    def release(self) -> None:
+        if self._current is not None:
+            self._current[1].release()
+            self._current = None
+
+
+def create(repo: git.Repo, sha: str, *, root: Path, limits: TreeLimits = limits_.DEFAULT) -> Snapshot:
     """Export ``sha`` into a new directory under ``root``; nothing is left behind on failure.
 
     The tree's entries and blob sizes (object headers, no content) are checked against ``limits``

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from cachetools import TTLCache
@@ -34,20 +35,40 @@ MAX_BODY = 5 * 1024 * 1024
 REPLAY_WINDOW = 3600.0  # seconds a delivery is remembered
 REPLAY_CAPACITY = 10_000  # deliveries remembered at most (the oldest go first)
 
+
+class Provider(StrEnum):
+    """Who sends the push: the path ``/hook/<provider>`` and how its delivery is signed."""
+
+    GITHUB = "github"  # X-Hub-Signature-256: HMAC-SHA256 of the body
+    GITLAB = "gitlab"  # X-Gitlab-Token: the shared secret itself
+    GENERIC = "generic"  # X-Signature: HMAC-SHA256 of the body
+
+
+class Result(StrEnum):
+    """What became of one request: the ``result`` label of ``reconciler_webhook_requests``."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+    PING = "ping"
+    REJECTED = "rejected"  # body too large
+    UNAUTHORIZED = "unauthorized"
+
+
 # Where each sender puts its delivery id (lower-cased, as in Receiver's header map); the first
 # one present counts.  GitHub's X-GitHub-Delivery is the same on a redelivery; GitLab's
 # Idempotency-Key (17.4+) is the same across its retries, X-Gitlab-Event-UUID (14.8+) is the
 # fallback for older GitLab.
 DELIVERY_HEADERS: dict[str, tuple[str, ...]] = {
-    "github": ("x-github-delivery",),
-    "gitlab": ("idempotency-key", "x-gitlab-event-uuid"),
-    "generic": ("x-delivery-id",),
+    Provider.GITHUB: ("x-github-delivery",),
+    Provider.GITLAB: ("idempotency-key", "x-gitlab-event-uuid"),
+    Provider.GENERIC: ("x-delivery-id",),
 }
 # Senders whose push payload is unique per push (it names the old and new commit and a
 # timestamp): for them a copy of a signed body is a replay even under a fresh delivery id,
 # which the signature does not cover.  A generic sender may legitimately send the same body
 # for every push, so its body is not remembered.
-UNIQUE_BODIES = frozenset({"github", "gitlab"})
+UNIQUE_BODIES = frozenset({Provider.GITHUB, Provider.GITLAB})
 
 
 @dataclass(frozen=True)
@@ -117,10 +138,11 @@ def _hmac_ok(secret: bytes, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(want, got[len(b"sha256=") :])
 
 
-def verify(provider: str, secret: bytes, body: bytes, headers: dict[str, str]) -> bool:
-    if provider == "github":
+def verify(provider: str, secret: bytes, *, body: bytes, headers: dict[str, str]) -> bool:
+    """Whether the delivery is signed (github, generic: HMAC-SHA256 of the body) or carries the token (gitlab)."""
+    if provider == Provider.GITHUB:
         return _hmac_ok(secret, body, headers.get("x-hub-signature-256"))
-    if provider == "gitlab":
+    if provider == Provider.GITLAB:
         token = _raw(headers.get("x-gitlab-token"))
         return token is not None and hmac.compare_digest(secret, token)
     return _hmac_ok(secret, body, headers.get("x-signature"))
@@ -180,9 +202,9 @@ class Deliveries:
 
 
 PARSERS: dict[str, Callable[[dict[str, Any]], Push]] = {
-    "github": parse_github,
-    "gitlab": parse_gitlab,
-    "generic": parse_generic,
+    Provider.GITHUB: parse_github,
+    Provider.GITLAB: parse_gitlab,
+    Provider.GENERIC: parse_generic,
 }
 
 
@@ -193,8 +215,8 @@ class Receiver:
         self,
         secret: bytes,
         on_push: Callable[[Push], int],
-        count: Callable[[str, str], None] = lambda provider, result: None,
         *,
+        count: Callable[[str, str], None] = lambda provider, result: None,
         deliveries: Deliveries | None = None,
     ) -> None:
         self._secret, self._on_push, self._count = secret, on_push, count
@@ -210,28 +232,28 @@ class Receiver:
         except ValueError:
             length = -1
         if not 0 <= length <= MAX_BODY:
-            self._count(provider, "rejected")
+            self._count(provider, Result.REJECTED)
             return self._reply(start, "413 Payload Too Large", {"error": "body too large"})
         body = environ["wsgi.input"].read(length)
         headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
-        if not verify(provider, self._secret, body, headers):
-            self._count(provider, "unauthorized")
+        if not verify(provider, self._secret, body=body, headers=headers):
+            self._count(provider, Result.UNAUTHORIZED)
             log.warning(
                 f"webhook {provider}: bad or missing signature from {environ.get('REMOTE_ADDR')}; ignored",
                 extra={"reason": "WebhookUnauthorized"},
             )
             return self._reply(start, "401 Unauthorized", {"error": "bad or missing signature"})
-        if provider == "github" and headers.get("x-github-event") == "ping":
-            self._count(provider, "ping")
+        if provider == Provider.GITHUB and headers.get("x-github-event") == "ping":
+            self._count(provider, Result.PING)
             return self._reply(start, "200 OK", {"ok": "pong"})
         try:
             push = PARSERS[provider](json.loads(body))
         except (ValueError, AttributeError) as e:
-            self._count(provider, "invalid")
+            self._count(provider, Result.INVALID)
             return self._reply(start, "400 Bad Request", {"error": f"not a {provider} push payload: {e}"})
         keys = delivery_keys(provider, headers, body)
         if not self._deliveries.claim(keys):
-            self._count(provider, "duplicate")
+            self._count(provider, Result.DUPLICATE)
             delivery = next((headers[h] for h in DELIVERY_HEADERS[provider] if headers.get(h)), "")
             log.info(
                 f"webhook {provider}: duplicate delivery {delivery[:80]!r} (already handled); ignored",
@@ -243,7 +265,7 @@ class Receiver:
         except BaseException:
             self._deliveries.release(keys)
             raise
-        self._count(provider, "accepted")
+        self._count(provider, Result.ACCEPTED)
         log.info(f"webhook {provider}: push to {sorted(push.repos)} ({push.branch}); {n} GitSync(s) triggered")
         return self._reply(start, "202 Accepted", {"triggered": n})
 

@@ -428,6 +428,8 @@ NARROW_ALLOWED = [
     _attrs("get", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
     _attrs("create", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
     _attrs("update", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
+    _attrs("list", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
+    _attrs("delete", "leases", "coordination.k8s.io", namespace=SYSTEM_NS),
 ]
 NARROW_DENIED = [
     # a GitSync's Secrets, ConfigMaps and inventory are read and written as its own identity
@@ -573,3 +575,23 @@ def test_controller_pods_pass_the_restricted_pod_security_standard(
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
     assert env["POD_NAMESPACE"] == "metadata.namespace"
     assert env["POD_NAME"] == "metadata.name"
+
+
+def test_the_scale_overlay_adds_a_disruption_budget_for_the_controller(
+    cluster: Any, kube: client.Kube, core: list[dict[str, Any]]
+) -> None:
+    """deploy/scale/ applies after the core: the API server accepts its PDB as written."""
+    path = f"/apis/policy/v1/namespaces/{SYSTEM_NS}/poddisruptionbudgets/reconciler"
+    res = kubectl(cluster, "apply", "-k", str(DEPLOY / "scale"))
+    try:
+        assert res.returncode == 0, res.stderr
+        pdb = kube.get(path)
+        deployment = next(d for d in core if d["kind"] == "Deployment")
+        assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+        assert pdb["spec"]["maxUnavailable"] == 1
+    finally:
+        try:
+            kube.request("DELETE", path)
+        except client.KubeError as e:
+            if not e.not_found:
+                raise

@@ -65,13 +65,13 @@ def test_describe_returns_endpoint_and_pem() -> None:
 
 def test_messages_stay_on_one_line_and_name_exception_classes() -> None:
     multi = bce.ClientError({"Error": {"Code": "Boom", "Message": "first\nsecond"}}, "DescribeCluster")
-    assert describe_aws_error("eks:DescribeCluster", "prod", multi, "eu-west-1") == (
+    assert describe_aws_error("eks:DescribeCluster", "prod", exc=multi, region="eu-west-1") == (
         "eks:DescribeCluster prod (eu-west-1): Boom: first second"
     )
-    no_creds = describe_aws_error("eks:DescribeCluster", "prod", bce.NoCredentialsError())
+    no_creds = describe_aws_error("eks:DescribeCluster", "prod", exc=bce.NoCredentialsError())
     assert no_creds.startswith("eks:DescribeCluster prod: NoCredentialsError: no AWS credentials found")
     unreachable = bce.EndpointConnectionError(endpoint_url="https://eks.eu-west-1.amazonaws.com/clusters/prod")
-    assert describe_aws_error("eks:DescribeCluster", "prod", unreachable, "eu-west-1") == (
+    assert describe_aws_error("eks:DescribeCluster", "prod", exc=unreachable, region="eu-west-1") == (
         "eks:DescribeCluster prod (eu-west-1): EndpointUnreachable: "
         'Could not connect to the endpoint URL: "https://eks.eu-west-1.amazonaws.com/clusters/prod"'
     )

@@ -79,7 +79,11 @@ def test_the_controller_role_is_narrow_and_the_broad_one_isolated() -> None:
     lease = _one("rbac.yaml", "Role", "gitops-reconciler-leader-election")
     assert lease["metadata"]["namespace"] == "reconciler-system"
     assert lease["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "list", "create", "update", "delete"],
+        }
     ]
     bound = {
         (b["kind"], b["roleRef"]["name"], s["name"])
@@ -228,3 +232,11 @@ def test_dockerfile_pins_agree_with_the_code() -> None:
     # the image's ENTRYPOINT runs reconciler; the Deployment only passes args
     assert '"reconciler"]' in runtime
     assert "command" not in _container()
+
+
+def test_disruption_budget_covers_the_controller_pods() -> None:
+    pdb = _one("scale/pdb.yaml", "PodDisruptionBudget", "reconciler")
+    assert pdb["metadata"]["namespace"] == _deployment()["metadata"]["namespace"]
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": _deployment()["spec"]["selector"]}
+    overlay = yaml.safe_load((DEPLOY / "scale" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["pdb.yaml"]

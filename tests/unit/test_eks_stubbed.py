@@ -164,7 +164,7 @@ def test_update_addon_is_followed_through_describe_update_to_successful(client: 
             "describe_update", update("u-1", status), {"name": "prod", "updateId": "u-1", "addonName": "vpc-cni"}
         )
     expect_read(stub, addon("vpc-cni", "v1.19.2-eksbuild.1"), listed=["vpc-cni"])
-    res = eks.sync(client, cfg, NOW_WAIT)
+    res = eks.sync(client, cfg, wait=NOW_WAIT)
     assert [(a.change.call, a.status) for a in res.applied] == [("UpdateAddon", "Successful")]
     assert res.after.findings == []
 
@@ -190,7 +190,7 @@ def test_a_failed_update_is_an_error_naming_call_resource_and_reason(client: Any
         {"name": "prod", "updateId": "u-2", "addonName": "vpc-cni"},
     )
     with pytest.raises(AwsError) as e:
-        eks.sync(client, cfg, NOW_WAIT)
+        eks.sync(client, cfg, wait=NOW_WAIT)
     assert str(e.value) == (
         "eks:DescribeUpdate prod/vpc-cni (eu-west-1): update u-2 Failed: ConfigurationConflict: Conflicts found when "
         "trying to apply. (0 of 1 corrections done before this one)"
@@ -210,7 +210,7 @@ def test_an_update_still_running_at_the_timeout_is_an_error(client: Any, stub: S
             "describe_update", update("u-3", "InProgress"), {"name": "prod", "updateId": "u-3", "addonName": "vpc-cni"}
         )
     with pytest.raises(AwsError, match=r"update u-3 still InProgress after 2s; it goes on in AWS"):
-        eks.sync(client, cfg, eksupdate.Wait(timeout=2, interval=0))
+        eks.sync(client, cfg, wait=eksupdate.Wait(timeout=2, interval=0))
 
 
 def test_create_addon_waits_until_active(client: Any, stub: Stubber) -> None:
@@ -235,7 +235,7 @@ def test_create_addon_waits_until_active(client: Any, stub: Stubber) -> None:
         "describe_addon", addon("coredns", "v1.11.4-eksbuild.2"), {"clusterName": "prod", "addonName": "coredns"}
     )
     expect_read(stub, addon("coredns", "v1.11.4-eksbuild.2"), listed=["coredns"])
-    res = eks.sync(client, cfg, NOW_WAIT)
+    res = eks.sync(client, cfg, wait=NOW_WAIT)
     assert [(a.change.call, a.status) for a in res.applied] == [("CreateAddon", "ACTIVE")]
 
 
@@ -245,7 +245,7 @@ def test_cluster_version_one_minor_up_uses_update_cluster_version(client: Any, s
     stub.add_response("update_cluster_version", update("v-1", "InProgress"), {"name": "prod", "version": "1.34"})
     stub.add_response("describe_update", update("v-1", "Successful"), {"name": "prod", "updateId": "v-1"})
     stub.add_response("describe_cluster", cluster("1.34"), {"name": "prod"})
-    res = eks.sync(client, cfg, NOW_WAIT)
+    res = eks.sync(client, cfg, wait=NOW_WAIT)
     assert [(a.change.call, a.status) for a in res.applied] == [("UpdateClusterVersion", "Successful")]
 
 
@@ -261,7 +261,7 @@ def test_cluster_version_downgrade_or_jump_is_reported_not_attempted(
     drift = eks.check(client, config(version=want))
     assert [(f.field, f.action) for f in drift.findings] == [("version", "unsupported")]
     assert note in drift.findings[0].note
-    res = eks.sync(client, config(version=want), NOW_WAIT)  # the Stubber fails on any Update call
+    res = eks.sync(client, config(version=want), wait=NOW_WAIT)  # the Stubber fails on any Update call
     assert res.applied == []
 
 

@@ -15,7 +15,10 @@ from reconciler.policy import checking
 @pytest.mark.parametrize("env", ["dev", "prod"])
 def test_fleet_passes_the_default_policies(env: str, kustomize_bin: str) -> None:  # noqa: F811
     text, code = checking.check(
-        ROOT / "examples" / "fleet" / "clusters" / env, ROOT / "policies", "json", substitute=cluster_vars(env)
+        ROOT / "examples" / "fleet" / "clusters" / env,
+        policies=ROOT / "policies",
+        output="json",
+        substitute=cluster_vars(env),
     )
     assert code == 0, text
     report = json.loads(text)

@@ -12,7 +12,8 @@ import pytest
 from reconciler.gitsync import loop, servers
 from reconciler.gitsync.reconcile import ReconcileResult, SyncState
 from reconciler.gitsync.schedule import Scheduler
-from reconciler.gitsync.spec import DriftMode, PolicyMode, parse
+from reconciler.gitsync.spec import DriftMode, parse
+from reconciler.policy import PolicyMode
 
 SPEC = parse(
     {

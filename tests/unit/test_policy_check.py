@@ -29,13 +29,13 @@ def good(tmp_path: Path) -> Path:
 
 
 def test_passing_tree_exits_zero(good: Path) -> None:
-    text, code = check(good, POLICIES, "table")
+    text, code = check(good, policies=POLICIES, output="table")
     assert code == EXIT_OK, text
     assert re.fullmatch(r"\d+ objects, 7 policies: 0 denied, 0 warned/audited - passed\n", text), text
 
 
 def test_bad_fixture_fails_with_a_table_naming_policy_object_and_reason() -> None:
-    text, code = check(FIXTURES / "defaults" / "host-access" / "fail.yaml", POLICIES, "table")
+    text, code = check(FIXTURES / "defaults" / "host-access" / "fail.yaml", policies=POLICIES, output="table")
     assert code == EXIT_DENIED
     lines = text.splitlines()
     assert lines[0].split() == ["POLICY", "ACTION", "OBJECT", "MESSAGE"]
@@ -44,7 +44,7 @@ def test_bad_fixture_fails_with_a_table_naming_policy_object_and_reason() -> Non
 
 
 def test_warnings_only_exit_zero() -> None:
-    text, code = check(FIXTURES / "defaults" / "plain-secrets" / "fail.yaml", POLICIES, "json")
+    text, code = check(FIXTURES / "defaults" / "plain-secrets" / "fail.yaml", policies=POLICIES, output="json")
     assert code == EXIT_OK
     doc = json.loads(text)
     assert doc["denied"] == 0
@@ -55,7 +55,7 @@ def test_warnings_only_exit_zero() -> None:
 
 
 def test_junit_is_valid_xml_with_one_testcase_per_object_and_policy() -> None:
-    text, code = check(FIXTURES / "defaults" / "cluster-admin-service-accounts", POLICIES, "junit")
+    text, code = check(FIXTURES / "defaults" / "cluster-admin-service-accounts", policies=POLICIES, output="junit")
     assert code == EXIT_DENIED
     root = ET.fromstring(text)  # noqa: S314 (our own output)
     cases = root.findall("./testsuite/testcase")
@@ -84,14 +84,14 @@ spec:
 """
     )
     (tmp_path / "s.yaml").write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {k: aHVudGVyMg==}\n")
-    text, code = check(tmp_path / "s.yaml", tmp_path / "p.yaml", "table")
+    text, code = check(tmp_path / "s.yaml", policies=tmp_path / "p.yaml", output="table")
     # base64.decode is not in the Kubernetes CEL environment: a load error, exit 2
     assert code == EXIT_ERROR
     assert "p.yaml: ValidatingAdmissionPolicy leaky: expression" in text
     (tmp_path / "p.yaml").write_text(
         (tmp_path / "p.yaml").read_text().replace("string(base64.decode(object.data.k))", "'x'")
     )
-    text, code = check(tmp_path / "s.yaml", tmp_path / "p.yaml", "table")
+    text, code = check(tmp_path / "s.yaml", policies=tmp_path / "p.yaml", output="table")
     assert code == EXIT_DENIED
     assert "aHVudGVyMg==" not in text
     assert "value x / ***" in text
@@ -102,23 +102,23 @@ def test_malformed_policy_is_an_error_naming_file_policy_and_expression(tmp_path
     bad = tmp_path / "policies" / "image-tags.yaml"
     bad.write_text(bad.read_text().replace("variables.untagged.size() == 0", "variables.untagged.size() =="))
     for output in ("table", "json", "junit"):
-        text, code = check(good, tmp_path / "policies", output)
+        text, code = check(good, policies=tmp_path / "policies", output=output)
         assert code == EXIT_ERROR
         assert (
             "image-tags.yaml: ValidatingAdmissionPolicy image-tags: expression 'variables.untagged.size() =='" in text
         )
-    root = ET.fromstring(check(good, tmp_path / "policies", "junit")[0])  # noqa: S314 (our own output)
+    root = ET.fromstring(check(good, policies=tmp_path / "policies", output="junit")[0])  # noqa: S314 (our own output)
     assert root.get("errors") == "1"
 
 
 def test_bad_manifest_and_unknown_output_are_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n")
-    text, code = check(tmp_path, POLICIES, "table")
+    text, code = check(tmp_path, policies=POLICIES, output="table")
     assert code == EXIT_ERROR
     assert text.startswith("error: render: ")
     assert "bad.yaml" in text
     assert "metadata.name" in text
-    assert check(tmp_path, POLICIES, "yaml") == (
+    assert check(tmp_path, policies=POLICIES, output="yaml") == (
         "error: unknown output 'yaml' (use table, json or junit)\n",
         EXIT_ERROR,
     )
@@ -132,13 +132,13 @@ def test_shipped_addons_pass_the_default_policies(addon: str) -> None:
     variables = set(
         re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", "".join(p.read_text() for p in (ADDONS / addon).rglob("*.yaml")))
     )
-    text, code = check(ADDONS / addon, POLICIES, "table", substitute=dict.fromkeys(variables, "1"))
+    text, code = check(ADDONS / addon, policies=POLICIES, output="table", substitute=dict.fromkeys(variables, "1"))
     assert code == EXIT_OK, text
 
 
 def test_kustomized_tree_reports_every_policy_in_one_run() -> None:
     """The example of docs/policies.md: kustomize, a namespace transformer, five findings and a warning."""
-    text, code = check(FIXTURES / "check" / "shop", POLICIES, "json")
+    text, code = check(FIXTURES / "check" / "shop", policies=POLICIES, output="json")
     assert code == EXIT_DENIED
     doc = json.loads(text)
     found = {(v["policy"], v["action"], v["object"]) for v in doc["violations"]}
@@ -157,7 +157,7 @@ def test_compile_errors_are_one_line(tmp_path: Path) -> None:
     shutil.copytree(POLICIES, tmp_path / "policies")
     bad = tmp_path / "policies" / "image-tags.yaml"
     bad.write_text(bad.read_text().replace("variables.untagged.size() == 0", "variables.untaged.size() == 0"))
-    text, code = check(FIXTURES / "check" / "shop", tmp_path / "policies", "table")
+    text, code = check(FIXTURES / "check" / "shop", policies=tmp_path / "policies", output="table")
     assert code == EXIT_ERROR
     assert text == (
         "error: policy: image-tags.yaml: ValidatingAdmissionPolicy image-tags: "

@@ -298,11 +298,11 @@ def test_kustomize_helm_charts_render_with_helm_v4(tmp_path: Path) -> None:
     """kustomize v5.8.2's helmCharts generator drives Helm v4 (version --short, template)."""
     app = write(tmp_path / "repo" / "app", {"kustomization.yaml": KUSTOMIZATION})
     write_demo_chart(app / "charts")
-    kustomize.preflight(tmp_path / "repo", app, Limits(), enable_helm=True)
+    kustomize.preflight(tmp_path / "repo", app, limits=Limits(), enable_helm=True)
     out = kustomize.run_build(
         tmp_path / "repo",
         app,
-        10_000_000,
+        max_output=10_000_000,
         enable_helm=True,
         helm_kube_version=KUBE,
         helm_api_versions=[SERVICE_MONITOR],
@@ -318,9 +318,9 @@ def test_kustomize_helm_stays_off_by_default(tmp_path: Path) -> None:
     app = write(tmp_path / "repo" / "app", {"kustomization.yaml": KUSTOMIZATION})
     write_demo_chart(app / "charts")
     with pytest.raises(RenderError, match="helmCharts: Helm charts are not supported"):
-        kustomize.preflight(tmp_path / "repo", app, Limits())
+        kustomize.preflight(tmp_path / "repo", app, limits=Limits())
     with pytest.raises(RenderError, match="must specify --enable-helm"):
-        kustomize.run_build(tmp_path / "repo", app, 10_000_000)
+        kustomize.run_build(tmp_path / "repo", app, max_output=10_000_000)
 
 
 @pytest.mark.parametrize(
@@ -340,7 +340,7 @@ def test_kustomize_helm_preflight_refuses_what_would_reach_the_network(
     app = write(tmp_path / "repo" / "app", {"kustomization.yaml": "helmCharts:\n" + chart_yaml + "\n"})
     write_demo_chart(app / "charts")
     with pytest.raises(RenderError, match=message):
-        kustomize.preflight(tmp_path / "repo", app, Limits(), enable_helm=True)
+        kustomize.preflight(tmp_path / "repo", app, limits=Limits(), enable_helm=True)
 
 
 def test_kustomize_helm_preflight_refuses_a_chart_symlink_out_of_the_repo(tmp_path: Path) -> None:
@@ -349,7 +349,7 @@ def test_kustomize_helm_preflight_refuses_a_chart_symlink_out_of_the_repo(tmp_pa
     (tmp_path / "outside.txt").write_text("host secret")
     (chart / "templates" / "leak.yaml").symlink_to(tmp_path / "outside.txt")
     with pytest.raises(RenderError, match="symlink leading out of the repository"):
-        kustomize.preflight(tmp_path / "repo", app, Limits(), enable_helm=True)
+        kustomize.preflight(tmp_path / "repo", app, limits=Limits(), enable_helm=True)
 
 
 def test_a_crds_file_that_starts_with_a_separator_stays_a_chart_crd() -> None:

@@ -52,7 +52,7 @@ def sign(body: bytes, secret: bytes = SECRET) -> str:
     ],
 )
 def test_verify(provider: str, headers: dict[str, str], ok: bool) -> None:
-    assert webhook.verify(provider, SECRET, b"{}", headers) is ok
+    assert webhook.verify(provider, SECRET, body=b"{}", headers=headers) is ok
 
 
 def test_parsers() -> None:
@@ -85,7 +85,7 @@ def call(app: webhook.Receiver, path: str, body: bytes, headers: dict[str, str])
 def test_receiver_triggers_only_on_valid_signatures() -> None:
     pushes: list[webhook.Push] = []
     counts: list[tuple[str, str]] = []
-    app = webhook.Receiver(SECRET, lambda p: pushes.append(p) or 3, lambda p, r: counts.append((p, r)))
+    app = webhook.Receiver(SECRET, lambda p: pushes.append(p) or 3, count=lambda p, r: counts.append((p, r)))
     body = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": "https://h/o/r.git"}}).encode()
     assert call(app, "/hook/github", body, {"X-Hub-Signature-256": sign(body + b" ")})[0].startswith("401")
     assert pushes == []
@@ -116,17 +116,17 @@ def test_receiver_triggers_only_on_valid_signatures() -> None:
 )
 def test_malformed_signatures_are_refused_not_raised(provider: str, value: str) -> None:
     header = "x-hub-signature-256" if provider == "github" else "x-signature"
-    assert webhook.verify(provider, SECRET, b"{}", {header: value}) is False
+    assert webhook.verify(provider, SECRET, body=b"{}", headers={header: value}) is False
 
 
 @pytest.mark.parametrize("token", ["é" * 10, "\u20ac", "", SECRET.decode() + " "])
 def test_malformed_gitlab_tokens_are_refused_not_raised(token: str) -> None:
-    assert webhook.verify("gitlab", SECRET, b"{}", {"x-gitlab-token": token}) is False
+    assert webhook.verify("gitlab", SECRET, body=b"{}", headers={"x-gitlab-token": token}) is False
 
 
 def test_non_ascii_signature_is_401_through_the_receiver() -> None:
     counts: list[tuple[str, str]] = []
-    app = webhook.Receiver(SECRET, lambda p: 1, lambda p, r: counts.append((p, r)))
+    app = webhook.Receiver(SECRET, lambda p: 1, count=lambda p, r: counts.append((p, r)))
     body = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": "https://h/o/r.git"}}).encode()
     # WSGI hands header bytes over as latin-1 text, as waitress does for b"sha256=\xe9..."
     status, doc = call(app, "/hook/github", body, {"X-Hub-Signature-256": "sha256=" + "\xe9" * 64})
@@ -154,7 +154,7 @@ def push_body(after: str = "a" * 40) -> bytes:
 def test_a_replayed_delivery_is_ignored_and_counted() -> None:
     pushes: list[webhook.Push] = []
     counts: list[tuple[str, str]] = []
-    app = webhook.Receiver(SECRET, lambda p: pushes.append(p) or 1, lambda p, r: counts.append((p, r)))
+    app = webhook.Receiver(SECRET, lambda p: pushes.append(p) or 1, count=lambda p, r: counts.append((p, r)))
     body = push_body()
     headers = {"X-Hub-Signature-256": sign(body), "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
     assert call(app, "/hook/github", body, headers) == ("202 Accepted", {"triggered": 1})
