@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.kube import apply
-from reconciler.kube.client import Kube
-from reconciler.kube.discovery import RestMapper
+from reconciler.kube.client import Kube, KubeError
+from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.render.helm import Hook
 from reconciler.sync import health
 
@@ -47,10 +47,21 @@ class HookRun:
 def run_hooks(run: HookRun, hooks: Sequence[Hook], *, event: str) -> list[str]:
     """Run ``hooks`` in order; the first failure (as one message naming the hook) stops the rest."""
     for hook in hooks:
-        why = _run_one(run, hook)
+        try:
+            why = _run_one(run, hook)
+        except (KubeError, UnknownKindError) as e:  # refused by the API server: the hook failed, named
+            why = str(e)
         if why:
-            return [f"hook {apply.describe(_placed(run, hook.obj))} ({event}): {why}"]
+            return [f"hook {_name(run, hook.obj)} ({event}): {why}"]
     return []
+
+
+def _name(run: HookRun, obj: dict[str, Any]) -> str:
+    """``Kind/namespace/name`` where it lands (``Kind/name`` when its kind is unknown)."""
+    try:
+        return apply.describe(_placed(run, obj))
+    except UnknownKindError:
+        return apply.describe(obj)
 
 
 def _placed(run: HookRun, obj: dict[str, Any]) -> dict[str, Any]:
