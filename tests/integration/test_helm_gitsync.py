@@ -137,8 +137,9 @@ def test_chart_from_the_git_source_lifecycle(
 
     # a values change in git upgrades
     sha = git_repo.commit({"values/prod.yaml": "greeting: hello again\n"}, "values")
-    eventually(lambda: applied(env, ns, "demo", sha), 30, "the values change")
+    st = eventually(lambda: applied(env, ns, "demo", sha), 30, "the values change")
     assert env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/web-config")["data"]["greeting"] == "hello again"
+    assert st["lastPlan"]["configure"] == 1, "only the changed object is written"
 
     # a chart that fails to render: Ready=False, nothing pruned, nothing changed
     broken = git_repo.commit({"charts/demo/templates/extra.yaml": "{{ .Values.nope.nested }}\n"}, "broken")
@@ -161,6 +162,12 @@ def test_chart_from_the_git_source_lifecycle(
     assert st["lastAppliedChart"].startswith("demo@0.2.0@sha256:")
     assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/web-extra") is None
     assert any("web-extra" in e["note"] for e in _events(env, ns, "demo", "Pruned"))
+
+    # reverting the bump brings it back
+    sha = git_repo.commit({**v1, "charts/demo/templates/extra.yaml": v1["charts/demo/templates/extra.yaml"]}, "revert")
+    st = eventually(lambda: applied(env, ns, "demo", sha), 30, "the revert")
+    assert st["lastAppliedChart"].startswith("demo@0.1.0@sha256:")
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/web-extra")
 
     # the Secret-sourced value is nowhere: status, Events, the log
     assert PASSWORD not in json.dumps(env.get(ns, "demo"))
