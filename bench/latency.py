@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import controlplane  # noqa: E402
 from controllers import free_port  # noqa: E402
 
-from reconciler.kube import apply, client, discovery  # noqa: E402
+from reconciler.kube import client, discovery, ssa  # noqa: E402
 
 SECRET = "bench-webhook-secret-0123456789"  # noqa: S105 - a throw-away secret for loopback
 GS = "/apis/gitops.reconciler.dev/v1/namespaces/bench/gitsyncs"
@@ -114,7 +114,7 @@ def main() -> int:
             kube = client.connect(str(cp.kubeconfig))
             mapper = discovery.RestMapper(kube)
             for doc in yaml.safe_load_all((ROOT / "deploy" / "crd-gitsync.yaml").read_text()):
-                apply.server_side_apply(kube, mapper, doc, field_manager="bench")
+                ssa.apply(kube, doc, mapper=mapper, field_manager="bench")
             kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": "bench"}})
             time.sleep(2)
             (tmp / "secret").write_text(SECRET)

@@ -42,7 +42,7 @@ import gitserver  # noqa: E402
 import mttp_profile  # noqa: E402
 import yaml  # noqa: E402
 
-from reconciler.kube import apply, client, discovery  # noqa: E402
+from reconciler.kube import client, discovery, ssa  # noqa: E402
 
 GS = "/apis/gitops.reconciler.dev/v1"
 SYNC_NS = "mttp"  # the GitSyncs
@@ -175,7 +175,7 @@ def setup_cluster(kube: client.Kube) -> None:
     mapper = discovery.RestMapper(kube)
     for doc in yaml.safe_load_all((ROOT / "deploy" / "crd-gitsync.yaml").read_text()):
         if doc:
-            apply.server_side_apply(kube, mapper, doc, field_manager="bench")
+            ssa.apply(kube, doc, mapper=mapper, field_manager="bench")
     for ns in (SYNC_NS, APPS_NS):
         kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
     path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gitsyncs.gitops.reconciler.dev"

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.kube import apply, client, discovery
+from reconciler.kube import client, discovery, ssa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # tests/gitserver.py: the http git server the tests use too
@@ -68,7 +68,7 @@ def main() -> int:
     kube = client.connect(a.kubeconfig)
     mapper = discovery.RestMapper(kube)
     for doc in yaml.safe_load_all((ROOT / "deploy" / "crd-gitsync.yaml").read_text()):
-        apply.server_side_apply(kube, mapper, doc, field_manager="demo-setup")
+        ssa.apply(kube, doc, mapper=mapper, field_manager="demo-setup")
     wait("the GitSync CRD", lambda: _established(kube))
 
     tmp = Path(tempfile.mkdtemp(prefix="reconciler-demo-"))

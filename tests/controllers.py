@@ -22,7 +22,7 @@ import gitserver
 import pytest
 import yaml
 
-from reconciler.kube import apply, client, discovery
+from reconciler.kube import client, discovery, ssa
 
 ROOT = Path(__file__).resolve().parents[1]
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
@@ -164,7 +164,7 @@ def crd(kube: client.Kube) -> None:
     mapper = discovery.RestMapper(kube)
     for doc in yaml.safe_load_all((ROOT / "deploy" / "crd-gitsync.yaml").read_text()):
         if doc:
-            apply.server_side_apply(kube, mapper, doc, field_manager="test-setup")
+            ssa.apply(kube, doc, mapper=mapper, field_manager="test-setup")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         crd_obj = kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gitsyncs.gitops.reconciler.dev")

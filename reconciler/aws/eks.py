@@ -25,7 +25,7 @@ from botocore.config import Config
 
 from reconciler.aws import eksupdate
 from reconciler.aws.clusterconfig import ClusterConfig
-from reconciler.aws.eksdiff import CORRECTABLE, Change, Drift, Live, addon_version_key, compare
+from reconciler.aws.eksdiff import CORRECTABLE, Change, EksDrift, Live, addon_version_key, compare
 from reconciler.aws.errors import AwsError, describe_aws_error
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def _latest(api: _Api, resource: str, *, addon: str, k8s_version: str) -> str:
     return max(versions, key=addon_version_key)
 
 
-def check(eks: EKSClient, cfg: ClusterConfig) -> Drift:
+def check(eks: EKSClient, cfg: ClusterConfig) -> EksDrift:
     return compare(cfg, read(eks, cfg))
 
 
@@ -128,8 +128,8 @@ class Applied:
 
 @dataclass
 class SyncResult:
-    before: Drift
-    after: Drift
+    before: EksDrift
+    after: EksDrift
     applied: list[Applied] = field(default_factory=list)
 
 

@@ -93,7 +93,7 @@ class Live:
 
 
 @dataclass
-class Drift:
+class EksDrift:
     cluster: str
     region: str
     findings: list[Finding] = field(default_factory=list)
@@ -110,8 +110,8 @@ class Drift:
         return out
 
 
-def compare(cfg: ClusterConfig, live: Live) -> Drift:
-    drift = Drift(cfg.name, cfg.region)
+def compare(cfg: ClusterConfig, live: Live) -> EksDrift:
+    drift = EksDrift(cfg.name, cfg.region)
     for found, change in (
         _logging(cfg, live.cluster),
         _version(cfg, live.cluster),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reconciler.aws.eksdiff import Drift, Finding
+from reconciler.aws.eksdiff import EksDrift, Finding
 
 HEADER = ("RESOURCE", "FIELD", "DESIRED", "LIVE", "ACTION", "NOTE")
 
@@ -27,7 +27,7 @@ def rows(findings: list[Finding]) -> list[tuple[str, ...]]:
     return [(f.resource, f.field, _cell(f.desired), _cell(f.live), f.action, f.note) for f in findings]
 
 
-def document(drift: Drift) -> dict[str, Any]:
+def document(drift: EksDrift) -> dict[str, Any]:
     return {
         "cluster": drift.cluster,
         "region": drift.region,

@@ -43,7 +43,15 @@ def eks_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(dir_okay=False, path_type=Path),
             help="The eksctl ClusterConfig, e.g. manifests/cluster/cluster.yaml.",
         ),
-        click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Value for ${NAME} (repeatable)."),
+        click.option(
+            "--substitute",
+            "variables",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="Value for ${NAME} in the ClusterConfig (repeatable), as on render/sync/diff/check.",
+        ),
+        # The old name of --substitute: kept so scripts keep working, hidden from --help, warned about.
+        click.option("--var", "deprecated_vars", multiple=True, metavar="NAME=VALUE", hidden=True),
         click.option("--region", default=None, help="AWS region [default: the config's metadata.region]."),
         click.option(
             "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Format."
@@ -54,9 +62,19 @@ def eks_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _variables(kw: dict[str, Any]) -> dict[str, str]:
+    """``--substitute`` values, after those of the deprecated ``--var`` (one warning, however many)."""
+    values = {}
+    if kw["deprecated_vars"]:
+        click.echo("reconciler: warning: --var is deprecated; use --substitute NAME=VALUE", err=True)
+        values.update(parse_pairs(kw["deprecated_vars"], "--var"))
+    values.update(parse_pairs(kw["variables"], "--substitute"))
+    return values
+
+
 def _eks_config(command: str, kw: dict[str, Any]) -> clusterconfig.ClusterConfig:
     try:
-        variables = parse_pairs(kw["variables"], "--var")
+        variables = _variables(kw)
         cfg = clusterconfig.parse(document.load(kw["config_path"], variables), str(kw["config_path"]))
     except (click.BadParameter, ManifestError, clusterconfig.ClusterConfigError) as e:
         fail(command, [str(e)])

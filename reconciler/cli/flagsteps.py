@@ -18,8 +18,8 @@ from reconciler.gitsync.errors import PolicyFailedError, RenderFailedError, Sour
 from reconciler.gitsync.rendered import Rendered
 from reconciler.gitsync.results import Stage
 from reconciler.render.manifests import ManifestError
+from reconciler.report import redact
 from reconciler.source.artifact import Artifact, SourceError
-from reconciler.sync import redact
 
 # What the CLI's source and render steps report as a failure (anything else is a usage error or a bug).
 _FAILURES = (SourceError, ManifestError, OSError, ValueError)

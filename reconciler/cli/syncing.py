@@ -47,13 +47,13 @@ from reconciler.kube import client as kube_client
 from reconciler.kube import discovery
 from reconciler.policy import checking
 from reconciler.render.manifests import ManifestError
-from reconciler.report import table
+from reconciler.report import redact, table
 from reconciler.source import local_watch
 from reconciler.source.artifact import Artifact, SourceError
 from reconciler.sync import prune as pruning
-from reconciler.sync import redact
-from reconciler.sync.apply import Outcome
-from reconciler.sync.plan import Action, Item, Plan
+from reconciler.sync.apply import ObjectResult
+from reconciler.sync.changeset import Action
+from reconciler.sync.plan import Item, Plan
 
 
 @cli.command()
@@ -317,7 +317,7 @@ def _progress(stack: contextlib.ExitStack, *, quiet: bool) -> Progress:
         if total:
             bars.append(stack.enter_context(click.progressbar(length=total, label="syncing", file=sys.stderr)))
 
-    def applied(o: Outcome) -> None:
+    def applied(o: ObjectResult) -> None:
         for bar in bars:
             bar.update(1)
 

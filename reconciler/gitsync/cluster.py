@@ -21,9 +21,10 @@ from reconciler.render.helm import Hook
 from reconciler.render.manifests import Manifest
 from reconciler.sync import health, inventory, record, wait
 from reconciler.sync import prune as pruning
-from reconciler.sync.apply import ApplyReport, Outcome, apply_plan
+from reconciler.sync.apply import ApplyReport, ObjectResult, apply_plan
 from reconciler.sync.objects import ObjectId
-from reconciler.sync.plan import Item, Plan, PlanError, plan, preflight
+from reconciler.sync.plan import Item, Plan, PlanError, plan
+from reconciler.sync.preflight import preflight
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,7 +60,8 @@ class KubeCluster:
     def load(self) -> inventory.Inventory:
         o = self.options
         previous = inventory.load(self.kube, o.namespace, o.name)
-        inventory.check_owner(previous, o.namespace, o.name, o.owner_uid)  # before anything is written
+        # before anything is written
+        inventory.check_owner(previous, namespace=o.namespace, sync_name=o.name, owner_uid=o.owner_uid)
         return previous
 
     @_typed(Stage.PLAN)
@@ -68,9 +70,9 @@ class KubeCluster:
         try:
             return plan(
                 self.kube,
-                self.mapper,
                 manifests,
-                previous,
+                mapper=self.mapper,
+                inventory=previous,
                 owner=o.owner,
                 default_namespace=o.default_namespace,
                 field_manager=o.field_manager,
@@ -83,8 +85,8 @@ class KubeCluster:
         o = self.options
         preflight(
             self.kube,
-            self.mapper,
             p,
+            mapper=self.mapper,
             owner=o.owner,
             field_manager=o.field_manager,
             concurrency=o.concurrency,
@@ -101,12 +103,12 @@ class KubeCluster:
             return ahead, [f"{e}; nothing was applied or pruned"]
 
     @_typed(Stage.APPLY)
-    def apply(self, p: Plan, *, progress: Callable[[Outcome], None] | None) -> ApplyReport:
+    def apply(self, p: Plan, *, progress: Callable[[ObjectResult], None] | None) -> ApplyReport:
         o = self.options
         return apply_plan(
             self.kube,
-            self.mapper,
             p,
+            mapper=self.mapper,
             owner=o.owner,
             field_manager=o.field_manager,
             concurrency=o.concurrency,
@@ -116,7 +118,7 @@ class KubeCluster:
 
     @_typed(Stage.PRUNE)
     def prune(self, p: Plan, *, progress: Callable[[Item, str], None] | None) -> pruning.PruneReport:
-        return pruning.prune(self.kube, self.mapper, p, progress=progress)
+        return pruning.prune(self.kube, p, mapper=self.mapper, progress=progress)
 
     @_typed(Stage.PRUNE)
     def record(
@@ -138,7 +140,7 @@ class KubeCluster:
     @_typed(Stage.HEALTH)
     def health(self, items: Sequence[Item]) -> dict[ObjectId, health.Health]:
         o = self.options
-        return wait.wait_healthy(self.kube, self.mapper, items, o.owner, o.timeout)
+        return wait.wait_healthy(self.kube, items, mapper=self.mapper, owner=o.owner, timeout=o.timeout)
 
     @_typed(Stage.PRE_HOOKS)
     def hooks(self, hooks: Sequence[Hook], *, event: str) -> list[str]:

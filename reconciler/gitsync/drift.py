@@ -177,8 +177,8 @@ class DriftWatcher:
         watch.watch(
             self._kube,
             res.collection_path(),
-            handler,
-            self._stop,
+            handler=handler,
+            stop=self._stop,
             query=[("labelSelector", OWNER_LABEL)],
             kind=res.kind,
             api_version=res.api_version,

@@ -140,7 +140,7 @@ class Finalizer:
         md = obj["metadata"]
         ns, name, gid = md["namespace"], md["name"], f"{md['namespace']}/{md['name']}"
         try:
-            inventory.delete(kube, ns, name, str(md.get("uid") or ""))
+            inventory.delete(kube, namespace=ns, sync_name=name, owner_uid=str(md.get("uid") or ""))
         except InventoryOwnerError as e:
             log.warning(f"GitSync {gid}: deleted; {e}: left as it is", extra={"gitsync": gid})
         except (KubeError, UnreachableError) as e:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.kube import apply
+from reconciler.kube import ssa
 from reconciler.kube.client import Kube, KubeError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.render.helm import Hook
@@ -59,14 +59,14 @@ def run_hooks(run: HookRun, hooks: Sequence[Hook], *, event: str) -> list[str]:
 def _name(run: HookRun, obj: dict[str, Any]) -> str:
     """``Kind/namespace/name`` where it lands (``Kind/name`` when its kind is unknown)."""
     try:
-        return apply.describe(_placed(run, obj))
+        return ssa.describe(_placed(run, obj))
     except UnknownKindError:
-        return apply.describe(obj)
+        return ssa.describe(obj)
 
 
 def _placed(run: HookRun, obj: dict[str, Any]) -> dict[str, Any]:
     """The object with the namespace it lands in (for messages and reads)."""
-    _, ns = apply.locate(run.mapper, obj, run.namespace)
+    _, ns = ssa.locate(run.mapper, obj, run.namespace)
     if ns is None:
         return obj
     return {**obj, "metadata": {**obj["metadata"], "namespace": ns}}
@@ -76,7 +76,7 @@ def _run_one(run: HookRun, hook: Hook) -> str:
     obj = _placed(run, copy.deepcopy(hook.obj))
     if BEFORE_CREATION in hook.delete_policies:
         _delete(run, obj)
-    apply.server_side_apply(run.kube, run.mapper, obj, field_manager=run.field_manager, default_namespace=run.namespace)
+    ssa.apply(run.kube, obj, mapper=run.mapper, field_manager=run.field_manager, default_namespace=run.namespace)
     state = _await(run, obj)
     failed = state.state is not health.State.CURRENT
     if (ON_FAILURE if failed else ON_SUCCESS) in hook.delete_policies:
@@ -85,13 +85,13 @@ def _run_one(run: HookRun, hook: Hook) -> str:
 
 
 def _read(run: HookRun, obj: dict[str, Any]) -> dict[str, Any] | None:
-    res, ns = apply.locate(run.mapper, obj, run.namespace)
+    res, ns = ssa.locate(run.mapper, obj, run.namespace)
     return run.kube.get_or_none(res.object_path(obj["metadata"]["name"], ns))
 
 
 def _delete(run: HookRun, obj: dict[str, Any]) -> None:
     """Delete the object (its Pods with it) and wait until it is gone."""
-    if not apply.delete(run.kube, run.mapper, obj, default_namespace=run.namespace, propagation="Foreground"):
+    if not ssa.delete(run.kube, obj, mapper=run.mapper, default_namespace=run.namespace, propagation="Foreground"):
         return
     deadline = time.monotonic() + run.timeout
     while _read(run, obj) is not None and time.monotonic() < deadline:

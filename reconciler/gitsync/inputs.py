@@ -15,12 +15,11 @@ from typing import Any
 from reconciler.gitsync.spec import WEBHOOK_STAMP, BucketSourceSpec, GitSourceSpec, GitSyncSpec, SpecError
 from reconciler.kube import paths
 from reconciler.kube.client import Kube
+from reconciler.report import redact
 from reconciler.source import bucket as bucket_source
 from reconciler.source import git as git_source
-from reconciler.source import urls
 from reconciler.source.artifact import Source
 from reconciler.source.local import tree_digest
-from reconciler.sync import redact
 
 
 def describe(spec: GitSyncSpec) -> str:
@@ -28,7 +27,7 @@ def describe(spec: GitSyncSpec) -> str:
     src = spec.source
     if isinstance(src, BucketSourceSpec):
         return f"s3://{src.bucket}/{src.prefix}"
-    return f"{urls.redact(src.url)} ({src.ref})"
+    return f"{redact.redact_url(src.url)} ({src.ref})"
 
 
 def printable_secrets(values: Iterable[bytes]) -> frozenset[str]:

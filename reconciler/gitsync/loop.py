@@ -49,10 +49,10 @@ from reconciler.gitsync.spec import (
 )
 from reconciler.gitsync.tenancy import Tenancy, parse_grant
 from reconciler.kube import discovery, watch
-from reconciler.kube.apply import FIELD_MANAGER
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.events import EventRecorder
 from reconciler.kube.lease import LeaderElector
+from reconciler.kube.ssa import FIELD_MANAGER
 from reconciler.report import conditions as cond
 from reconciler.report import httpserve
 from reconciler.report.alertmanager import Alert, AlertmanagerClient
@@ -222,7 +222,14 @@ class Controller:
 
     def _watch(self) -> None:
         path = gitsync_path(self.opts.namespace)
-        watch.watch(self.kube, path, self.on_event, self.stop_event, kind="GitSync", api_version=f"{GROUP}/{VERSION}")
+        watch.watch(
+            self.kube,
+            path,
+            handler=self.on_event,
+            stop=self.stop_event,
+            kind="GitSync",
+            api_version=f"{GROUP}/{VERSION}",
+        )
 
     # ------------------------------------------------------------------ one GitSync
 
@@ -412,9 +419,9 @@ class Controller:
         """Start leader election and wait for the lease; False when stopped first."""
         self.elector = LeaderElector(
             self.kube,
-            self.opts.lease_namespace,
-            self.opts.lease_name,
-            self.opts.identity,
+            namespace=self.opts.lease_namespace,
+            name=self.opts.lease_name,
+            identity=self.opts.identity,
             duration=self.opts.lease_duration,
             renew=max(1.0, self.opts.lease_duration / 3),
         )

@@ -36,9 +36,10 @@ from reconciler.render.manifests import Manifest
 from reconciler.source.artifact import Artifact
 from reconciler.sync import health, inventory
 from reconciler.sync import prune as pruning
-from reconciler.sync.apply import ApplyReport, Outcome
+from reconciler.sync.apply import ApplyReport, ObjectResult
+from reconciler.sync.changeset import Action
 from reconciler.sync.objects import ObjectId
-from reconciler.sync.plan import Action, Item, Plan
+from reconciler.sync.plan import Item, Plan
 from reconciler.sync.record import APPLIED
 
 
@@ -79,7 +80,7 @@ class Cluster(Protocol):
 
     def write_ahead(self, previous: inventory.Inventory, p: Plan) -> tuple[inventory.Inventory, list[str]]: ...
 
-    def apply(self, p: Plan, *, progress: Callable[[Outcome], None] | None) -> ApplyReport: ...
+    def apply(self, p: Plan, *, progress: Callable[[ObjectResult], None] | None) -> ApplyReport: ...
 
     def prune(self, p: Plan, *, progress: Callable[[Item, str], None] | None) -> pruning.PruneReport: ...
 

@@ -38,12 +38,13 @@ from reconciler.gitsync.tenancy import NotAllowedError, Tenancy
 from reconciler.kube.client import Kube, KubeError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.kube.events import EventRecorder
+from reconciler.report import redact
 from reconciler.report.metrics import Metrics
-from reconciler.source import urls
 from reconciler.source.local import tree_digest
-from reconciler.sync import inventory, redact
+from reconciler.sync import inventory
+from reconciler.sync.changeset import Action
 from reconciler.sync.objects import ObjectId
-from reconciler.sync.plan import Action, Plan
+from reconciler.sync.plan import Plan
 
 log = logging.getLogger("reconciler.gitsync")
 
@@ -126,7 +127,7 @@ class Reconciler:
     @staticmethod
     def scrub(state: SyncState | None, text: str) -> str:
         """``text`` without URL credentials or any value read from the GitSync's Secrets."""
-        return redact.scrub(urls.scrub(text), state.secrets if state else ())
+        return redact.scrub(redact.scrub_urls(text), state.secrets if state else ())
 
     def _handles(self, namespace: str, spec: GitSyncSpec) -> tuple[Kube, RestMapper]:
         """The handle that plans, applies, prunes and keeps the inventory for ``spec``.

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from reconciler import policy
 from reconciler.gitsync.drift import Desired
-from reconciler.kube.apply import FIELD_MANAGER
+from reconciler.kube.ssa import FIELD_MANAGER
 from reconciler.sync import health, inventory
 from reconciler.sync import prune as pruning
-from reconciler.sync.apply import ApplyReport, Outcome
+from reconciler.sync.apply import ApplyReport, ObjectResult
 from reconciler.sync.objects import ObjectId, owner_label_value
 from reconciler.sync.plan import Item, Plan
 
@@ -74,7 +74,7 @@ class Progress:
 
     planned: Callable[[Plan], None] | None = None  # default None: after the plan, before any write
     checked: Callable[[Item], None] | None = None  # default None: per object validated by the dry run
-    applied: Callable[[Outcome], None] | None = None  # default None: per object applied
+    applied: Callable[[ObjectResult], None] | None = None  # default None: per object applied
     pruned: Callable[[Item, str], None] | None = None  # default None: per object pruned (or failed)
 
 

@@ -26,9 +26,9 @@ from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper
 from reconciler.render import build as render_build
 from reconciler.render.manifests import Manifest, ManifestError
+from reconciler.report import redact
 from reconciler.source.artifact import Artifact, Source, SourceError
 from reconciler.source.limits import TreeLimitError
-from reconciler.sync import redact
 
 log = logging.getLogger("reconciler.gitsync")
 

@@ -28,6 +28,7 @@ from reconciler.gitsync.spec import (
     object_name,
 )
 from reconciler.policy import PolicyMode
+from reconciler.report.redact import redact_url
 from reconciler.source import urls
 
 POLICY_MODES = (PolicyMode.OFF, PolicyMode.AUDIT, PolicyMode.ENFORCE)  # weakest first
@@ -161,7 +162,7 @@ class Tenancy:
                 transport = "file" if src.url.startswith(("/", ".", "file:")) else "ssh"
             if transport == "file":
                 raise NotAllowedError(
-                    f"spec.source.git.url: {urls.redact(src.url)!r}: file:// URLs read the controller's own disk and "
+                    f"spec.source.git.url: {redact_url(src.url)!r}: file:// URLs read the controller's own disk and "
                     "are refused by `reconciler run` (use an ssh://, https:// or http:// git server)"
                 )
         if isinstance(src, BucketSourceSpec):
@@ -173,7 +174,7 @@ class Tenancy:
             for g in self.bucket_endpoints
         ):
             raise NotAllowedError(
-                f"spec.source.bucket.endpoint: {urls.redact(src.endpoint)!r} is not allowed for namespace {namespace} "
+                f"spec.source.bucket.endpoint: {redact_url(src.endpoint)!r} is not allowed for namespace {namespace} "
                 "by this controller (reconciler run --allow-bucket-endpoint NAMESPACE=URL-PREFIX; allowed: "
                 f"{_listed(self.bucket_endpoints, namespace, self.platform_namespaces)})"
             )

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import kubernetes.client
 import kubernetes.config
@@ -73,7 +73,7 @@ class ConfigError(Exception):
     """No usable kubeconfig or in-cluster configuration."""
 
 
-def _parse_error(status: int, http_reason: str, data: bytes, method: str, path: str) -> KubeError:
+def _parse_error(status: int, data: bytes, *, http_reason: str, method: str, path: str) -> KubeError:
     try:
         st = json.loads(data)
     except ValueError:
@@ -128,6 +128,7 @@ class Kube:
         self,
         method: str,
         path: str,
+        *,
         query: Sequence[tuple[str, str]] | None,
         body: Any,
         content_type: str,
@@ -159,6 +160,34 @@ class Kube:
             cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) else e
             raise UnreachableError(f"{method} {self.host}{path}: {cause}") from e
 
+    @overload
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] | None = ...,
+        body: Any = ...,
+        content_type: str = ...,
+        accept: str = ...,
+        timeout: float | tuple[float, float] | None = ...,
+        with_status: Literal[False] = ...,
+    ) -> Any: ...
+
+    @overload
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] | None = ...,
+        body: Any = ...,
+        content_type: str = ...,
+        accept: str = ...,
+        timeout: float | tuple[float, float] | None = ...,
+        with_status: Literal[True],
+    ) -> tuple[int, Any]: ...
+
     def request(
         self,
         method: str,
@@ -169,25 +198,16 @@ class Kube:
         content_type: str = JSON,
         accept: str = JSON,
         timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+        with_status: bool = False,
     ) -> Any:
-        """Send one request; return the decoded JSON body or raise :class:`KubeError`."""
-        return self.call(
-            method, path, query=query, body=body, content_type=content_type, accept=accept, timeout=timeout
-        )[1]
+        """Send one request; return the decoded JSON body or raise :class:`KubeError`.
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Sequence[tuple[str, str]] | None = None,
-        body: Any = None,
-        content_type: str = JSON,
-        accept: str = JSON,
-        timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
-    ) -> tuple[int, Any]:
-        """Like :meth:`request`, also returning the HTTP status (201 tells "created" from "updated")."""
-        resp = self._send(method, path, query, body, content_type, accept, timeout)
+        ``with_status`` returns ``(HTTP status, body)`` instead: only server-side apply needs
+        it, because 201 is the one way the API server tells "created" from "updated".
+        """
+        resp = self._send(
+            method, path, query=query, body=body, content_type=content_type, accept=accept, timeout=timeout
+        )
         try:
             data: bytes = resp.read()
         except (urllib3.exceptions.HTTPError, OSError) as e:
@@ -195,17 +215,18 @@ class Kube:
         finally:
             resp.release_conn()
         if not 200 <= resp.status < 300:
-            raise _parse_error(resp.status, str(resp.reason), data, method, path)
-        return resp.status, (json.loads(data) if data else None)
+            raise _parse_error(resp.status, data, http_reason=str(resp.reason), method=method, path=path)
+        decoded = json.loads(data) if data else None
+        return (resp.status, decoded) if with_status else decoded
 
     def stream_lines(
         self, path: str, query: Sequence[tuple[str, str]], timeout: tuple[float, float]
     ) -> Iterator[bytes]:
         """GET a streaming response (a watch) and yield it line by line."""
-        resp = self._send("GET", path, query, None, JSON, JSON, timeout)
+        resp = self._send("GET", path, query=query, body=None, content_type=JSON, accept=JSON, timeout=timeout)
         try:
             if not 200 <= resp.status < 300:
-                raise _parse_error(resp.status, str(resp.reason), resp.read(), "GET", path)
+                raise _parse_error(resp.status, resp.read(), http_reason=str(resp.reason), method="GET", path=path)
             buf = b""
             for chunk in resp.stream(64 * 1024, decode_content=True):
                 buf += chunk
@@ -261,7 +282,7 @@ def connect(
 ) -> Kube:
     """Build the one shared handle: kubeconfig (explicit, ``$KUBECONFIG``, ``~/.kube/config``)
     or the in-cluster service account when running as a Pod."""
-    return _handle(_configuration(kubeconfig, context), pool_size, user_agent, headers)
+    return _handle(_configuration(kubeconfig, context), pool_size=pool_size, user_agent=user_agent, headers=headers)
 
 
 TokenSource = Callable[[], str]
@@ -271,8 +292,8 @@ TokenSource = Callable[[], str]
 def connect_token(
     host: str,
     token: str | TokenSource,
-    ca_file: str | None = None,
     *,
+    ca_file: str | None = None,
     ca_data: str | None = None,
     pool_size: int = 8,
     user_agent: str = "gitops-reconciler",
@@ -295,7 +316,7 @@ def connect_token(
     else:
         cfg.api_key = {"BearerToken": ""}  # the key must exist for the client to ask the hook at all
         cfg.refresh_api_key_hook = _refresh_hook(token, host)  # type: ignore[assignment]  # typed as None
-    return _handle(cfg, pool_size, user_agent, headers)
+    return _handle(cfg, pool_size=pool_size, user_agent=user_agent, headers=headers)
 
 
 def _refresh_hook(token: TokenSource, host: str) -> Callable[[kubernetes.client.Configuration], None]:
@@ -310,7 +331,7 @@ def _refresh_hook(token: TokenSource, host: str) -> Callable[[kubernetes.client.
 
 
 def _handle(
-    cfg: kubernetes.client.Configuration, pool_size: int, user_agent: str, headers: Mapping[str, str] | None
+    cfg: kubernetes.client.Configuration, *, pool_size: int, user_agent: str, headers: Mapping[str, str] | None
 ) -> Kube:
     cfg.connection_pool_maxsize = pool_size
     api = kubernetes.client.ApiClient(configuration=cfg)

@@ -36,7 +36,7 @@ def _parse(s: str | None) -> dt.datetime | None:
 
 class LeaderElector:
     def __init__(
-        self, kube: Kube, namespace: str, name: str, identity: str, duration: float = 15.0, renew: float = 5.0
+        self, kube: Kube, *, namespace: str, name: str, identity: str, duration: float = 15.0, renew: float = 5.0
     ) -> None:
         self._kube, self.namespace, self.name, self.identity = kube, namespace, name, identity
         self.duration, self.renew = duration, renew

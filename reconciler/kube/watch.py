@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, dict[str, Any]], None]  # ("ADDED"|"MODIFIED"|"DELETED"|"RELISTED", object)
 
 
-def _call(handler: Handler, type_: str, obj: dict[str, Any], path: str) -> None:
+def _call(handler: Handler, type_: str, *, obj: dict[str, Any], path: str) -> None:
     """A failing handler must not end the watch: log it and go on with the next event."""
     try:
         handler(type_, obj)
@@ -31,9 +31,9 @@ def _call(handler: Handler, type_: str, obj: dict[str, Any], path: str) -> None:
 def watch(
     kube: Kube,
     path: str,
+    *,
     handler: Handler,
     stop: threading.Event,
-    *,
     query: Sequence[tuple[str, str]] = (),
     kind: str = "",
     api_version: str = "",
@@ -50,8 +50,8 @@ def watch(
                 for item in doc.get("items", []):
                     item.setdefault("kind", kind)
                     item.setdefault("apiVersion", api_version)
-                    _call(handler, "RELISTED", item, path)
-                _call(handler, "RELISTED", {}, path)
+                    _call(handler, "RELISTED", obj=item, path=path)
+                _call(handler, "RELISTED", obj={}, path=path)
                 rv = str(doc["metadata"]["resourceVersion"])
             q = [
                 *query,
@@ -70,12 +70,16 @@ def watch(
                         rv = None
                         break
                     raise KubeError(
-                        int(obj.get("code") or 500), str(obj.get("reason")), str(obj.get("message")), "WATCH", path
+                        status=int(obj.get("code") or 500),
+                        reason=str(obj.get("reason")),
+                        message=str(obj.get("message")),
+                        method="WATCH",
+                        path=path,
                     )
                 rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
                 if ev.get("type") == "BOOKMARK":
                     continue
-                _call(handler, str(ev.get("type")), obj, path)
+                _call(handler, str(ev.get("type")), obj=obj, path=path)
             backoff = 0.5
         except (KubeError, UnreachableError, ValueError) as e:
             log.warning("watch %s: %s; retrying in %.1fs", path, e, backoff)

@@ -20,7 +20,7 @@ kustomization), so renders of the same revision are identical and diffs are stab
 
 Every error is a RenderError naming the file relative to the checkout, the object where
 one is to blame, and the field or variable.  Values of Secret-sourced variables are
-scrubbed from every message (``errors.redact``) as a last line of defence, and the
+scrubbed from every message (``report.redact.scrub``) as a last line of defence, and the
 exception chain is cut so a traceback cannot carry them either.
 """
 
@@ -32,13 +32,14 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from reconciler.render import kustomize
-from reconciler.render.errors import ManifestError, RenderError, describe, redact
+from reconciler.render.errors import ManifestError, RenderError, describe
 from reconciler.render.manifests import MANIFEST_SUFFIXES, Manifest, load_text, read_text
 from reconciler.render.namespaces import Scope, set_namespace
 from reconciler.render.options import Limits, Patch, RenderOptions, valid_namespace
 from reconciler.render.patches import apply_patches
 from reconciler.render.selectors import group_version
 from reconciler.render.substitute import substitute_manifest
+from reconciler.report.redact import scrub
 
 __all__ = ["Limits", "Manifest", "ManifestError", "Patch", "RenderError", "RenderOptions", "confine", "render"]
 
@@ -57,8 +58,8 @@ def render(root: Path, path: str, options: RenderOptions = _DEFAULT_OPTIONS) -> 
     except RenderError as e:
         if not secrets:
             raise
-        obj = redact(e.obj, secrets) if e.obj else None
-        raise RenderError.about(obj, file=redact(e.file, secrets), doc=e.doc, why=redact(e.why, secrets)) from None
+        obj = scrub(e.obj, secrets) if e.obj else None
+        raise RenderError.about(obj, file=scrub(e.file, secrets), doc=e.doc, why=scrub(e.why, secrets)) from None
 
 
 def _render(root: Path, path: str, options: RenderOptions) -> list[Manifest]:

@@ -7,8 +7,6 @@ same classes wherever they are imported from (callers catch them by class).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from typing import Any
 
 
@@ -48,21 +46,3 @@ def describe(obj: Any) -> str:
     name = md.get("name") or "<no name>"
     ns = md.get("namespace")
     return f"{kind}/{ns}/{name}" if ns else f"{kind}/{name}"
-
-
-REDACTED = "***"
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret value replaced.
-
-    Longer values first, so a value that contains another is hidden whole.  Values of one
-    or two characters are only replaced as whole tokens: replacing every "1" in "line 12"
-    would make messages unreadable while hiding nothing a reader could not guess.
-    """
-    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
-        if len(value) >= 3:
-            text = text.replace(value, REDACTED)
-        else:
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", REDACTED, text)
-    return text

@@ -38,8 +38,9 @@ from typing import Any
 import yaml
 
 from reconciler.render import tools, yaml_safe
-from reconciler.render.errors import RenderError, describe, redact
+from reconciler.render.errors import RenderError, describe
 from reconciler.render.options import Limits
+from reconciler.report.redact import scrub
 
 TIMEOUT_SECONDS = 120.0
 _DEAD_PROXY = "http://127.0.0.1:9"
@@ -185,7 +186,7 @@ def _clean(stderr: str, chart_dir: Path, sensitive: Iterable[str]) -> str:
             "run `helm dependency build` and commit charts/ (the renderer never downloads dependencies; "
             "Helm checks every declared dependency, even one whose condition is false)"
         )
-    msg = redact(msg, sensitive)
+    msg = scrub(msg, sensitive)
     return msg if len(msg) <= 2000 else msg[:2000] + " ...(truncated)"
 
 

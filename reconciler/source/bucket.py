@@ -26,7 +26,8 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from reconciler.source import limits, lock, snapshot, urls
+from reconciler.report import redact
+from reconciler.source import limits, lock, snapshot
 from reconciler.source.artifact import Artifact, SourceError
 
 if TYPE_CHECKING:
@@ -149,7 +150,9 @@ class BucketSource:
     # ------------------------------------------------------------------ internals
 
     def _error(self, reason: str) -> SourceError:
-        where = f"endpoint {urls.redact(self._endpoint)}" if self._endpoint else f"region {self._region or 'default'}"
+        where = (
+            f"endpoint {redact.redact_url(self._endpoint)}" if self._endpoint else f"region {self._region or 'default'}"
+        )
         return SourceError(reason, url=self._display, ref=where)
 
     def _describe(self, e: BaseException) -> str:
@@ -162,7 +165,7 @@ class BucketSource:
             text = f"{type(e).__name__}: {e}"
         creds = self._creds
         secrets = (creds.access_key, creds.secret_key, creds.session_token) if creds else ()
-        return urls.scrub(text, secrets)
+        return redact.scrub(redact.scrub_urls(text), secrets)
 
     def _s3(self) -> S3Client:
         """A client from a Session of this source's own: boto3 Sessions are not thread-safe and the

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import git
 
+from reconciler.report import redact
 from reconciler.source import auth, gitcmd, limits, lock, refs, snapshot, urls
 from reconciler.source.artifact import Artifact, SourceError
 from reconciler.source.auth import GitCredentials as GitCredentials
@@ -49,7 +50,7 @@ class GitSource:
     ) -> None:
         self._remote = urls.parse(url)
         self._limits = tree_limits
-        self._display_url = urls.redact(url)
+        self._display_url = redact.redact_url(url)
         self._ref = ref
         self._creds = credentials or GitCredentials()
         self._timeout = timeout
@@ -77,7 +78,7 @@ class GitSource:
                 raise self._error(f"timed out after {self._timeout:g}s waiting for the cache lock: {e}") from None
             except (git.GitError, OSError, ValueError) as e:
                 secrets = auth.secrets(self._remote, self._creds)
-                raise self._error(f"{type(e).__name__}: {urls.scrub(str(e), secrets)}") from None
+                raise self._error(f"{type(e).__name__}: {redact.scrub(redact.scrub_urls(str(e)), secrets)}") from None
 
     def close(self) -> None:
         """Remove the snapshot handed out last; the cache repository stays for the next process."""

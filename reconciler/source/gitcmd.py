@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import git
 
-from reconciler.source import urls
+from reconciler.report import redact
 
 _MAX_DETAIL = 400
 
@@ -98,7 +98,7 @@ def run(
 
 def explain(stderr: str, *, secrets: Sequence[str], host: str, ref: str) -> str:
     """``<summary>: git said: <last lines of stderr>``, on one line."""
-    detail = _tail(urls.scrub(stderr, secrets))
+    detail = _tail(redact.scrub(redact.scrub_urls(stderr), secrets))
     for pattern, summary in _SUMMARIES:
         if pattern.search(stderr):
             return f"{summary.format(host=host or 'the server', ref=ref)}: git said: {detail}"

@@ -1,22 +1,23 @@
-"""Recognise the git URL forms we accept and keep credentials out of anything we print.
+"""Recognise the git URL forms we accept, lifting credentials out of them.
 
 Users paste URLs with tokens in them (``https://x-access-token:...@host/...``); such a URL must
-never reach a log line, an Event, a status message or a process's argument list.
+never reach a log line, an Event, a status message or a process's argument list: :func:`parse`
+moves the credentials out, and :mod:`reconciler.report.redact` hides them in messages.
 """
 
 from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
+
+from reconciler.report.redact import redact_url
 
 Transport = Literal["file", "ssh", "https", "http"]
 
 # user@host:path (git's "scp-like" syntax); no scheme, and the part before ':' has no '/'.
 _SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s\[\]]+|\[[^\]\s]+\]):(?P<path>(?!//).+)$")
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,11 @@ class GitURL:
 def parse(url: str) -> GitURL:
     """Classify ``url``; raises ValueError for forms we do not fetch from (``ext::``, bare paths...)."""
     if not url or url != url.strip() or url.startswith("-") or any(ord(c) < 0x20 for c in url):
-        raise ValueError(f"url: {redact(url)!r} is not a valid git URL")
+        raise ValueError(f"url: {redact_url(url)!r} is not a valid git URL")
     if "://" not in url:
         m = _SCP_LIKE.match(url)
         if not m or m["path"].startswith(":"):  # "<helper>::<address>" would run a remote helper
-            raise ValueError(f"url: {redact(url)!r}: use file://, ssh://, user@host:path or https://")
+            raise ValueError(f"url: {redact_url(url)!r}: use file://, ssh://, user@host:path or https://")
         return GitURL(url=url, transport="ssh", host=m["host"].strip("[]"))
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
@@ -48,11 +49,11 @@ def parse(url: str) -> GitURL:
         return GitURL(url=url, transport="file", host="")
     if scheme in ("ssh", "git+ssh", "ssh+git"):
         if not parts.hostname or parts.password is not None:
-            raise ValueError(f"url: {redact(url)!r}: an ssh:// URL needs a host and no password")
+            raise ValueError(f"url: {redact_url(url)!r}: an ssh:// URL needs a host and no password")
         return GitURL(url=url, transport="ssh", host=parts.hostname)
     if scheme in ("https", "http"):
         if not parts.hostname:
-            raise ValueError(f"url: {redact(url)!r}: no host")
+            raise ValueError(f"url: {redact_url(url)!r}: no host")
         clean = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         return GitURL(
             url=clean,
@@ -61,20 +62,4 @@ def parse(url: str) -> GitURL:
             username=urllib.parse.unquote(parts.username) if parts.username else None,
             password=urllib.parse.unquote(parts.password) if parts.password is not None else None,
         )
-    raise ValueError(f"url: {redact(url)!r}: unsupported scheme {scheme!r} (file, ssh, https, http)")
-
-
-def redact(url: str) -> str:
-    """The URL without any ``user:password@`` of a scheme URL (ssh users are kept: not secret)."""
-    parts = urllib.parse.urlsplit(url) if "://" in url else None
-    if parts is not None and parts.scheme.lower() in ("ssh", "git+ssh", "ssh+git") and parts.password is None:
-        return url
-    return _USERINFO.sub(r"\g<scheme>", url)
-
-
-def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Remove URL userinfo and every known secret from ``text`` (git's stderr, exception text)."""
-    text = _USERINFO.sub(r"\g<scheme>***@", text)
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    raise ValueError(f"url: {redact_url(url)!r}: unsupported scheme {scheme!r} (file, ssh, https, http)")

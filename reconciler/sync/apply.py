@@ -10,31 +10,36 @@ pruned after a failed apply.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.kube import paths
-from reconciler.kube.apply import FIELD_MANAGER, apply_object, delete
+from reconciler.kube import ssa
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
-from reconciler.sync.objects import Stage
-from reconciler.sync.plan import Action, Item, Plan, dry_run
+from reconciler.sync.changeset import Action, Effect
+from reconciler.sync.objects import ApplyStage
+from reconciler.sync.plan import Item, Plan
+from reconciler.sync.preflight import dry_run
+from reconciler.sync.wait import wait_crds_established, wait_gone, wait_kinds_served
+
+_WRITES = (Action.CREATE, Action.CONFIGURE)
 
 
 @dataclass
-class Outcome:
+class ObjectResult:
+    """What applying one object came to (``error`` says why when ``result`` is FAILED)."""
+
     item: Item
-    result: str  # "created" | "configured" | "adopted" | "recreated" | "unchanged" | "skipped" | "failed"
+    result: Effect
     error: str = ""
     live: dict[str, Any] | None = None
 
 
 @dataclass
 class ApplyReport:
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[ObjectResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -42,136 +47,114 @@ class ApplyReport:
         return not self.errors
 
 
-def _established(crd: dict[str, Any]) -> bool:
-    conds = (crd.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+@dataclass(frozen=True, kw_only=True)
+class _Applier:
+    """One plan's apply: the connection and the settings every object and stage shares."""
 
+    kube: Kube
+    mapper: RestMapper
+    owner: str
+    field_manager: str
+    concurrency: int  # objects applied at once within a stage
+    timeout: float  # seconds to wait for a deletion, a CRD or a kind to be served
 
-def wait_crds_established(kube: Kube, names: list[str], timeout: float) -> list[str]:
-    """Wait until the API server serves the CRDs; returns the names that never became Established."""
-    pending = set(names)
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for name in sorted(pending):
-            crd = kube.get_or_none(
-                paths.api_path(
-                    group="apiextensions.k8s.io", version="v1", resource="customresourcedefinitions", name=name
+    def one(self, item: Item) -> ObjectResult:
+        """Apply one object (deleting it first when it must be recreated)."""
+        assert item.desired is not None
+        try:
+            if item.recreate and not self._delete_for_recreate(item):
+                return ObjectResult(
+                    item, Effect.FAILED, f"{item.oid}: still present {self.timeout:.0f}s after deletion"
                 )
+            applied = ssa.apply(self.kube, item.desired, mapper=self.mapper, field_manager=self.field_manager)
+        except KubeError as e:
+            return ObjectResult(item, Effect.FAILED, f"{item.oid} ({item.source}): {e.reason}: {e.message}")
+        except (UnreachableError, UnknownKindError) as e:
+            return ObjectResult(item, Effect.FAILED, f"{item.oid} ({item.source}): {e}")
+        if item.recreate:
+            return ObjectResult(item, Effect.RECREATED, live=applied.live)
+        if applied.created:
+            return ObjectResult(item, Effect.CREATED, live=applied.live)
+        return ObjectResult(item, Effect.ADOPTED if item.adopt else Effect.CONFIGURED, live=applied.live)
+
+    def _delete_for_recreate(self, item: Item) -> bool:
+        """Delete the live object (only ours are recreated) and wait until it is gone."""
+        assert item.desired is not None
+        assert item.live is not None  # only objects already labelled ours are recreated
+        res = self.mapper.find(item.desired["apiVersion"], item.desired["kind"])
+        uid = item.live["metadata"]["uid"]
+        ssa.delete(self.kube, item.desired, mapper=self.mapper, propagation="Foreground", uid=uid)
+        return wait_gone(self.kube, res.object_path(item.oid.name, item.oid.namespace or None), self.timeout)
+
+    def check_deferred(self, deferred: list[Item]) -> list[str]:
+        """Objects whose Namespace or CRD came with this sync could not be validated up front;
+        their prerequisites exist now, so check them before the first write of their stage."""
+        try:
+            missing = wait_kinds_served(self.mapper, deferred, self.timeout)
+        except (KubeError, UnreachableError) as e:
+            missing = [str(e)]
+        if missing:
+            return [f"kinds not served after {self.timeout:.0f}s: {', '.join(missing)}"]
+
+        def check(i: Item) -> str | None:
+            return dry_run(
+                self.kube, i, mapper=self.mapper, owner=self.owner, field_manager=self.field_manager, want_diff=False
             )
-            if crd is not None and _established(crd):
-                pending.discard(name)
-        if pending:
-            time.sleep(0.2)
-    return sorted(pending)
 
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            return [e for e in pool.map(check, deferred) if e]
 
-def _wait_gone(kube: Kube, path: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if kube.get_or_none(path) is None:
-            return True
-        time.sleep(0.2)
-    return False
-
-
-def wait_kinds_served(mapper: RestMapper, items: list[Item], timeout: float) -> list[str]:
-    """Wait until discovery serves the kinds of deferred custom resources.
-
-    An Established CRD is not always in discovery at once (a CRD that gained a version was
-    Established before), so poll rather than refresh once and fail.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        missing = []
-        for i in items:
-            assert i.desired is not None
-            try:
-                mapper.find(i.desired["apiVersion"], i.desired["kind"])
-            except UnknownKindError:
-                missing.append(f"{i.desired['kind']} in {i.desired['apiVersion']}")
-        if not missing or time.monotonic() >= deadline:
-            return sorted(set(missing))
-        time.sleep(0.5)
-        mapper.refresh()
+    def crds_established(self, items: list[Item]) -> list[str]:
+        """After the CRD stage: wait until they are Established and their kinds are served."""
+        try:
+            stuck = wait_crds_established(self.kube, [i.oid.name for i in items], self.timeout)
+            self.mapper.refresh()  # their kinds are served now
+        except (KubeError, UnreachableError) as e:
+            stuck = [str(e)]
+        if stuck:
+            return [f"CustomResourceDefinition not Established after {self.timeout:.0f}s: {', '.join(stuck)}"]
+        return []
 
 
 def apply_plan(
     kube: Kube,
-    mapper: RestMapper,
     p: Plan,
     *,
+    mapper: RestMapper,
     owner: str,
-    field_manager: str = FIELD_MANAGER,
+    field_manager: str = ssa.FIELD_MANAGER,
     concurrency: int = 8,
     timeout: float = 300.0,
-    progress: Callable[[Outcome], None] | None = None,
+    progress: Callable[[ObjectResult], None] | None = None,
 ) -> ApplyReport:
+    """Apply every create/configure of ``p`` stage by stage; stop at the first stage with an error."""
+    applier = _Applier(
+        kube=kube, mapper=mapper, owner=owner, field_manager=field_manager, concurrency=concurrency, timeout=timeout
+    )
     report = ApplyReport()
-
-    def one(item: Item) -> Outcome:
-        assert item.desired is not None
-        try:
-            if item.recreate:
-                assert item.live is not None  # only objects already labelled ours are recreated
-                res = mapper.find(item.desired["apiVersion"], item.desired["kind"])
-                delete(kube, mapper, item.desired, propagation="Foreground", uid=item.live["metadata"]["uid"])
-                path = res.object_path(item.oid.name, item.oid.namespace or None)
-                if not _wait_gone(kube, path, timeout):
-                    return Outcome(item, "failed", f"{item.oid}: still present {timeout:.0f}s after deletion")
-            live, created = apply_object(kube, mapper, item.desired, field_manager=field_manager)
-        except KubeError as e:
-            return Outcome(item, "failed", f"{item.oid} ({item.source}): {e.reason}: {e.message}")
-        except (UnreachableError, UnknownKindError) as e:
-            return Outcome(item, "failed", f"{item.oid} ({item.source}): {e}")
-        if item.recreate:
-            return Outcome(item, "recreated", live=live)
-        return Outcome(item, "created" if created else ("adopted" if item.adopt else "configured"), live=live)
-
-    for stage in Stage:
-        items = [i for i in p.items if i.stage is stage and i.action in (Action.CREATE, Action.CONFIGURE)]
+    for stage in ApplyStage:
+        items = [i for i in p.items if i.stage is stage and i.action in _WRITES]
         if not items:
             continue
-        # Objects whose Namespace or CRD came with this sync could not be validated up front;
-        # their prerequisites exist now, so check them before the first write of this stage.
         deferred = [i for i in items if i.deferred]
         if deferred:
-            try:
-                missing = wait_kinds_served(mapper, deferred, timeout)
-            except (KubeError, UnreachableError) as e:
-                missing = [str(e)]
-            if missing:
-                report.errors.append(f"kinds not served after {timeout:.0f}s: {', '.join(missing)}")
-                break
-            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-                errs = pool.map(
-                    lambda i: dry_run(kube, mapper, i, owner=owner, field_manager=field_manager, want_diff=False),
-                    deferred,
-                )
-                report.errors.extend(e for e in errs if e)
+            report.errors.extend(applier.check_deferred(deferred))
             if report.errors:
                 break
-            items = [i for i in items if i.action in (Action.CREATE, Action.CONFIGURE)]
+            items = [i for i in items if i.action in _WRITES]
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for out in pool.map(one, items):
+            for out in pool.map(applier.one, items):
                 report.outcomes.append(out)
                 if out.error:
                     report.errors.append(out.error)
                 if progress:
                     progress(out)
+        if not report.errors and stage is ApplyStage.CRDS:
+            report.errors.extend(applier.crds_established(items))
         if report.errors:
             break
-        if stage is Stage.CRDS:
-            try:
-                stuck = wait_crds_established(kube, [i.oid.name for i in items], timeout)
-                mapper.refresh()  # their kinds are served now
-            except (KubeError, UnreachableError) as e:
-                stuck = [str(e)]
-            if stuck:
-                report.errors.append(
-                    f"CustomResourceDefinition not Established after {timeout:.0f}s: {', '.join(stuck)}"
-                )
-                break
     for item in p.items:
         if item.action in (Action.UNCHANGED, Action.SKIP) and item.desired is not None:
-            report.outcomes.append(Outcome(item, "unchanged" if item.action is Action.UNCHANGED else "skipped"))
+            result = Effect.UNCHANGED if item.action is Action.UNCHANGED else Effect.SKIPPED
+            report.outcomes.append(ObjectResult(item, result))
     return report

@@ -59,7 +59,7 @@ def changed_below(field: str, desired: dict[str, Any], live: dict[str, Any] | No
     if want is _MISSING:
         return []
     out: list[str] = []
-    _diff(want, have, field, out)
+    _diff(want, have, path=field, out=out)
     return out[:MAX_PATHS] if out != [field] else []
 
 
@@ -77,10 +77,10 @@ def _at(obj: Any, path: str) -> Any:
     return obj
 
 
-def _diff(want: Any, have: Any, path: str, out: list[str]) -> None:
+def _diff(want: Any, have: Any, *, path: str, out: list[str]) -> None:
     """Leaves of ``want`` (what git sets) that ``have`` lacks or holds otherwise."""
     if isinstance(want, dict) and isinstance(have, dict):
         for k, v in want.items():
-            _diff(v, have.get(k, _MISSING), f"{path}.{k}", out)
+            _diff(v, have.get(k, _MISSING), path=f"{path}.{k}", out=out)
     elif want != have:
         out.append(path)

@@ -94,7 +94,7 @@ class InventoryOwnerError(InventoryError):
     """The stored inventory belongs to another owner: nothing it lists may be touched."""
 
 
-def _foreign(namespace: str, sync_name: str, stored: str, owner_uid: str) -> str | None:
+def _foreign(namespace: str, sync_name: str, *, stored: str, owner_uid: str) -> str | None:
     """Why an inventory stamped ``stored`` is not ``owner_uid``'s, or None when it is (or either is unstamped)."""
     if not stored or not owner_uid or stored == owner_uid:
         return None
@@ -104,13 +104,13 @@ def _foreign(namespace: str, sync_name: str, stored: str, owner_uid: str) -> str
     )
 
 
-def check_owner(inventory: Inventory, namespace: str, sync_name: str, owner_uid: str) -> None:
+def check_owner(inventory: Inventory, *, namespace: str, sync_name: str, owner_uid: str) -> None:
     """Refuse to sync over another owner's inventory (raises :class:`InventoryOwnerError`).
 
     An unstamped inventory is accepted (the next write stamps it), and an unstamped sync (the
     CLI) accepts any: only two different identities conflict.
     """
-    why = _foreign(namespace, sync_name, inventory.owner_uid, owner_uid)
+    why = _foreign(namespace, sync_name, stored=inventory.owner_uid, owner_uid=owner_uid)
     if why:
         raise InventoryOwnerError(
             f"{why}: a GitSync of the same namespace and name on another management cluster, or a deleted"
@@ -119,7 +119,7 @@ def check_owner(inventory: Inventory, namespace: str, sync_name: str, owner_uid:
         )
 
 
-def delete(kube: Kube, namespace: str, sync_name: str, owner_uid: str) -> None:
+def delete(kube: Kube, *, namespace: str, sync_name: str, owner_uid: str) -> None:
     """Delete the inventory, unless another owner's (raises :class:`InventoryOwnerError`).
 
     The ConfigMap is deleted with its resourceVersion as a precondition, so a stamp written
@@ -129,7 +129,8 @@ def delete(kube: Kube, namespace: str, sync_name: str, owner_uid: str) -> None:
     if cm is None:
         return
     md = cm.get("metadata") or {}
-    why = _foreign(namespace, sync_name, str((md.get("annotations") or {}).get(OWNER_UID_ANNOTATION, "")), owner_uid)
+    stored = str((md.get("annotations") or {}).get(OWNER_UID_ANNOTATION, ""))
+    why = _foreign(namespace, sync_name, stored=stored, owner_uid=owner_uid)
     if why:
         raise InventoryOwnerError(why)
     try:
@@ -174,7 +175,7 @@ def load(kube: Kube, namespace: str, sync_name: str) -> Inventory:
     )
 
 
-def save(kube: Kube, namespace: str, sync_name: str, inventory: Inventory, field_manager: str) -> Inventory:
+def save(kube: Kube, inventory: Inventory, *, namespace: str, sync_name: str, field_manager: str) -> Inventory:
     """Store ``inventory`` only if the ConfigMap is still what ``inventory.resource_version``
     says was read (absent when ""), and return it with the new resourceVersion.
 

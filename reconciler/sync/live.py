@@ -45,7 +45,7 @@ def fetch_owned(kube: Kube, owner: str, wanted: Iterable[tuple[ObjectId, Resourc
                 raise
             # An identity allowed to get only the objects it names (a tenant Role with
             # resourceNames, which list would defeat): one GET per object instead.
-            doc = {"items": _get_each(kube, res, ids, owner)}
+            doc = {"items": _get_each(kube, res, ids=ids, owner=owner)}
         for item in doc.get("items", []):
             item.setdefault("apiVersion", res.api_version)
             item.setdefault("kind", res.kind)
@@ -55,7 +55,7 @@ def fetch_owned(kube: Kube, owner: str, wanted: Iterable[tuple[ObjectId, Resourc
     return out
 
 
-def _get_each(kube: Kube, res: Resource, ids: Iterable[ObjectId], owner: str) -> list[dict[str, Any]]:
+def _get_each(kube: Kube, res: Resource, *, ids: Iterable[ObjectId], owner: str) -> list[dict[str, Any]]:
     """The objects of ``ids`` that exist and carry ``owner``'s label (what the LIST would return)."""
     out = []
     for oid in sorted(ids, key=str):

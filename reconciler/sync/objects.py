@@ -60,7 +60,7 @@ class ObjectId:
         return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
 
 
-class Stage(enum.IntEnum):
+class ApplyStage(enum.IntEnum):
     """Apply order; prune runs it backwards (namespaced objects before their Namespace,
     Namespaces before the CRDs whose custom resources they may hold)."""
 
@@ -70,12 +70,12 @@ class Stage(enum.IntEnum):
     NAMESPACED = 3
 
 
-def stage_of(oid: ObjectId) -> Stage:
+def stage_of(oid: ObjectId) -> ApplyStage:
     if oid.kind == "CustomResourceDefinition" and oid.group == "apiextensions.k8s.io":
-        return Stage.CRDS
+        return ApplyStage.CRDS
     if oid.kind == "Namespace" and oid.group == "":
-        return Stage.NAMESPACES
-    return Stage.NAMESPACED if oid.namespace else Stage.CLUSTER
+        return ApplyStage.NAMESPACES
+    return ApplyStage.NAMESPACED if oid.namespace else ApplyStage.CLUSTER
 
 
 def annotation(obj: dict[str, Any] | None, key: str) -> str | None:

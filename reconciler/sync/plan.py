@@ -5,7 +5,7 @@ every time. So the common case costs no request: the desired object still has th
 digest recorded in the inventory when it was last applied, and every value it sets is
 still the live value (a subset test, so API defaults and fields that other managers
 own — an HPA's replicas — never count as drift). Only objects that fail that test are
-asked about with a server-side dry-run apply, which both confirms the difference
+asked about with a server-side dry-run apply (``preflight``), which both confirms the difference
 (normalized quantities and defaults compare equal there) and validates the object, so
 an invalid object or an immutable-field change is found before anything is written.
 """
@@ -13,42 +13,31 @@ an invalid object or an immutable-field change is found before anything is writt
 from __future__ import annotations
 
 import copy
-import enum
 import functools
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.kube.apply import FIELD_MANAGER, apply_object
-from reconciler.kube.client import Kube, KubeError, UnreachableError
+from reconciler.kube.client import Kube
 from reconciler.kube.discovery import Resource, RestMapper, UnknownKindError
+from reconciler.kube.ssa import FIELD_MANAGER
 from reconciler.render.manifests import Manifest
-from reconciler.sync import diffing, immutable, live
-from reconciler.sync.inventory import Inventory, digest, owned_fields
+from reconciler.sync import diffing, live
+from reconciler.sync.changeset import Action
+from reconciler.sync.inventory import Entry, Inventory, digest, owned_fields
 from reconciler.sync.objects import (
     DISABLED,
-    ENABLED,
-    FORCE_ANNOTATION,
     OWNER_LABEL,
     PRUNE_ANNOTATION,
     RECONCILE_ANNOTATION,
+    ApplyStage,
     ObjectId,
-    Stage,
     annotation,
     stage_of,
 )
 
 # Fields the API server owns: never part of a comparison.
 _SERVER_METADATA = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink")
-
-
-class Action(enum.StrEnum):
-    CREATE = "create"
-    CONFIGURE = "configure"
-    UNCHANGED = "unchanged"
-    PRUNE = "prune"
-    SKIP = "skip"
 
 
 @dataclass
@@ -77,7 +66,7 @@ class Item:
         self.patch = diffing.json_patch(before, after)
 
     @property
-    def stage(self) -> Stage:
+    def stage(self) -> ApplyStage:
         return stage_of(self.oid)
 
     @functools.cached_property
@@ -173,7 +162,7 @@ class _CrdKinds:
 
 
 def normalize(
-    manifests: Sequence[Manifest], mapper: RestMapper, owner: str, default_namespace: str
+    manifests: Sequence[Manifest], *, mapper: RestMapper, owner: str, default_namespace: str
 ) -> list[tuple[Manifest, dict[str, Any], Resource | None]]:
     """Desired objects as they will be applied: owner label set, namespace resolved.
 
@@ -227,69 +216,84 @@ def normalize(
 
 def plan(
     kube: Kube,
-    mapper: RestMapper,
     manifests: Sequence[Manifest],
-    inventory: Inventory,
     *,
+    mapper: RestMapper,
+    inventory: Inventory,
     owner: str,
     default_namespace: str = "default",
     field_manager: str = FIELD_MANAGER,
 ) -> Plan:
     """Classify every desired object and every previously applied one; no dry runs yet."""
-    desired = normalize(manifests, mapper, owner, default_namespace)
-    wanted: list[tuple[ObjectId, Resource]] = [(ObjectId.of(o), r) for _, o, r in desired if r is not None]
-    orphans: dict[ObjectId, Resource] = {}
+    desired = normalize(manifests, mapper=mapper, owner=owner, default_namespace=default_namespace)
     out = Plan(items=[])
-    desired_ids = {ObjectId.of(o) for _, o, _ in desired}
+    orphans = _orphans(inventory, {ObjectId.of(o) for _, o, _ in desired}, mapper=mapper, into=out)
+    wanted: list[tuple[ObjectId, Resource]] = [(ObjectId.of(o), r) for _, o, r in desired if r is not None]
+    state = live.fetch_owned(kube, owner, [*wanted, *orphans.items()])
+    out.unexamined |= state.unexamined
+    for m, obj, res in desired:
+        oid = ObjectId.of(obj)
+        cur = state.objects.get(oid)
+        item = Item(oid=oid, action=Action.CONFIGURE, source=_where(m), desired=obj, live=cur, resource=res)
+        item.deferred = res is None  # a custom resource of a CRD this revision creates
+        _decide(item, last=inventory.entries.get(oid), field_manager=field_manager)
+        out.items.append(item)
+    for oid, res in sorted(orphans.items()):
+        cur = state.objects.get(oid)
+        if cur is not None:
+            out.items.append(_prune_candidate(oid, res, cur))
+        elif oid not in state.unexamined:
+            out.gone.add(oid)  # deleted, or no longer labelled ours: never touched
+    _protect_containers(out)
+    return out
+
+
+def _orphans(
+    inventory: Inventory, desired: set[ObjectId], *, mapper: RestMapper, into: Plan
+) -> dict[ObjectId, Resource]:
+    """Inventory entries git no longer has, with the resource that serves each (prune candidates)."""
+    orphans: dict[ObjectId, Resource] = {}
     for oid, entry in inventory.entries.items():
-        if oid in desired_ids:
+        if oid in desired:
             continue
         try:
             orphans[oid] = mapper.find_group_kind(oid.group, oid.kind)
         except UnknownKindError as e:
             # Nothing serves the kind now (its CRD is gone, or its APIService is down): keep
             # the entry, so the object is pruned once it can be examined again.
-            out.unexamined.add(oid)
-            out.warnings.append(f"{oid}: in the inventory but {e}; not examined (version {entry.version})")
-    state = live.fetch_owned(kube, owner, [*wanted, *orphans.items()])
-    out.unexamined |= state.unexamined
+            into.unexamined.add(oid)
+            into.warnings.append(f"{oid}: in the inventory but {e}; not examined (version {entry.version})")
+    return orphans
 
-    for m, obj, res in desired:
-        oid = ObjectId.of(obj)
-        cur = state.objects.get(oid)
-        item = Item(oid=oid, action=Action.CONFIGURE, source=_where(m), desired=obj, live=cur, resource=res)
-        item.deferred = res is None  # a custom resource of a CRD this revision creates
-        if cur is not None and DISABLED in (
-            annotation(cur, RECONCILE_ANNOTATION),
-            annotation(obj, RECONCILE_ANNOTATION),
-        ):
-            item.action, item.reason = Action.SKIP, f"{RECONCILE_ANNOTATION}: {DISABLED}"
-        elif cur is None:
-            item.action = Action.CREATE  # or an adoption: preflight finds out
-        else:
-            last = inventory.entries.get(oid)
-            if (
-                last is not None
-                and last.digest == item.digest
-                and last.fields == owned_fields(cur, field_manager)
-                and contains(obj, cur)
-            ):
-                item.action = Action.UNCHANGED
-        out.items.append(item)
-    for oid, res in sorted(orphans.items()):
-        cur = state.objects.get(oid)
-        if cur is None:
-            if oid not in state.unexamined:
-                out.gone.add(oid)  # deleted, or no longer labelled ours: never touched
-            continue
-        item = Item(oid=oid, action=Action.PRUNE, source="inventory", live=cur, resource=res)
-        if annotation(cur, PRUNE_ANNOTATION) == DISABLED:
-            item.action, item.reason, item.release = Action.SKIP, f"{PRUNE_ANNOTATION}: {DISABLED}", True
-        elif annotation(cur, RECONCILE_ANNOTATION) == DISABLED:
-            item.action, item.reason = Action.SKIP, f"{RECONCILE_ANNOTATION}: {DISABLED}"
-        out.items.append(item)
-    _protect_containers(out)
-    return out
+
+def _decide(item: Item, *, last: Entry | None, field_manager: str) -> None:
+    """Skip, create, or (the cheap case) unchanged: the digest and owned fields are as recorded
+    and every value git sets is still live. Anything else stays "configure" for the dry run."""
+    assert item.desired is not None
+    cur = item.live
+    if cur is not None and DISABLED in (
+        annotation(cur, RECONCILE_ANNOTATION),
+        annotation(item.desired, RECONCILE_ANNOTATION),
+    ):
+        item.action, item.reason = Action.SKIP, f"{RECONCILE_ANNOTATION}: {DISABLED}"
+    elif cur is None:
+        item.action = Action.CREATE  # or an adoption: preflight finds out
+    elif (
+        last is not None
+        and last.digest == item.digest
+        and last.fields == owned_fields(cur, field_manager)
+        and contains(item.desired, cur)
+    ):
+        item.action = Action.UNCHANGED
+
+
+def _prune_candidate(oid: ObjectId, res: Resource, cur: dict[str, Any]) -> Item:
+    item = Item(oid=oid, action=Action.PRUNE, source="inventory", live=cur, resource=res)
+    if annotation(cur, PRUNE_ANNOTATION) == DISABLED:
+        item.action, item.reason, item.release = Action.SKIP, f"{PRUNE_ANNOTATION}: {DISABLED}", True
+    elif annotation(cur, RECONCILE_ANNOTATION) == DISABLED:
+        item.action, item.reason = Action.SKIP, f"{RECONCILE_ANNOTATION}: {DISABLED}"
+    return item
 
 
 def _protect_containers(p: Plan) -> None:
@@ -315,131 +319,3 @@ def _protect_containers(p: Plan) -> None:
             item.action = Action.SKIP
             item.reason = f"still holds {len(inside)} kept object(s), e.g. {inside[0].oid}"
             p.warnings.append(f"{item.oid}: not pruned: {item.reason}")
-
-
-def _missing_namespace(e: KubeError) -> bool:
-    return e.status == 404 and e.reason == "NotFound" and "namespaces" in e.message
-
-
-def dry_run(
-    kube: Kube, mapper: RestMapper, item: Item, *, owner: str, field_manager: str, want_diff: bool
-) -> str | None:
-    """Validate one create/configure with a server-side dry run; returns an error, or None.
-
-    Also settles what the plan could not know cheaply: whether a "create" is really an
-    object that exists without our label (adopted — unless another sync owns it), whether
-    a "configure" changes anything at all, and what the diff is.
-    """
-    assert item.desired is not None
-    desired_ns = item.desired_namespaces
-    try:
-        dry, created = apply_object(kube, mapper, item.desired, field_manager=field_manager, dry_run=True)
-    except KubeError as e:
-        if _missing_namespace(e) and item.oid.namespace in desired_ns:
-            item.deferred = True  # its Namespace is created by this sync; checked again before its stage
-            return None
-        fields = immutable.fields(e)
-        said = immutable.server_message(e)
-        if fields and annotation(item.desired, FORCE_ANNOTATION) == ENABLED and item.live is not None:
-            item.recreate = True
-            item.reason = f"immutable field {', '.join(fields)} changed; {FORCE_ANNOTATION}: {ENABLED}"
-            item.diff = [f"~ recreate: {item.reason}"]
-            return None
-        if fields:
-            hint = (
-                f"set annotation {FORCE_ANNOTATION}: {ENABLED} to delete and recreate it"
-                if item.live is not None
-                else "it exists without this sync's label, so it is not recreated; delete it by hand"
-            )
-            below = [p for f in fields for p in immutable.changed_below(f, item.desired, item.live)]
-            what = f" (git changes {', '.join(below)})" if below else ""
-            return (
-                f"{item.oid} ({item.source}): field {', '.join(fields)} is immutable and would change{what}; {hint}. "
-                f"The API server said: {said}"
-            )
-        return f"{item.oid} ({item.source}): {e.reason}: {e.message}"
-    except (UnreachableError, UnknownKindError) as e:
-        return f"{item.oid} ({item.source}): {e}"
-    if item.action is Action.CREATE and not created and annotation(item.desired, RECONCILE_ANNOTATION) == DISABLED:
-        # It exists, and git says never to update it (a chart's create-only CRD): leave it, whoever owns it.
-        item.action, item.reason = Action.SKIP, f"exists; {RECONCILE_ANNOTATION}: {DISABLED}"
-        return None
-    if item.action is Action.CREATE and not created:
-        # It exists but is not labelled ours: adopt it, unless another sync owns it.
-        real = kube.get_or_none(
-            mapper.find(item.desired["apiVersion"], item.desired["kind"]).object_path(
-                item.oid.name, item.oid.namespace or None
-            )
-        )
-        other = ((real or {}).get("metadata") or {}).get("labels", {}).get(OWNER_LABEL)
-        if other and other != owner:
-            return (
-                f"{item.oid} ({item.source}): already managed by sync {other} "
-                f"(label {OWNER_LABEL}); two syncs must not manage one object"
-            )
-        item.action, item.live, item.adopt = Action.CONFIGURE, real, True
-        item.reason = "adopting an existing object"
-    if item.action is Action.CONFIGURE:
-        before, after = comparable(item.live), comparable(dry)
-        if before == after and not item.adopt:
-            item.action = Action.UNCHANGED
-            item.live = dry if item.live is None else item.live
-        elif want_diff:
-            item.set_diff(before, after)
-    elif want_diff:
-        item.set_diff(None, comparable(dry))
-    return None
-
-
-def preflight(
-    kube: Kube,
-    mapper: RestMapper,
-    p: Plan,
-    *,
-    owner: str,
-    field_manager: str = FIELD_MANAGER,
-    concurrency: int = 8,
-    want_diff: bool = True,
-    progress: Callable[[Item], None] | None = None,
-) -> None:
-    """Dry-run every create/configure: confirm real differences, compute diffs, and turn
-    invalid objects, immutable-field changes and objects of other syncs into plan errors
-    before any write."""
-    new_namespaces = frozenset(
-        i.oid.name for i in p.items if i.desired is not None and i.oid.kind == "Namespace" and i.oid.group == ""
-    )
-    todo = [i for i in p.items if i.action in (Action.CREATE, Action.CONFIGURE) and not i.deferred]
-    for i in todo:
-        i.desired_namespaces = new_namespaces
-
-    def check(item: Item) -> str | None:
-        return dry_run(kube, mapper, item, owner=owner, field_manager=field_manager, want_diff=want_diff)
-
-    def check_all(items: list[Item]) -> None:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for item, err in zip(items, pool.map(check, items), strict=True):
-                if err:
-                    p.errors.append(err)
-                if progress:
-                    progress(item)
-
-    # Namespaces first: a dry run in a Namespace that does not exist yet can only answer
-    # "namespace not found", so what goes into a truly new one (still a create after its own
-    # dry run, not an adoption) is deferred without that request and validated before its stage.
-    namespaces: list[Item] = []
-    rest: list[Item] = []
-    for i in todo:
-        (namespaces if i.oid.kind == "Namespace" and i.oid.group == "" else rest).append(i)
-    check_all(namespaces)
-    new = {i.oid.name for i in namespaces if i.action is Action.CREATE}
-    for i in rest:
-        if i.oid.namespace in new:
-            i.deferred = True
-            if progress:
-                progress(i)
-    check_all([i for i in rest if not i.deferred])
-    for item in p.items:
-        if item.deferred and want_diff:
-            item.set_diff(None, item.desired)
-        if item.action is Action.PRUNE and want_diff:
-            item.set_diff(comparable(item.live), None)

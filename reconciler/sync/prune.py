@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from reconciler.kube.apply import delete
+from reconciler.kube import ssa
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
-from reconciler.sync.objects import Stage
-from reconciler.sync.plan import Action, Item, Plan
+from reconciler.sync.changeset import Action, Effect
+from reconciler.sync.objects import ApplyStage
+from reconciler.sync.plan import Item, Plan
 
 # Below this many deletions the ratio rule does not apply: deleting 2 of 3 objects in a
 # tiny sync is ordinary work, deleting 600 of 1,000 is not.
@@ -28,8 +29,10 @@ MIN_GUARDED = 5
 
 @dataclass(frozen=True)
 class Guard:
-    allow_mass_prune: bool = False
-    max_ratio: float = 0.5
+    """The mass-prune guard's settings (``--allow-mass-prune``, ``--max-prune-ratio``)."""
+
+    allow_mass_prune: bool = False  # default off: pruning everything, or more than max_ratio, is refused
+    max_ratio: float = 0.5  # default half: the share of the inventory one sync may prune (from MIN_GUARDED deletions)
 
 
 def check_guard(p: Plan, inventory_size: int, guard: Guard) -> str | None:
@@ -60,21 +63,22 @@ class PruneReport:
 
 
 def prune(
-    kube: Kube, mapper: RestMapper, p: Plan, *, progress: Callable[[Item, str], None] | None = None
+    kube: Kube, p: Plan, *, mapper: RestMapper, progress: Callable[[Item, Effect], None] | None = None
 ) -> PruneReport:
+    """Delete the plan's prune items in reverse apply order; a failure is reported and the rest go on."""
     report = PruneReport()
-    for stage in reversed(Stage):
+    for stage in reversed(ApplyStage):
         for item in p.items:
             if item.action is not Action.PRUNE or item.stage is not stage or item.live is None:
                 continue
             try:
-                delete(kube, mapper, item.live, uid=(item.live.get("metadata") or {}).get("uid"))
+                ssa.delete(kube, item.live, mapper=mapper, uid=(item.live.get("metadata") or {}).get("uid"))
             except (KubeError, UnreachableError, UnknownKindError) as e:
                 report.errors.append(f"{item.oid}: prune failed: {e}")
                 if progress:
-                    progress(item, "failed")
+                    progress(item, Effect.FAILED)
                 continue
             report.deleted.append(item)
             if progress:
-                progress(item, "pruned")
+                progress(item, Effect.PRUNED)
     return report

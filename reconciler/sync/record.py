@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 from reconciler.kube.client import Kube
 from reconciler.sync import inventory
-from reconciler.sync.apply import Outcome
+from reconciler.sync.apply import ObjectResult
+from reconciler.sync.changeset import Action
 from reconciler.sync.objects import ObjectId
-from reconciler.sync.plan import Action, Item, Plan
+from reconciler.sync.plan import Item, Plan
 
 APPLIED = frozenset({"created", "configured", "adopted", "recreated", "unchanged"})
 
@@ -43,7 +44,7 @@ def final(
     ahead: inventory.Inventory,
     p: Plan,
     *,
-    outcomes: Sequence[Outcome],
+    outcomes: Sequence[ObjectResult],
     deleted: set[ObjectId],
     field_manager: str,
     revision: str,
@@ -90,4 +91,4 @@ def store(
     if new == previous:
         return previous
     expected = dataclasses.replace(new, resource_version=previous.resource_version)  # the write's precondition
-    return inventory.save(kube, namespace, name, expected, field_manager)
+    return inventory.save(kube, expected, namespace=namespace, sync_name=name, field_manager=field_manager)

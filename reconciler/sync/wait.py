@@ -1,10 +1,17 @@
-"""Wait until applied objects are healthy (``--wait``), polling with lists, not GETs."""
+"""Waiting on the API server: for CRDs to be Established and their kinds served, for a
+deleted object to be gone, and for applied objects to be healthy (``--wait``).
+
+Every wait polls with a deadline rather than watching: each is short, happens once per
+sync, and must give up with a clear message rather than hang a worker.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
+from reconciler.kube import paths
 from reconciler.kube.client import Kube
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.sync import health, live
@@ -12,8 +19,68 @@ from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Item
 
 
+def _established(crd: dict[str, Any]) -> bool:
+    conds = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+
+def wait_crds_established(kube: Kube, names: list[str], timeout: float) -> list[str]:
+    """Wait until the API server serves the CRDs; returns the names that never became Established."""
+    pending = set(names)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name in sorted(pending):
+            crd = kube.get_or_none(
+                paths.api_path(
+                    group="apiextensions.k8s.io", version="v1", resource="customresourcedefinitions", name=name
+                )
+            )
+            if crd is not None and _established(crd):
+                pending.discard(name)
+        if pending:
+            time.sleep(0.2)
+    return sorted(pending)
+
+
+def wait_gone(kube: Kube, path: str, timeout: float) -> bool:
+    """Wait until the object at ``path`` no longer exists; False if it still does after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if kube.get_or_none(path) is None:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def wait_kinds_served(mapper: RestMapper, items: list[Item], timeout: float) -> list[str]:
+    """Wait until discovery serves the kinds of deferred custom resources.
+
+    An Established CRD is not always in discovery at once (a CRD that gained a version was
+    Established before), so poll rather than refresh once and fail.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = []
+        for i in items:
+            assert i.desired is not None
+            try:
+                mapper.find(i.desired["apiVersion"], i.desired["kind"])
+            except UnknownKindError:
+                missing.append(f"{i.desired['kind']} in {i.desired['apiVersion']}")
+        if not missing or time.monotonic() >= deadline:
+            return sorted(set(missing))
+        time.sleep(0.5)
+        mapper.refresh()
+
+
 def wait_healthy(
-    kube: Kube, mapper: RestMapper, items: Sequence[Item], owner: str, timeout: float, interval: float = 1.0
+    kube: Kube,
+    items: Sequence[Item],
+    *,
+    mapper: RestMapper,
+    owner: str,
+    timeout: float,
+    interval: float = 1.0,
 ) -> dict[ObjectId, health.Health]:
     """Poll until every object is Current, one has Failed, or ``timeout`` passes.
 

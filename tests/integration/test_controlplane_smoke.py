@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.kube import apply, client, discovery
+from reconciler.kube import client, discovery, ssa
 
 
 def _cm(ns: str, data: dict[str, str]) -> dict[str, Any]:
@@ -19,18 +19,18 @@ def _cm(ns: str, data: dict[str, str]) -> dict[str, Any]:
 def test_server_side_apply_configmap_records_our_field_manager(
     kube: client.Kube, mapper: discovery.RestMapper, namespace: str
 ) -> None:
-    live = apply.server_side_apply(kube, mapper, _cm(namespace, {"a": "1"}))
+    live = ssa.apply(kube, _cm(namespace, {"a": "1"}), mapper=mapper).live
     managers = {(f["manager"], f["operation"]) for f in live["metadata"]["managedFields"]}
     assert managers == {("gitops-reconciler", "Apply")}
     owned = live["metadata"]["managedFields"][0]["fieldsV1"]
     assert "f:a" in owned["f:data"]
 
     # Re-applying the same content is a no-op for etcd: the resourceVersion does not move.
-    again = apply.server_side_apply(kube, mapper, _cm(namespace, {"a": "1"}))
+    again = ssa.apply(kube, _cm(namespace, {"a": "1"}), mapper=mapper).live
     assert again["metadata"]["resourceVersion"] == live["metadata"]["resourceVersion"]
 
     # Dropping a key from the applied config removes it from the object (we owned it).
-    changed = apply.server_side_apply(kube, mapper, _cm(namespace, {"b": "2"}))
+    changed = ssa.apply(kube, _cm(namespace, {"b": "2"}), mapper=mapper).live
     assert changed["data"] == {"b": "2"}
 
 
@@ -50,7 +50,7 @@ def test_server_side_apply_deployment_gets_a_replicaset(
             },
         },
     }
-    live = apply.server_side_apply(kube, mapper, dep)
+    live = ssa.apply(kube, dep, mapper=mapper).live
     uid = live["metadata"]["uid"]
 
     def owned_replicasets() -> list[dict[str, Any]]:
@@ -63,7 +63,7 @@ def test_server_side_apply_deployment_gets_a_replicaset(
 
 def test_namespace_deletion_completes(kube: client.Kube, mapper: discovery.RestMapper, eventually: Any) -> None:
     kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": "smoke-delete"}})
-    apply.server_side_apply(kube, mapper, _cm("smoke-delete", {"x": "y"}))
+    ssa.apply(kube, _cm("smoke-delete", {"x": "y"}), mapper=mapper)
     kube.request("DELETE", "/api/v1/namespaces/smoke-delete")
     assert kube.get("/api/v1/namespaces/smoke-delete")["status"]["phase"] == "Terminating"
     eventually(
@@ -101,7 +101,7 @@ def test_rbac_is_enforced_for_a_service_account_token(cluster: Any, kube: client
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     assert claims["sub"] == f"system:serviceaccount:{namespace}:reader"
 
-    sa = client.connect_token(cluster.server, token, str(cluster.root / "pki" / "ca.crt"))
+    sa = client.connect_token(cluster.server, token, ca_file=str(cluster.root / "pki" / "ca.crt"))
     try:
         assert sa.get(f"/api/v1/namespaces/{namespace}/configmaps")["kind"] == "ConfigMapList"
         with pytest.raises(client.KubeError) as denied_write:
@@ -120,7 +120,7 @@ def test_rbac_is_enforced_for_a_service_account_token(cluster: Any, kube: client
 
 
 def test_unreachable_api_server_is_a_clear_error(cluster: Any) -> None:
-    dead = client.connect_token("https://127.0.0.1:9", "x", str(cluster.root / "pki" / "ca.crt"))
+    dead = client.connect_token("https://127.0.0.1:9", "x", ca_file=str(cluster.root / "pki" / "ca.crt"))
     with pytest.raises(client.UnreachableError, match=r"127\.0\.0\.1:9"):
         dead.request("GET", "/version", timeout=(2, 2))
 
@@ -176,7 +176,7 @@ def test_kwok_node_makes_a_deployment_available(
             },
         },
     }
-    apply.server_side_apply(kube, mapper, dep)
+    ssa.apply(kube, dep, mapper=mapper)
 
     def available() -> bool:
         st = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/avail").get("status", {})

@@ -28,7 +28,7 @@ from reconciler import cli
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "manifests" / "cluster" / "cluster.yaml")
 CLUSTER = "prod"
-VARS = ["--config", CONFIG, "--var", f"CLUSTER_NAME={CLUSTER}", "--var", f"AWS_REGION={awsserver.REGION}"]
+VARS = ["--config", CONFIG, "--substitute", f"CLUSTER_NAME={CLUSTER}", "--substitute", f"AWS_REGION={awsserver.REGION}"]
 ADDON_CALLS = {"ListAddons", "DescribeAddon"}
 MUTATING = ("Update", "Create", "Delete", "Tag", "Untag")
 ALL_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]

@@ -70,7 +70,7 @@ def test_a_renewed_token_is_what_the_next_request_carries(kube: client.Kube, clu
         return minted[-1]
 
     clock = FakeClock()
-    handle = client.connect_token(cluster.server, auth.TokenProvider(mint, clock=clock), str(_ca(cluster)))
+    handle = client.connect_token(cluster.server, auth.TokenProvider(mint, clock=clock), ca_file=str(_ca(cluster)))
     try:
         assert _whoami(handle) == f"system:serviceaccount:{namespace}:first"
         clock.now += auth.TOKEN_TTL - auth.REFRESH_BEFORE - 1
@@ -87,7 +87,7 @@ def test_a_token_source_that_fails_is_a_clear_unreachable_error(cluster: Any) ->
     def broken() -> str:
         raise AwsError("sts:GetCallerIdentity (presign) token for prod (eu-west-1): ExpiredToken: expired")
 
-    handle = client.connect_token(cluster.server, broken, str(_ca(cluster)))
+    handle = client.connect_token(cluster.server, broken, ca_file=str(_ca(cluster)))
     with pytest.raises(client.UnreachableError) as e:
         handle.get("/version")
     assert isinstance(e.value, client.CredentialsError)

@@ -32,8 +32,8 @@ from reconciler.gitsync.results import SyncOptions
 from reconciler.kube import client, discovery
 from reconciler.render import RenderOptions, render
 from reconciler.sync import health, prune
+from reconciler.sync.changeset import Action
 from reconciler.sync.objects import OWNER_LABEL, ObjectId
-from reconciler.sync.plan import Action
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "examples" / "fleet"

@@ -57,7 +57,9 @@ def _identity(admin: client.Kube, cluster: Any, ns: str, sa: str) -> client.Kube
         f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token",
         body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}},
     )
-    return client.connect_token(cluster.server, str(tr["status"]["token"]), str(Path(cluster.root) / "pki" / "ca.crt"))
+    return client.connect_token(
+        cluster.server, str(tr["status"]["token"]), ca_file=str(Path(cluster.root) / "pki" / "ca.crt")
+    )
 
 
 class Setup:

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from controllers import GS, ROOT, Env, cm
 
-from reconciler.kube import apply, client, discovery
+from reconciler.kube import client, discovery, ssa
 from reconciler.sync import inventory
 
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
@@ -58,7 +58,7 @@ def controller_kubeconfig(crd: None, kube: client.Kube, cluster: Any, tmp_path_f
     for name in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
         for doc in yaml.safe_load_all((ROOT / "deploy" / name).read_text()):
             if doc:
-                apply.server_side_apply(kube, mapper, doc, field_manager="test-setup")
+                ssa.apply(kube, doc, mapper=mapper, field_manager="test-setup")
     tr = kube.request(
         "POST",
         f"/api/v1/namespaces/{SYSTEM_NS}/serviceaccounts/reconciler/token",

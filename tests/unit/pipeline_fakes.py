@@ -17,9 +17,10 @@ from reconciler.render.manifests import Manifest
 from reconciler.source.artifact import Artifact
 from reconciler.sync import health, inventory
 from reconciler.sync import prune as pruning
-from reconciler.sync.apply import ApplyReport, Outcome
+from reconciler.sync.apply import ApplyReport, ObjectResult
+from reconciler.sync.changeset import Action, Effect
 from reconciler.sync.objects import ObjectId
-from reconciler.sync.plan import Action, Item, Plan
+from reconciler.sync.plan import Item, Plan
 
 REVISION = "main@sha1:" + "1" * 40
 OLD = "main@sha1:" + "0" * 40
@@ -109,9 +110,9 @@ class FakeCluster:
     def write_ahead(self, previous: inventory.Inventory, p: Plan) -> tuple[inventory.Inventory, list[str]]:
         return previous, self._call("write_ahead")
 
-    def apply(self, p: Plan, *, progress: Callable[[Outcome], None] | None) -> ApplyReport:
+    def apply(self, p: Plan, *, progress: Callable[[ObjectResult], None] | None) -> ApplyReport:
         errors = self._call("apply")
-        outcomes = [Outcome(i, "failed" if errors else "created") for i in p.by_action(Action.CREATE)]
+        outcomes = [ObjectResult(i, Effect.FAILED if errors else Effect.CREATED) for i in p.by_action(Action.CREATE)]
         return ApplyReport(outcomes=outcomes, errors=errors)
 
     def prune(self, p: Plan, *, progress: Callable[[Item, str], None] | None) -> pruning.PruneReport:

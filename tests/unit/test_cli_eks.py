@@ -104,3 +104,39 @@ def test_eks_substitute_and_its_old_name_fill_the_same_variables() -> None:
     opts = run._eks_options(kw)
     assert opts is not None
     assert opts.variables == {"A": "old", "B": "new", "C": "new"}, "the new name wins where both set one"
+
+
+def _unreachable_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS calls fail at once, on loopback: the tests below only need the config to be read."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EKS", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNITTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+
+
+CONFIG = Path(__file__).resolve().parents[2] / "manifests" / "cluster" / "cluster.yaml"
+
+
+@pytest.mark.parametrize("command", ["diff", "sync"])
+def test_eks_takes_variables_as_substitute_like_every_other_command(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _unreachable_aws(monkeypatch)
+    argv = ["eks", command, "--config", str(CONFIG), "--substitute", "CLUSTER_NAME=prod"]
+    r = CliRunner().invoke(cli.cli, [*argv, "--substitute", "AWS_REGION=eu-west-1"])
+    assert r.exit_code == 2, r.output
+    assert "eks:DescribeCluster prod (eu-west-1): EndpointUnreachable" in r.output
+    assert "deprecated" not in r.output
+
+
+def test_var_is_a_hidden_deprecated_alias_that_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    _unreachable_aws(monkeypatch)
+    argv = ["eks", "diff", "--config", str(CONFIG), "--var", "CLUSTER_NAME=old", "--var", "AWS_REGION=eu-west-1"]
+    r = CliRunner().invoke(cli.cli, [*argv, "--substitute", "CLUSTER_NAME=prod"])
+    assert r.exit_code == 2, r.output
+    assert r.output.count("--var is deprecated; use --substitute") == 1
+    assert "eks:DescribeCluster prod (eu-west-1): EndpointUnreachable" in r.output  # --substitute wins
+    help_text = CliRunner().invoke(cli.cli, ["eks", "diff", "--help"]).output
+    assert "--substitute" in help_text
+    assert "--var" not in help_text

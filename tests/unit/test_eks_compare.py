@@ -72,7 +72,7 @@ def test_invalid_fields_are_named(patch: dict[str, Any], message: str) -> None:
     assert str(e.value).startswith(message)
 
 
-def nodegroup_drift(ng: NodeGroup, live: dict[str, Any] | None) -> eksdiff.Drift:
+def nodegroup_drift(ng: NodeGroup, live: dict[str, Any] | None) -> eksdiff.EksDrift:
     cfg = clusterconfig.ClusterConfig(file="c.yaml", name="prod", region="eu-west-1", nodegroups=[ng])
     return eksdiff.compare(cfg, eksdiff.Live(cluster={"version": "1.34"}, nodegroups={ng.name: live}))
 

@@ -31,7 +31,7 @@ from reconciler.report import conditions as cond
 from reconciler.report.metrics import Metrics
 from reconciler.sync import inventory
 from reconciler.sync import prune as pruning
-from reconciler.sync.plan import Action
+from reconciler.sync.changeset import Action
 
 ALL = ["fetch", "render", "policies", "hold", "report", "load", "plan", "preflight", "write_ahead", "apply", "prune"]
 WRITES = {"write_ahead", "apply", "prune", "record"}

@@ -1,4 +1,4 @@
-"""Secret values out of every message: what is collected from manifests, and how it is masked."""
+"""Secrets out of every message: credentials in URLs, what is collected from manifests, how it is masked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from reconciler.render.manifests import Manifest
-from reconciler.sync.redact import MASK, MIN_LEN, scrub, secret_values
+from reconciler.report.redact import MASK, MIN_LEN, redact_url, scrub, scrub_urls, secret_values
 
 
 def b64(text: str) -> str:
@@ -248,3 +248,37 @@ def test_scrub_is_case_sensitive() -> None:
 def test_scrub_multiline_value() -> None:
     value = "line-one\nline-two"
     assert scrub(f"got: {value}!", {value}) == "got: ***!"
+
+
+# --- URLs (moved from test_git_urls.py) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:token@example.com/x.git", "https://example.com/x.git"),
+        ("https://token@example.com/x.git", "https://example.com/x.git"),
+        ("ssh://git@example.com/x.git", "ssh://git@example.com/x.git"),
+        ("git@example.com:x.git", "git@example.com:x.git"),
+        ("file:///srv/x.git", "file:///srv/x.git"),
+    ],
+)
+def test_redact_keeps_what_is_not_secret(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_scrub_removes_userinfo_and_known_secrets_from_git_output() -> None:
+    stderr = (
+        "fatal: unable to access 'https://bot:tok3n@example.com/x.git/': The requested URL returned error: 403\n"
+        "Authorization: Bearer abcdefsecret"
+    )
+    out = scrub(scrub_urls(stderr), ["tok3n", "abcdefsecret", None, ""])
+    assert "tok3n" not in out
+    assert "abcdefsecret" not in out
+    assert "https://***@example.com/x.git/" in out
+
+
+def test_scrub_masks_one_or_two_character_values_only_where_they_stand_alone() -> None:
+    """Masking every "1" in "line 12" would garble the message and hide nothing."""
+    assert scrub("line 12: value 1", ["1"]) == "line 12: value ***"
+    assert scrub("line 12: value ab", ["ab", None, ""]) == "line 12: value ***"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.sync.changeset import Action
 from reconciler.sync.objects import ObjectId
-from reconciler.sync.plan import Action, Item, Plan
+from reconciler.sync.plan import Item, Plan
 from reconciler.sync.prune import MIN_GUARDED, Guard, check_guard
 
 DEFAULT = Guard()

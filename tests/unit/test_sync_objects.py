@@ -10,11 +10,13 @@ from reconciler.sync.objects import (
     OWNER_LABEL,
     PRUNE_ANNOTATION,
     ObjectId,
-    Stage,
     annotation,
     is_owned_by,
     owner_label_value,
     stage_of,
+)
+from reconciler.sync.objects import (
+    ApplyStage as Stage,
 )
 
 

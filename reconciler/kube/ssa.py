@@ -7,12 +7,21 @@ webhook's defaults) stay theirs, and our diff can ignore them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from reconciler.kube.client import APPLY_PATCH, Kube, KubeError
 from reconciler.kube.discovery import Resource, RestMapper
 
 FIELD_MANAGER = "gitops-reconciler"
+
+
+@dataclass(frozen=True)
+class ApplyResponse:
+    """What one apply returned: the object as stored (or as it would be, in a dry run)."""
+
+    live: dict[str, Any]
+    created: bool  # HTTP 201: the object did not exist before; tells a create from an update or adoption
 
 
 def describe(obj: dict[str, Any]) -> str:
@@ -29,43 +38,21 @@ def locate(mapper: RestMapper, obj: dict[str, Any], default_namespace: str = "de
     return res, (ns if res.namespaced else None)
 
 
-def server_side_apply(
+def apply(
     kube: Kube,
-    mapper: RestMapper,
     obj: dict[str, Any],
     *,
+    mapper: RestMapper,
     field_manager: str = FIELD_MANAGER,
     force: bool = True,
     dry_run: bool = False,
     default_namespace: str = "default",
-) -> dict[str, Any]:
-    """Apply one object; returns the live object as the API server stored (or would store) it.
+) -> ApplyResponse:
+    """Apply one object; returns it as the API server stored (or would store) it.
 
     ``force`` takes ownership of fields another manager set: git is the source of truth
     for the fields it names, as in Flux and Argo CD.
     """
-    return apply_object(
-        kube,
-        mapper,
-        obj,
-        field_manager=field_manager,
-        force=force,
-        dry_run=dry_run,
-        default_namespace=default_namespace,
-    )[0]
-
-
-def apply_object(
-    kube: Kube,
-    mapper: RestMapper,
-    obj: dict[str, Any],
-    *,
-    field_manager: str = FIELD_MANAGER,
-    force: bool = True,
-    dry_run: bool = False,
-    default_namespace: str = "default",
-) -> tuple[dict[str, Any], bool]:
-    """:func:`server_side_apply`, also telling whether the object was created (HTTP 201)."""
     res, ns = locate(mapper, obj, default_namespace)
     body = dict(obj)
     if ns is not None:
@@ -75,21 +62,22 @@ def apply_object(
         query.append(("force", "true"))
     if dry_run:
         query.append(("dryRun", "All"))
-    status, live = kube.call(
+    status, live = kube.request(
         "PATCH",
         res.object_path(obj["metadata"]["name"], ns),
         query=query,
         body=body,
         content_type=APPLY_PATCH,
+        with_status=True,
     )
-    return live, status == 201
+    return ApplyResponse(live=live, created=status == 201)
 
 
 def delete(
     kube: Kube,
-    mapper: RestMapper,
     obj: dict[str, Any],
     *,
+    mapper: RestMapper,
     propagation: str = "Background",
     default_namespace: str = "default",
     uid: str | None = None,
