@@ -25,7 +25,7 @@ from botocore.config import Config
 
 from reconciler.aws import eksupdate
 from reconciler.aws.clusterconfig import ClusterConfig
-from reconciler.aws.eksdiff import CORRECTABLE, Change, EksDrift, Live, addon_version_key, compare
+from reconciler.aws.eksdiff import CORRECTABLE, Change, EksDrift, EksLive, addon_version_key, compare
 from reconciler.aws.errors import AwsError, describe_aws_error
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class _Api:
         return found
 
 
-def read(eks: EKSClient, cfg: ClusterConfig) -> Live:
+def read(eks: EKSClient, cfg: ClusterConfig) -> EksLive:
     api = _Api(eks, cfg.region)
     cluster = api.call("DescribeCluster", cfg.name, name=cfg.name)["cluster"]
     nodegroups = {
@@ -105,7 +105,7 @@ def read(eks: EKSClient, cfg: ClusterConfig) -> Live:
             )
             if a.version == "latest":
                 latest[a.name] = _latest(api, res, addon=a.name, k8s_version=str(cluster.get("version") or ""))
-    return Live(cluster=cluster, nodegroups=nodegroups, addons=addons, latest_addon_versions=latest)
+    return EksLive(cluster=cluster, nodegroups=nodegroups, addons=addons, latest_addon_versions=latest)
 
 
 def _latest(api: _Api, resource: str, *, addon: str, k8s_version: str) -> str:
@@ -127,7 +127,7 @@ class Applied:
 
 
 @dataclass
-class SyncResult:
+class EksSyncResult:
     before: EksDrift
     after: EksDrift
     applied: list[Applied] = field(default_factory=list)
@@ -141,7 +141,7 @@ class SyncError(AwsError):
     on the gauge would stay silent exactly when the cluster cannot be corrected.
     """
 
-    def __init__(self, message: str, result: SyncResult) -> None:
+    def __init__(self, message: str, result: EksSyncResult) -> None:
         super().__init__(message)
         self.result = result
 
@@ -176,14 +176,14 @@ def sync(
     *,
     wait: eksupdate.Wait,
     on_applied: Callable[[Applied], None] | None = None,
-) -> SyncResult:
+) -> EksSyncResult:
     """Correct what can be corrected, one call at a time.
 
     A failed check raises AwsError; a failed or incomplete correction raises SyncError,
     whose message says how far it got and whose ``result`` holds the drift found before.
     """
     before = check(eks, cfg)
-    result = SyncResult(before=before, after=before)
+    result = EksSyncResult(before=before, after=before)
     for i, change in enumerate(before.changes):
         try:
             status = apply(eks, cfg, change=change, wait=wait)

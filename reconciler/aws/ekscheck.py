@@ -95,7 +95,7 @@ class EksDriftChecker:
                 res = eks.sync(client, cfg, wait=self.opts.wait)
             else:
                 drift = eks.check(client, cfg)
-                res = eks.SyncResult(before=drift, after=drift)
+                res = eks.EksSyncResult(before=drift, after=drift)
         except (ManifestError, clusterconfig.ClusterConfigError) as e:
             self._event("Warning", "RenderFailed", f"EKS drift check: cannot read the ClusterConfig: {e}")
             return
@@ -108,7 +108,7 @@ class EksDriftChecker:
             return
         self._report(cfg, res, corrected=True)
 
-    def _report(self, cfg: clusterconfig.ClusterConfig, res: eks.SyncResult, *, corrected: bool) -> None:
+    def _report(self, cfg: clusterconfig.ClusterConfig, res: eks.EksSyncResult, *, corrected: bool) -> None:
         """Gauge and Events for one check; ``corrected`` False: a correction failed, so ``after`` is unknown
         (the gauge keeps the drift found before, and no DriftCorrected is claimed)."""
         after = res.after

@@ -83,7 +83,7 @@ class Change:
 
 
 @dataclass(frozen=True)
-class Live:
+class EksLive:
     """The describe responses (the inner ``cluster``/``nodegroup``/``addon`` objects); None: absent."""
 
     cluster: dict[str, Any]
@@ -110,7 +110,7 @@ class EksDrift:
         return out
 
 
-def compare(cfg: ClusterConfig, live: Live) -> EksDrift:
+def compare(cfg: ClusterConfig, live: EksLive) -> EksDrift:
     drift = EksDrift(cfg.name, cfg.region)
     for found, change in (
         _logging(cfg, live.cluster),

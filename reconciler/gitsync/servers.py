@@ -19,9 +19,11 @@ from reconciler.source import webhook
 # health connections leave room for a flood of idle ones while the kubelet's probe still gets
 # in.  The webhook keeps its 5 MiB body limit, and a deadline long enough for that body over a
 # slow link.
-HEALTH_LIMITS = httpserve.Limits(read_timeout=5, deadline=15, max_body=0, max_connections=256, threads=2)
-METRICS_LIMITS = httpserve.Limits(read_timeout=5, deadline=15, max_body=0, max_connections=64, threads=2)
-WEBHOOK_LIMITS = httpserve.Limits(read_timeout=5, deadline=30, max_body=webhook.MAX_BODY, max_connections=64, threads=4)
+HEALTH_LIMITS = httpserve.ListenerLimits(read_timeout=5, deadline=15, max_body=0, max_connections=256, threads=2)
+METRICS_LIMITS = httpserve.ListenerLimits(read_timeout=5, deadline=15, max_body=0, max_connections=64, threads=2)
+WEBHOOK_LIMITS = httpserve.ListenerLimits(
+    read_timeout=5, deadline=30, max_body=webhook.MAX_BODY, max_connections=64, threads=4
+)
 
 
 def health_app(ready: Callable[[], bool]) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:

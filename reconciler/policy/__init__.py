@@ -10,10 +10,10 @@ enforce mode, :func:`denied`, means nothing of the revision is applied or pruned
 from reconciler.policy.evaluation import evaluate
 from reconciler.policy.loading import load_policies
 from reconciler.policy.model import (
-    Action,
     PolicyError,
     PolicyMode,
     PolicySet,
+    ValidationAction,
     Violation,
     admission_message,
     counts,
@@ -22,10 +22,10 @@ from reconciler.policy.model import (
 )
 
 __all__ = [
-    "Action",
     "PolicyError",
     "PolicyMode",
     "PolicySet",
+    "ValidationAction",
     "Violation",
     "admission_message",
     "counts",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from reconciler.policy.evaluation import evaluate, object_ref
 from reconciler.policy.loading import load_policies
-from reconciler.policy.model import Action, PolicyError, PolicySet, Violation
+from reconciler.policy.model import PolicyError, PolicySet, ValidationAction, Violation
 from reconciler.render.build import render
 from reconciler.render.errors import ManifestError
 from reconciler.render.manifests import Manifest
@@ -70,7 +70,7 @@ def check(
     except ManifestError as e:  # RenderError is a ManifestError
         return _error(output, f"render: {e}")
     violations = evaluate(manifests, policy_set)
-    code = EXIT_DENIED if any(v.action == Action.DENY for v in violations) else EXIT_OK
+    code = EXIT_DENIED if any(v.action == ValidationAction.DENY for v in violations) else EXIT_OK
     if output == Output.JSON:
         return format_json(manifests, policy_set, violations), code
     if output == Output.JUNIT:
@@ -88,7 +88,7 @@ def checkout_root(path: Path) -> tuple[Path, str]:
 
 
 def _summary(manifests: Sequence[Manifest], ps: PolicySet, violations: Sequence[Violation]) -> str:
-    deny = sum(v.action == Action.DENY for v in violations)
+    deny = sum(v.action == ValidationAction.DENY for v in violations)
     other = len(violations) - deny
     return f"{len(manifests)} objects, {len(ps.policies)} policies: {deny} denied, {other} warned/audited" + (
         "" if deny else " - passed"
@@ -106,7 +106,7 @@ def format_json(manifests: Sequence[Manifest], ps: PolicySet, violations: Sequen
     doc = {
         "objects": len(manifests),
         "policies": [p.name for p in ps.policies],
-        "denied": sum(v.action == Action.DENY for v in violations),
+        "denied": sum(v.action == ValidationAction.DENY for v in violations),
         "violations": [
             {
                 "policy": v.policy,
@@ -141,12 +141,12 @@ def format_junit(manifests: Sequence[Manifest], ps: PolicySet, violations: Seque
             tests += 1
             case = ET.SubElement(suite, "testcase", classname=ref, name=p.name, file=m.file)
             found = by_case.get((ref, p.name), [])
-            denies = [v for v in found if v.action == Action.DENY]
+            denies = [v for v in found if v.action == ValidationAction.DENY]
             if denies:
                 failures += 1
                 failure = ET.SubElement(case, "failure", message=denies[0].message, type="Deny")
                 failure.text = "\n".join(f"{v.binding}: {v.message}" for v in denies)
-            others = [v for v in found if v.action != Action.DENY]
+            others = [v for v in found if v.action != ValidationAction.DENY]
             if others:
                 ET.SubElement(case, "system-out").text = "\n".join(
                     f"{v.action} {v.binding}: {v.message}" for v in others

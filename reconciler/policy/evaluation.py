@@ -22,7 +22,6 @@ from reconciler.policy.loading import params_for
 from reconciler.policy.model import (
     MAX_MESSAGE_BYTES,
     VAR_REF,
-    Action,
     Binding,
     FailurePolicy,
     ParamNotFound,
@@ -31,6 +30,7 @@ from reconciler.policy.model import (
     Reason,
     Request,
     Validation,
+    ValidationAction,
     Violation,
 )
 from reconciler.policy.resources import Resources
@@ -171,11 +171,11 @@ def _evaluate_binding(ps: PolicySet, p: Policy, *, binding: Binding, subject: _S
         if p.failure_policy == FailurePolicy.IGNORE:
             return []
         why = f"failed to configure binding: {params}"
-        return [Violation(p.name, b.name, Action.DENY, subject.ref, subject.file, why)]
+        return [Violation(p.name, b.name, ValidationAction.DENY, subject.ref, subject.file, why)]
     out: list[Violation] = []
     for param in params:
         for verdict, message, reason in _decisions(p, req, param=param):
-            actions = (Action.DENY,) if verdict == _Verdict.CONFIG else b.actions
+            actions = (ValidationAction.DENY,) if verdict == _Verdict.CONFIG else b.actions
             reason_ = Reason(reason or Reason.INVALID)
             out.extend(Violation(p.name, b.name, a, subject.ref, subject.file, message, reason_) for a in actions)
     return out

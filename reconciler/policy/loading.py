@@ -29,7 +29,6 @@ from reconciler.policy.model import (
     VAP,
     VAPB,
     VAR_REF,
-    Action,
     Binding,
     FailurePolicy,
     Match,
@@ -39,18 +38,18 @@ from reconciler.policy.model import (
     PolicyError,
     PolicySet,
     Reason,
-    Requirement,
     Rule,
     RuleScope,
     Selector,
     SelectorOperator,
     Validation,
+    ValidationAction,
     selects,
 )
 from reconciler.render.errors import ManifestError
 from reconciler.render.manifests import Manifest, load_path
 from reconciler.render.namespaces import Scope, group_kind
-from reconciler.render.selectors import group_version
+from reconciler.render.selectors import Operator, Requirement, group_version
 
 
 def load_policies(path: Path) -> PolicySet:
@@ -118,7 +117,7 @@ def _assemble(
         p = policies[name]
         out.policies.append(p)
         if name not in out.bindings:
-            out.bindings[name] = [Binding(name, p.file, name, None, None, (Action.DENY,), implicit=True)]
+            out.bindings[name] = [Binding(name, p.file, name, None, None, (ValidationAction.DENY,), implicit=True)]
         out.bindings[name].sort(key=lambda b: b.name)
         for b in out.bindings[name]:
             _check_params(out, p, b)
@@ -267,7 +266,7 @@ def _binding(m: Manifest) -> Binding:
         raise fail("spec.validationActions: required (Deny, Warn and/or Audit)")
     if len(set(actions)) != len(actions) or any(a not in ACTIONS for a in actions):
         raise fail(f"spec.validationActions: {list(actions)}: each of Deny, Warn, Audit at most once")
-    if Action.DENY in actions and Action.WARN in actions:
+    if ValidationAction.DENY in actions and ValidationAction.WARN in actions:
         raise fail("spec.validationActions: Deny and Warn may not be used together")
     ref = spec.get("paramRef")
     param_ref = None
@@ -281,7 +280,7 @@ def _binding(m: Manifest) -> Binding:
         param_ref = ParamRef(ref.get("name", ""), ref.get("namespace", ""), selector, ParamNotFound(not_found))
     mr = spec.get("matchResources")
     match = _match(mr, "spec.matchResources", fail) if mr is not None else None
-    return Binding(name, m.file, policy_name, param_ref, match, tuple(Action(a) for a in actions))
+    return Binding(name, m.file, policy_name, param_ref, match, tuple(ValidationAction(a) for a in actions))
 
 
 def _match(spec: Mapping[str, Any], path: str, fail: Any) -> Match:
@@ -321,15 +320,24 @@ def _rule(spec: Mapping[str, Any], path: str, fail: Any) -> Rule:
     )
 
 
+# The Kubernetes LabelSelector words, as the one selector matcher (render/selectors) spells them.
+_OPERATORS = {
+    SelectorOperator.IN: Operator.IN,
+    SelectorOperator.NOT_IN: Operator.NOT_IN,
+    SelectorOperator.EXISTS: Operator.EXISTS,
+    SelectorOperator.DOES_NOT_EXIST: Operator.NOT_EXISTS,
+}
+
+
 def _selector(spec: Mapping[str, Any], path: str, fail: Any) -> Selector:
-    reqs = [Requirement(k, SelectorOperator.IN, (v,)) for k, v in sorted((spec.get("matchLabels") or {}).items())]
+    reqs = [Requirement(k, Operator.IN, frozenset([v])) for k, v in sorted((spec.get("matchLabels") or {}).items())]
     for i, e in enumerate(spec.get("matchExpressions") or []):
         op, values = e.get("operator"), tuple(e.get("values") or ())
         if not e.get("key") or op not in tuple(SelectorOperator):
             raise fail(f"{path}.matchExpressions[{i}]: needs a key and operator In, NotIn, Exists or DoesNotExist")
         if (op in (SelectorOperator.IN, SelectorOperator.NOT_IN)) != bool(values):
             raise fail(f"{path}.matchExpressions[{i}].values: required for In/NotIn, forbidden otherwise")
-        reqs.append(Requirement(e["key"], SelectorOperator(op), values))
+        reqs.append(Requirement(e["key"], _OPERATORS[SelectorOperator(op)], frozenset(values)))
     return tuple(reqs)
 
 

@@ -31,12 +31,13 @@ from typing import Any
 
 from reconciler.policy.celenv import REQUEST_FIELDS, Compiled, activation
 from reconciler.render.namespaces import Scope
+from reconciler.render.selectors import Requirement
 
 GROUP = "admissionregistration.k8s.io"
 VAP, VAPB = "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"
 
 
-class Action(StrEnum):
+class ValidationAction(StrEnum):
     """A binding's ``validationActions``: what a failed validation does (the apiserver's spelling)."""
 
     DENY = "Deny"  # blocks the sync (in enforce mode)
@@ -92,7 +93,7 @@ class RuleScope(StrEnum):
     NAMESPACED = "Namespaced"
 
 
-ACTIONS = tuple(Action)
+ACTIONS = tuple(ValidationAction)
 REASONS = tuple(Reason)
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT", "*")
 MAX_MESSAGE_BYTES = 5 * 1024  # celconfig.MaxEvaluatedMessageExpressionSizeBytes
@@ -120,7 +121,7 @@ class Violation:
 
     policy: str
     binding: str
-    action: Action
+    action: ValidationAction
     object: str  # Kind/namespace/name (Kind/name if cluster-scoped)
     file: str
     message: str
@@ -129,7 +130,7 @@ class Violation:
 
 def admission_message(v: Violation) -> str:
     """The text the apiserver puts in its Status (Deny) or Warning header (Warn) for ``v``."""
-    if v.action == Action.WARN:
+    if v.action == ValidationAction.WARN:
         return f"Validation failed for ValidatingAdmissionPolicy '{v.policy}' with binding '{v.binding}': {v.message}"
     return f"ValidatingAdmissionPolicy '{v.policy}' with binding '{v.binding}' denied request: {v.message}"
 
@@ -149,7 +150,7 @@ def counts(violations: Sequence[Violation]) -> dict[tuple[str, str], int]:
 
 def denied(violations: Sequence[Violation]) -> bool:
     """Whether an enforcing sync must stop: any ``Deny`` violation (Warn and Audit only report)."""
-    return any(v.action == Action.DENY for v in violations)
+    return any(v.action == ValidationAction.DENY for v in violations)
 
 
 # --------------------------------------------------------------------------- model
@@ -212,23 +213,7 @@ class Request:
         return out
 
 
-@dataclass(frozen=True)
-class Requirement:
-    key: str
-    op: SelectorOperator
-    values: tuple[str, ...]
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.op == SelectorOperator.EXISTS:
-            return self.key in labels
-        if self.op == SelectorOperator.DOES_NOT_EXIST:
-            return self.key not in labels
-        if self.op == SelectorOperator.IN:
-            return self.key in labels and labels[self.key] in self.values
-        return self.key not in labels or labels[self.key] not in self.values
-
-
-Selector = tuple[Requirement, ...]  # all must match; () matches everything
+Selector = tuple[Requirement, ...]  # all must match; () matches everything (render/selectors: one matcher)
 
 
 @dataclass(frozen=True)
@@ -329,7 +314,7 @@ class Binding:
     policy_name: str
     param_ref: ParamRef | None
     match: Match | None
-    actions: tuple[Action, ...]
+    actions: tuple[ValidationAction, ...]
     implicit: bool = False
 
 

@@ -37,7 +37,7 @@ log = logging.getLogger("reconciler.http")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Limits:
+class ListenerLimits:
     """What one client may cost a listener.
 
     ``read_timeout``: seconds without a byte from the client (request line, headers or body)
@@ -75,7 +75,7 @@ class _Listener(TcpWSGIServer):
 class Server:
     """One listener on its own event-loop thread; :meth:`stop` closes it and every connection."""
 
-    def __init__(self, *, name: str, host: str, port: int, app: WSGIApplication, limits: Limits) -> None:
+    def __init__(self, *, name: str, host: str, port: int, app: WSGIApplication, limits: ListenerLimits) -> None:
         self.name = name
         self._map: dict[int, Any] = {}
         self._server = _Listener(
@@ -131,7 +131,7 @@ def split_addr(addr: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)  # noqa: S104 - in a Pod, probes come from the node
 
 
-def serve(*, name: str, addr: str, app: WSGIApplication, limits: Limits) -> Server:
+def serve(*, name: str, addr: str, app: WSGIApplication, limits: ListenerLimits) -> Server:
     """Listen on ``addr`` (``[host]:port``) and serve ``app`` within ``limits``, in the background."""
     host, port = split_addr(addr)
     return Server(name=name, host=host, port=port, app=app, limits=limits).start()

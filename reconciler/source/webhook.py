@@ -36,7 +36,7 @@ REPLAY_WINDOW = 3600.0  # seconds a delivery is remembered
 REPLAY_CAPACITY = 10_000  # deliveries remembered at most (the oldest go first)
 
 
-class Provider(StrEnum):
+class WebhookProvider(StrEnum):
     """Who sends the push: the path ``/hook/<provider>`` and how its delivery is signed."""
 
     GITHUB = "github"  # X-Hub-Signature-256: HMAC-SHA256 of the body
@@ -60,15 +60,15 @@ class Result(StrEnum):
 # Idempotency-Key (17.4+) is the same across its retries, X-Gitlab-Event-UUID (14.8+) is the
 # fallback for older GitLab.
 DELIVERY_HEADERS: dict[str, tuple[str, ...]] = {
-    Provider.GITHUB: ("x-github-delivery",),
-    Provider.GITLAB: ("idempotency-key", "x-gitlab-event-uuid"),
-    Provider.GENERIC: ("x-delivery-id",),
+    WebhookProvider.GITHUB: ("x-github-delivery",),
+    WebhookProvider.GITLAB: ("idempotency-key", "x-gitlab-event-uuid"),
+    WebhookProvider.GENERIC: ("x-delivery-id",),
 }
 # Senders whose push payload is unique per push (it names the old and new commit and a
 # timestamp): for them a copy of a signed body is a replay even under a fresh delivery id,
 # which the signature does not cover.  A generic sender may legitimately send the same body
 # for every push, so its body is not remembered.
-UNIQUE_BODIES = frozenset({Provider.GITHUB, Provider.GITLAB})
+UNIQUE_BODIES = frozenset({WebhookProvider.GITHUB, WebhookProvider.GITLAB})
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,9 @@ def _hmac_ok(secret: bytes, body: bytes, header: str | None) -> bool:
 
 def verify(provider: str, secret: bytes, *, body: bytes, headers: dict[str, str]) -> bool:
     """Whether the delivery is signed (github, generic: HMAC-SHA256 of the body) or carries the token (gitlab)."""
-    if provider == Provider.GITHUB:
+    if provider == WebhookProvider.GITHUB:
         return _hmac_ok(secret, body, headers.get("x-hub-signature-256"))
-    if provider == Provider.GITLAB:
+    if provider == WebhookProvider.GITLAB:
         token = _raw(headers.get("x-gitlab-token"))
         return token is not None and hmac.compare_digest(secret, token)
     return _hmac_ok(secret, body, headers.get("x-signature"))
@@ -202,9 +202,9 @@ class Deliveries:
 
 
 PARSERS: dict[str, Callable[[dict[str, Any]], Push]] = {
-    Provider.GITHUB: parse_github,
-    Provider.GITLAB: parse_gitlab,
-    Provider.GENERIC: parse_generic,
+    WebhookProvider.GITHUB: parse_github,
+    WebhookProvider.GITLAB: parse_gitlab,
+    WebhookProvider.GENERIC: parse_generic,
 }
 
 
@@ -243,7 +243,7 @@ class Receiver:
                 extra={"reason": "WebhookUnauthorized"},
             )
             return self._reply(start, "401 Unauthorized", {"error": "bad or missing signature"})
-        if provider == Provider.GITHUB and headers.get("x-github-event") == "ping":
+        if provider == WebhookProvider.GITHUB and headers.get("x-github-event") == "ping":
             self._count(provider, Result.PING)
             return self._reply(start, "200 OK", {"ok": "pong"})
         try:

@@ -89,6 +89,16 @@ def positional_calls() -> list[str]:
     return out
 
 
+def duplicate_class_names() -> list[str]:
+    """Two classes of one name (``Outcome`` in sync and in gitsync) make every import a guess."""
+    seen: dict[str, list[str]] = {}
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                seen.setdefault(node.name, []).append(_where(path, node))
+    return [f"{name}: {', '.join(places)}" for name, places in sorted(seen.items()) if len(places) > 1]
+
+
 def test_no_function_is_longer_than_a_screen() -> None:
     assert long_functions() == []
 
@@ -101,6 +111,10 @@ def test_functions_of_four_or_more_parameters_take_them_by_keyword() -> None:
     assert positional_calls() == []
 
 
+def test_no_two_classes_share_a_name() -> None:
+    assert duplicate_class_names() == []
+
+
 @pytest.mark.parametrize(
     ("source", "rule", "expected"),
     [
@@ -109,6 +123,8 @@ def test_functions_of_four_or_more_parameters_take_them_by_keyword() -> None:
         ("class K:\n    def m(self, a, b, *, c):\n        pass\n", positional_calls, 0),
         ("def f():\n" + "    x = 1\n" * 60, long_functions, 1),
         ("def f():\n" + "    x = 1\n" * 59, long_functions, 0),
+        ("class A:\n    pass\n\n\nclass A:\n    pass\n", duplicate_class_names, 1),
+        ("class A:\n    pass\n\n\nclass B:\n    pass\n", duplicate_class_names, 0),
     ],
 )
 def test_the_rules_catch_what_they_claim(

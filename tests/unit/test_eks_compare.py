@@ -74,7 +74,7 @@ def test_invalid_fields_are_named(patch: dict[str, Any], message: str) -> None:
 
 def nodegroup_drift(ng: NodeGroup, live: dict[str, Any] | None) -> eksdiff.EksDrift:
     cfg = clusterconfig.ClusterConfig(file="c.yaml", name="prod", region="eu-west-1", nodegroups=[ng])
-    return eksdiff.compare(cfg, eksdiff.Live(cluster={"version": "1.34"}, nodegroups={ng.name: live}))
+    return eksdiff.compare(cfg, eksdiff.EksLive(cluster={"version": "1.34"}, nodegroups={ng.name: live}))
 
 
 def test_desired_size_is_left_to_cluster_autoscaler() -> None:

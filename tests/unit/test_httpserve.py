@@ -18,7 +18,9 @@ import pytest
 
 from reconciler.report import httpserve
 
-SHORT = httpserve.Limits(read_timeout=1, deadline=3, max_body=1024, max_header=4096, max_connections=16, threads=2)
+SHORT = httpserve.ListenerLimits(
+    read_timeout=1, deadline=3, max_body=1024, max_header=4096, max_connections=16, threads=2
+)
 
 
 def hello(environ: dict[str, Any], start: Callable[..., Any]) -> list[bytes]:
