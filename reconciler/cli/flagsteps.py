@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler import policy
+from reconciler.cli import charts
 from reconciler.cli.common import open_source, render_artifact
 from reconciler.gitsync.errors import PolicyFailedError, RenderFailedError, SourceFailedError
+from reconciler.gitsync.rendered import Rendered
 from reconciler.gitsync.results import Stage
-from reconciler.render.manifests import Manifest, ManifestError
+from reconciler.render.manifests import ManifestError
 from reconciler.report import redact
 from reconciler.source.artifact import Artifact, SourceError
 
@@ -40,13 +42,19 @@ class FlagSteps:
         self.revision = artifact.revision
         return artifact
 
-    def render(self, artifact: Artifact) -> Sequence[Manifest] | None:
+    def render(self, artifact: Artifact) -> Rendered | None:
+        spec = charts.helm_spec(self.kw)
         try:
+            if spec is not None:  # --chart: the chart, rendered as a GitSync's spec.helm is
+                namespace = self.kw.get("target_namespace") or self.kw.get("default_namespace") or "default"
+                out = charts.render_chart(artifact, spec, namespace=namespace, cache_dir=self.kw.get("cache_dir"))
+                self.secrets = redact.secret_values(charts.everything(out))
+                return Rendered(manifests=out.manifests, chart=out)
             manifests = render_artifact(artifact, self.kw)
         except _FAILURES as e:
             raise RenderFailedError(str(e), stage=Stage.RENDER) from e
         self.secrets = redact.secret_values(manifests)
-        return manifests
+        return Rendered(manifests=manifests)
 
     def policies(self) -> policy.PolicySet | None:
         """Loaded for every sync: edited policy files take effect at once (also with --watch)."""

@@ -14,7 +14,9 @@ import yaml
 
 from reconciler import policy
 from reconciler.aws.errors import AwsError
+from reconciler.cli import charts
 from reconciler.cli.app import cli
+from reconciler.cli.charts import chart_options
 from reconciler.cli.common import (
     EXIT_CHANGES,
     EXIT_ERROR,
@@ -47,7 +49,7 @@ from reconciler.policy import checking
 from reconciler.render.manifests import ManifestError
 from reconciler.report import redact, table
 from reconciler.source import local_watch
-from reconciler.source.artifact import Artifact
+from reconciler.source.artifact import Artifact, SourceError
 from reconciler.sync import prune as pruning
 from reconciler.sync.apply import ObjectResult
 from reconciler.sync.changeset import Action
@@ -57,12 +59,20 @@ from reconciler.sync.plan import Item, Plan
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @render_options
+@chart_options
 def render(path: Path, **kw: Any) -> None:
-    """Print the objects PATH renders to (YAML stream), offline."""
+    """Print the objects PATH renders to (YAML stream), offline; with --chart, the chart's
+    (a chart path is relative to PATH's repository root, as in a GitSync)."""
     try:
         root, sub = checking.checkout_root(path)
-        objs = render_artifact(Artifact(revision="", path=root), {**kw, "subpath": sub})
-    except (ManifestError, click.BadParameter) as e:
+        artifact = Artifact(revision="", path=root)
+        spec = charts.helm_spec(kw)
+        if spec is None:
+            objs = render_artifact(artifact, {**kw, "subpath": sub})
+        else:
+            namespace = kw["target_namespace"] or "default"
+            objs = charts.everything(charts.render_chart(artifact, spec, namespace=namespace, cache_dir=None))
+    except (ManifestError, SourceError, click.BadParameter) as e:
         fail("render", [str(e)])
     click.echo(yaml.safe_dump_all([m.obj for m in objs], sort_keys=False, explicit_start=True), nl=False)
 
@@ -93,7 +103,8 @@ def _options(kw: dict[str, Any], **extra: Any) -> SyncOptions:
         name=name,
         policy_mode=kw.get("policy_mode") or "enforce",
         namespace=kw["namespace"],
-        default_namespace=kw["default_namespace"],
+        # a chart's objects rarely name a namespace: they go into the release namespace, as with Helm
+        default_namespace=(kw.get("chart") and kw["target_namespace"]) or kw["default_namespace"],
         **extra,
     )
 
@@ -118,6 +129,11 @@ def _error_lines(e: StepError, steps: FlagSteps, *, stopped: bool) -> list[str]:
         lines[-1] += "; nothing was applied or pruned"
     stage = e.result.stage
     return [*lines, f"sync stopped at {_STOPPED_AT.get(stage, stage.value)}"]
+
+
+def _revision(res: SyncResult) -> str:
+    """The revision as the closing line names it: with a chart, the chart too."""
+    return f"{res.revision} (chart {res.chart})" if res.chart else res.revision
 
 
 def _print_diff(p: Plan, secrets: frozenset[str]) -> None:
@@ -150,6 +166,7 @@ def _print_json(res: SyncResult, secrets: frozenset[str]) -> None:
 @cli.command()
 @source_options
 @render_options
+@chart_options
 @cluster_options
 @policy_options
 @click.option(
@@ -182,13 +199,14 @@ def diff(output: str, **kw: Any) -> None:
     else:
         _print_diff(res.plan, steps.secrets)
     counts = res.plan.counts()
-    click.echo(f"{res.revision}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n), err=True)
+    click.echo(f"{_revision(res)}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n), err=True)
     sys.exit(EXIT_CHANGES if res.plan.has_changes else EXIT_OK)
 
 
 @cli.command()
 @source_options
 @render_options
+@chart_options
 @cluster_options
 @policy_options
 @click.option("--prune/--no-prune", default=True, show_default=True, help="Delete objects git no longer has.")
@@ -253,7 +271,7 @@ def _sync_once(kw: dict[str, Any], cluster: Handles, *, quiet: bool = False) -> 
     counts = res.plan.counts()
     summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
     took = f" ({time.monotonic() - t0:.2f}s)" if quiet else ""
-    click.echo(f"{'dry run of ' if options.dry_run else ''}{res.revision}: {summary}{took}")
+    click.echo(f"{'dry run of ' if options.dry_run else ''}{_revision(res)}: {summary}{took}")
     return EXIT_OK
 
 

@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
+from reconciler.gitsync import hooks as helm_hooks
 from reconciler.gitsync.errors import ClusterFailedError, InventoryConflictError, ShardLostError
 from reconciler.gitsync.results import Stage, SyncOptions, SyncResult
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper
+from reconciler.render.helm import Hook
 from reconciler.render.manifests import Manifest
 from reconciler.sync import health, inventory, record, wait
 from reconciler.sync import prune as pruning
@@ -178,6 +180,22 @@ class KubeCluster:
         if not rest:
             return current
         return current | wait.wait_healthy(self.kube, rest, mapper=self.mapper, owner=o.owner, timeout=o.timeout)
+
+    @_typed(Stage.PRE_HOOKS)
+    @_fenced(Stage.PRE_HOOKS)
+    def hooks(self, hooks: Sequence[Hook], *, event: str) -> list[str]:
+        """Run a chart's hooks of one event in order (none: nothing to do); the first failure stops them."""
+        if not hooks:
+            return []
+        o = self.options
+        run = helm_hooks.HookRun(
+            kube=self.kube,
+            mapper=self.mapper,
+            namespace=o.default_namespace,
+            field_manager=o.field_manager,
+            timeout=o.timeout,
+        )
+        return helm_hooks.run_hooks(run, hooks, event=event)
 
     def _store(self, previous: inventory.Inventory, new: inventory.Inventory) -> inventory.Inventory:
         o = self.options

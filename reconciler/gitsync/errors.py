@@ -18,9 +18,11 @@ STAGE_WORDS = {
     Stage.PLAN: "plan",
     Stage.PREFLIGHT: "validation",
     Stage.GUARD: "prune guard",
+    Stage.PRE_HOOKS: "pre-hooks",
     Stage.APPLY: "apply",
     Stage.PRUNE: "prune",
     Stage.HEALTH: "health check",
+    Stage.POST_HOOKS: "post-hooks",
 }
 
 
@@ -138,3 +140,9 @@ class StageFailedError(StepError):
 
 class HealthCheckFailedError(StageFailedError):
     reason = event_reason = "HealthCheckFailed"
+
+
+class HookFailedError(StageFailedError):
+    """A chart's hook failed (a Job that did not complete): a pre-hook stops the sync before the apply."""
+
+    reason = event_reason = "HookFailed"

@@ -1,4 +1,5 @@
-"""ONE function syncs one revision: source -> render -> policy -> plan -> apply -> prune -> health.
+"""ONE function syncs one revision: source -> render -> policy -> plan -> pre-hooks -> apply -> prune
+-> health -> post-hooks.
 
 Both front ends call :func:`sync_revision`: the controller (each GitSync, every interval) and
 the CLI (``sync``, ``diff`` as a dry run, ``sync --dir --watch``). They differ only in the
@@ -8,7 +9,9 @@ the cluster it goes into (:class:`Cluster`, in practice :class:`~reconciler.gits
 The safety rules live here, once: nothing is written after a plan, validation or guard error;
 the inventory is written ahead of the first write; nothing is pruned after a failed apply; the
 inventory always records what was applied; the revision advances only on full success; the
-mass-prune guard can stop the whole sync. Each failing step raises one
+mass-prune guard can stop the whole sync; a chart's pre-hooks run (and must succeed) before
+anything else is written, its post-hooks after health, both only when the sync changes something.
+Each failing step raises one
 :class:`~reconciler.gitsync.errors.StepError`, which the caller catches in one place.
 """
 
@@ -20,8 +23,15 @@ from pathlib import Path
 from typing import Protocol
 
 from reconciler import policy
-from reconciler.gitsync.errors import HealthCheckFailedError, PolicyViolationError, StageFailedError
+from reconciler.gitsync.errors import (
+    HealthCheckFailedError,
+    HookFailedError,
+    PolicyViolationError,
+    StageFailedError,
+)
+from reconciler.gitsync.rendered import Rendered
 from reconciler.gitsync.results import Progress, Settled, Stage, SyncOptions, SyncResult
+from reconciler.render.helm import Hook
 from reconciler.render.manifests import Manifest
 from reconciler.source.artifact import Artifact
 from reconciler.sync import health, inventory
@@ -42,8 +52,8 @@ class Steps(Protocol):
     def fetch(self) -> Artifact:
         """The revision to sync, fetched."""
 
-    def render(self, artifact: Artifact) -> Sequence[Manifest] | None:
-        """Its manifests; None when nothing it renders from changed since the last full sync."""
+    def render(self, artifact: Artifact) -> Rendered | None:
+        """Its manifests (and a chart's hooks); None when nothing it renders from changed since the last full sync."""
 
     def policies(self) -> policy.PolicySet | None:
         """The policy set to gate the revision with (None: no policies)."""
@@ -80,6 +90,8 @@ class Cluster(Protocol):
 
     def health(self, items: Sequence[Item]) -> dict[ObjectId, health.Health]: ...
 
+    def hooks(self, hooks: Sequence[Hook], *, event: str) -> list[str]: ...
+
 
 @dataclass(frozen=True)
 class Given:
@@ -91,8 +103,8 @@ class Given:
     def fetch(self) -> Artifact:
         return Artifact(revision=self.revision, path=Path())  # nothing on disk: render hands back the manifests
 
-    def render(self, artifact: Artifact) -> Sequence[Manifest] | None:
-        return self.manifests
+    def render(self, artifact: Artifact) -> Rendered | None:
+        return Rendered(manifests=self.manifests)
 
     def policies(self) -> policy.PolicySet | None:
         return None
@@ -112,19 +124,20 @@ def sync_revision(
     res = SyncResult()
     artifact = steps.fetch()
     res.revision, res.stage = artifact.revision, Stage.RENDER
-    manifests = steps.render(artifact)
-    if manifests is None:
+    rendered = steps.render(artifact)
+    if rendered is None:
         return _settle(res, Settled.UNCHANGED)
-    res.stage = Stage.POLICY
+    res.chart, res.stage = rendered.chart_revision, Stage.POLICY
     policies = steps.policies()
     if steps.hold(res.revision):
         return _settle(res, Settled.HELD)
-    res.violations = _evaluate(manifests, policies, options.policy_mode)
+    res.violations = _evaluate(rendered.checked(), policies, options.policy_mode)
     steps.report(res.violations)
     _enforce(res, options.policy_mode)
     res.stage = Stage.PLAN
     previous = cluster.load()  # checks the inventory's owner before anything is written
-    res.plan = plan = cluster.plan(manifests, previous)
+    staged = rendered.staged(previous)  # a chart: install (empty inventory) or upgrade
+    res.plan = plan = cluster.plan(staged.manifests, previous)
     _check(res, plan.errors)
     if cb.planned:
         cb.planned(plan)
@@ -134,6 +147,9 @@ def sync_revision(
     _check(res, _guard(plan, previous, options))
     if options.dry_run:
         return _settle(res, None)
+    hooks = plan.has_changes  # Helm's hooks run on an install or upgrade, not on a no-op
+    res.stage = Stage.PRE_HOOKS
+    _check(res, cluster.hooks(staged.pre_hooks if hooks else (), event=f"pre-{staged.action}"), error=HookFailedError)
     res.stage = Stage.APPLY
     ahead, errors = cluster.write_ahead(previous, plan)  # nothing applied is unrecorded, even after a crash
     _check(res, errors)
@@ -153,6 +169,8 @@ def sync_revision(
         res.stage = Stage.HEALTH
         res.health = cluster.health([o.item for o in applied.outcomes if o.result in APPLIED])
         _check(res, _unhealthy(res.health), error=HealthCheckFailedError)
+    res.stage = Stage.POST_HOOKS
+    _check(res, cluster.hooks(staged.post_hooks if hooks else (), event=f"post-{staged.action}"), error=HookFailedError)
     return _settle(res, None)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler import policy
 from reconciler.aws.errors import AwsError
-from reconciler.gitsync import inputs
+from reconciler.gitsync import helmstep, inputs
 from reconciler.gitsync.cluster import KubeCluster
 from reconciler.gitsync.drift import Desired
 from reconciler.gitsync.errors import (
@@ -120,6 +120,7 @@ class Reconciler:
         policies_dir: Path | None = None,
         readers: Callable[[str, GitSyncSpec], Kube | None] | None = None,
         tenancy: Tenancy | None = None,
+        charts: helmstep.Charts | None = None,
         shared: SharedSources | None = None,
         owns: Callable[[str, str], bool] | None = None,
     ) -> None:
@@ -132,6 +133,7 @@ class Reconciler:
         self._clients = clients  # (namespace, spec) -> (Kube, RestMapper) to apply with; None: our own
         self._readers = readers  # (namespace, spec) -> Kube its local reads go through; None: our own
         self.tenancy = tenancy or Tenancy()
+        self.charts = charts or helmstep.Charts.under(cache_dir)  # shared by every GitSync: one chart cache
         self.outcomes = Outcomes(patch_status=self._patch_status, events=events, metrics=metrics)
 
     def _reader(self, namespace: str, spec: GitSyncSpec) -> Kube:
@@ -221,7 +223,7 @@ class Reconciler:
                 self.mark_reconciling(obj, f"reconciling {inputs.describe(spec)}")
             extra = {"lastHandledRequestedAt": handled_request} if handled_request else {}
             t0 = time.monotonic()
-            kube, mapper = self._target(md["namespace"], spec)
+            kube, mapper = steps.target = self._target(md["namespace"], spec)
             options = self._options(obj, spec, policy_mode=steps.policy_mode)
             holds = functools.partial(self.owns, md["namespace"], md["name"])
             res = sync_revision(steps=steps, cluster=KubeCluster(kube, mapper, options, holds), options=options)
@@ -249,6 +251,7 @@ class Reconciler:
             policy_mode=self.tenancy.policy_mode(spec.policy_mode),
             load_policies=self.policies,
             outcomes=self.outcomes,
+            charts=self.charts,
         )
 
     def _admit(self, namespace: str, spec: GitSyncSpec, ready_of: Callable[[str, str], bool]) -> None:
@@ -279,7 +282,7 @@ class Reconciler:
             prune=spec.prune,
             wait=spec.wait,
             timeout=spec.timeout,
-            default_namespace=spec.target_namespace or md["namespace"],
+            default_namespace=helmstep.default_namespace(spec, md["namespace"]),
             policy_mode=policy_mode,
             owner_uid=str(md.get("uid") or ""),
         )
@@ -315,9 +318,10 @@ class Reconciler:
         last_plan = _last_plan(res.plan)
         inv = res.inventory if res.inventory is not None else inventory.load(kube, md["namespace"], md["name"])
         summary = ", ".join(f"{n} {a}" for a, n in last_plan.items() if n)
+        chart = f" (chart {res.chart})" if res.chart else ""
         done = Success(
             revision=revision,
-            message=f"Applied revision {revision}: {summary}{steps.raised}",
+            message=f"Applied revision {revision}{chart}: {summary}{steps.raised}",
             inventory=inv.to_status(),
             managed=len(inv),
             changed=bool(res.plan and res.plan.has_changes)
@@ -325,6 +329,8 @@ class Reconciler:
             pruned=[i.oid for i in res.pruned.deleted] if res.pruned else [],
             healthy=steps.spec.wait,
         )
+        if res.chart:
+            extra = {**extra, "lastAppliedChart": res.chart}
         out = self.outcomes.succeeded(obj, done, extra={**extra, "lastPlan": last_plan})
         steps.state.inputs, steps.state.synced_at = steps.inputs, time.monotonic()
         out.tracked = _baseline(res, inv, mapper)

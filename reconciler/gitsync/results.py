@@ -31,9 +31,11 @@ class Stage(enum.StrEnum):
     PLAN = "plan"
     PREFLIGHT = "preflight"
     GUARD = "guard"
+    PRE_HOOKS = "pre-hooks"  # a chart's pre-install/pre-upgrade hooks, awaited before the apply
     APPLY = "apply"
     PRUNE = "prune"
     HEALTH = "health"
+    POST_HOOKS = "post-hooks"  # a chart's post-install/post-upgrade hooks, after health
     DONE = "done"
 
 
@@ -81,6 +83,7 @@ class SyncResult:
     """What a sync did: filled in step by step, so a failed one says how far it got."""
 
     revision: str = ""
+    chart: str = ""  # a chart's name@version@sha256:... ("" without one)
     stage: Stage = Stage.SOURCE  # where it stopped (DONE: finished)
     settled: Settled | None = None  # set when it ended early without failing
     plan: Plan | None = None

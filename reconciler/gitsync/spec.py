@@ -13,13 +13,16 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.kube import paths
 from reconciler.policy import PolicyMode
 from reconciler.render.options import Patch
 from reconciler.report import durations
 from reconciler.source.git import GitRef
+
+if TYPE_CHECKING:
+    from reconciler.gitsync.helmspec import HelmSpec
 
 GROUP = "gitops.reconciler.dev"
 VERSION = "v1"
@@ -209,6 +212,7 @@ class GitSyncSpec:
     drift_mode: DriftMode = DriftMode.CORRECT
     suspend: bool = False
     target: EksTarget | None = None  # None: the cluster the GitSync lives in
+    helm: HelmSpec | None = None  # default None: render spec.path; set: render this chart instead
 
     @property
     def source(self) -> GitSourceSpec | BucketSourceSpec:
@@ -294,7 +298,17 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         drift_mode=_mode(spec, "drift", default=DriftMode.CORRECT),
         suspend=_bool(spec, "suspend", False),
         target=_target(spec),
+        helm=_helm(spec, obj),
     )
+
+
+def _helm(spec: Mapping[str, Any], obj: Mapping[str, Any]) -> HelmSpec | None:
+    """``spec.helm``, read by :mod:`reconciler.gitsync.helmspec` (imported here: it builds on this module)."""
+    if spec.get("helm") is None:
+        return None
+    from reconciler.gitsync.helmspec import parse_helm
+
+    return parse_helm(spec["helm"], gitsync_name=str((obj.get("metadata") or {}).get("name") or ""))
 
 
 def _duration(spec: Mapping[str, Any], key: str, *, default: str) -> float:

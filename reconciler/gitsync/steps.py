@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import policy
-from reconciler.gitsync import inputs
+from reconciler.gitsync import helmstep, inputs
 from reconciler.gitsync.errors import PolicyFailedError, RenderFailedError, SourceFailedError
+from reconciler.gitsync.helmspec import HelmSpec
 from reconciler.gitsync.outcome import Outcomes
+from reconciler.gitsync.rendered import Rendered
 from reconciler.gitsync.results import Stage
 from reconciler.gitsync.spec import GitSyncSpec, SpecError
 from reconciler.kube.client import Kube, KubeError, UnreachableError
+from reconciler.kube.discovery import RestMapper
 from reconciler.render import build as render_build
 from reconciler.render.manifests import Manifest, ManifestError
 from reconciler.report import redact
@@ -58,6 +61,8 @@ class GitSyncSteps:
     policy_mode: str  # the spec's mode, raised to the controller's minimum
     load_policies: Callable[[], policy.PolicySet | None]
     outcomes: Outcomes
+    charts: helmstep.Charts | None = None  # default None: no chart support (spec.helm fails to render)
+    target: tuple[Kube, RestMapper] | None = None  # default None: set once the target is reached (discovery)
     revision: str = ""  # default "": set once fetched
     checkout: Checkout | None = None  # default None: the read-only revision, held until release()
     inputs: str = ""  # default "": digest of what it renders from, set once read
@@ -118,11 +123,12 @@ class GitSyncSteps:
         cache_dir = self.cache_dir / "sources" / key[:16]
         return key, lambda: inputs.open_source(src, secret, timeout=timeout, cache_dir=cache_dir)
 
-    def render(self, artifact: Artifact) -> Sequence[Manifest] | None:
+    def render(self, artifact: Artifact) -> Rendered | None:
         spec, state, md = self.spec, self.state, self.obj["metadata"]
         try:
             values, secret_vars = inputs.variables(self.reader(), md["namespace"], spec)
-            self.inputs = inputs.digest(render_build.confine(artifact.path, spec.path), values, md)
+            root = artifact.path if spec.helm else render_build.confine(artifact.path, spec.path)
+            self.inputs = inputs.digest(root, values, md)  # a chart may read values files anywhere in the source
             last = (state.inputs, state.drifted, state.synced_at)
             if inputs.unchanged(
                 self.obj, interval=spec.interval, last=last, inputs=self.inputs, handled_request=self.handled_request
@@ -130,6 +136,8 @@ class GitSyncSteps:
                 return None
             state.inputs = ""  # until this sync succeeds: a failure may have changed live state
             state.secrets |= frozenset(values[k] for k in secret_vars if len(values[k]) >= redact.MIN_LEN)
+            if spec.helm is not None:
+                return self._chart(artifact, spec.helm)
             options = render_build.RenderOptions(
                 substitute=values if spec.substitution else None,  # opt-in, as Flux's postBuild
                 secret_vars=secret_vars,
@@ -140,7 +148,31 @@ class GitSyncSteps:
         except (ManifestError, SpecError, KubeError, UnreachableError, TreeLimitError) as e:
             raise RenderFailedError(str(e), stage=Stage.RENDER) from e
         state.secrets |= redact.secret_values(manifests)
-        return manifests
+        return Rendered(manifests=manifests)
+
+    def _chart(self, artifact: Artifact, helm: HelmSpec) -> Rendered:
+        """``spec.helm``: the chart rendered for the target cluster; its Secret-sourced values scrubbed."""
+        if self.charts is None or self.target is None:
+            raise RenderFailedError("spec.helm: this controller was started without chart support", stage=Stage.RENDER)
+        md = self.obj["metadata"]
+        kube, mapper = self.target
+        objects = helmstep.read_objects(self.reader(), md["namespace"], helm)  # with the GitSync's identity
+        self.state.secrets |= inputs.printable_secrets(t.encode() for t in helmstep.secret_texts(objects))
+        target = helmstep.ChartTarget(
+            namespace=md["namespace"],
+            name=md["name"],
+            release_namespace=helmstep.default_namespace(self.spec, md["namespace"]),
+            kube=kube,
+            mapper=mapper,
+        )
+        try:
+            out = self.charts.render(artifact.path, helm, objects=objects, target=target, metrics=self.outcomes.metrics)
+        except SourceError as e:  # the chart cannot be fetched: the GitSync's source failed
+            raise SourceFailedError(str(e), stage=Stage.RENDER) from e
+        self.state.secrets |= frozenset(s for s in out.sensitive if len(s) >= redact.MIN_LEN)
+        hooks = [Manifest(obj=h.obj, file=h.source, doc=0) for h in out.hooks]
+        self.state.secrets |= redact.secret_values([*out.manifests, *out.crds, *hooks])
+        return Rendered(manifests=out.manifests, chart=out)
 
     def policies(self) -> policy.PolicySet | None:
         if self.raised:

@@ -24,6 +24,7 @@ class Metrics:
         self._reconcile_series(self.registry)
         self._gitsync_series(self.registry)
         self._process_series(self.registry)
+        self._chart_series(self.registry)
         self.build_info.labels(reconciler.__version__).set(1)
 
     def _reconcile_series(self, r: CollectorRegistry) -> None:
@@ -98,6 +99,29 @@ class Metrics:
         )
         self.build_info = Gauge(
             "reconciler_build_info", "Version of the controller (value 1).", ("version",), registry=r
+        )
+
+    def _chart_series(self, r: CollectorRegistry) -> None:
+        """A GitSync's chart (spec.helm): how often helm ran, how long it took, what the chart cost on the wire."""
+        self.helm_renders = Counter(
+            "reconciler_helm_renders",
+            "Chart renders of a GitSync by cache result (hit: no helm run; miss: helm template ran).",
+            (*SYNC_LABELS, "cache"),
+            registry=r,
+        )
+        self.helm_render_duration = Histogram(
+            "reconciler_helm_render_duration_seconds",
+            "Time to resolve and render a GitSync's chart (a cache hit included).",
+            SYNC_LABELS,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.chart_requests = Counter(
+            "reconciler_chart_requests",
+            "HTTP requests sent to Helm repositories and OCI registries for a GitSync's chart "
+            "(0 on a reconcile that found its chart in the chart cache).",
+            SYNC_LABELS,
+            registry=r,
         )
 
     @staticmethod

@@ -17,7 +17,14 @@ from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.sync import immutable
 from reconciler.sync.changeset import Action
-from reconciler.sync.objects import ENABLED, FORCE_ANNOTATION, OWNER_LABEL, annotation
+from reconciler.sync.objects import (
+    DISABLED,
+    ENABLED,
+    FORCE_ANNOTATION,
+    OWNER_LABEL,
+    RECONCILE_ANNOTATION,
+    annotation,
+)
 from reconciler.sync.plan import Item, Plan, comparable
 
 
@@ -51,7 +58,7 @@ def dry_run(
             item.live = dry.live if item.live is None else item.live
         elif want_diff:
             item.set_diff(before, after)
-    elif want_diff:
+    elif want_diff and item.action is Action.CREATE:  # not one left as it is (see _adopt)
         item.set_diff(None, comparable(dry.live))
     return None
 
@@ -85,8 +92,15 @@ def _rejected(item: Item, e: KubeError) -> str | None:
 
 
 def _adopt(kube: Kube, item: Item, *, mapper: RestMapper, owner: str) -> str | None:
-    """It exists but is not labelled ours: adopt it, unless another sync owns it (the error)."""
+    """It exists but is not labelled ours: adopt it, unless another sync owns it (the error).
+
+    Unless git says never to update it (``reconcile: disabled``, a chart's create-only CRD that
+    two releases of one chart share): then it is left as it is, whoever owns it.
+    """
     assert item.desired is not None
+    if annotation(item.desired, RECONCILE_ANNOTATION) == DISABLED:
+        item.action, item.reason = Action.SKIP, f"exists; {RECONCILE_ANNOTATION}: {DISABLED}"
+        return None
     real = kube.get_or_none(
         mapper.find(item.desired["apiVersion"], item.desired["kind"]).object_path(
             item.oid.name, item.oid.namespace or None

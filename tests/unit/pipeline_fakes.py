@@ -9,7 +9,10 @@ from typing import Any
 
 from reconciler import policy
 from reconciler.gitsync.errors import ClusterFailedError, PolicyFailedError, RenderFailedError, SourceFailedError
+from reconciler.gitsync.helmrender import HelmRender
+from reconciler.gitsync.rendered import Rendered
 from reconciler.gitsync.results import Stage, SyncResult
+from reconciler.render.helm import Hook
 from reconciler.render.manifests import Manifest
 from reconciler.source.artifact import Artifact
 from reconciler.sync import health, inventory
@@ -42,6 +45,7 @@ class FakeSteps:
     policy_set: policy.PolicySet | None = None
     held: bool = False
     reported: list[policy.Violation] = field(default_factory=list)
+    chart: HelmRender | None = None  # a chart's render (hooks); None: plain manifests
 
     def fetch(self) -> Artifact:
         self.calls.append("fetch")
@@ -49,11 +53,13 @@ class FakeSteps:
             raise SourceFailedError("no such branch", stage=Stage.SOURCE)
         return Artifact(revision=REVISION, path=Path())
 
-    def render(self, artifact: Artifact) -> Sequence[Manifest] | None:
+    def render(self, artifact: Artifact) -> Rendered | None:
         self.calls.append("render")
         if self.fail == "render":
             raise RenderFailedError("bad YAML", stage=Stage.RENDER)
-        return self.manifests
+        if self.chart is not None:
+            return Rendered(manifests=self.manifests or [], chart=self.chart)
+        return None if self.manifests is None else Rendered(manifests=self.manifests)
 
     def policies(self) -> policy.PolicySet | None:
         self.calls.append("policies")
@@ -124,6 +130,12 @@ class FakeCluster:
         self._call("health")
         state = health.State.FAILED if self.unhealthy else health.State.CURRENT
         return {i.oid: health.Health(state, "CrashLoopBackOff" if self.unhealthy else "") for i in items}
+
+    def hooks(self, hooks: Sequence[Hook], *, event: str) -> list[str]:
+        if not hooks:
+            return []  # no chart hooks: not a step the plain pipeline shows
+        names = ",".join(h.obj["metadata"]["name"] for h in hooks)
+        return self._call(f"{event}:{names}")
 
 
 @dataclass

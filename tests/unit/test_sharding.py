@@ -77,7 +77,7 @@ class NoKube:
         raise AssertionError(f"the API was called ({name}) after the shard was lost")
 
 
-@pytest.mark.parametrize("phase", ["write_ahead", "apply", "prune", "record"])
+@pytest.mark.parametrize("phase", ["write_ahead", "apply", "prune", "record", "hooks"])
 def test_a_write_phase_does_not_start_once_the_shard_is_lost(phase: str) -> None:
     options = SyncOptions(name="apps", namespace="team")
     cluster = KubeCluster(cast(Any, NoKube()), cast(Any, NoKube()), options, lambda: False)
@@ -87,6 +87,7 @@ def test_a_write_phase_does_not_start_once_the_shard_is_lost(phase: str) -> None
         "apply": lambda: cluster.apply(p, progress=None),
         "prune": lambda: cluster.prune(p, progress=None),
         "record": lambda: cluster.record(inv, p, res=cast(Any, None), revision="r"),
+        "hooks": lambda: cluster.hooks((), event="pre-install"),
     }
     with pytest.raises(ShardLostError):
         calls[phase]()
