@@ -40,6 +40,20 @@ from reconciler.report import logs
     "--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="GitSyncs reconciled at once."
 )
 @click.option(
+    "--kube-api-qps",
+    type=click.FloatRange(0),
+    default=250.0,
+    show_default=True,
+    help="Requests a second to the API server, on average (0: no client-side limit).",
+)
+@click.option(
+    "--kube-api-burst",
+    type=click.IntRange(1),
+    default=500,
+    show_default=True,
+    help="Requests to the API server at once above --kube-api-qps.",
+)
+@click.option(
     "--max-concurrent-per-namespace",
     type=click.IntRange(0, 64),
     default=0,
@@ -80,10 +94,18 @@ from reconciler.report import logs
     "--leader-elect/--no-leader-elect", default=False, show_default=True, help="Run as one of several replicas."
 )
 @click.option(
+    "--shards",
+    type=click.IntRange(0, 1024),
+    default=0,
+    show_default=True,
+    help="Split GitSyncs into this many shards, each owned through a Lease in --lease-namespace; every "
+    "replica reconciles its fair share (0: off). Not with --leader-elect.",
+)
+@click.option(
     "--lease-namespace",
     default=lambda: os.environ.get("POD_NAMESPACE", "reconciler-system"),
     show_default="$POD_NAMESPACE or reconciler-system",
-    help="Namespace of the leader-election Lease.",
+    help="Namespace of the leader-election Lease (and of the shard Leases).",
 )
 @click.option(
     "--lease-duration",
@@ -199,10 +221,12 @@ def run(**kw: Any) -> None:
     is exactly one ERROR line.
     """
     logs.setup(kw["log_level"])
+    if kw["shards"] and kw["leader_elect"]:
+        fail("run", ["--shards and --leader-elect exclude each other: with shards every replica reconciles"])
     secret = _webhook_secret(kw)
     eks_opts = _eks_options(kw)
     try:
-        kube = connect_cluster(kw, pool_size=loop.pool_size(kw["workers"]))
+        kube = connect_cluster(kw, pool_size=handles.pool_size(kw["workers"]))
     except (kube_client.ConfigError, AwsError) as e:
         fail("run", [str(e)])
     ctl = loop.Controller(
@@ -278,9 +302,12 @@ def _controller_options(
     return loop.ControllerOptions(
         namespace=kw["watch_namespace"],
         workers=kw["workers"],
+        kube_api_qps=kw["kube_api_qps"],
+        kube_api_burst=kw["kube_api_burst"],
         cache_dir=kw["cache_dir"],
         leader_elect=kw["leader_elect"],
         lease_namespace=kw["lease_namespace"],
+        shards=kw["shards"],
         lease_duration=kw["lease_duration"],
         identity=os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}",
         metrics_addr=kw["metrics_addr"],

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
 
 from reconciler.gitsync import hooks as helm_hooks
-from reconciler.gitsync.errors import ClusterFailedError, InventoryConflictError
+from reconciler.gitsync.errors import ClusterFailedError, InventoryConflictError, ShardLostError
 from reconciler.gitsync.results import Stage, SyncOptions, SyncResult
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper
@@ -48,6 +48,29 @@ def _typed(stage: Stage) -> Callable[[Callable[P, R]], Callable[P, R]]:
     return wrap
 
 
+def _always() -> bool:
+    return True
+
+
+def _fenced(stage: Stage) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A write phase starts only while this replica holds the GitSync's shard (``holds``):
+    with shards, two replicas must never write for one GitSync at once. Checked once at the start
+    of the phase, which is cheap (no request) and bounded by the Lease's fencing margin."""
+
+    def wrap(step: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(step)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            cluster = args[0]
+            assert isinstance(cluster, KubeCluster)
+            if not cluster.holds():
+                raise ShardLostError("this replica no longer holds the GitSync's shard", stage=stage)
+            return step(*args, **kwargs)
+
+        return call
+
+    return wrap
+
+
 @dataclass(frozen=True)
 class KubeCluster:
     """One cluster, one inventory: the real :class:`~reconciler.gitsync.pipeline.Cluster`."""
@@ -55,6 +78,8 @@ class KubeCluster:
     kube: Kube
     mapper: RestMapper
     options: SyncOptions
+    holds: Callable[[], bool] = _always  # default: always (no shards); checked before each write phase
+    applied: dict[ObjectId, dict[str, Any]] = field(default_factory=dict)  # default {}: apply responses, for health
 
     @_typed(Stage.PLAN)
     def load(self) -> inventory.Inventory:
@@ -95,6 +120,7 @@ class KubeCluster:
         return list(p.errors)
 
     @_typed(Stage.APPLY)
+    @_fenced(Stage.APPLY)
     def write_ahead(self, previous: inventory.Inventory, p: Plan) -> tuple[inventory.Inventory, list[str]]:
         ahead = record.write_ahead(previous, p, self.options.owner_uid)
         try:
@@ -103,9 +129,10 @@ class KubeCluster:
             return ahead, [f"{e}; nothing was applied or pruned"]
 
     @_typed(Stage.APPLY)
+    @_fenced(Stage.APPLY)
     def apply(self, p: Plan, *, progress: Callable[[ObjectResult], None] | None) -> ApplyReport:
         o = self.options
-        return apply_plan(
+        report = apply_plan(
             self.kube,
             p,
             mapper=self.mapper,
@@ -115,12 +142,16 @@ class KubeCluster:
             timeout=o.timeout,
             progress=progress,
         )
+        self.applied.update({out.item.oid: out.live for out in report.outcomes if out.live is not None})
+        return report
 
     @_typed(Stage.PRUNE)
+    @_fenced(Stage.PRUNE)
     def prune(self, p: Plan, *, progress: Callable[[Item, str], None] | None) -> pruning.PruneReport:
         return pruning.prune(self.kube, p, mapper=self.mapper, progress=progress)
 
     @_typed(Stage.PRUNE)
+    @_fenced(Stage.PRUNE)
     def record(
         self, ahead: inventory.Inventory, p: Plan, *, res: SyncResult, revision: str
     ) -> tuple[inventory.Inventory | None, list[str]]:
@@ -139,10 +170,19 @@ class KubeCluster:
 
     @_typed(Stage.HEALTH)
     def health(self, items: Sequence[Item]) -> dict[ObjectId, health.Health]:
+        """Objects already Current in their apply response (a ServiceAccount, a Service, a
+        ConfigMap: kinds without a rollout) are not polled; only the rest are waited for. That
+        takes the first poll's LIST per such kind off every GitSync's sync."""
         o = self.options
-        return wait.wait_healthy(self.kube, items, mapper=self.mapper, owner=o.owner, timeout=o.timeout)
+        known = {i.oid: health.assess(self.applied[i.oid]) for i in items if i.oid in self.applied}
+        current = {oid: h for oid, h in known.items() if h.state is health.State.CURRENT}
+        rest = [i for i in items if i.oid not in current]
+        if not rest:
+            return current
+        return current | wait.wait_healthy(self.kube, rest, mapper=self.mapper, owner=o.owner, timeout=o.timeout)
 
     @_typed(Stage.PRE_HOOKS)
+    @_fenced(Stage.PRE_HOOKS)
     def hooks(self, hooks: Sequence[Hook], *, event: str) -> list[str]:
         """Run a chart's hooks of one event in order (none: nothing to do); the first failure stops them."""
         if not hooks:

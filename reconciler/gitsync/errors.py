@@ -118,6 +118,13 @@ class ClusterFailedError(StepError):
     """The API server (or the inventory write) failed under a step: an exception, not a finding."""
 
 
+class ShardLostError(StepError):
+    """This replica no longer holds the GitSync's shard Lease: another may reconcile it now, so
+    this one writes nothing more (fencing). Not reported: the new owner reports."""
+
+    reason = event_reason = "ShardLost"
+
+
 class StageFailedError(StepError):
     """Plan, validation, the prune guard, apply or prune found errors: ``result`` says how far it got."""
 

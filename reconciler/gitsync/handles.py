@@ -129,3 +129,8 @@ class ClientHandles:
             return Handles(kube, discovery.RestMapper(kube))
 
         return self._cache.get((target, user), make)
+
+
+def pool_size(workers: int) -> int:
+    """Connections for the controller's own handle: every worker plus watches and status writes."""
+    return max(8, workers * 4)

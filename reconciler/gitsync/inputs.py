@@ -18,6 +18,7 @@ from reconciler.kube.client import Kube
 from reconciler.report import redact
 from reconciler.source import bucket as bucket_source
 from reconciler.source import git as git_source
+from reconciler.source import shared
 from reconciler.source.artifact import Source
 from reconciler.source.local import tree_digest
 
@@ -48,12 +49,16 @@ def secret_data(kube: Kube, namespace: str, name: str) -> dict[str, bytes]:
     return {k: base64.b64decode(v) for k, v in (sec.get("data") or {}).items()}
 
 
-def source_key(src: GitSourceSpec | BucketSourceSpec, secret: dict[str, bytes] | None) -> str:
-    """Changes when the spec's source or the content of its Secret does (rotated keys reopen it)."""
-    key = repr(src)
-    if secret is not None:
-        key += hashlib.sha256(repr(sorted(secret.items())).encode()).hexdigest()
-    return key
+def shared_key(src: GitSourceSpec | BucketSourceSpec, secret: dict[str, bytes] | None, *, namespace: str) -> str:
+    """The key GitSyncs share a fetch by: the spec's source (location and ref), and its Secret by
+    namespace, name and a digest of its content (a rotated Secret is a new key)."""
+    creds = ""
+    if secret is not None and src.secret_ref is not None:
+        digest = hashlib.sha256(repr(sorted(secret.items())).encode()).hexdigest()
+        creds = f"{namespace}/{src.secret_ref.name}:{digest}"
+    kind = "bucket" if isinstance(src, BucketSourceSpec) else "git"
+    ref = "" if isinstance(src, BucketSourceSpec) else repr(src.ref)
+    return shared.source_key(kind=kind, location=repr(src), ref=ref, credentials=creds)
 
 
 def _git_credentials(d: dict[str, bytes]) -> git_source.GitCredentials:

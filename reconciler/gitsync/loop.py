@@ -35,6 +35,8 @@ from reconciler.gitsync.push import PushRequests
 from reconciler.gitsync.reconcile import Reconciler, SyncState
 from reconciler.gitsync.results import ReconcileResult
 from reconciler.gitsync.schedule import Key, Scheduler
+from reconciler.gitsync.sharding import ShardFollower, shard_options
+from reconciler.gitsync.shards import ShardLeases
 from reconciler.gitsync.spec import (
     FINALIZER,
     GROUP,
@@ -72,6 +74,10 @@ class ControllerOptions:
     """--watch-namespace; default None: GitSyncs of every namespace."""
     workers: int = 4
     """--workers; default 4 GitSyncs reconciled at once."""
+    kube_api_qps: float = 250.0
+    """--kube-api-qps; default 250 requests a second to the API server (0: unbounded)."""
+    kube_api_burst: int = 500
+    """--kube-api-burst; default 500 requests at once above the QPS."""
     cache_dir: Path = Path("/tmp/gitops-reconciler")  # noqa: S108 - overridden by --cache-dir
     """--cache-dir; default /tmp/gitops-reconciler: git checkouts, per GitSync."""
     leader_elect: bool = False
@@ -81,7 +87,9 @@ class ControllerOptions:
     lease_name: str = "gitops-reconciler-leader"
     """The leader-election Lease's name; default gitops-reconciler-leader."""
     lease_duration: float = 15.0
-    """--lease-duration; default 15s before a standby takes over."""
+    """--lease-duration; default 15s before a standby (or, with shards, another replica) takes over."""
+    shards: int = 0
+    """--shards; default 0: no shards (this replica, or the elected leader, reconciles everything)."""
     identity: str = "reconciler"
     """This replica's name in the Lease and as the Events' reporting instance; default reconciler."""
     metrics_addr: str = ":8080"
@@ -127,6 +135,7 @@ class Controller:
         self.kube, self.opts = kube, opts
         self.metrics = metrics or Metrics()
         kube.on_request = lambda verb: self.metrics.api_requests.labels(verb).inc()
+        kube.limit(qps=opts.kube_api_qps, burst=opts.kube_api_burst)
         self.mapper = discovery.RestMapper(kube)
         self.events = EventRecorder(kube, opts.identity)
         self.tenancy = opts.effective_tenancy()
@@ -141,6 +150,7 @@ class Controller:
             policies_dir=opts.policies_dir,
             readers=self.handles.reader_for,
             tenancy=self.tenancy,
+            owns=(lambda ns, name: self._owns((ns, name))) if opts.shards else None,
         )
         self.finalizer = Finalizer(
             metrics=self.metrics, appliers=self.handles.appliers, reader=self.handles.reader, mapper=self.mapper
@@ -154,6 +164,7 @@ class Controller:
         limit = opts.max_concurrent_per_namespace or fairness.default_limit(
             opts.workers, single_namespace=opts.namespace is not None
         )
+        self.sharding = self._sharding() if opts.shards else None
         self.scheduler = Scheduler(
             workers=opts.workers, per_namespace=limit, stop=self.stop_event, active=self._leading
         )
@@ -170,6 +181,27 @@ class Controller:
         )
         self.eks = ekscheck.EksDriftChecker(opts.eks, self.metrics, self.events) if opts.eks else None
         self.servers: list[httpserve.Server] = []
+
+    def _sharding(self) -> ShardFollower:
+        o = self.opts
+        options = shard_options(o.shards, namespace=o.lease_namespace, identity=o.identity, duration=o.lease_duration)
+        return ShardFollower(
+            ShardLeases(self.kube, options=options, registry=self.metrics.registry),
+            known=lambda: list(self.objects),
+            take=lambda key: self.scheduler.schedule(key, 0),
+            release=self._release_shard,
+            stop=self.stop_event,
+        )
+
+    def _owns(self, key: Key) -> bool:
+        """Whether this replica reconciles GitSync ``key`` now: always without shards."""
+        return self.sharding is None or self.sharding.owns(*key)
+
+    def _release_shard(self, key: Key) -> None:
+        """Another replica reconciles ``key`` now: its drift watch, state and series go here."""
+        self.drift.forget(key)
+        self.states.pop(key, None)
+        self.metrics.forget(*key)
 
     def _leading(self) -> bool:
         """Whether this replica may reconcile: it holds the lease, or runs without leader election."""
@@ -208,7 +240,7 @@ class Controller:
         self.objects[key] = obj
         if type_ == "RELISTED":
             self._seen.add(key)
-        if self._wants_now(obj, old):
+        if self._wants_now(obj, old) and self._owns(key):
             self.scheduler.schedule(key, 0)
         if old is not None and not cond.is_ready(old) and cond.is_ready(obj):
             self._dependency_ready(key)
@@ -240,7 +272,7 @@ class Controller:
     def work(self, key: Key) -> float | None:
         """Reconcile one GitSync; returns the delay until it is due again (None: only on change)."""
         obj = self.objects.get(key)
-        if obj is None:
+        if obj is None or not self._owns(key):  # not ours (any more): its shard's owner reconciles it
             return None
         spec, spec_error = self._read_spec(obj)
         if obj["metadata"].get("deletionTimestamp"):
@@ -350,15 +382,13 @@ class Controller:
         with contextlib.suppress(KeyError):  # a suspended GitSync is not stale
             self.metrics.interval.remove(*key)
         if deleted:
-            state = self.states.pop(key, None)
-            if state and state.source:
-                state.source.close()
+            self.states.pop(key, None)  # its source is shared: the checkouts go with their last reader
             self.metrics.forget(*key)
 
     def _on_drift(self, key: Key, drifted: dict[ObjectId, Drift]) -> None:
         """Report a change in a GitSync's drifted objects, and correct it at once in ``correct`` mode."""
         cached = self.objects.get(key)
-        if cached is None or cached["metadata"].get("deletionTimestamp") or not self._leading():
+        if cached is None or cached["metadata"].get("deletionTimestamp") or not self._leading() or not self._owns(key):
             return
         mode = self.drift_reports.report(key, drifted, self.states.setdefault(key, SyncState()))
         if drifted and mode == DriftMode.CORRECT:
@@ -406,12 +436,16 @@ class Controller:
         )
         if self.opts.leader_elect and not self._elect():
             return
+        shards = self.sharding.start() if self.sharding else None
         threading.Thread(target=self._watch, name="watch-gitsyncs", daemon=True).start()
         if self.alerts:
             threading.Thread(target=self._refresh_alerts, name="alerts", daemon=True).start()
         if self.eks:
             threading.Thread(target=self._eks_loop, name="eks-drift", daemon=True).start()
         self._dispatch()
+        self.reconciler.shared.close()  # the workers are done: no checkout is read any more
+        if shards is not None:
+            shards.join(30)  # the shards are handed back (it started at the stop, before the workers ended)
         if self.elector is not None:
             self.elector.stop()
 
@@ -463,8 +497,3 @@ class Controller:
     def stop(self) -> None:
         self.stop_event.set()
         self.scheduler.wake()
-
-
-def pool_size(workers: int) -> int:
-    """Connections for the controller's own handle: every worker plus watches and status writes."""
-    return max(8, workers * 4)

@@ -61,9 +61,17 @@ class Outcomes:
     def __init__(self, *, patch_status: StatusWriter, events: Recorder, metrics: Metrics) -> None:
         self.patch_status, self.events, self.metrics = patch_status, events, metrics
 
-    def _write(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
-        obj.setdefault("status", {}).update(status)
+    def _write(self, obj: dict[str, Any], status: dict[str, Any]) -> bool:
+        """Merge ``status`` into the GitSync, and PATCH it only when that changes a field: a no-op
+        interval of a fleet would otherwise cost a write (and a watch event to every watcher) per
+        GitSync. Conditions keep their lastTransitionTime while their status holds, so an
+        unchanged verdict compares equal. True when it wrote."""
+        current = obj.setdefault("status", {})
+        if all(k in current and current[k] == v for k, v in status.items()):
+            return False
+        current.update(status)
         self.patch_status(obj, status)
+        return True
 
     def reconciling(self, obj: dict[str, Any], message: str) -> None:
         """Reconciling True while a sync runs (and Ready False, Progressing, until a first verdict)."""
@@ -73,8 +81,7 @@ class Outcomes:
         )
         if cond.get(cs, cond.READY) is None:
             cs = cond.set_condition(cs, cond.READY, status=False, reason="Progressing", message=message, generation=gen)
-        obj.setdefault("status", {})["conditions"] = cs
-        self.patch_status(obj, {"conditions": cs})
+        self._write(obj, {"conditions": cs})
 
     def failed(
         self, obj: dict[str, Any], error: StepError, *, message: str, revision: str, extra: dict[str, Any]
@@ -172,7 +179,7 @@ class Outcomes:
             f"GitSync {gid}: {drifted} drifted object(s) left as they are (drift.mode: warn)",
             extra={"gitsync": gid, "revision": revision, "reason": "DriftDetected"},
         )
-        self.patch_status(obj, {"conditions": cond.remove_condition(conditions_of(obj), cond.RECONCILING)})
+        self._write(obj, {"conditions": cond.remove_condition(conditions_of(obj), cond.RECONCILING)})
         return ReconcileResult(ok=True, revision=revision)
 
     def violations(

@@ -8,6 +8,7 @@ place that writes status, Events, metrics and the log line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from reconciler.gitsync.errors import (
     ClusterFailedError,
     DependencyNotReadyError,
     PolicyViolationError,
+    ShardLostError,
     StageFailedError,
     StepError,
     TargetFailedError,
@@ -38,9 +40,11 @@ from reconciler.gitsync.tenancy import NotAllowedError, Tenancy
 from reconciler.kube.client import Kube, KubeError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.kube.events import EventRecorder
+from reconciler.report import conditions as cond
 from reconciler.report import redact
 from reconciler.report.metrics import Metrics
 from reconciler.source.local import tree_digest
+from reconciler.source.shared import SharedSources
 from reconciler.sync import inventory
 from reconciler.sync.changeset import Action
 from reconciler.sync.objects import ObjectId
@@ -64,6 +68,16 @@ def _target_hint(spec: GitSyncSpec, e: BaseException | None) -> str:
         f" (EKS cluster {spec.target.cluster} does not accept the controller's AWS identity:"
         " it needs an access entry, or an aws-auth mapping, for that IAM role)"
     )
+
+
+def _unsettled(obj: dict[str, Any], handled_request: str | None) -> bool:
+    """Whether to mark Reconciling before the fetch: a new GitSync, a spec change, a failure, or a
+    request (push, manual). A GitSync Ready at its generation is re-verified quietly, as Flux
+    does: its fetch marks it only when the revision is new, so a no-op interval writes nothing."""
+    st = obj.get("status") or {}
+    settled = cond.is_ready(obj) and st.get("observedGeneration") == obj["metadata"].get("generation")
+    requested = bool(handled_request) and handled_request != st.get("lastHandledRequestedAt")
+    return not settled or requested
 
 
 def _last_plan(p: Plan | None) -> dict[str, int]:
@@ -107,9 +121,13 @@ class Reconciler:
         readers: Callable[[str, GitSyncSpec], Kube | None] | None = None,
         tenancy: Tenancy | None = None,
         charts: helmstep.Charts | None = None,
+        shared: SharedSources | None = None,
+        owns: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
         self.cache_dir = cache_dir
+        self.shared = shared or SharedSources(root=cache_dir)  # one fetch per (source, revision)
+        self._owns = owns  # (namespace, name) -> this replica holds its shard now; None: no shards
         self.policies_dir = policies_dir
         self._policies: tuple[str, policy.PolicySet] | None = None
         self._clients = clients  # (namespace, spec) -> (Kube, RestMapper) to apply with; None: our own
@@ -145,8 +163,17 @@ class Reconciler:
             )
         return self.kube, self.mapper
 
+    def owns(self, namespace: str, name: str) -> bool:
+        """Whether this replica may write for the GitSync now (always, without shards)."""
+        return self._owns is None or self._owns(namespace, name)
+
     def _patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
         md = obj["metadata"]
+        if not self.owns(md["namespace"], md["name"]):  # fencing: its shard's new owner writes it
+            log.info("shard lost: status not written", extra={"gitsync": _gitsync_id(obj), "reason": "ShardLost"})
+            for key in status:
+                (obj.get("status") or {}).pop(key, None)
+            return
         try:
             self.kube.request(
                 "PATCH",
@@ -155,6 +182,8 @@ class Reconciler:
                 content_type="application/merge-patch+json",
             )
         except KubeError as e:
+            for key in status:  # not written: the next outcome must not take it for unchanged
+                (obj.get("status") or {}).pop(key, None)
             if not e.not_found:
                 log.warning("cannot update status: %s", e, extra={"gitsync": _gitsync_id(obj)})
 
@@ -190,14 +219,21 @@ class Reconciler:
         t0 = time.monotonic()
         try:
             self._admit(md["namespace"], spec, ready_of)
-            self.mark_reconciling(obj, f"reconciling {inputs.describe(spec)}")
+            if _unsettled(obj, handled_request):  # else marked by the fetch, only if the revision is new
+                self.mark_reconciling(obj, f"reconciling {inputs.describe(spec)}")
             extra = {"lastHandledRequestedAt": handled_request} if handled_request else {}
             t0 = time.monotonic()
             kube, mapper = steps.target = self._target(md["namespace"], spec)
             options = self._options(obj, spec, policy_mode=steps.policy_mode)
-            res = sync_revision(steps=steps, cluster=KubeCluster(kube, mapper, options), options=options)
+            holds = functools.partial(self.owns, md["namespace"], md["name"])
+            res = sync_revision(steps=steps, cluster=KubeCluster(kube, mapper, options, holds), options=options)
+        except ShardLostError:
+            log.info("shard lost: the reconcile stops", extra={"gitsync": steps.gid, "reason": "ShardLost"})
+            return ReconcileResult(ok=False, waiting=True)  # the shard's new owner reports
         except StepError as e:
             return self._failed(steps, e, extra=extra, t0=t0)
+        finally:
+            steps.release()  # the render is done with the checkout's files
         return self._synced(steps, res, kube=kube, mapper=mapper, extra=extra, t0=t0)
 
     def _steps(
@@ -209,7 +245,8 @@ class Reconciler:
             spec=spec,
             state=state,
             reader=lambda: self._reader(md["namespace"], spec),
-            cache_dir=self.cache_dir / md["namespace"] / md["name"],
+            shared=self.shared,
+            cache_dir=self.cache_dir,
             handled_request=handled_request,
             policy_mode=self.tenancy.policy_mode(spec.policy_mode),
             load_policies=self.policies,

@@ -29,21 +29,21 @@ from reconciler.render.manifests import Manifest, ManifestError
 from reconciler.report import redact
 from reconciler.source.artifact import Artifact, Source, SourceError
 from reconciler.source.limits import TreeLimitError
+from reconciler.source.shared import Checkout, SharedSources
 
 log = logging.getLogger("reconciler.gitsync")
 
 
 @dataclass
 class SyncState:
-    """Per-GitSync state that outlives one reconcile (the git cache handle, failures)."""
+    """Per-GitSync state that outlives one reconcile (failures, what it last fetched and synced)."""
 
-    source: Source | None = None  # default None: opened at the first fetch
-    source_key: str = ""  # default "": repr of the spec's source; a changed field opens a new source
     failures: int = 0  # default 0: consecutive failures (for the retry backoff)
     drifted: int = 0  # default 0: objects drifted at last report (for DriftCorrected)
     inputs: str = ""  # default "": digest of everything the last successful sync rendered from
     synced_at: float = float("-inf")  # default -inf: monotonic time of the last full successful sync
     secrets: frozenset[str] = frozenset()  # default empty: values read from its Secrets, scrubbed everywhere
+    fetched: tuple[str, int] = ("", 0)  # default none: (shared source key, fetch seq) of its last checkout
     extra: dict[str, Any] = field(default_factory=dict)  # default {}: what the loop keeps beside
 
 
@@ -55,7 +55,8 @@ class GitSyncSteps:
     spec: GitSyncSpec
     state: SyncState
     reader: Callable[[], Kube]  # what its Secrets and ConfigMaps are read through (its own identity if any)
-    cache_dir: Path  # where its source is cached
+    shared: SharedSources  # the process's fetches and checkouts, one per (source, revision)
+    cache_dir: Path  # where the shared sources keep their caches (one directory per source key)
     handled_request: str | None  # the requested-at value this reconcile answers (None: none)
     policy_mode: str  # the spec's mode, raised to the controller's minimum
     load_policies: Callable[[], policy.PolicySet | None]
@@ -63,6 +64,7 @@ class GitSyncSteps:
     charts: helmstep.Charts | None = None  # default None: no chart support (spec.helm fails to render)
     target: tuple[Kube, RestMapper] | None = None  # default None: set once the target is reached (discovery)
     revision: str = ""  # default "": set once fetched
+    checkout: Checkout | None = None  # default None: the read-only revision, held until release()
     inputs: str = ""  # default "": digest of what it renders from, set once read
 
     @property
@@ -78,32 +80,48 @@ class GitSyncSteps:
         return f" (spec.policy.mode {self.spec.policy_mode} raised to {self.policy_mode} by --min-policy-mode)"
 
     def fetch(self) -> Artifact:
+        """The newest revision, through the shared fetch: every GitSync of one source and
+        credentials shares one fetch and one read-only checkout. A request this reconcile answers
+        (a push webhook, a manual reconcile) asks the remote again, once per request."""
         md = self.obj["metadata"]
         try:
-            source = self._source()
+            key, opener = self._source()
+            handled = (self.obj.get("status") or {}).get("lastHandledRequestedAt")
+            if self.handled_request and self.handled_request != handled:  # a push: ask the remote again
+                self.shared.invalidate(key, token=self.handled_request)
             f0 = time.monotonic()
-            artifact = source.fetch()
+            self.release()
+            after = self.state.fetched[1] if self.state.fetched[0] == key else 0  # never the fetch it last saw
+            self.checkout = self.shared.checkout(key, open_source=opener, after=after)
+            self.state.fetched = (key, self.checkout.seq)
             self.outcomes.metrics.fetch_duration.labels(md["namespace"], md["name"]).observe(time.monotonic() - f0)
         except (SourceError, KubeError, UnreachableError, ValueError) as e:
             raise SourceFailedError(str(e), stage=Stage.SOURCE) from e
-        self.revision = artifact.revision
-        return artifact
+        self.revision = self.checkout.revision
+        if self.revision != (self.obj.get("status") or {}).get("lastAppliedRevision"):  # a no-op if marked already
+            self.outcomes.reconciling(self.obj, f"reconciling {inputs.describe(self.spec)}")
+        return self.checkout.artifact
 
-    def _source(self) -> Source:
-        """The source kept between reconciles, opened again when its spec or the content of its
-        Secret changes (rotated keys take effect at the next reconcile)."""
+    def release(self) -> None:
+        """Give the checkout back (the reconcile is done with its files)."""
+        if self.checkout is not None:
+            self.checkout.release()
+            self.checkout = None
+
+    def _source(self) -> tuple[str, Callable[[], Source]]:
+        """The sharing key of the spec's source with its Secret, and how to open it the first time.
+
+        The key names the Secret and a digest of its content: GitSyncs with other credentials never
+        share a fetch (nor a cache directory: a commit cached for one tenant is not served to
+        another), and rotated keys make a new key, so the next reconcile opens a new Source."""
         src, state, md = self.spec.source, self.state, self.obj["metadata"]
         secret = inputs.secret_data(self.reader(), md["namespace"], src.secret_ref.name) if src.secret_ref else None
         if secret is not None:
             state.secrets |= inputs.printable_secrets(secret.values())
-        key = inputs.source_key(src, secret)
-        if state.source is None or state.source_key != key:
-            if state.source is not None:
-                state.source.close()
-            timeout = min(self.spec.timeout, 300.0)
-            state.source = inputs.open_source(src, secret, timeout=timeout, cache_dir=self.cache_dir)
-            state.source_key = key
-        return state.source
+        key = inputs.shared_key(src, secret, namespace=md["namespace"])
+        timeout = min(self.spec.timeout, 300.0)
+        cache_dir = self.cache_dir / "sources" / key[:16]
+        return key, lambda: inputs.open_source(src, secret, timeout=timeout, cache_dir=cache_dir)
 
     def render(self, artifact: Artifact) -> Rendered | None:
         spec, state, md = self.spec, self.state, self.obj["metadata"]

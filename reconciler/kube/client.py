@@ -12,6 +12,7 @@ import collections
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
@@ -27,6 +28,49 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 DEFAULT_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds
+THROTTLE_RETRIES = 5
+"""How often a request the API server throttled (429) is sent again after its Retry-After."""
+MAX_RETRY_AFTER = 30.0
+_RETRIES = urllib3.Retry(3, respect_retry_after_header=False)
+"""urllib3's own retries, for connection errors only: a 429 comes back to Kube._send, which counts
+every attempt (metrics show the real traffic) and waits out its Retry-After itself."""
+"""Seconds: the longest Retry-After honoured; a longer one is waited for this long."""
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds a 429 asks us to wait: its Retry-After in seconds (API Priority and Fairness sends
+    it on every rejection), 1 when absent or unreadable (as client-go), capped at MAX_RETRY_AFTER."""
+    try:
+        seconds = float(value) if value else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+class RateLimiter:
+    """A token bucket: ``qps`` requests a second on average, ``burst`` at once (client-go's flags).
+
+    The controller's own bound on its API traffic, so a push that wakes a thousand GitSyncs
+    does not become a burst the API server has to shed with 429s."""
+
+    def __init__(self, *, qps: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.qps, self.burst, self._clock = qps, max(1, burst), clock
+        self._tokens, self._at = float(self.burst), clock()
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take one token; returns how long to wait before using it (0: at once)."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.qps)
+            self._at = now
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+
+    def wait(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            time.sleep(delay)
 
 
 @dataclass
@@ -104,6 +148,13 @@ class Kube:
         self._lock = threading.Lock()
         self.requests: collections.Counter[str] = collections.Counter()
         self.on_request: Callable[[str], None] | None = None  # e.g. a metrics counter
+        self.limiter: RateLimiter | None = None  # default None: no client-side limit (see limit())
+        self.throttled = 0  # responses that were 429 and sent again, for tests and benchmarks
+
+    def limit(self, *, qps: float, burst: int) -> None:
+        """Bound this handle's requests (watches included) to ``qps`` a second, ``burst`` at once;
+        ``qps`` <= 0 removes the bound."""
+        self.limiter = RateLimiter(qps=qps, burst=burst) if qps > 0 else None
 
     @property
     def host(self) -> str:
@@ -149,16 +200,30 @@ class Kube:
             tmo = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         else:
             tmo = urllib3.Timeout(total=timeout)
-        self._count(method)
-        try:
-            # The pool itself, not rest_client.request(): that one re-encodes bodies by content
-            # type and cannot stream, and we need raw bytes both ways (and streams for watches).
-            return self._api.rest_client.pool_manager.request(
-                m, url, body=payload, headers=hdrs, timeout=tmo, preload_content=False
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) else e
-            raise UnreachableError(f"{method} {self.host}{path}: {cause}") from e
+        for attempt in range(THROTTLE_RETRIES + 1):
+            if self.limiter is not None:
+                self.limiter.wait()
+            self._count(method)
+            try:
+                # The pool itself, not rest_client.request(): that one re-encodes bodies by content
+                # type and cannot stream, and we need raw bytes both ways (and streams for watches).
+                resp = self._api.rest_client.pool_manager.request(
+                    m, url, body=payload, headers=hdrs, timeout=tmo, preload_content=False, retries=_RETRIES
+                )
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) else e
+                raise UnreachableError(f"{method} {self.host}{path}: {cause}") from e
+            if resp.status != 429 or attempt == THROTTLE_RETRIES:
+                break
+            # Throttled (max-in-flight or Priority and Fairness): the request was not processed,
+            # so it is safe to send again, whatever the verb, once the server's wait is over.
+            wait = retry_after(resp.headers.get("Retry-After"))
+            resp.drain_conn()
+            resp.release_conn()
+            with self._lock:
+                self.throttled += 1
+            time.sleep(wait)
+        return resp
 
     @overload
     def request(

@@ -39,6 +39,7 @@ from reconciler.source.artifact import Artifact, Source
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+_TOKENS = 16  # invalidating requests remembered per key (a few pushes in flight at once)
 
 
 def source_key(*, kind: str, location: str, ref: str, credentials: str) -> str:
@@ -79,6 +80,8 @@ class _Flight:
 
     done: threading.Event = field(default_factory=threading.Event)
     waiters: int = 1
+    generation: int = 0  # the entry's generation when it started: an invalidate since makes it stale
+    seq: int = 0  # the entry's fetch number once landed
     tree: _Tree | None = None
     error: BaseException | None = None
 
@@ -92,13 +95,17 @@ class _Entry:
     fetched_at: float = float("-inf")
     older: list[_Tree] = field(default_factory=list)
     flight: _Flight | None = None
+    generation: int = 0  # bumped by each invalidate: a flight of an older generation is not joined
+    tokens: list[str] = field(default_factory=list)  # the last requests that invalidated (see invalidate)
+    seq: int = 0  # fetches landed for this key: a Checkout's ``seq`` says which one it came from
 
 
 class Checkout:
     """A read-only revision handed to one reader; :meth:`release` (or ``with``) when done."""
 
-    def __init__(self, owner: SharedSources, tree: _Tree) -> None:
+    def __init__(self, owner: SharedSources, tree: _Tree, *, seq: int) -> None:
         self._owner, self._tree, self._released = owner, tree, False
+        self.seq = seq  # which fetch of its key it came from (1, 2, ...): pass it as ``after`` next time
 
     @property
     def artifact(self) -> Artifact:
@@ -136,36 +143,62 @@ class SharedSources:
         self._entries: dict[str, _Entry] = {}
         self.fetches = 0  # fetches started, for tests and metrics
 
-    def checkout(self, key: str, *, open_source: Callable[[], Source]) -> Checkout:
+    def checkout(self, key: str, *, open_source: Callable[[], Source], after: int = 0) -> Checkout:
         """The newest revision of ``key``: fetched now, awaited from a fetch in flight, or reused
         when fetched less than ``fresh_for`` ago. ``open_source`` builds the key's Source the first
-        time. Raises what the fetch raised (SourceError) to every caller that waited for it."""
-        with self._lock:
-            entry = self._entries.setdefault(key, _Entry())
-            tree = entry.current
-            if tree is not None and entry.flight is None and self._clock() - entry.fetched_at < self._opts.fresh_for:
-                tree.readers += 1
-                return Checkout(self, tree)
-            flight, leader = entry.flight, entry.flight is None
-            if flight is None:
-                flight = entry.flight = _Flight()
-                self.fetches += 1
-            else:
-                flight.waiters += 1
+        time. Raises what the fetch raised (SourceError) to every caller that waited for it.
+
+        A flight that started before the last :meth:`invalidate` is not joined: it may have read
+        the remote before the push, so the caller waits for it to land and then fetches anew.
+        ``after``: the ``seq`` of the caller's previous checkout of ``key``; that fetch is not
+        handed out again however fresh, so one reader's next reconcile always sees a newer fetch
+        than its last, while the rest of a fleet shares it."""
+        while True:
+            with self._lock:
+                entry = self._entries.setdefault(key, _Entry())
+                tree = entry.current
+                fresh = self._clock() - entry.fetched_at < self._opts.fresh_for and entry.seq > after
+                if tree is not None and entry.flight is None and fresh:
+                    tree.readers += 1
+                    return Checkout(self, tree, seq=entry.seq)
+                flight, leader = entry.flight, entry.flight is None
+                if flight is not None and flight.generation != entry.generation:
+                    stale: _Flight | None = flight
+                else:
+                    stale = None
+                    if flight is None:
+                        flight = entry.flight = _Flight(generation=entry.generation)
+                        self.fetches += 1
+                    else:
+                        flight.waiters += 1
+            if stale is None:
+                break
+            stale.done.wait()
+        assert flight is not None
         if leader:
             self._fly(key=key, entry=entry, flight=flight, open_source=open_source)
         flight.done.wait()
         if flight.error is not None:
             raise flight.error
         assert flight.tree is not None
-        return Checkout(self, flight.tree)
+        return Checkout(self, flight.tree, seq=flight.seq)
 
-    def invalidate(self, key: str) -> None:
-        """The source moved (a push webhook): the next checkout of ``key`` fetches."""
+    def invalidate(self, key: str, *, token: str = "") -> bool:
+        """The source moved (a push webhook): the next checkout of ``key`` fetches, and does not
+        join a fetch that was already in flight. With a ``token`` (the request a reconcile answers,
+        which every GitSync woken by one push carries alike) only its first caller invalidates, so
+        a push that wakes a thousand GitSyncs still costs one fetch. True when it invalidated."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None:
-                entry.fetched_at = float("-inf")
+            if entry is None:
+                return False
+            if token:
+                if token in entry.tokens:
+                    return False
+                entry.tokens = [*entry.tokens[-(_TOKENS - 1) :], token]
+            entry.fetched_at = float("-inf")
+            entry.generation += 1
+            return True
 
     def stats(self) -> tuple[int, int, int]:
         """(source keys, checkouts on disk, bytes in them)."""
@@ -204,9 +237,11 @@ class SharedSources:
                     if entry.current is not None:
                         entry.older.append(entry.current)
                     entry.current = tree
-                entry.fetched_at = self._clock()
+                if flight.generation == entry.generation:  # else invalidated meanwhile: not fresh
+                    entry.fetched_at = self._clock()
                 tree.readers += flight.waiters
-                flight.tree, entry.flight = tree, None
+                entry.seq += 1
+                flight.tree, flight.seq, entry.flight = tree, entry.seq, None
                 doomed = self._evict_locked()
         except BaseException as e:
             with self._lock:

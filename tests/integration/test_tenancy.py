@@ -524,7 +524,8 @@ def test_a_file_url_cannot_read_another_tenants_git_cache(
     env: Env, controller_kubeconfig: Path, git_repo: Any, namespace: str, victim: str, eventually: Any
 ) -> None:
     """Attack: a file:// URL read any path of the controller's disk, e.g. another tenant's git
-    cache at its predictable path (<cache>/<namespace>/<name>/git/<key>)."""
+    cache at its predictable path (<cache>/sources/<source key>/git/<key>; it was
+    <cache>/<namespace>/<name>/git/<key> before fetches were shared)."""
     k = env.kube
     for ns in (namespace, victim):
         _tenant_sa(k, ns, "gitsync", [TENANT_CMS])
@@ -534,7 +535,7 @@ def test_a_file_url_cannot_read_another_tenants_git_cache(
     env.start(*LOCKDOWN, kubeconfig=controller_kubeconfig)
     env.gitsync(victim, "app", git_repo.url, path="secret-app")
     eventually(lambda: env.ready(victim, "app"), 60, "the victim's sync")
-    caches = list((env.tmp / "cache" / victim / "app" / "git").iterdir())
+    caches = list((env.tmp / "cache" / "sources").glob("*/git/*"))
     assert len(caches) == 1
     env.gitsync(namespace, "steal", caches[0].as_uri(), raw_url=True, path="secret-app")
     ready = eventually(_failed(env, namespace, "steal", "file:// URLs"), 60, "the file:// URL refused")

@@ -240,3 +240,23 @@ def test_disruption_budget_covers_the_controller_pods() -> None:
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": _deployment()["spec"]["selector"]}
     overlay = yaml.safe_load((DEPLOY / "scale" / "kustomization.yaml").read_text())
     assert overlay["resources"] == ["pdb.yaml"]
+
+
+def test_the_shards_patch_turns_the_leader_election_into_three_sharded_replicas() -> None:
+    """deploy/scale/shards-patch.yaml, applied as kubectl applies a JSON patch (test, replace)."""
+    deployment = _deployment()
+    ops = yaml.safe_load((DEPLOY / "scale" / "shards-patch.yaml").read_text())
+    for op in ops:
+        *parents, last = [int(p) if p.isdigit() else p for p in op["path"].strip("/").split("/")]
+        node = deployment
+        for p in parents:
+            node = node[p]
+        if op["op"] == "test":
+            assert node[last] == op["value"], f"{op['path']} is no longer {op['value']}"
+        else:
+            assert op["op"] == "replace"
+            node[last] = op["value"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert deployment["spec"]["replicas"] == 3
+    assert "--shards=12" in args
+    assert "--leader-elect" not in args

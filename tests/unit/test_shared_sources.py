@@ -231,3 +231,60 @@ def test_keys_differ_by_credentials() -> None:
     k = {"kind": "git", "location": "https://git.example/fleet", "ref": "branch=main"}
     assert source_key(**k, credentials="") != source_key(**k, credentials="team-a/deploy-key")
     assert source_key(**k, credentials="team-a/key") == source_key(**k, credentials="team-a/key")
+
+
+def test_one_request_invalidates_once_however_many_gitsyncs_carry_it(tmp_path: Path) -> None:
+    src = FakeSource(tmp_path / "src")
+    s = shared(tmp_path, fresh_for=60.0)
+    s.checkout("k", open_source=lambda: src).release()
+    for _ in range(100):  # a push wakes a hundred GitSyncs, all answering the same request
+        s.invalidate("k", token="webhook:push-1")
+        s.checkout("k", open_source=lambda: src).release()
+    assert src.fetches == 2
+    assert s.invalidate("k", token="webhook:push-2") is True
+    assert s.invalidate("k", token="webhook:push-2") is False
+    s.checkout("k", open_source=lambda: src).release()
+    assert src.fetches == 3
+
+
+def test_a_flight_started_before_an_invalidate_is_not_joined(tmp_path: Path) -> None:
+    """The fetch in flight may have read the remote before the push: a reader that comes after
+    the push must get a fetch that started after it."""
+    gate = threading.Event()
+    src = FakeSource(tmp_path / "src", gate=gate)
+    s = shared(tmp_path)
+    first = threading.Thread(target=lambda: s.checkout("k", open_source=lambda: src).release())
+    first.start()
+    deadline = time.monotonic() + 5
+    while src.concurrent != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    s.invalidate("k", token="webhook:push")  # entry exists: the flight registered it
+    got: list[int] = []
+    second = threading.Thread(target=lambda: got.append(_fetches_seen(s, src)))
+    second.start()
+    time.sleep(0.2)
+    gate.set()
+    first.join(10)
+    second.join(10)
+    assert src.fetches == 2, "the reader after the push waited out the old flight and fetched again"
+    assert got == [2]
+
+
+def _fetches_seen(s: SharedSources, src: FakeSource) -> int:
+    with s.checkout("k", open_source=lambda: src):
+        return src.fetches
+
+
+def test_a_reader_never_gets_the_fetch_it_saw_last_time_but_the_fleet_shares_it(tmp_path: Path) -> None:
+    """One GitSync's next reconcile must see a newer fetch than its last (a commit pushed since
+    is found), while the other GitSyncs of the fleet still share whatever is fresh."""
+    src = FakeSource(tmp_path / "src")
+    s = shared(tmp_path, fresh_for=60.0)
+    with s.checkout("k", open_source=lambda: src) as mine:
+        seen = mine.seq
+    with s.checkout("k", open_source=lambda: src):  # another GitSync: shares it
+        pass
+    assert src.fetches == 1
+    with s.checkout("k", open_source=lambda: src, after=seen) as again:
+        assert again.seq > seen
+    assert src.fetches == 2
