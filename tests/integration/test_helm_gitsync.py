@@ -410,9 +410,8 @@ def test_a_chart_that_fails_the_policy_gate_is_not_applied(
     ready = eventually(lambda: ready_false(env, ns, "gated", sha), 60, "the chart to be refused by policy")
     assert ready["reason"] == "PolicyViolation"
     assert "image-tags" in ready["message"], ready["message"]
-    # the namespace the gate names is not checked: it judges a namespace-less chart object as in
-    # "default", not in the release namespace it is applied to (reported, left to the policy owner)
-    assert re.search(r"Deployment/[a-z0-9-]+/web in chart gated@1\.0\.0", ready["message"]), ready["message"]
+    # judged in the release namespace it would be applied to, not in "default"
+    assert f"Deployment/{ns}/web in chart gated@1.0.0" in ready["message"], ready["message"]
     assert env.kube.get_or_none(f"/apis/apps/v1/namespaces/{ns}/deployments/web") is None
     assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/web-config") is None, "nothing of the chart"
     assert not status(env, ns, "gated").get("inventory")
