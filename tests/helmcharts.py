@@ -339,7 +339,7 @@ def write_stack_chart(parent: Path, *, name: str = "stack", version: str = "1.0.
     return chart
 
 
-# The addons of examples/helm, written for the tests in their upstream charts' shape: the same
+# The addons of examples/fleet/charts, written for the tests in their upstream charts' shape: the same
 # chart names and the same values keys (so the example's values mean the same thing), with
 # just enough templates to show that those values land where the upstream charts put them.
 ADDON_CHARTS: dict[str, dict[str, str]] = {

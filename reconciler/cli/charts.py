@@ -24,7 +24,7 @@ from reconciler.gitsync.helmrender import HelmInputs, HelmRender, render_helm
 from reconciler.gitsync.helmspec import HelmSpec, parse_helm
 from reconciler.gitsync.spec import SpecError
 from reconciler.render.helm_cache import RenderCache
-from reconciler.render.helm_values import merge_values
+from reconciler.render.helm_values import ValuesError, merge_values
 from reconciler.render.manifests import Manifest
 from reconciler.source.artifact import Artifact
 from reconciler.source.charts import ChartCache
@@ -76,21 +76,29 @@ def _raw_chart(kw: dict[str, Any]) -> dict[str, Any]:
     return {"spec": spec}
 
 
-def _values(kw: dict[str, Any]) -> dict[str, Any]:
+def _values(kw: dict[str, Any], chart: dict[str, Any]) -> dict[str, Any]:
+    """The merged ``--values`` files; a file that is not YAML is a usage error naming the chart
+    (and the version asked for), as the same file named by a GitSync would be."""
     files = []
     for path in kw.get("values_files") or ():
         try:
             files.append((str(path), path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as e:
             raise click.BadParameter(f"{path}: cannot read it as text: {e}", param_hint="--values") from e
-    return merge_values(files=files, references=(), objects={}, inline={}).values
+    try:
+        return merge_values(files=files, references=(), objects={}, inline={}).values
+    except ValuesError as e:
+        spec = chart["spec"]
+        label = spec["chart"] + (f" (version '{spec['version']}')" if spec.get("version") else "")
+        raise click.BadParameter(f"chart {label}: {e}", param_hint="--values") from e
 
 
 def helm_spec(kw: dict[str, Any]) -> HelmSpec | None:
     """The chart the flags name (None without ``--chart``); a bad flag is a usage error."""
     if not kw.get("chart"):
         return None
-    raw: dict[str, Any] = {"chart": _raw_chart(kw), "values": _values(kw)}
+    chart = _raw_chart(kw)
+    raw: dict[str, Any] = {"chart": chart, "values": _values(kw, chart)}
     if kw.get("target_namespace"):
         raw["targetNamespace"] = kw["target_namespace"]
     try:

@@ -131,7 +131,7 @@ def sync_revision(
     policies = steps.policies()
     if steps.hold(res.revision):
         return _settle(res, Settled.HELD)
-    res.violations = _evaluate(rendered.checked(), policies, options.policy_mode)
+    res.violations = _evaluate(rendered.checked(), policies, options=options)
     steps.report(res.violations)
     _enforce(res, options.policy_mode)
     res.stage = Stage.PLAN
@@ -186,10 +186,13 @@ def _check(res: SyncResult, errors: Sequence[str], *, error: type[StageFailedErr
         raise error(res.errors, stage=res.stage, result=res)
 
 
-def _evaluate(manifests: Sequence[Manifest], policies: policy.PolicySet | None, mode: str) -> list[policy.Violation]:
-    if policies is None or mode == "off":
+def _evaluate(
+    manifests: Sequence[Manifest], policies: policy.PolicySet | None, *, options: SyncOptions
+) -> list[policy.Violation]:
+    """The gate judges namespace-less objects in the namespace the plan will give them."""
+    if policies is None or options.policy_mode == "off":
         return []
-    return policy.evaluate(manifests, policies)
+    return policy.evaluate(manifests, policies, default_namespace=options.default_namespace)
 
 
 def _enforce(res: SyncResult, mode: str) -> None:

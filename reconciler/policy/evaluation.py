@@ -45,7 +45,8 @@ class _Context:
     """Per render: scope, plurals, and the Namespace objects (the apiserver labels each
     with ``kubernetes.io/metadata.name``, so we do too)."""
 
-    def __init__(self, manifests: Sequence[Manifest]) -> None:
+    def __init__(self, manifests: Sequence[Manifest], *, default_namespace: str) -> None:
+        self.default_namespace = default_namespace
         objs = [m.obj for m in manifests]
         self.scope = Scope(objs)
         self.resources = Resources(objs)
@@ -65,7 +66,7 @@ class _Context:
         kind = obj["kind"]
         md = obj["metadata"]
         cluster = self.scope.cluster_scoped(obj)
-        namespace = "" if cluster else (md.get("namespace") or "default")
+        namespace = "" if cluster else (md.get("namespace") or self.default_namespace)
         if not cluster and not md.get("namespace"):
             obj = {**obj, "metadata": {**md, "namespace": namespace}}
         resource = self.resources.plural(group, kind)
@@ -98,14 +99,20 @@ def object_ref(obj: Mapping[str, Any], namespace: str) -> str:
     return f"{obj['kind']}/{namespace}/{name}" if namespace else f"{obj['kind']}/{name}"
 
 
-def evaluate(manifests: Sequence[Manifest], policy_set: PolicySet) -> list[Violation]:
+def evaluate(
+    manifests: Sequence[Manifest], policy_set: PolicySet, *, default_namespace: str = "default"
+) -> list[Violation]:
     """Every violation of every object in ``manifests`` (one render), in object then policy order.
+
+    A namespaced object that names no namespace is judged in ``default_namespace`` (default
+    "default"): the namespace the sync will apply it to, so bindings that select namespaces
+    and messages see what the apiserver will.
 
     Deny violations block a sync (in enforce mode); Warn and Audit ones are reported.
     Never raises for a policy problem at run time: an expression error becomes a
     violation according to the policy's ``failurePolicy``, as on the apiserver.
     """
-    ctx = _Context(manifests)
+    ctx = _Context(manifests, default_namespace=default_namespace)
     out: list[Violation] = []
     for m in manifests:
         req, obj = ctx.request(m.obj)

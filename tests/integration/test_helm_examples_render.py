@@ -1,4 +1,4 @@
-"""examples/helm rendered for real: the three addon GitSyncs, their charts packaged by the real Helm
+"""examples/fleet/charts rendered for real: the three addon GitSyncs, their charts packaged by the real Helm
 in the upstream charts' shape (tests/helmcharts.py ADDON_CHARTS) and served from a loopback Helm
 repository in place of the public URL, with each fleet cluster's cluster-vars ConfigMap as the
 valuesFrom source.  What manifests/addons configures by hand must come out of the charts."""
@@ -43,7 +43,7 @@ def render(repo: ChartRepoServer, tmp_path: Path, cluster: str) -> dict[str, Hel
     objects = {("ConfigMap", "cluster-vars"): cluster_vars["data"]}
     resolver, cache = ChartResolver(cache=ChartCache(tmp_path / "charts")), RenderCache()
     out: dict[str, HelmRender] = {}
-    for doc in yaml.safe_load_all((ROOT / "examples/helm/gitsyncs.yaml").read_text()):
+    for doc in yaml.safe_load_all((ROOT / "examples/fleet/charts/gitsyncs.yaml").read_text()):
         helm_spec = doc["spec"]["helm"]
         helm_spec["chart"]["spec"]["repository"]["url"] = repo.url
         inputs = HelmInputs(

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 from chartservers import ChartRepoServer, registry
-from controllers import Env, _edit, _events
+from controllers import ROOT, Env, _edit, _events
 from helmcharts import _write, build_tool, helm, package, write_demo_chart
 
+from reconciler.kube import discovery
 from reconciler.render import tools
 
 PASSWORD = "pw-9d41c7e2b8a3f605"  # comes from a Secret through valuesFrom: must never be printed
@@ -75,6 +76,20 @@ def helm_spec(chart: str, **fields: Any) -> dict[str, Any]:
     return {"chart": {"spec": {"chart": chart}}, **fields}
 
 
+def assert_ours(env: Env, ns: str, name: str, st: dict[str, Any]) -> None:
+    """Every object in the inventory carries our owner label and our field manager: chart output is
+    owned like any other object, so prune, drift and the two-key guard treat it alike."""
+    mapper = discovery.RestMapper(env.kube)
+    assert st["inventory"], "a chart GitSync with an empty inventory proves nothing"
+    for entry in st["inventory"]:
+        obj_ns, obj_name, group, kind = entry["id"].split("_")
+        path = mapper.find_group_kind(group, kind).object_path(obj_name, obj_ns or None)
+        meta = env.kube.get(path)["metadata"]
+        assert meta.get("labels", {}).get(OWNER_LABEL) == f"{ns}.{name}", entry["id"]
+        managers = {f["manager"] for f in meta.get("managedFields", []) if f.get("operation") == "Apply"}
+        assert "gitops-reconciler" in managers, (entry["id"], managers)
+
+
 @pytest.mark.usefixtures("helm_bin")
 def test_chart_from_the_git_source_lifecycle(
     env: Env, git_repo: Any, namespace: str, eventually: Any, tmp_path: Path
@@ -104,6 +119,7 @@ def test_chart_from_the_git_source_lifecycle(
             f"{ns}_web-sub__Service",
         ]
     ), "hooks are not in the inventory"
+    assert_ours(env, ns, "demo", st)
     config = env.kube.get(f"/api/v1/namespaces/{ns}/configmaps/web-config")
     assert config["data"]["greeting"] == "hi"  # the values file
     assert config["data"]["kube"].startswith("v1.")  # .Capabilities from discovery
@@ -289,6 +305,10 @@ def test_charts_from_an_http_repository_and_an_oci_registry(
             assert a["lastAppliedChart"].startswith("demo@0.1.0@sha256:")
             for release in ("fromrepo", "fromoci"):
                 assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/{release}-config")
+            # the shared CRD is labelled by whichever release created it: check the namespaced objects
+            for release, st in (("fromrepo", a), ("fromoci", b)):
+                namespaced = [e for e in st["inventory"] if not e["id"].startswith("_")]
+                assert_ours(env, ns, release, {"inventory": namespaced})
             # no-op reconciles download no chart again
             eventually(
                 lambda: (
@@ -317,3 +337,81 @@ def test_charts_from_an_http_repository_and_an_oci_registry(
             assert PASSWORD not in ctl.log.read_text()
     finally:
         repo.stop()
+
+
+def ready_false(env: Env, ns: str, name: str, sha: str) -> dict[str, Any] | None:
+    """The Ready condition once the revision ``sha`` was attempted and refused."""
+    st = status(env, ns, name)
+    ready = [c for c in st.get("conditions", []) if c["type"] == "Ready"]
+    return ready[0] if ready and ready[0]["status"] == "False" and sha in st.get("lastAttemptedRevision", "") else None
+
+
+@pytest.mark.usefixtures("helm_bin")
+def test_a_failing_pre_install_hook_on_the_first_sync_applies_nothing(
+    env: Env, git_repo: Any, namespace: str, eventually: Any, tmp_path: Path
+) -> None:
+    ns = namespace
+    _write(tmp_path / "jobs", {**JOB_CHART, "values.yaml": "failHook: true\n"})
+    sha = git_repo.commit(tree(tmp_path / "jobs", "chart"), "jobs chart whose pre-install Job cannot run")
+    env.start("--watch-namespace", ns)
+    env.gitsync(ns, "jobs", git_repo.url, helm=helm_spec("chart", releaseName="api"))
+    ready = eventually(lambda: ready_false(env, ns, "jobs", sha), 60, "Ready=False for the failing pre-install hook")
+    assert ready["reason"] == "HookFailed"
+    assert f"Job/{ns}/api-migrate (pre-install)" in ready["message"]
+    assert env.kube.get_or_none(f"/apis/apps/v1/namespaces/{ns}/deployments/api") is None, "nothing after the hook"
+    assert not status(env, ns, "jobs").get("lastAppliedRevision")
+    assert not status(env, ns, "jobs").get("inventory")
+
+
+POLICY_CHART = {
+    "Chart.yaml": """
+        apiVersion: v2
+        name: gated
+        version: 1.0.0
+        """,
+    "templates/config.yaml": """
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: {{ .Release.Name }}-config
+        data: {k: v}
+        """,
+    "templates/deployment.yaml": """
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata:
+          name: {{ .Release.Name }}
+          labels: {app.kubernetes.io/name: {{ .Release.Name }}}
+        spec:
+          replicas: 1
+          selector: {matchLabels: {app: {{ .Release.Name }}}}
+          template:
+            metadata: {labels: {app: {{ .Release.Name }}}}
+            spec:
+              containers:
+                - name: app
+                  image: registry.k8s.io/pause:latest
+                  resources:
+                    requests: {cpu: 10m, memory: 8Mi}
+                    limits: {cpu: 50m, memory: 16Mi}
+        """,
+}
+
+
+@pytest.mark.usefixtures("helm_bin")
+def test_a_chart_that_fails_the_policy_gate_is_not_applied(
+    env: Env, git_repo: Any, namespace: str, eventually: Any, tmp_path: Path
+) -> None:
+    ns = namespace
+    _write(tmp_path / "gated", POLICY_CHART)
+    sha = git_repo.commit(tree(tmp_path / "gated", "chart"), "a chart with a :latest image")
+    env.start("--watch-namespace", ns, "--policies", str(ROOT / "policies"))
+    env.gitsync(ns, "gated", git_repo.url, helm=helm_spec("chart", releaseName="web"), policy={"mode": "enforce"})
+    ready = eventually(lambda: ready_false(env, ns, "gated", sha), 60, "the chart to be refused by policy")
+    assert ready["reason"] == "PolicyViolation"
+    assert "image-tags" in ready["message"], ready["message"]
+    # judged in the release namespace it would be applied to, not in "default"
+    assert f"Deployment/{ns}/web in chart gated@1.0.0" in ready["message"], ready["message"]
+    assert env.kube.get_or_none(f"/apis/apps/v1/namespaces/{ns}/deployments/web") is None
+    assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/web-config") is None, "nothing of the chart"
+    assert not status(env, ns, "gated").get("inventory")

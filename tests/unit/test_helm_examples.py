@@ -1,4 +1,4 @@
-"""examples/helm: the addons as chart references are valid GitSyncs (our CRD's schema and our
+"""examples/fleet/charts: the addons as chart references are valid GitSyncs (our CRD's schema and our
 parser agree), their values files exist in the repository, and valuesFrom reads keys that the
 fleet's cluster-vars ConfigMaps have."""
 
@@ -14,7 +14,7 @@ from test_addon_fleet_gitsyncs import schema_errors
 from reconciler.gitsync.helmspec import ChartOrigin, parse_helm
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples" / "helm" / "gitsyncs.yaml"
+EXAMPLES = ROOT / "examples" / "fleet" / "charts" / "gitsyncs.yaml"
 CRD = ROOT / "deploy" / "crd-gitsync.yaml"
 
 

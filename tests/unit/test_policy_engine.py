@@ -192,6 +192,19 @@ def test_object_without_namespace_is_judged_in_default(tmp_path: Path) -> None:
     assert (v.object, v.message) == ("ConfigMap/default/a", "default")
 
 
+def test_object_without_namespace_is_judged_where_the_sync_puts_it(tmp_path: Path) -> None:
+    """A sync applies namespace-less objects (a chart's, usually) into its default namespace: the
+    gate must judge them there, or a binding that selects that namespace never sees them."""
+    selector = {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}}
+    ps = load_policies(
+        write(tmp_path, vap(matchConstraints={**vap()["spec"]["matchConstraints"], "namespaceSelector": selector}))
+    )
+    assert evaluate([cm("bad", ns=None)], ps) == []  # judged in "default": not selected
+    (v,) = evaluate([cm("bad", ns=None)], ps, default_namespace="team-a")
+    assert v.object == "ConfigMap/team-a/bad"
+    assert evaluate([cm("bad", ns="other")], ps, default_namespace="team-a") == []  # a named one keeps its own
+
+
 def test_crd_plural_from_the_render(tmp_path: Path) -> None:
     rule = {"apiGroups": ["example.com"], "apiVersions": ["*"], "resources": ["widgetries"], "operations": ["CREATE"]}
     ps = load_policies(
