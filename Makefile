@@ -18,7 +18,7 @@ help:
 	@echo "make cluster       start the local control plane in .cluster/ (kubeconfig: .cluster/kubeconfig)"
 	@echo "make cluster-down  stop it"
 	@echo "make lint          ruff, mypy --strict, import-linter"
-	@echo "make tools         build the pinned kustomize, helm and OCI registry (cached outside the repo)"
+	@echo "make tools         build the pinned kustomize, helm, sops and OCI registry (cached outside the repo)"
 
 deps:
 	scripts/install-deps
@@ -39,6 +39,7 @@ tools:
 	scripts/build-tool kustomize
 	scripts/build-tool helm
 	scripts/build-tool registry
+	scripts/build-tool sops
 
 cluster: venv controlplane tools
 	$(PY) scripts/controlplane.py up $(CLUSTER_DIR) $(if $(filter 1,$(KWOK)),--kwok,)

@@ -1,0 +1,70 @@
+"""Records what the reliability tests tried and what they saw, for docs/reliability.md.
+
+Why a recorder rather than test names: issue 17 asks for figures — each fault or bad input,
+how often it was tried, what was expected, what was observed, how many objects were lost.  A
+test that injects a fault calls ``reliability.record(...)`` once per trial; the lines go to
+``.reliability/results.jsonl`` (one JSON object per line, truncated at the start of each
+pytest session) and ``scripts/reliability-report`` turns them into the page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(os.environ.get("RECONCILER_RELIABILITY_RESULTS", ROOT / ".reliability" / "results.jsonl"))
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One injected fault or bad input and its outcome."""
+
+    test: str  # pytest node id that ran it
+    area: str  # e.g. "api-server", "git", "s3", "crash", "soak", "safety-rule", "property"
+    fault: str  # what was done, e.g. "SIGKILL after 3 of 8 applies"
+    expected: str  # the promise, e.g. "live state equals git at old or new revision"
+    observed: str  # what the test saw (it asserts expected; observed records the figures)
+    passed: bool  # did the observation meet the expectation
+    lost: int = 0  # objects of ours missing or wrongly deleted after the trial
+    tried: int = 1  # how many times this trial ran inside the one call
+
+
+class Recorder:
+    def __init__(self, test: str) -> None:
+        self._test = test
+
+    def record(
+        self,
+        *,
+        area: str,
+        fault: str,
+        expected: str,
+        observed: str,
+        passed: bool = True,
+        lost: int = 0,
+        tried: int = 1,
+    ) -> None:
+        trial = Trial(self._test, area, fault, expected, observed, passed, lost, tried)
+        with _lock:
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            with RESULTS.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(asdict(trial), sort_keys=True) + "\n")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # xdist workers would each truncate; this suite runs in one process.
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("", encoding="utf-8")
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest) -> Recorder:
+    """``reliability.record(area=..., fault=..., expected=..., observed=..., lost=0)`` per trial."""
+    return Recorder(request.node.nodeid)
