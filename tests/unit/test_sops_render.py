@@ -175,3 +175,15 @@ def test_check_decrypts_too_and_prints_no_value(ident: sopstools.AgeIdentity, tm
     assert r.exit_code in (0, 1), r.output
     assert "1 objects" in r.output
     assert "unit-sops-plain" not in r.output
+
+
+def test_the_first_undecryptable_file_in_order_is_the_one_reported(
+    ident: sopstools.AgeIdentity, decryption: Decryption, tmp_path: Path
+) -> None:
+    ciphertext = sopstools.encrypt(yaml.safe_dump(SECRET).encode(), fmt="yaml", age=[ident.recipient])
+    broken = ciphertext.replace(b"mac: ENC[AES256_GCM,data:", b"mac: ENC[AES256_GCM,data:AAAA")
+    for name in ("b.yaml", "c.yaml"):
+        (tmp_path / name).write_bytes(broken)
+    (tmp_path / "a.yaml").write_bytes(ciphertext)
+    with pytest.raises(RenderError, match=r"^b\.yaml: cannot decrypt \(SOPS\): the MAC does not verify"):
+        build.render(tmp_path, ".", build.RenderOptions(decryption=decryption))
