@@ -18,6 +18,7 @@ from reconciler.policy.evaluation import evaluate, object_ref
 from reconciler.policy.loading import load_policies
 from reconciler.policy.model import PolicyError, PolicySet, ValidationAction, Violation
 from reconciler.render.build import render
+from reconciler.render.decryption import Decryption
 from reconciler.render.errors import ManifestError
 from reconciler.render.manifests import Manifest
 from reconciler.render.namespaces import Scope
@@ -48,6 +49,7 @@ def check(
     output: str,
     substitute: Mapping[str, str] | None = None,
     target_namespace: str | None = None,
+    decryption: Decryption | None = None,
 ) -> tuple[str, int]:
     """The text to print and the exit code for ``reconciler check PATH --policies DIR -o OUTPUT``.
 
@@ -64,7 +66,9 @@ def check(
     try:
         root, sub = checkout_root(Path(path))
         opts = RenderOptions(
-            substitute=None if substitute is None else dict(substitute), target_namespace=target_namespace
+            substitute=None if substitute is None else dict(substitute),
+            target_namespace=target_namespace,
+            decryption=decryption,
         )
         manifests = render(root, sub, opts)
     except ManifestError as e:  # RenderError is a ManifestError
