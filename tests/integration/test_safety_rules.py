@@ -233,7 +233,8 @@ def test_prune_deletes_in_reverse_stage_order(
     )
     res = syncer.run(cm("keep", ns), mass=True)
     assert res.ok, res.errors
-    assert res.pruned is not None and len(res.pruned.deleted) == 5
+    assert res.pruned is not None
+    assert len(res.pruned.deleted) == 5
     want = {f"CustomResourceDefinition/widgets.{group}", f"Namespace/{inner}", f"ClusterRole/{role}"}
     want |= {"ConfigMap/inner-cm", "Widget/w"}
     eventually(lambda: set(deletions.seen) >= want, 15, "a watch event for every delete")
@@ -273,7 +274,8 @@ def test_objects_of_ours_outside_the_inventory_and_unlabelled_ones_are_never_pru
     assert syncer.cm("unlabelled") is not None, "listed but no longer labelled: not ours any more"
     assert syncer.inventory() == {f"{ns}_keep__ConfigMap"}, "unlabelled is released, stray never added"
     assert syncer.run(cm("keep", ns)).ok
-    assert syncer.cm("stray") is not None and syncer.cm("unlabelled") is not None
+    assert syncer.cm("stray") is not None
+    assert syncer.cm("unlabelled") is not None
     reliability.record(
         area=AREA,
         fault="an object labelled ours but absent from the inventory; a listed object whose label was removed",
@@ -368,19 +370,22 @@ def test_inventory_entries_are_kept_while_their_api_is_unavailable(
         time.sleep(2.1)
         res = syncer.run(cm("keep", ns))  # git drops both Widgets
         assert res.ok, res.errors
-        assert res.pruned is not None and res.pruned.deleted == []
+        assert res.pruned is not None
+        assert res.pruned.deleted == []
         assert syncer.inventory() == {f"{ns}_keep__ConfigMap", aggregated, *widgets}, "unexamined: kept"
         warnings = res.plan.warnings  # type: ignore[union-attr]
         assert any(f"Widget/{ns}/w1: in the inventory but no resource serves kind Widget" in w for w in warnings)
         thing = [w for w in warnings if f"Thing/{ns}/t" in w]
-        assert thing and f"APIService v1.{down} is unavailable" in thing[0], warnings
+        assert len(thing) == 1, warnings
+        assert f"APIService v1.{down} is unavailable" in thing[0], warnings
 
         _set_served(kube, name, True)
         eventually(lambda: kube.get_or_none(f"/apis/{group}/v1/namespaces/{ns}/widgets/w1"), 30, "w1, still there")
         time.sleep(2.1)
         res = syncer.run(cm("keep", ns))
         assert res.ok, res.errors
-        assert res.pruned is not None and {str(i.oid) for i in res.pruned.deleted} == {
+        assert res.pruned is not None
+        assert {str(i.oid) for i in res.pruned.deleted} == {
             f"Widget/{ns}/w1",
             f"Widget/{ns}/w2",
         }
