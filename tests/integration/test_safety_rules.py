@@ -10,14 +10,20 @@ the code under test. Each trial is recorded for docs/reliability.md (area "safet
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from controllers import GS, ROOT, Env, ProcessGroup, free_port, http_ok
+from controllers import cm as ctl_cm
 from pipelines import run_sync
 from reliability import Recorder
 
@@ -403,4 +409,136 @@ def test_inventory_entries_are_kept_while_their_api_is_unavailable(
         expected="entries kept, objects untouched, a warning names the cause; pruned once the API is back",
         observed="3 entries kept through the outage; both Widgets pruned after the CRD served again",
         tried=2,
+    )
+
+
+# --------------------------------------------------------------------------- alerts, end to end
+
+
+@dataclass
+class Monitoring:
+    am_port: int
+    prom_port: int
+    metrics_port: int
+
+    def firing(self, alertname: str, ns: str) -> dict[str, str]:
+        """GitSync name -> the ``source`` label of each active alert (``prometheus`` for the rules' own)."""
+        url = f"http://127.0.0.1:{self.am_port}/api/v2/alerts?active=true&silenced=false&inhibited=false"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            alerts = json.load(r)
+        return {
+            f"{a['labels'].get('name')}@{a['labels'].get('source', 'prometheus')}": a["status"]["state"]
+            for a in alerts
+            if a["labels"].get("alertname") == alertname and a["labels"].get("namespace") == ns
+        }
+
+
+@pytest.fixture
+def monitoring(tmp_path: Path) -> Iterator[Monitoring]:
+    """Prometheus with deploy/'s rules (expressions unchanged; ``for`` cut from 10m/5m to 2s so
+    the test need not wait that long) and Alertmanager, both Debian's, on loopback."""
+    m = Monitoring(free_port(), free_port(), free_port())
+    rule = yaml.safe_load((ROOT / "deploy" / "monitoring" / "prometheusrule.yaml").read_text())
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            if r.get("alert") in ("GitSyncFailing", "GitSyncStale"):
+                r["for"] = "2s"
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    route = {"receiver": "null", "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"}
+    (tmp_path / "am.yml").write_text(yaml.safe_dump({"route": route, "receivers": [{"name": "null"}]}))
+    scrape = {"job_name": "reconciler", "honor_labels": True}
+    scrape["static_configs"] = [{"targets": [f"127.0.0.1:{m.metrics_port}"]}]  # type: ignore[assignment]
+    prom = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(tmp_path / "rules.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{m.am_port}"]}]}]},
+        "scrape_configs": [scrape],
+    }
+    (tmp_path / "prom.yml").write_text(yaml.safe_dump(prom))
+    with ProcessGroup(tmp_path) as procs:
+        procs.start(
+            "alertmanager",
+            [
+                shutil.which("prometheus-alertmanager") or "prometheus-alertmanager",
+                f"--config.file={tmp_path / 'am.yml'}",
+                f"--storage.path={tmp_path / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{m.am_port}",
+                "--cluster.listen-address=",
+            ],
+        )
+        procs.start(
+            "prometheus",
+            [
+                shutil.which("prometheus") or "prometheus",
+                f"--config.file={tmp_path / 'prom.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{m.prom_port}",
+            ],
+        )
+        for port in (m.am_port, m.prom_port):
+            deadline = time.monotonic() + 30
+            while not http_ok(f"http://127.0.0.1:{port}/-/ready"):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"127.0.0.1:{port} did not become ready; logs:\n{procs.tail()}")
+                time.sleep(0.2)
+        yield m
+
+
+def test_failing_and_stale_alerts_fire_and_resolve_but_not_for_a_suspended_gitsync(
+    env: Env, monitoring: Monitoring, git_repo: Any, namespace: str, eventually: Any, reliability: Recorder
+) -> None:
+    """GitSyncFailing and GitSyncStale from deploy/'s rules, evaluated by Prometheus on the real
+    controller's metrics and delivered to Alertmanager; a suspended GitSync raises neither."""
+    ns = namespace
+    good = {f"{d}/a.yaml": ctl_cm(f"a-{d}", ns, {"v": "1"}) for d in ("broken", "stale", "paused")}
+    git_repo.commit({**good, "broken/bad.yaml": "a: [unclosed\n"})
+    env.start(
+        "--watch-namespace",
+        ns,
+        "--alertmanager-url",
+        f"http://127.0.0.1:{monitoring.am_port}",
+        metrics_port=monitoring.metrics_port,
+    )
+    for name in ("broken", "stale", "paused"):
+        env.gitsync(ns, name, git_repo.url, path=name, interval="2s", retryInterval="1s")
+    eventually(lambda: env.ready(ns, "stale") and env.ready(ns, "paused"), 30, "the first syncs")
+    env.kube.request(
+        "PATCH",
+        f"{GS}/namespaces/{ns}/gitsyncs/paused",
+        body={"spec": {"suspend": True}},
+        content_type="application/merge-patch+json",
+    )
+    eventually(lambda: "suspended" in env.started[0].log.read_text(), 15, "the controller to see the suspension")
+    git_repo.commit({"stale/bad.yaml": "a: [unclosed\n", "paused/bad.yaml": "a: [unclosed\n"}, "break two")
+
+    failing = eventually(
+        lambda: (f := monitoring.firing("GitSyncFailing", ns)).get("broken@prometheus") and f,
+        40,
+        "GitSyncFailing from Prometheus for the broken GitSync",
+    )
+    assert failing.get("broken@gitops-reconciler") == "active", failing  # the controller's own, too
+    stale = eventually(
+        lambda: (f := monitoring.firing("GitSyncStale", ns)).get("stale@prometheus") and f,
+        40,
+        "GitSyncStale: no success for three intervals",
+    )
+    # The suspended one last succeeded before the stale one did, so the rule would have fired
+    # for it first: that it has not proves the exclusion, not a slow evaluation.
+    assert "paused@prometheus" not in stale, stale
+    assert not any(k.startswith("paused@") for k in monitoring.firing("GitSyncFailing", ns))
+    assert "broken@prometheus" not in stale, "never succeeded: GitSyncFailing covers it"
+
+    git_repo.commit({"broken/bad.yaml": None, "stale/bad.yaml": None}, "fix")
+    eventually(
+        lambda: not {*monitoring.firing("GitSyncFailing", ns), *monitoring.firing("GitSyncStale", ns)},
+        40,
+        "every alert to resolve",
+    )
+    reliability.record(
+        area=AREA,
+        fault="a GitSync that never syncs, one that stops syncing, one suspended (both against a broken revision)",
+        expected="GitSyncFailing and GitSyncStale fire in Alertmanager from deploy/'s rules and resolve after the"
+        " fix; the suspended one raises neither",
+        observed=f"fired: {sorted({*failing, *stale})}; the suspended GitSync raised none; all resolved",
+        tried=3,
     )
