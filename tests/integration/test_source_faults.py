@@ -9,6 +9,7 @@ Each trial is recorded for docs/reliability.md (areas "git", "s3", "disk").
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -197,8 +198,9 @@ def _cache(env: Env) -> Path:
     return env.tmp / "cache"
 
 
-def _corrupt(cache: Path) -> int:
-    """Overwrite every object file of every cached git repository with zeros; how many."""
+def _corrupt(cache: Path, *, head: bool) -> int:
+    """Overwrite every object file of every cached git repository with zeros (and its HEAD with
+    garbage when ``head``); how many files."""
     n = 0
     for repo in cache.rglob("repo.git"):
         for path in (repo / "objects").rglob("*"):
@@ -206,7 +208,8 @@ def _corrupt(cache: Path) -> int:
                 path.chmod(0o644)
                 path.write_bytes(b"\0" * max(path.stat().st_size, 1))
                 n += 1
-        (repo / "HEAD").write_text("garbage\n")
+        if head:
+            (repo / "HEAD").write_text("garbage\n")
     return n
 
 
@@ -219,12 +222,19 @@ def test_cache_corrupted_or_deleted_under_a_running_controller(
     env.gitsync(ns, NAME, git_repo.url, path="app", interval="2s")
     scene.ready_at(good)
 
-    corrupted = _corrupt(_cache(env))
-    assert corrupted > 0
-    second = git_repo.commit(files(ns, a="2", b=None), "after the corruption")
-    scene.ready_at(second)
-    assert scene.live() == {"a": {"v": "2"}}
-    _trial(reliability, "disk", f"git cache corrupted ({corrupted} object files zeroed, HEAD garbage)", "recovered")
+    live = {"a": {"v": "1"}, "b": {"v": "1"}}
+    for n, head in enumerate((False, True), start=2):
+        corrupted = _corrupt(_cache(env), head=head)
+        assert corrupted > 0
+        time.sleep(5)  # two intervals on the same revision over the corrupted cache
+        scene.held(good, live)
+        live = {"a": {"v": str(n)}} if n % 2 == 0 else {"a": {"v": str(n)}, "b": {"v": str(n)}}
+        good = git_repo.commit(files(ns, a=str(n), b=live.get("b", {}).get("v")), f"after corruption {n}")
+        scene.ready_at(good)
+        assert scene.live() == live
+        what = "and HEAD garbage" if head else "HEAD intact"
+        _trial(reliability, "disk", f"git cache corrupted ({corrupted} object files zeroed, {what})", "recovered")
+    second = good
 
     for child in _cache(env).iterdir():
         for here, dirs, _ in os.walk(child):  # checkouts are read-only
@@ -232,10 +242,10 @@ def test_cache_corrupted_or_deleted_under_a_running_controller(
                 (Path(here) / d).chmod(0o755)
         shutil.rmtree(child)
     time.sleep(5)  # two intervals on the same revision, with its checkout gone
-    scene.held(second, {"a": {"v": "2"}})
-    third = git_repo.commit(files(ns, a="3", b="3"), "after the deletion")
+    scene.held(second, live)
+    third = git_repo.commit(files(ns, a="4", b=None), "after the deletion")
     scene.ready_at(third)
-    assert scene.live() == {"a": {"v": "3"}, "b": {"v": "3"}}
+    assert scene.live() == {"a": {"v": "4"}}
     _trial(reliability, "disk", "cache directory deleted under the running controller", "nothing pruned; recovered")
 
 
@@ -283,6 +293,19 @@ def test_s3_errors_and_truncated_listings(
             _trial(reliability, "s3", f"S3 ListObjectsV2 answering {fault}", f"Ready=False: {cond['message'][:160]}")
 
 
+def _fill(path: Path) -> Path:
+    """Write zeros to ``path`` until its file system is full."""
+    with path.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+    return path
+
+
 def test_disk_full_in_the_cache(
     scene: Scene, git_repo: gitserver.BareRepo, tmp_path: Path, reliability: Recorder
 ) -> None:
@@ -298,11 +321,7 @@ def test_disk_full_in_the_cache(
         scene.ready_at(good)
         live = scene.live()
 
-        filler = cache / "filler"
-        with filler.open("wb") as f, pytest.raises(OSError):
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
+        filler = _fill(cache / "filler")
         pending = git_repo.commit(
             {**files(ns, a="2", b=None), "app/big.txt": os.urandom(512 * 1024).hex()}, "needs disk"
         )
