@@ -314,7 +314,7 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         suspend=_bool(spec, "suspend", False),
         target=_target(spec),
         helm=_helm(spec, obj),
-        decryption=_decryption(spec.get("decryption")),
+        decryption=_decryption(spec.get("decryption"), helm=spec.get("helm") is not None),
     )
 
 
@@ -398,7 +398,7 @@ def _secret_ref(src: Mapping[str, Any], where: str) -> SecretRef | None:
     return SecretRef(object_name(secret["name"], f"{where}.secretRef.name"))
 
 
-def _decryption(decryption: Any) -> DecryptionSpec | None:
+def _decryption(decryption: Any, *, helm: bool) -> DecryptionSpec | None:
     """``spec.decryption: {provider: sops, secretRef: {name}}``, as in Flux.
 
     The Secret is always the GitSync's own namespace's: a ``secretRef.namespace`` is refused
@@ -410,6 +410,8 @@ def _decryption(decryption: Any) -> DecryptionSpec | None:
         return None
     if not isinstance(decryption, dict):
         raise SpecError(f"{where}: expected an object with provider and secretRef")
+    if helm:
+        raise SpecError(f"{where}: not supported with spec.helm (a chart's values files are not decrypted)")
     unknown = sorted(set(decryption) - {"provider", "secretRef"})
     if unknown:
         raise SpecError(f"{where}.{unknown[0]}: unknown field (expected provider and secretRef)")

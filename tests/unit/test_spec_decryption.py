@@ -57,6 +57,13 @@ def test_bad_decryption_names_the_field(decryption: Any, message: str) -> None:
         parse(gs(decryption=decryption))
 
 
+def test_not_with_a_chart() -> None:
+    """A chart's values files are not decrypted: saying so beats syncing ciphertext as values."""
+    chart = {"chart": {"spec": {"chart": "./charts/app"}}}
+    with pytest.raises(SpecError, match=r"^spec\.decryption: not supported with spec\.helm"):
+        parse(gs(decryption={"provider": "sops"}, helm=chart))
+
+
 LOCKED = Tenancy(default_service_account="gitsync", platform_namespaces=frozenset({"reconciler-system"}))
 
 
