@@ -1,0 +1,61 @@
+"""The ``plain-secrets`` policy and SOPS: a Secret that was encrypted in git passes, one in clear
+gets the warning that says how to encrypt it, and the mark that tells them apart cannot be forged
+by writing its annotation in git."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.policy.evaluation import DECRYPTED, evaluate, marked
+from reconciler.policy.loading import load_policies
+from reconciler.policy.model import PolicySet
+from reconciler.render.manifests import Manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def defaults() -> PolicySet:
+    return load_policies(ROOT / "policies")
+
+
+def _secret(annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    md: dict[str, Any] = {"name": "db", "namespace": "shop"}
+    if annotations is not None:
+        md["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": md, "stringData": {"password": "hunter2"}}
+
+
+def _manifest(obj: dict[str, Any], *, decrypted: bool) -> Manifest:
+    return Manifest(obj=obj, file="db.yaml", doc=1, decrypted=decrypted)
+
+
+def test_a_secret_in_clear_is_told_how_to_encrypt(defaults: PolicySet) -> None:
+    (v,) = evaluate([_manifest(_secret(), decrypted=False)], defaults)
+    assert (v.policy, v.action, v.object) == ("plain-secrets", "Warn", "Secret/shop/db")
+    assert "in clear (keys: password)" in v.message
+    assert "sops --encrypt" in v.message
+    assert "docs/sops.md" in v.message
+    assert "hunter2" not in v.message
+
+
+def test_a_forged_mark_in_git_does_not_pass(defaults: PolicySet) -> None:
+    forged = _secret({DECRYPTED: "sops", "team": "a"})
+    assert [v.policy for v in evaluate([_manifest(forged, decrypted=False)], defaults)] == ["plain-secrets"]
+
+
+def test_a_secret_that_was_encrypted_in_git_passes(defaults: PolicySet) -> None:
+    assert evaluate([_manifest(_secret(), decrypted=True)], defaults) == []
+
+
+def test_the_mark_is_on_a_copy() -> None:
+    obj = _secret({DECRYPTED: "sops"})
+    assert marked(obj, decrypted=False)["metadata"] == {"name": "db", "namespace": "shop"}
+    assert obj["metadata"]["annotations"] == {DECRYPTED: "sops"}, "the object to apply is not changed"
+    plain = _secret()
+    assert marked(plain, decrypted=True)["metadata"]["annotations"] == {DECRYPTED: "sops"}
+    assert "annotations" not in plain["metadata"]
+    assert marked(plain, decrypted=False) is plain
