@@ -1,0 +1,233 @@
+"""SOPS through a GitSync, on the real control plane with the real controller (issue 16, acceptance 2-5).
+
+Files are encrypted by the real ``sops`` for age identities from the real ``age-keygen`` and for a
+KMS key in moto, reached through a counting proxy that can refuse ``Decrypt`` (tests/sopstools.py).
+Every plaintext is a fresh random value, so finding one anywhere (a log line, an Event, a file
+written during the test) can only mean we leaked it; every search also looks for its base64 form
+(a Secret's ``data``) and for the key material.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import stat
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sopstools
+from controllers import GS, Env
+
+from reconciler.kube import client
+
+REQUESTED_AT = "gitops.reconciler.dev/requested-at"
+
+
+def _value(tag: str) -> str:
+    return f"{tag}-{uuid.uuid4().hex}"
+
+
+def _secret(name: str, ns: str, data: dict[str, str]) -> bytes:
+    """A Secret manifest (JSON is YAML too; sops encrypts it as YAML)."""
+    return json.dumps(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "stringData": data}
+    ).encode()
+
+
+def _cm(name: str, ns: str) -> str:
+    return json.dumps(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {"k": "v"}}
+    )
+
+
+def _needles(values: Iterable[str]) -> set[str]:
+    """Each value as written and as a Secret's ``data`` holds it."""
+    out = set()
+    for v in values:
+        out |= {v, base64.b64encode(v.encode()).decode()}
+    return out
+
+
+def _leaks(text: str, needles: Iterable[str]) -> list[str]:
+    return sorted(n[:12] + "..." for n in needles if n in text)  # never print a whole needle
+
+
+def _live(kube: client.Kube, ns: str, name: str) -> dict[str, str]:
+    sec = kube.get(f"/api/v1/namespaces/{ns}/secrets/{name}")
+    return {k: base64.b64decode(v).decode() for k, v in (sec.get("data") or {}).items()}
+
+
+def _request(kube: client.Kube, ns: str, name: str) -> None:
+    kube.request(
+        "PATCH",
+        f"{GS}/namespaces/{ns}/gitsyncs/{name}",
+        body={"metadata": {"annotations": {REQUESTED_AT: uuid.uuid4().hex}}},
+        content_type="application/merge-patch+json",
+    )
+
+
+def _ready(env: Env, ns: str, name: str) -> dict[str, Any]:
+    obj = env.get(ns, name) or {}
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def _applied(env: Env, ns: str, name: str, sha: str) -> dict[str, Any] | None:
+    obj = env.ready(ns, name)
+    return obj if obj and obj["status"].get("lastAppliedRevision", "").endswith(sha) else None
+
+
+def _keys_secret(kube: client.Kube, ns: str, name: str, entries: dict[str, str]) -> None:
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in entries.items()}
+    kube.request("POST", f"/api/v1/namespaces/{ns}/secrets", body={"metadata": {"name": name}, "data": data})
+
+
+@pytest.fixture
+def kms(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[sopstools.KmsProxy, str]]:
+    """A KMS key in moto behind the counting proxy; the controllers started by the test reach KMS
+    through the proxy (their environment is this process's)."""
+    with sopstools.kms_proxy(aws) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", proxy.endpoint)
+        yield proxy, sopstools.kms_key(aws)
+
+
+def _metric(text: str, name: str) -> float:
+    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    assert m, f"{name} not exported"
+    return float(m.group(1))
+
+
+def _rotate(data: bytes, *, tmp: Path, env: dict[str, str]) -> bytes:
+    """``sops rotate -i``: a new data key, the same plaintext (the file holds ciphertext only)."""
+    path = tmp / f"rotate-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_bytes(data)
+    sopstools.sops_run(["rotate", "-i", str(path)], data=b"", env=env)
+    out = path.read_bytes()
+    path.unlink()
+    return out
+
+
+def test_encrypted_secrets_sync_rotate_without_writes_and_leak_nowhere(
+    env: Env, namespace: str, kms: tuple[sopstools.KmsProxy, str], git_repo: Any, tmp_path: Path
+) -> None:
+    """Acceptance 2, 3 and 5: an age file and a KMS file sync to their plaintext; no log line, Event,
+    status field, diff or metric carries a plaintext or a key; a rotated data key with the same
+    plaintext makes the next reconcile write nothing; no file written during the test holds a
+    plaintext."""
+    t0 = time.time()
+    proxy, key_arn = kms
+    ns, kube = namespace, env.kube
+    ident = sopstools.age_identity()
+    aws_secret = "moto-secret-" + uuid.uuid4().hex  # moto accepts any credentials; this one must never leak
+    db_pw, api_token = _value("db-password"), _value("api-token")
+    age_file = sopstools.encrypt(_secret("db", ns, {"password": db_pw}), fmt="yaml", age=[ident.recipient])
+    kms_env = sopstools.kms_env(proxy.endpoint)
+    kms_file = sopstools.encrypt(_secret("api", ns, {"token": api_token}), fmt="yaml", kms=[key_arn], env=kms_env)
+    git_repo.commit(
+        {"app/db.yaml": age_file.decode(), "app/api.yaml": kms_file.decode(), "app/cm.yaml": _cm("plain", ns)},
+        "encrypted",
+    )
+    kms_yaml = f"aws_access_key_id: AKIATEST0001\naws_secret_access_key: {aws_secret}\n"
+    _keys_secret(kube, ns, "sops-keys", {"age.agekey": f"# test key\n{ident.secret}\n", "sops.aws-kms": kms_yaml})
+    ctl = env.start()
+    env.gitsync(
+        ns, "app", git_repo.url, path="app", decryption={"provider": "sops", "secretRef": {"name": "sops-keys"}}
+    )
+    _wait(lambda: _applied(env, ns, "app", git_repo.head()), 60, "the encrypted revision applied", ctl)
+    assert _live(kube, ns, "db") == {"password": db_pw}
+    assert _live(kube, ns, "api") == {"token": api_token}
+    assert _metric(ctl.metrics(), "reconciler_decryptions_total") == 2
+    assert proxy.count("Decrypt") == 1, "one KMS call for the one KMS data key"
+
+    # Acceptance 3: a rotated data key (both files), the same plaintext: nothing is written.
+    versions = {
+        n: kube.get(f"/api/v1/namespaces/{ns}/secrets/{n}")["metadata"]["resourceVersion"] for n in ("db", "api")
+    }
+    age_env = {"SOPS_AGE_KEY": ident.secret}
+    rotated = {
+        "app/db.yaml": _rotate(age_file, tmp=tmp_path, env=age_env).decode(),
+        "app/api.yaml": _rotate(kms_file, tmp=tmp_path, env=kms_env).decode(),
+    }
+    assert rotated["app/db.yaml"] != age_file.decode()
+    git_repo.commit(rotated, "rotate data keys")
+    _request(kube, ns, "app")
+    after = _wait(lambda: _applied(env, ns, "app", git_repo.head()), 60, "the rotated revision applied", ctl)
+    assert after["status"]["lastPlan"]["create"] == 0
+    assert after["status"]["lastPlan"]["configure"] == 0, after["status"]["lastPlan"]
+    now = {n: kube.get(f"/api/v1/namespaces/{ns}/secrets/{n}")["metadata"]["resourceVersion"] for n in ("db", "api")}
+    assert now == versions, "a rotated data key with the same plaintext must not write the Secrets"
+    assert _metric(ctl.metrics(), "reconciler_decryptions_total") == 4, "the new ciphertexts were decrypted"
+
+    # A no-op reconcile of the same revision: answered from the cache, no KMS call.
+    kms_calls = proxy.count("Decrypt")
+    hits = _metric(ctl.metrics(), "reconciler_decryption_cache_hits_total")
+    _request(kube, ns, "app")
+    _wait(
+        lambda: _metric(ctl.metrics(), "reconciler_decryption_cache_hits_total") >= hits + 2,
+        30,
+        "a cached reconcile",
+        ctl,
+    )
+    assert _metric(ctl.metrics(), "reconciler_decryptions_total") == 4
+    assert proxy.count("Decrypt") == kms_calls
+
+    # Acceptance 2: nowhere to be found.
+    needles = _needles([db_pw, api_token, ident.secret, aws_secret])
+    places = {
+        "controller log": ctl.log.read_text(),
+        "Events": json.dumps(kube.get(f"/apis/events.k8s.io/v1/namespaces/{ns}/events")),
+        "GitSync": json.dumps(env.get(ns, "app")),
+        "/metrics": ctl.metrics(),
+    }
+    for where, text in places.items():
+        assert not _leaks(text, needles), f"{where} holds {_leaks(text, needles)}"
+
+    # Acceptance 5: no file written since the test began holds a plaintext (the API server's etcd
+    # is the Secret's destination and is left out).
+    roots = [Path("/tmp"), Path("/dev/shm"), env.tmp / "cache", Path(__file__).resolve().parents[2]]
+    found = _files_holding(needles, roots=roots, since=t0, skip=[Path(env.cluster.root), Path(sys.prefix)])
+    assert not found, f"plaintext on disk: {found}"
+
+
+def _wait(predicate: Any, timeout: float, what: str, ctl: Any) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.25)
+    tail = "\n".join(ctl.log.read_text().splitlines()[-20:])
+    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{tail}")
+
+
+def _files_holding(needles: set[str], *, roots: list[Path], since: float, skip: list[Path]) -> list[str]:
+    """Regular files under ``roots`` modified at or after ``since`` that contain a needle
+    (a value created during the test can only be in a file written during it)."""
+    raw = [n.encode() for n in needles]
+    skipped = {str(p) for p in skip}
+    found: list[str] = []
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: None):
+            here = Path(dirpath)
+            dirnames[:] = [d for d in dirnames if str(here / d) not in skipped and d not in (".git", ".venv")]
+            for f in filenames:
+                if _holds(here / f, raw, since=since):
+                    found.append(str(here / f))
+    return found
+
+
+def _holds(path: Path, needles: list[bytes], *, since: float) -> bool:
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_mtime < since - 1 or not 0 < st.st_size < 64 << 20:
+            return False
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return any(n in data for n in needles)
