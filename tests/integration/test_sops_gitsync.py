@@ -97,6 +97,17 @@ def kms(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[sopstools.K
         yield proxy, sopstools.kms_key(aws)
 
 
+def _kustomization(ns: str) -> dict[str, str]:
+    """A kustomization: two encrypted Secrets, a ConfigMap, and a secretGenerator reading an
+    encrypted .env (kustomize reads that one from the memory-backed overlay)."""
+    kust = {
+        "resources": ["db.yaml", "api.yaml", "cm.yaml"],
+        "secretGenerator": [{"name": "app-env", "namespace": ns, "envs": ["app.env"]}],
+        "generatorOptions": {"disableNameSuffixHash": True},
+    }
+    return {"app/kustomization.yaml": json.dumps(kust), "app/cm.yaml": _cm("plain", ns)}
+
+
 def _metric(text: str, name: str) -> float:
     m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
     assert m, f"{name} not exported"
@@ -125,14 +136,13 @@ def test_encrypted_secrets_sync_rotate_without_writes_and_leak_nowhere(
     ns, kube = namespace, env.kube
     ident = sopstools.age_identity()
     aws_secret = "moto-secret-" + uuid.uuid4().hex  # moto accepts any credentials; this one must never leak
-    db_pw, api_token = _value("db-password"), _value("api-token")
+    db_pw, api_token, env_key = _value("db-password"), _value("api-token"), _value("env-key")
     age_file = sopstools.encrypt(_secret("db", ns, {"password": db_pw}), fmt="yaml", age=[ident.recipient])
     kms_env = sopstools.kms_env(proxy.endpoint)
     kms_file = sopstools.encrypt(_secret("api", ns, {"token": api_token}), fmt="yaml", kms=[key_arn], env=kms_env)
-    git_repo.commit(
-        {"app/db.yaml": age_file.decode(), "app/api.yaml": kms_file.decode(), "app/cm.yaml": _cm("plain", ns)},
-        "encrypted",
-    )
+    dotenv = sopstools.encrypt(f"API_KEY={env_key}\n".encode(), fmt="dotenv", age=[ident.recipient])
+    files = {"app/db.yaml": age_file, "app/api.yaml": kms_file, "app/app.env": dotenv}
+    git_repo.commit({**{k: v.decode() for k, v in files.items()}, **_kustomization(ns)}, "encrypted")
     kms_yaml = f"aws_access_key_id: AKIATEST0001\naws_secret_access_key: {aws_secret}\n"
     _keys_secret(kube, ns, "sops-keys", {"age.agekey": f"# test key\n{ident.secret}\n", "sops.aws-kms": kms_yaml})
     ctl = env.start()
@@ -142,7 +152,8 @@ def test_encrypted_secrets_sync_rotate_without_writes_and_leak_nowhere(
     _wait(lambda: _applied(env, ns, "app", git_repo.head()), 60, "the encrypted revision applied", ctl)
     assert _live(kube, ns, "db") == {"password": db_pw}
     assert _live(kube, ns, "api") == {"token": api_token}
-    assert _metric(ctl.metrics(), "reconciler_decryptions_total") == 2
+    assert _live(kube, ns, "app-env") == {"API_KEY": env_key}  # kustomize's secretGenerator read the .env
+    assert _metric(ctl.metrics(), "reconciler_decryptions_total") == 3
     assert proxy.count("Decrypt") == 1, "one KMS call for the one KMS data key"
 
     # Acceptance 3: a rotated data key (both files), the same plaintext: nothing is written.
@@ -162,23 +173,23 @@ def test_encrypted_secrets_sync_rotate_without_writes_and_leak_nowhere(
     assert after["status"]["lastPlan"]["configure"] == 0, after["status"]["lastPlan"]
     now = {n: kube.get(f"/api/v1/namespaces/{ns}/secrets/{n}")["metadata"]["resourceVersion"] for n in ("db", "api")}
     assert now == versions, "a rotated data key with the same plaintext must not write the Secrets"
-    assert _metric(ctl.metrics(), "reconciler_decryptions_total") == 4, "the new ciphertexts were decrypted"
+    assert _metric(ctl.metrics(), "reconciler_decryptions_total") == 5, "the new ciphertexts were decrypted"
 
     # A no-op reconcile of the same revision: answered from the cache, no KMS call.
     kms_calls = proxy.count("Decrypt")
     hits = _metric(ctl.metrics(), "reconciler_decryption_cache_hits_total")
     _request(kube, ns, "app")
     _wait(
-        lambda: _metric(ctl.metrics(), "reconciler_decryption_cache_hits_total") >= hits + 2,
+        lambda: _metric(ctl.metrics(), "reconciler_decryption_cache_hits_total") >= hits + 3,
         30,
         "a cached reconcile",
         ctl,
     )
-    assert _metric(ctl.metrics(), "reconciler_decryptions_total") == 4
+    assert _metric(ctl.metrics(), "reconciler_decryptions_total") == 5
     assert proxy.count("Decrypt") == kms_calls
 
     # Acceptance 2: nowhere to be found.
-    needles = _needles([db_pw, api_token, ident.secret, aws_secret])
+    needles = _needles([db_pw, api_token, env_key, ident.secret, aws_secret])
     places = {
         "controller log": ctl.log.read_text(),
         "Events": json.dumps(kube.get(f"/apis/events.k8s.io/v1/namespaces/{ns}/events")),
@@ -191,8 +202,10 @@ def test_encrypted_secrets_sync_rotate_without_writes_and_leak_nowhere(
     # Acceptance 5: no file written since the test began holds a plaintext (the API server's etcd
     # is the Secret's destination and is left out).
     roots = [Path("/tmp"), Path("/dev/shm"), env.tmp / "cache", Path(__file__).resolve().parents[2]]
-    found = _files_holding(needles, roots=roots, since=t0, skip=[Path(env.cluster.root), Path(sys.prefix)])
-    assert not found, f"plaintext on disk: {found}"
+    sentinel = _value("sentinel")  # the search can fail: it finds a value written where it looks
+    (env.tmp / "cache" / "sentinel").write_text(sentinel)
+    found = _files_holding(needles | {sentinel}, roots=roots, since=t0, skip=[Path(env.cluster.root), Path(sys.prefix)])
+    assert found == [str(env.tmp / "cache" / "sentinel")], f"plaintext on disk: {found}"
 
 
 def _wait(predicate: Any, timeout: float, what: str, ctl: Any) -> Any:
@@ -219,7 +232,7 @@ def _files_holding(needles: set[str], *, roots: list[Path], since: float, skip: 
             for f in filenames:
                 if _holds(here / f, raw, since=since):
                     found.append(str(here / f))
-    return found
+    return sorted(set(found))  # the roots overlap (the cache is under /tmp)
 
 
 def _holds(path: Path, needles: list[bytes], *, since: float) -> bool:
@@ -231,3 +244,144 @@ def _holds(path: Path, needles: list[bytes], *, since: float) -> bool:
     except OSError:
         return False
     return any(n in data for n in needles)
+
+
+def _flip(text: str, marker: str) -> str:
+    """``text`` with one base64 character changed just after the first ``marker`` (a ciphertext byte)."""
+    i = text.index(marker) + len(marker) + 4
+    return text[:i] + ("B" if text[i] != "B" else "C") + text[i + 1 :]
+
+
+def _mac_line(text: str) -> str:
+    return next(line for line in text.splitlines() if line.strip().startswith("mac: ENC["))
+
+
+def test_undecryptable_revisions_apply_and_prune_nothing(
+    env: Env,
+    namespace: str,
+    kms: tuple[sopstools.KmsProxy, str],
+    git_repo: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    reliability: Any,
+) -> None:
+    """Acceptance 4 with the controller's own keys (SOPS_AGE_KEY and its AWS chain): a changed
+    ciphertext byte, an edited MAC, a file for a key we do not hold, KMS refusing Decrypt. Each
+    bad revision also drops a ConfigMap and adds one: Ready=False names the file and the cause,
+    and the previous revision stays live, nothing applied and nothing pruned."""
+    proxy, key_arn = kms
+    ns, kube = namespace, env.kube
+    ident, stranger = sopstools.age_identity(), sopstools.age_identity()
+    password = _value("db-password")
+    good = sopstools.encrypt(_secret("db", ns, {"password": password}), fmt="yaml", age=[ident.recipient]).decode()
+    git_repo.commit({"app/db.yaml": good, "app/keep.yaml": _cm("keep", ns)}, "good")
+    live_revision = git_repo.head()
+    monkeypatch.setenv("SOPS_AGE_KEY", ident.secret)
+    ctl = env.start()
+    env.gitsync(ns, "app", git_repo.url, path="app", decryption={"provider": "sops"})
+    _wait(lambda: _applied(env, ns, "app", live_revision), 60, "the good revision applied", ctl)
+
+    mac = _mac_line(good)
+    kms_file = sopstools.encrypt(
+        _secret("api", ns, {"token": _value("t")}), fmt="yaml", kms=[key_arn], env=sopstools.kms_env(proxy.endpoint)
+    ).decode()
+    trials = [
+        (
+            "one ciphertext byte changed",
+            {"app/db.yaml": _flip(good, "password: ENC[AES256_GCM,data:")},
+            "app/db.yaml",
+            "a value does not decrypt",
+        ),
+        ("MAC edited", {"app/db.yaml": good.replace(mac, _flip(mac, "data:"))}, "app/db.yaml", "MAC"),
+        (
+            "a file for a key we do not hold",
+            {
+                "app/other.yaml": sopstools.encrypt(
+                    _secret("other", ns, {"k": _value("o")}), fmt="yaml", age=[stranger.recipient]
+                ).decode()
+            },
+            "app/other.yaml",
+            "no key we hold decrypts",
+        ),
+        (
+            "KMS access denied (kms:Decrypt)",
+            {"app/other.yaml": None, "app/api.yaml": kms_file},
+            "app/api.yaml",
+            "AccessDenied",
+        ),
+    ]
+    for i, (fault, files, file, cause) in enumerate(trials):
+        proxy.deny = "KMS" in fault
+        git_repo.commit(
+            {"app/db.yaml": good, **files, "app/keep.yaml": None, f"app/new-{i}.yaml": _cm(f"new-{i}", ns)}, fault
+        )
+        bad = git_repo.head()
+        _request(kube, ns, "app")
+        ready = _wait(lambda b=bad: _failed_at(env, ns, "app", b), 60, f"Ready=False for {fault}", ctl)
+        kept = kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/keep") is not None
+        applied = kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/new-{i}") is not None
+        status = (env.get(ns, "app") or {}).get("status") or {}
+        observed = (
+            f"Ready={ready['status']} ({ready['reason']}); names file: {file in ready['message']}; names cause: "
+            f"{cause in ready['message']}; keep kept: {kept}; new-{i} applied: {applied}; live revision "
+            f"unchanged: {status.get('lastAppliedRevision', '').endswith(live_revision)}"
+        )
+        passed = (
+            file in ready["message"]
+            and cause in ready["message"]
+            and kept
+            and not applied
+            and status.get("lastAppliedRevision", "").endswith(live_revision)
+            and _live(kube, ns, "db") == {"password": password}
+        )
+        reliability.record(
+            area="sops",
+            fault=fault,
+            expected="Ready=False naming file and cause; nothing applied, nothing pruned; previous revision live",
+            observed=observed,
+            passed=passed,
+            lost=0 if kept else 1,
+        )
+        assert passed, f"{fault}: {observed}\n{ready['message']}"
+        assert password not in ready["message"]
+    proxy.deny = False
+
+
+def _failed_at(env: Env, ns: str, name: str, sha: str) -> dict[str, Any] | None:
+    obj = env.get(ns, name) or {}
+    st = obj.get("status") or {}
+    ready = _ready(env, ns, name)
+    ok = ready.get("status") == "False" and st.get("lastAttemptedRevision", "").endswith(sha)
+    return ready if ok and "cannot decrypt" in ready.get("message", "") else None
+
+
+def test_a_tenant_cannot_decrypt_with_another_namespaces_or_the_controllers_keys(
+    env: Env, namespace: str, git_repo: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform's key is in the controller's SOPS_AGE_KEY and in a Secret of another namespace.
+    A tenant's GitSync that names that Secret with a namespace reads its own namespace (the CRD
+    drops the field); one without a secretRef is refused the controller's keys. The file a tenant
+    copied from the platform's repository never decrypts."""
+    kube, tenant = env.kube, namespace
+    platform = sopstools.age_identity()
+    victim = f"victim-{uuid.uuid4().hex[:6]}"
+    kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": victim}})
+    try:
+        _keys_secret(kube, victim, "sops-keys", {"age.agekey": platform.secret})
+        secret = _secret("stolen", tenant, {"password": _value("platform-password")})
+        copied = sopstools.encrypt(secret, fmt="yaml", age=[platform.recipient]).decode()
+        git_repo.commit({"a/stolen.yaml": copied, "b/stolen.yaml": copied}, "copied from the platform repository")
+        monkeypatch.setenv("SOPS_AGE_KEY", platform.secret)
+        ctl = env.start("--platform-namespace", "reconciler-system")
+        other = {"provider": "sops", "secretRef": {"name": "sops-keys", "namespace": victim}}
+        env.gitsync(tenant, "other-ns", git_repo.url, path="a", decryption=other)
+        env.gitsync(tenant, "own-keys", git_repo.url, path="b", decryption={"provider": "sops"})
+        stored = (env.get(tenant, "other-ns") or {})["spec"]["decryption"]["secretRef"]
+        assert stored == {"name": "sops-keys"}, "the CRD's schema drops secretRef.namespace"
+        msg = f"spec.decryption.secretRef: Secret {tenant}/sops-keys not found"
+        _wait(lambda: msg in _ready(env, tenant, "other-ns").get("message", ""), 60, "the own-namespace read", ctl)
+        refused = _wait(lambda: _ready(env, tenant, "own-keys").get("reason") == "AccessDenied", 60, "refusal", ctl)
+        assert refused
+        assert "spec.decryption.secretRef: required in namespace" in _ready(env, tenant, "own-keys")["message"]
+        assert kube.get_or_none(f"/api/v1/namespaces/{tenant}/secrets/stolen") is None
+    finally:
+        kube.request("DELETE", f"/api/v1/namespaces/{victim}")
