@@ -59,13 +59,20 @@ def encrypted_documents(data: bytes, *, file: str, limits: Limits) -> list[Any] 
     return docs if any(_has_mac(d) for d in docs) else None
 
 
-def check_fully_encrypted(docs: list[Any], *, file: str) -> None:
-    """DecryptionError naming the key path of a Secret value left in clear in a SOPS file."""
-    for n, doc in enumerate(docs, start=1):
-        if not (isinstance(doc, dict) and _has_mac(doc) and doc.get("kind") == "Secret"):
-            continue  # an encrypted ``kind`` means every field is encrypted: sops's own check covers it
+def check_fully_encrypted(docs: list[Any], *, plain: bytes, file: str) -> None:
+    """DecryptionError naming the key path of a Secret value left in clear in a SOPS file.
+
+    ``docs`` are the encrypted documents, ``plain`` the file's plaintext: whether a document is a
+    Secret is read from the plaintext, because without ``encrypted_regex`` sops encrypts ``kind`` too.
+    """
+    if file_format(file) not in (Format.YAML, Format.JSON):
+        return
+    plain_docs = _documents(plain)
+    for n, (enc, dec) in enumerate(zip(docs, plain_docs, strict=False), start=1):
+        if not (isinstance(enc, dict) and isinstance(dec, dict) and dec.get("kind") == "Secret"):
+            continue
         for field in ("data", "stringData"):
-            values = doc.get(field)
+            values = enc.get(field)
             if not isinstance(values, dict):
                 continue
             for key, value in values.items():
@@ -96,12 +103,16 @@ def plaintext_values(plain: bytes, *, file: str, whole: bool) -> Iterator[bytes]
         yield from _secret_values(plain)
 
 
-def _secret_values(plain: bytes) -> Iterator[bytes]:
+def _documents(plain: bytes) -> list[Any]:
+    """The documents of a decrypted YAML or JSON file (JSON is YAML here); [] if it does not parse."""
     try:
-        docs = yaml_safe.load_all(plain.decode("utf-8"), max_aliases=100, max_nodes=len(plain) + 1024)
+        return yaml_safe.load_all(plain.decode("utf-8"), max_aliases=100, max_nodes=len(plain) + 1024)
     except (UnicodeDecodeError, yaml.YAMLError, yaml_safe.YAMLLimitError, RecursionError):
-        return
-    for doc in docs:
+        return []
+
+
+def _secret_values(plain: bytes) -> Iterator[bytes]:
+    for doc in _documents(plain):
         if not isinstance(doc, dict):
             continue
         yield from secret_values(doc)
@@ -115,6 +126,6 @@ def secret_values(obj: dict[str, Any]) -> Iterator[bytes]:
         yield str(value).encode("utf-8")
     for value in (obj.get("data") or {}).values() if isinstance(obj.get("data"), dict) else ():
         try:
-            yield base64.b64decode(str(value), validate=True)
+            yield base64.b64decode("".join(str(value).split()), validate=True)  # kustomize wraps long values
         except (binascii.Error, ValueError):
             yield str(value).encode("utf-8")

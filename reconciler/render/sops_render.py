@@ -45,8 +45,8 @@ def load_encrypted(data: bytes, *, file: str, limits: Limits, decryption: Decryp
         return None
     if decryption is None:
         raise not_configured(file)
-    sops_files.check_fully_encrypted(docs, file=file)
     plain = decryption.decryptor.decrypt(data=data, file=file, keys=decryption.keys)
+    sops_files.check_fully_encrypted(docs, plain=plain, file=file)
     return [replace(m, decrypted=True) for m in load_text(decode_text(plain, file), file, limits)]
 
 
@@ -68,8 +68,8 @@ def _decrypt_closure(
             continue
         if decryption is None:
             raise not_configured(rel)
-        sops_files.check_fully_encrypted(docs, file=rel)
         plain[p] = decryption.decryptor.decrypt(data=data, file=rel, keys=decryption.keys)
+        sops_files.check_fully_encrypted(docs, plain=plain[p], file=rel)
         values |= set(sops_files.plaintext_values(plain[p], file=rel, whole=True))
         values |= set(sops_files.plaintext_values(plain[p], file=rel, whole=False))
     return plain, values

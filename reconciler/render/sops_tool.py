@@ -106,6 +106,12 @@ _CODES = {
 }
 _QUOTES_VALUE = re.compile(r"Input string .* does not match sops' data format", re.DOTALL)
 _AGE_SECRET = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+")
+# sops's boilerplate around the one line that says why a key failed (and where it looked for more).
+_NOISE = (
+    re.compile(r"Failed to get the data key required to decrypt the SOPS file\.\s*"),
+    re.compile(r"Did not find keys in locations .*?'SOPS_AGE_KEY_CMD'\.\s*"),
+    re.compile(r"Recovery failed because no master key was able to decrypt the file\..*?but none were\.\s*"),
+)
 _MAX_MESSAGE = 1500
 
 
@@ -167,5 +173,8 @@ def clean(stderr: str, *, secrets: frozenset[str]) -> str:
     for s in sorted(secrets, key=len, reverse=True):
         if s:
             msg = msg.replace(s, "***")
-    msg = " ".join(line.strip(" |") for line in msg.splitlines() if line.strip(" |"))
+    msg = " ".join(line.strip(" |-") for line in msg.splitlines() if line.strip(" |-"))
+    for noise in _NOISE:
+        msg = noise.sub("", msg)
+    msg = msg.strip()
     return msg if len(msg) <= _MAX_MESSAGE else msg[:_MAX_MESSAGE] + " ...(truncated)"
