@@ -14,6 +14,7 @@ import json
 import os
 import re
 import stat
+import subprocess
 import sys
 import time
 import uuid
@@ -207,6 +208,13 @@ def test_encrypted_secrets_sync_rotate_without_writes_and_leak_nowhere(
     found = _files_holding(needles | {sentinel}, roots=roots, since=t0, skip=[Path(env.cluster.root), Path(sys.prefix)])
     assert found == [str(env.tmp / "cache" / "sentinel")], f"plaintext on disk: {found}"
 
+    # `reconciler diff --decrypt` of a working copy whose Secret has a new value: both values masked.
+    new_pw = _value("db-password-new")
+    diff = _diff(env, git_repo, ns, ident, password=new_pw)
+    assert "Secret/" in diff, diff  # it did see the changed Secret
+    leaked = _leaks(diff, needles | _needles([new_pw]))
+    assert not leaked, f"reconciler diff holds {leaked}"
+
 
 def _wait(predicate: Any, timeout: float, what: str, ctl: Any) -> Any:
     deadline = time.monotonic() + timeout
@@ -217,6 +225,24 @@ def _wait(predicate: Any, timeout: float, what: str, ctl: Any) -> Any:
         time.sleep(0.25)
     tail = "\n".join(ctl.log.read_text().splitlines()[-20:])
     pytest.fail(f"timed out after {timeout}s waiting for {what}\n{tail}")
+
+
+def _diff(env: Env, git_repo: Any, ns: str, ident: sopstools.AgeIdentity, *, password: str) -> str:
+    """``reconciler diff --decrypt`` of a working copy of ``git_repo`` whose db Secret has ``password``."""
+    work = env.tmp / "diff-work"
+    subprocess.run(["git", "clone", "-q", git_repo.url, str(work)], check=True)
+    secret = _secret("db", ns, {"password": password})
+    (work / "app" / "db.yaml").write_bytes(sopstools.encrypt(secret, fmt="yaml", age=[ident.recipient]))
+    argv = ["diff", "--dir", str(work), "--path", "app", "--namespace", ns, "--name", "app", "--decrypt"]
+    out = subprocess.run(
+        [sys.executable, "-m", "reconciler", *argv, "--kubeconfig", str(env.cluster.kubeconfig)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SOPS_AGE_KEY": ident.secret},
+        timeout=120,
+        check=False,
+    )
+    return out.stdout + out.stderr
 
 
 def _files_holding(needles: set[str], *, roots: list[Path], since: float, skip: list[Path]) -> list[str]:
