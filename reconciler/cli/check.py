@@ -14,6 +14,7 @@ from reconciler.cli.common import (
     render_options,
     substitution,
 )
+from reconciler.cli.decrypting import decrypt_options, decryption
 from reconciler.policy import checking
 
 
@@ -31,11 +32,12 @@ from reconciler.policy import checking
     "-o", "--output", type=click.Choice(checking.OUTPUTS), default="table", show_default=True, help="Report format."
 )
 @render_options
+@decrypt_options
 def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
     """Check rendered objects against policies, offline (exit 1 on a Deny violation).
 
-    Renders PATH as a sync would and judges every object with the ValidatingAdmissionPolicies
-    in --policies, without a cluster.  Exit 0 if nothing is denied (warnings are printed),
+    Renders PATH as a sync would (SOPS files with --decrypt) and judges every object with the
+    ValidatingAdmissionPolicies in --policies, without a cluster.  Exit 0 if nothing is denied (warnings are printed),
     1 on a Deny violation, 2 on an error (a policy or manifest that cannot be loaded).
     """
     try:
@@ -43,7 +45,12 @@ def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
     except click.BadParameter as e:
         fail("check", [str(e)])
     text, code = checking.check(
-        path, policies=policies_dir, output=output, substitute=substitute, target_namespace=kw["target_namespace"]
+        path,
+        policies=policies_dir,
+        output=output,
+        substitute=substitute,
+        target_namespace=kw["target_namespace"],
+        decryption=decryption(kw),
     )
     click.echo(text, nl=False)
     sys.exit(code)

@@ -4,6 +4,7 @@ by writing its annotation in git."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,29 @@ def test_the_mark_is_on_a_copy() -> None:
     assert marked(plain, decrypted=True)["metadata"]["annotations"] == {DECRYPTED: "sops"}
     assert "annotations" not in plain["metadata"]
     assert marked(plain, decrypted=False) is plain
+
+
+def test_check_decrypt_judges_an_encrypted_secret_as_encrypted(tmp_path: Path) -> None:
+    """``reconciler check --decrypt`` on real sops output: the encrypted Secret passes, the one in
+    clear is warned about; without --decrypt the encrypted file is an error (exit 2)."""
+    import sopstools
+    from click.testing import CliRunner
+
+    from reconciler import cli
+
+    ident = sopstools.age_identity()
+    app = tmp_path / "app"
+    app.mkdir()
+    secret = _secret()
+    (app / "db.yaml").write_bytes(sopstools.encrypt(json.dumps(secret).encode(), fmt="yaml", age=[ident.recipient]))
+    (app / "legacy.yaml").write_text(json.dumps({**secret, "metadata": {"name": "legacy", "namespace": "shop"}}))
+    policies = str(ROOT / "policies")
+    runner = CliRunner(env={"SOPS_AGE_KEY": ident.secret, "SOPS_AGE_KEY_FILE": None})
+    r = runner.invoke(cli.cli, ["check", str(app), "--policies", policies, "--decrypt", "-o", "json"])
+    assert r.exit_code == 0, r.output
+    found = {(v["policy"], v["object"]) for v in json.loads(r.output)["violations"]}
+    assert found == {("plain-secrets", "Secret/shop/legacy")}
+    assert "hunter2" not in r.output
+    r = runner.invoke(cli.cli, ["check", str(app), "--policies", policies])
+    assert r.exit_code == 2
+    assert "SOPS-encrypted but decryption is not configured" in r.output
