@@ -38,9 +38,11 @@ class Keys:
     secrets: frozenset[str]  # key material, scrubbed from every message as a last line of defence
 
 
-def read(reader: Kube, namespace: str, decryption: DecryptionSpec) -> Keys:
+def read(reader: Kube, namespace: str, *, decryption: DecryptionSpec, own_aws: bool = True) -> Keys:
     """The keys of ``decryption``: its Secret's (in ``namespace``, read through the GitSync's own
-    identity), or the controller's own. Raises SpecError naming the field, the Secret and the entry."""
+    identity), or the controller's own. ``own_aws`` (default True): a Secret without ``sops.aws-kms``
+    reaches KMS as the controller; False (a tenant under the lock-down): with no AWS identity.
+    Raises SpecError naming the field, the Secret and the entry."""
     ref = decryption.secret_ref
     if ref is None:
         return own_keys(os.environ)
@@ -50,7 +52,7 @@ def read(reader: Kube, namespace: str, decryption: DecryptionSpec) -> Keys:
         if e.not_found:
             raise SpecError(f"spec.decryption.secretRef: Secret {namespace}/{ref.name} not found") from None
         raise
-    return from_secret(data, where=f"spec.decryption.secretRef: Secret {namespace}/{ref.name}")
+    return from_secret(data, where=f"spec.decryption.secretRef: Secret {namespace}/{ref.name}", own_aws=own_aws)
 
 
 def own_keys(environ: Mapping[str, str]) -> Keys:
@@ -60,7 +62,7 @@ def own_keys(environ: Mapping[str, str]) -> Keys:
     return Keys(DecryptionKeys(age_identities=identities, aws_kms=None), digest="", secrets=frozenset(identities))
 
 
-def from_secret(data: Mapping[str, bytes], *, where: str) -> Keys:
+def from_secret(data: Mapping[str, bytes], *, where: str, own_aws: bool = True) -> Keys:
     """Keys from the entries of a Secret (see the module docstring)."""
     identities: list[str] = []
     for entry in sorted(k for k in data if k.endswith(AGE_SUFFIX)):
@@ -75,7 +77,7 @@ def from_secret(data: Mapping[str, bytes], *, where: str) -> Keys:
     secrets = set(identities)
     if kms is not None:
         secrets |= {v for v in (kms.access_key_id, kms.secret_access_key, kms.session_token) if v}
-    keys = DecryptionKeys(age_identities=tuple(identities), aws_kms=kms)
+    keys = DecryptionKeys(age_identities=tuple(identities), aws_kms=kms, aws_ambient=own_aws)
     return Keys(keys, digest=digest, secrets=frozenset(secrets))
 
 

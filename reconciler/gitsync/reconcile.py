@@ -257,6 +257,7 @@ class Reconciler:
             outcomes=self.outcomes,
             charts=self.charts,
             decryptor=self.decryptor,
+            own_keys=self.tenancy.own_keys(md["namespace"]),
         )
 
     def _admit(self, namespace: str, spec: GitSyncSpec, ready_of: Callable[[str, str], bool]) -> None:

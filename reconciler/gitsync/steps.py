@@ -64,6 +64,7 @@ class GitSyncSteps:
     outcomes: Outcomes
     charts: helmstep.Charts | None = None  # default None: no chart support (spec.helm fails to render)
     decryptor: Decryptor = field(default_factory=Decryptor)  # default: its own; the controller shares one
+    own_keys: bool = True  # default True: may decrypt with the controller's keys (False: a locked-down tenant)
     target: tuple[Kube, RestMapper] | None = None  # default None: set once the target is reached (discovery)
     revision: str = ""  # default "": set once fetched
     checkout: Checkout | None = None  # default None: the read-only revision, held until release()
@@ -129,7 +130,7 @@ class GitSyncSteps:
         spec, state, md = self.spec, self.state, self.obj["metadata"]
         try:
             values, secret_vars = inputs.variables(self.reader(), md["namespace"], spec)
-            keys = decryptkeys.read(self.reader(), md["namespace"], spec.decryption) if spec.decryption else None
+            keys = self._keys()
             state.secrets |= keys.secrets if keys else frozenset()  # key material: scrubbed everywhere
             root = artifact.path if spec.helm else render_build.confine(artifact.path, spec.path)
             # a chart may read values files anywhere in the source
@@ -155,6 +156,13 @@ class GitSyncSteps:
             raise RenderFailedError(str(e), stage=Stage.RENDER) from e
         state.secrets |= redact.secret_values(manifests)
         return Rendered(manifests=manifests)
+
+    def _keys(self) -> decryptkeys.Keys | None:
+        """What ``spec.decryption`` decrypts with (None without it), read as the GitSync."""
+        if self.spec.decryption is None:
+            return None
+        ns = self.obj["metadata"]["namespace"]
+        return decryptkeys.read(self.reader(), ns, decryption=self.spec.decryption, own_aws=self.own_keys)
 
     def _chart(self, artifact: Artifact, helm: HelmSpec) -> Rendered:
         """``spec.helm``: the chart rendered for the target cluster; its Secret-sourced values scrubbed."""

@@ -381,13 +381,15 @@ def _failed_at(env: Env, ns: str, name: str, sha: str) -> dict[str, Any] | None:
 
 
 def test_a_tenant_cannot_decrypt_with_another_namespaces_or_the_controllers_keys(
-    env: Env, namespace: str, git_repo: Any, monkeypatch: pytest.MonkeyPatch
+    env: Env, namespace: str, git_repo: Any, monkeypatch: pytest.MonkeyPatch, kms: tuple[sopstools.KmsProxy, str]
 ) -> None:
-    """The platform's key is in the controller's SOPS_AGE_KEY and in a Secret of another namespace.
-    A tenant's GitSync that names that Secret with a namespace reads its own namespace (the CRD
-    drops the field); one without a secretRef is refused the controller's keys. The file a tenant
-    copied from the platform's repository never decrypts."""
+    """The platform's age key is in the controller's SOPS_AGE_KEY and in a Secret of another
+    namespace, its KMS key is reachable with the controller's AWS identity. A tenant's GitSync that
+    names that Secret with a namespace reads its own namespace (the CRD drops the field); one
+    without a secretRef is refused the controller's keys; one whose own Secret has no AWS
+    credentials gets no AWS identity. A file copied from the platform's repository never decrypts."""
     kube, tenant = env.kube, namespace
+    proxy, key_arn = kms
     platform = sopstools.age_identity()
     victim = f"victim-{uuid.uuid4().hex[:6]}"
     kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": victim}})
@@ -395,12 +397,17 @@ def test_a_tenant_cannot_decrypt_with_another_namespaces_or_the_controllers_keys
         _keys_secret(kube, victim, "sops-keys", {"age.agekey": platform.secret})
         secret = _secret("stolen", tenant, {"password": _value("platform-password")})
         copied = sopstools.encrypt(secret, fmt="yaml", age=[platform.recipient]).decode()
-        git_repo.commit({"a/stolen.yaml": copied, "b/stolen.yaml": copied}, "copied from the platform repository")
+        kms_copied = sopstools.encrypt(secret, fmt="yaml", kms=[key_arn], env=sopstools.kms_env(proxy.endpoint))
+        files = {"a/stolen.yaml": copied, "b/stolen.yaml": copied, "c/stolen.yaml": kms_copied.decode()}
+        git_repo.commit(files, "copied from the platform repository")
+        _keys_secret(kube, tenant, "tenant-keys", {"tenant.agekey": sopstools.age_identity().secret})
         monkeypatch.setenv("SOPS_AGE_KEY", platform.secret)
         ctl = env.start("--platform-namespace", "reconciler-system")
         other = {"provider": "sops", "secretRef": {"name": "sops-keys", "namespace": victim}}
         env.gitsync(tenant, "other-ns", git_repo.url, path="a", decryption=other)
         env.gitsync(tenant, "own-keys", git_repo.url, path="b", decryption={"provider": "sops"})
+        tenant_keys = {"provider": "sops", "secretRef": {"name": "tenant-keys"}}
+        env.gitsync(tenant, "kms-borrow", git_repo.url, path="c", decryption=tenant_keys)
         stored = (env.get(tenant, "other-ns") or {})["spec"]["decryption"]["secretRef"]
         assert stored == {"name": "sops-keys"}, "the CRD's schema drops secretRef.namespace"
         msg = f"spec.decryption.secretRef: Secret {tenant}/sops-keys not found"
@@ -408,6 +415,9 @@ def test_a_tenant_cannot_decrypt_with_another_namespaces_or_the_controllers_keys
         refused = _wait(lambda: _ready(env, tenant, "own-keys").get("reason") == "AccessDenied", 60, "refusal", ctl)
         assert refused
         assert "spec.decryption.secretRef: required in namespace" in _ready(env, tenant, "own-keys")["message"]
+        no_kms = "c/stolen.yaml: cannot decrypt (SOPS): no key we hold decrypts"
+        _wait(lambda: no_kms in _ready(env, tenant, "kms-borrow").get("message", ""), 60, "no AWS identity", ctl)
+        assert proxy.count("Decrypt") == 0, "the tenant's sops never reached KMS with credentials"
         assert kube.get_or_none(f"/api/v1/namespaces/{tenant}/secrets/stolen") is None
     finally:
         kube.request("DELETE", f"/api/v1/namespaces/{victim}")

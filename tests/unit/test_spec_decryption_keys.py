@@ -88,3 +88,13 @@ def test_decryption_metrics_have_no_labels() -> None:
     assert "reconciler_decryption_cache_hits_total 7.0" in text
     counts[1] = 8
     assert "reconciler_decryption_cache_hits_total 8.0" in generate_latest(m.registry).decode()
+
+
+def test_a_locked_down_tenant_gets_no_aws_identity_of_the_controller() -> None:
+    """A tenant's Secret without sops.aws-kms must not reach KMS as the controller's role, and its
+    cache entries must never be shared with a GitSync that may."""
+    tenant = decryptkeys.from_secret({"k.agekey": AGE_1.encode()}, where=WHERE, own_aws=False)
+    platform = decryptkeys.from_secret({"k.agekey": AGE_1.encode()}, where=WHERE)
+    assert tenant.keys.aws_ambient is False
+    assert platform.keys.aws_ambient is True
+    assert tenant.keys.fingerprint() != platform.keys.fingerprint()
