@@ -36,12 +36,13 @@ from reconciler.policy import checking
 def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
     """Check rendered objects against policies, offline (exit 1 on a Deny violation).
 
-    Renders PATH as a sync would (SOPS files with --decrypt) and judges every object with the
-    ValidatingAdmissionPolicies in --policies, without a cluster.  Exit 0 if nothing is denied (warnings are printed),
+    Renders PATH as a sync would and judges every object with the ValidatingAdmissionPolicies
+    in --policies, without a cluster.  Exit 0 if nothing is denied (warnings are printed),
     1 on a Deny violation, 2 on an error (a policy or manifest that cannot be loaded).
     """
     try:
         substitute = substitution(kw)
+        keys = decryption(kw)
     except click.BadParameter as e:
         fail("check", [str(e)])
     text, code = checking.check(
@@ -50,7 +51,7 @@ def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
         output=output,
         substitute=substitute,
         target_namespace=kw["target_namespace"],
-        decryption=decryption(kw),
+        decryption=keys,
     )
     click.echo(text, nl=False)
     sys.exit(code)

@@ -187,7 +187,10 @@ def _collect(root: Path, start: Path, *, rel: str, budget: _Budget) -> list[Mani
     if kustomize.find_kustomization(start) is not None:
         return _build(root, start, rel_dir=rel, budget=budget)
     out: list[Manifest] = []
-    for kind, real, sub in _walk(root, start, rel_dir=rel, active=frozenset({start})):
+    found = list(_walk(root, start, rel_dir=rel, active=frozenset({start})))
+    files = [(real, sub) for kind, real, sub in found if kind == _Found.FILE]
+    budget.predecrypted.update(sops_render.predecrypt(files, limits=budget.limits, decryption=budget.decryption))
+    for kind, real, sub in found:
         out.extend(
             _build(root, real, rel_dir=sub, budget=budget)
             if kind == _Found.KUSTOMIZATION
@@ -213,7 +216,9 @@ def _load_file(real: Path, rel: str, budget: _Budget) -> list[Manifest]:
     budget.add_bytes(size, rel)
     try:
         data = real.read_bytes()
-        ms = sops_render.load_encrypted(data, file=rel, limits=limits, decryption=budget.decryption)
+        ms = sops_render.load_encrypted(
+            data, file=rel, limits=limits, decryption=budget.decryption, predecrypted=budget.predecrypted
+        )
         if ms is None:
             ms = load_text(decode_text(data, rel), rel, limits)
     except ManifestError as e:
@@ -247,6 +252,7 @@ class _Budget:
     def __init__(self, limits: Limits, decryption: Decryption | None = None) -> None:
         self.limits, self.bytes, self.objects = limits, 0, 0
         self.decryption = decryption
+        self.predecrypted: sops_render.Predecrypted = {}  # plaintexts decrypted ahead of the walk
 
     def remaining_bytes(self) -> int:
         return max(0, self.limits.max_total_bytes - self.bytes)

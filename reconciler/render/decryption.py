@@ -22,12 +22,16 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from reconciler.render import sops_tool
 from reconciler.render.errors import RenderError
 from reconciler.render.sops_tool import Format
+
+WORKERS = 4  # sops runs at once when a render decrypts many files (see Decryptor.decrypt_all)
 
 
 class DecryptionError(RenderError):
@@ -189,6 +193,26 @@ class Decryptor:
             self.decryptions += 1
             self._cache.put(key, plain)
         return plain
+
+    def decrypt_all(self, items: Sequence[tuple[bytes, str]], *, keys: DecryptionKeys) -> list[bytes | DecryptionError]:
+        """``decrypt`` of every (data, file) in ``items``, up to ``WORKERS`` sops runs at once: each
+        plaintext, or the DecryptionError of that file (the caller raises it where the file comes up,
+        so the first error reported is the first in file order, as if decrypted one by one).
+
+        Why in parallel: a sops run spends most of its time starting up and waiting for KMS, so a
+        revision of hundreds of encrypted files (a controller's first reconcile) would otherwise take
+        hundreds of round trips end to end."""
+
+        def one(item: tuple[bytes, str]) -> bytes | DecryptionError:
+            try:
+                return self.decrypt(data=item[0], file=item[1], keys=keys)
+            except DecryptionError as e:
+                return e
+
+        if len(items) < 2:  # a pool for one file is pure overhead
+            return [one(i) for i in items]
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="sops") as pool:
+            return list(pool.map(one, items))
 
     def clear(self) -> None:
         """Forget every cached plaintext (tests, and key rotation by hand)."""

@@ -15,13 +15,13 @@ naming it: applying ``ENC[...]`` strings as a Secret's values would break the wo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from reconciler.render import decrypt_tree, kustomize, sops_files
-from reconciler.render.decryption import Decryption
+from reconciler.render.decryption import Decryption, DecryptionError
 from reconciler.render.errors import ManifestError, RenderError
 from reconciler.render.manifests import Manifest, decode_text, load_text
 from reconciler.render.options import Limits
@@ -38,14 +38,43 @@ def not_configured(file: str) -> RenderError:
     )
 
 
-def load_encrypted(data: bytes, *, file: str, limits: Limits, decryption: Decryption | None) -> list[Manifest] | None:
-    """The objects of a SOPS-encrypted manifest file, decrypted in memory; None if ``data`` is not one."""
+Predecrypted = dict[str, bytes | DecryptionError]  # file -> plaintext, or why it does not decrypt
+
+
+def predecrypt(files: Sequence[tuple[Path, str]], *, limits: Limits, decryption: Decryption | None) -> Predecrypted:
+    """The plaintext of every SOPS file among ``files`` (real path, name), decrypted in parallel
+    before the walk loads them one by one (files over the size limit are left to the loader)."""
+    if decryption is None:
+        return {}
+    items: list[tuple[bytes, str]] = []
+    for real, rel in files:
+        try:
+            if real.stat().st_size > limits.max_file_bytes:
+                continue
+            data = real.read_bytes()
+        except OSError:
+            continue  # the loader reports it
+        if sops_files.encrypted_documents(data, file=rel, limits=limits) is not None:
+            items.append((data, rel))
+    results = decryption.decryptor.decrypt_all(items, keys=decryption.keys)
+    return {rel: result for (_, rel), result in zip(items, results, strict=True)}
+
+
+def load_encrypted(
+    data: bytes, *, file: str, limits: Limits, decryption: Decryption | None, predecrypted: Predecrypted | None = None
+) -> list[Manifest] | None:
+    """The objects of a SOPS-encrypted manifest file, decrypted in memory; None if ``data`` is not one.
+    ``predecrypted`` holds what ``predecrypt`` already decrypted (the entry is used up)."""
     docs = sops_files.encrypted_documents(data, file=file, limits=limits)
     if docs is None:
         return None
     if decryption is None:
         raise not_configured(file)
-    plain = decryption.decryptor.decrypt(data=data, file=file, keys=decryption.keys)
+    plain = (predecrypted or {}).pop(file, None)
+    if isinstance(plain, DecryptionError):
+        raise plain
+    if plain is None:
+        plain = decryption.decryptor.decrypt(data=data, file=file, keys=decryption.keys)
     sops_files.check_fully_encrypted(docs, plain=plain, file=file)
     return [replace(m, decrypted=True) for m in load_text(decode_text(plain, file), file, limits)]
 
@@ -58,8 +87,7 @@ def _decrypt_closure(
     root: Path, closure: Iterable[Path], *, limits: Limits, decryption: Decryption | None
 ) -> tuple[dict[Path, bytes], set[bytes]]:
     """(real path -> plaintext) of every encrypted file in ``closure``, and the values they hold."""
-    plain: dict[Path, bytes] = {}
-    values: set[bytes] = set()
+    found: list[tuple[Path, str, bytes, list[Any]]] = []
     for p in sorted(closure):
         rel = _rel(root, p)
         data = p.read_bytes()
@@ -68,10 +96,20 @@ def _decrypt_closure(
             continue
         if decryption is None:
             raise not_configured(rel)
-        plain[p] = decryption.decryptor.decrypt(data=data, file=rel, keys=decryption.keys)
-        sops_files.check_fully_encrypted(docs, plain=plain[p], file=rel)
-        values |= set(sops_files.plaintext_values(plain[p], file=rel, whole=True))
-        values |= set(sops_files.plaintext_values(plain[p], file=rel, whole=False))
+        found.append((p, rel, data, docs))
+    if not found:
+        return {}, set()
+    assert decryption is not None
+    results = decryption.decryptor.decrypt_all([(data, rel) for _, rel, data, _ in found], keys=decryption.keys)
+    plain: dict[Path, bytes] = {}
+    values: set[bytes] = set()
+    for (p, rel, _, docs), result in zip(found, results, strict=True):
+        if isinstance(result, DecryptionError):
+            raise result
+        sops_files.check_fully_encrypted(docs, plain=result, file=rel)
+        plain[p] = result
+        values |= set(sops_files.plaintext_values(result, file=rel, whole=True))
+        values |= set(sops_files.plaintext_values(result, file=rel, whole=False))
     return plain, values
 
 

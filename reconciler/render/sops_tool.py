@@ -29,7 +29,7 @@ import re
 import subprocess
 from collections.abc import Mapping
 from enum import StrEnum
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from reconciler.render import tools
 
@@ -135,6 +135,11 @@ def environment(*, key_env: Mapping[str, str], aws_ambient: bool) -> dict[str, s
     }
     names = _AWS_SETTINGS + _PROXY + (_AWS_AMBIENT if aws_ambient else ())
     env.update({k: os.environ[k] for k in names if k in os.environ})
+    if aws_ambient:  # HOME points nowhere: name the default AWS files (profiles, static keys) outright
+        home = Path.home()
+        for var, default in (("AWS_CONFIG_FILE", ".aws/config"), ("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials")):
+            if var not in env and (home / default).is_file():
+                env[var] = str(home / default)
     env.update(key_env)
     return env
 

@@ -132,3 +132,20 @@ def test_kms_through_the_process_chain_one_call_per_file_and_denied_names_the_ca
     assert "AccessDeniedException" in str(e.value)
     assert "kms:Decrypt" in str(e.value)
     assert awsserver.SECRET_KEY not in str(e.value)
+
+
+def test_decrypt_all_runs_in_parallel_and_keeps_each_files_outcome(
+    ident: sopstools.AgeIdentity, ciphertext: bytes
+) -> None:
+    other = sopstools.encrypt(SECRET.replace(b"db", b"db2"), fmt="yaml", age=[ident.recipient])
+    d = Decryptor(binary=sopstools.sops_binary())
+    keys = DecryptionKeys(age_identities=(ident.secret,))
+    broken = ciphertext.replace(b"mac: ENC[AES256_GCM,data:", b"mac: ENC[AES256_GCM,data:AAAA")
+    out = d.decrypt_all([(ciphertext, "a.yaml"), (broken, "b.yaml"), (other, "c.yaml")], keys=keys)
+    assert isinstance(out[0], bytes)
+    assert b"hunter2-plain" in out[0]
+    assert isinstance(out[1], DecryptionError)
+    assert out[1].file == "b.yaml"
+    assert isinstance(out[2], bytes)
+    assert b"name: db2" in out[2]
+    assert d.decryptions == 2

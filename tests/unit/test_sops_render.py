@@ -9,7 +9,9 @@ import click
 import pytest
 import sopstools
 import yaml
+from click.testing import CliRunner
 
+from reconciler import cli
 from reconciler.cli import decrypting
 from reconciler.render import build, decrypt_tree
 from reconciler.render.decryption import Decryption, DecryptionKeys, Decryptor
@@ -155,3 +157,33 @@ def test_render_output_masks_decrypted_values_unless_asked(
     assert decrypting.decrypted_values(ms) == {"cm-sops-plain"}
     assert "unit-sops-plain" in yaml.safe_dump_all(decrypting.for_display(ms, show_secrets=True))
     assert base64.b64encode(b"unit-sops-plain").decode() not in shown
+
+
+def test_check_decrypts_too_and_prints_no_value(ident: sopstools.AgeIdentity, tmp_path: Path) -> None:
+    (tmp_path / "db.yaml").write_bytes(
+        sopstools.encrypt(yaml.safe_dump(SECRET).encode(), fmt="yaml", age=[ident.recipient])
+    )
+    keys = tmp_path / "keys.txt"
+    keys.write_text(ident.secret + "\n")
+    policies = str(sopstools.ROOT / "policies")
+    r = CliRunner().invoke(cli.cli, ["check", str(tmp_path), "--policies", policies])
+    assert r.exit_code == 2, r.output
+    assert "db.yaml: the file is SOPS-encrypted but decryption is not configured" in r.output
+    r = CliRunner().invoke(
+        cli.cli, ["check", str(tmp_path), "--policies", policies, "--decrypt", "--age-key-file", str(keys)]
+    )
+    assert r.exit_code in (0, 1), r.output
+    assert "1 objects" in r.output
+    assert "unit-sops-plain" not in r.output
+
+
+def test_the_first_undecryptable_file_in_order_is_the_one_reported(
+    ident: sopstools.AgeIdentity, decryption: Decryption, tmp_path: Path
+) -> None:
+    ciphertext = sopstools.encrypt(yaml.safe_dump(SECRET).encode(), fmt="yaml", age=[ident.recipient])
+    broken = ciphertext.replace(b"mac: ENC[AES256_GCM,data:", b"mac: ENC[AES256_GCM,data:AAAA")
+    for name in ("b.yaml", "c.yaml"):
+        (tmp_path / name).write_bytes(broken)
+    (tmp_path / "a.yaml").write_bytes(ciphertext)
+    with pytest.raises(RenderError, match=r"^b\.yaml: cannot decrypt \(SOPS\): the MAC does not verify"):
+        build.render(tmp_path, ".", build.RenderOptions(decryption=decryption))
