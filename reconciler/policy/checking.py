@@ -55,7 +55,8 @@ def check(
 
     ``path`` is rendered as a sync would render it (kustomize, ``${VAR}`` substitution with
     ``substitute`` when it is not None, ``targetNamespace``); the repository root is the enclosing git work tree,
-    so an overlay may refer to ``../base``.
+    so an overlay may refer to ``../base``. SOPS files are decrypted with ``decryption`` (default
+    None: an encrypted file is a render error), so that encrypted Secrets are judged as such.
     """
     if output not in OUTPUTS:
         return _error(Output.TABLE, f"unknown output {output!r} (use table, json or junit)")

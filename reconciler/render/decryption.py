@@ -71,9 +71,12 @@ class DecryptionKeys:
 
     age_identities: tuple[str, ...] = ()  # ``AGE-SECRET-KEY-1...`` lines; default none
     aws_kms: AwsKmsCredentials | None = None  # default None: the process's own AWS chain
+    # Default True: without aws_kms, the process's own AWS chain; False: no AWS identity at all (a
+    # tenant under the controller's lock-down must not decrypt KMS files with the controller's role).
+    aws_ambient: bool = True
 
     def __repr__(self) -> str:
-        aws = "own" if self.aws_kms is None else "given"
+        aws = "given" if self.aws_kms is not None else ("own" if self.aws_ambient else "none")
         return f"DecryptionKeys(age_identities=<{len(self.age_identities)} redacted>, aws_kms=<{aws}>)"
 
     def env(self) -> dict[str, str]:
@@ -93,7 +96,7 @@ class DecryptionKeys:
     def fingerprint(self) -> str:
         """A digest of the key material: part of the cache key, never the material itself."""
         h = hashlib.sha256()
-        for part in (*sorted(self.age_identities), "aws", *sorted(self.env().items())):
+        for part in (*sorted(self.age_identities), f"aws:{self.aws_ambient}", *sorted(self.env().items())):
             h.update(repr(part).encode() + b"\0")
         return h.hexdigest()
 
@@ -179,7 +182,9 @@ class Decryptor:
                 self.cache_hits += 1
                 return hit
         binary = self.binary(file)
-        env = sops_tool.environment(key_env=keys.env(), aws_ambient=keys.aws_kms is None)
+        env = sops_tool.environment(key_env=keys.env(), aws_ambient=keys.aws_kms is None and keys.aws_ambient)
+        if keys.aws_kms is None and not keys.aws_ambient:
+            env["AWS_EC2_METADATA_DISABLED"] = "true"  # no identity at all: not even the node's instance role
         try:
             plain = sops_tool.decrypt(binary, data=data, fmt=fmt, filename=file, env=env, secrets=keys.secrets())
         except sops_tool.SopsError as e:

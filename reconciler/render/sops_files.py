@@ -59,13 +59,18 @@ def encrypted_documents(data: bytes, *, file: str, limits: Limits) -> list[Any] 
     return docs if any(_has_mac(d) for d in docs) else None
 
 
-def check_fully_encrypted(docs: list[Any], *, plain: bytes, file: str) -> None:
+def check_fully_encrypted(docs: list[Any], *, plain: bytes, file: str, data: bytes = b"") -> None:
     """DecryptionError naming the key path of a Secret value left in clear in a SOPS file.
 
     ``docs`` are the encrypted documents, ``plain`` the file's plaintext: whether a document is a
     Secret is read from the plaintext, because without ``encrypted_regex`` sops encrypts ``kind`` too.
+    ``data`` is the ciphertext (default empty: not checked), read for dotenv files.
     """
-    if file_format(file) not in (Format.YAML, Format.JSON):
+    fmt = file_format(file)
+    if fmt is Format.DOTENV:
+        _check_dotenv(data, file=file)
+        return
+    if fmt not in (Format.YAML, Format.JSON):
         return
     plain_docs = _documents(plain)
     for n, (enc, dec) in enumerate(zip(docs, plain_docs, strict=False), start=1):
@@ -84,6 +89,23 @@ def check_fully_encrypted(docs: list[Any], *, plain: bytes, file: str) -> None:
                         reason="the value is not encrypted, though the file is SOPS-encrypted: a Secret's data and "
                         "stringData must be encrypted in full (check encrypted_regex/unencrypted_suffix in .sops.yaml)",
                     )
+
+
+def _check_dotenv(data: bytes, *, file: str) -> None:
+    """Every value of a SOPS dotenv file is encrypted: such a file feeds a ``secretGenerator``, and a
+    ``.sops.yaml`` rule with ``encrypted_regex`` (written for manifests) leaves its values in clear,
+    which sops accepts silently. Named by key, never by value."""
+    for line in data.splitlines():
+        key, sep, value = line.strip().partition(b"=")
+        if not sep or not key or not value or key.startswith((b"#", b"sops_")):
+            continue  # an empty value stays empty in sops's output: nothing to hide
+        if not _ENC.match(value.decode("utf-8", "replace")):
+            raise DecryptionError(
+                file=file,
+                key_path=key.decode("utf-8", "replace"),
+                reason="the value is not encrypted, though the file is SOPS-encrypted: every value of a dotenv "
+                "file must be encrypted (give .env files a .sops.yaml rule without encrypted_regex/unencrypted_suffix)",
+            )
 
 
 def plaintext_values(plain: bytes, *, file: str, whole: bool) -> Iterator[bytes]:

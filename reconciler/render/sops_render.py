@@ -103,10 +103,10 @@ def _decrypt_closure(
     results = decryption.decryptor.decrypt_all([(data, rel) for _, rel, data, _ in found], keys=decryption.keys)
     plain: dict[Path, bytes] = {}
     values: set[bytes] = set()
-    for (p, rel, _, docs), result in zip(found, results, strict=True):
+    for (p, rel, data, docs), result in zip(found, results, strict=True):
         if isinstance(result, DecryptionError):
             raise result
-        sops_files.check_fully_encrypted(docs, plain=result, file=rel)
+        sops_files.check_fully_encrypted(docs, plain=result, file=rel, data=data)
         plain[p] = result
         values |= set(sops_files.plaintext_values(result, file=rel, whole=True))
         values |= set(sops_files.plaintext_values(result, file=rel, whole=False))
