@@ -26,7 +26,7 @@ from reconciler.gitsync.shards import KIND_LABEL, shard_lease_name, shard_of
 N = 200
 SHARDS = 6
 LEASE = 6.0  # --lease-duration: fencing deadline 4 s, a round every 0.8 s
-INTERVAL = 20.0  # the GitSyncs' interval
+INTERVAL = 30.0  # the GitSyncs' interval
 GAP = 1.0  # writes of one replica for one GitSync closer than this form one span (one reconcile)
 _TARGETS = (
     (re.compile(r"/gitsyncs/(g\d+)/status$"), "status"),
@@ -231,13 +231,17 @@ def test_three_replicas_never_write_for_one_gitsync_at_once(
         assert not late, f"a wrote after its lease could be taken over: {late[:3]}"
         assert not overlaps(_all_writes(reps))
 
-        # ---- SIGTERM c: its shards handed back at once, taken by a and b
-        c_shards = [k for k, h in _holders(env, ns).items() if h == c.identity]
-        t = time.monotonic()
-        c.ctl.stop()
-        assert any(ln.get("reason") == "ShardsReleased" for ln in c.ctl.lines())
+        # ---- SIGTERM c: its shards handed back at once (its proxy saw the PUTs), taken by a and b
+        c_shards = {k for k, h in _holders(env, ns).items() if h == c.identity}
+        t, since = time.monotonic(), time.time()
+        c.ctl.proc.terminate()
         eventually(lambda: c.identity not in _holders(env, ns).values() and all(_holders(env, ns).values()), 10, "")
         handover = time.monotonic() - t
+        c.ctl.stop()
+        assert c.ctl.proc.returncode == 0
+        assert any(ln.get("reason") == "ShardsReleased" for ln in c.ctl.lines())
+        handed = {e.path.rsplit("-", 1)[1] for e in c.proxy.exchanges(method="PUT", path="/leases/") if e.start > since}
+        assert {str(k) for k in c_shards} <= handed, "each of its shard Leases written back on SIGTERM"
         assert handover < LEASE, f"handed back, not expired: {handover:.1f}s (lease {LEASE:g}s)"
 
         # ---- SIGKILL b: its GitSyncs reconciled again by a within lease duration + one interval
