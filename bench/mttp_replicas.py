@@ -129,7 +129,7 @@ class Probe:
     def lines(self) -> list[str]:
         out = []
         for what, xs in sorted(self.latencies.items()):
-            q = statistics.quantiles(xs, n=100) if len(xs) >= 2 else xs * 99
+            q = statistics.quantiles(xs, n=100, method="inclusive") if len(xs) >= 2 else xs * 99
             out.append(
                 f"  probe {what:<8} n={len(xs):<4} p50 {q[49] * 1000:7.1f} ms  p99 {q[98] * 1000:7.1f} ms  "
                 f"max {max(xs) * 1000:7.1f} ms  failures {self.failures.get(what, 0)}"
@@ -241,7 +241,8 @@ def one_round(*, count: int, kube: client.Kube, kubeconfig: Path, tmp: Path, url
 
 
 def print_round(rnd: Round, args: argparse.Namespace) -> None:
-    print(f"replicas={rnd.replicas} shards={args.shards} N={args.n} workers={args.workers} each")
+    load = os.getloadavg()[0]
+    print(f"replicas={rnd.replicas} shards={args.shards} N={args.n} workers={args.workers} each (load1 {load:.1f})")
     for p in rnd.phases:
         cpu = " ".join(f"{c:.1f}" for c in p["cpu"])
         reqs = ", ".join(f"{k} {int(v)}" for k, v in sorted(p["requests"].items()))
