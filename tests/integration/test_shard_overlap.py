@@ -108,6 +108,7 @@ def _start(env: Env, proxies: contextlib.ExitStack, name: str, ns: str, **kw: An
     proxy = proxies.enter_context(FaultProxy.kube(server=env.cluster.server, pki=Path(env.cluster.root) / "pki"))
     args = ("--watch-namespace", ns, "--shards", str(SHARDS), "--lease-namespace", ns, "--lease-duration", str(LEASE))
     ctl = env.start(*args, name=name, kubeconfig=proxy.kubeconfig(env.tmp / f"{name}.kubeconfig"), **kw)
+    proxies.callback(ctl.stop)  # before its proxy closes (LIFO): its hand-back still reaches the API server
     return Replica(name, f"{name}-{len(env.started) - 1}", proxy, ctl)
 
 
@@ -126,11 +127,18 @@ def _status(env: Env, ns: str) -> dict[str, dict[str, Any]]:
     return {i["metadata"]["name"]: i.get("status") or {} for i in items}
 
 
-def _ready_at(env: Env, ns: str, revision: str) -> bool | int:
-    """True once all N GitSyncs applied ``revision``; else how many did (for the failure message)."""
-    st = _status(env, ns)
-    done = sum(1 for s in st.values() if s.get("lastAppliedRevision", "").endswith(revision))
-    return done == N or -done
+def _wait_applied(env: Env, ns: str, revision: str, timeout: float) -> None:
+    """Until all N GitSyncs applied ``revision``; the failure names a few that did not, and why."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = _status(env, ns)
+        behind = sorted(n for n, s in st.items() if not s.get("lastAppliedRevision", "").endswith(revision))
+        if len(st) == N and not behind:
+            return
+        if time.monotonic() > deadline:
+            why = {n: [c.get("message") for c in st[n].get("conditions") or []] for n in behind[:3]}
+            pytest.fail(f"{N - len(behind)}/{N} applied {revision[:8]} after {timeout:g}s; e.g. {why}")
+        time.sleep(0.5)
 
 
 def _applied(env: Env, ns: str, names: set[str], revision: str, value: str) -> list[str] | bool:
@@ -194,7 +202,7 @@ def test_three_replicas_never_write_for_one_gitsync_at_once(
         for i in range(N):
             env.gitsync(ns, f"g{i}", repo.url, path=f"apps/g{i}", interval=f"{INTERVAL:g}s")
         first = repo.head()
-        eventually(lambda: _ready_at(env, ns, first) is True, 240, f"all {N} GitSyncs applied")
+        _wait_applied(env, ns, first, 240)
         print(f"\nshards: {N} applied by 3 replicas in {time.monotonic() - t_first:.1f}s")
         writers = {w.gitsync: w.replica for w in _all_writes(reps) if w.what == "status"}
         assert len(writers) == N
