@@ -205,6 +205,19 @@ def _create(*, kube: client.Kube, ns: str, n: int, url: str, args: argparse.Name
         kube.request("POST", f"{mttp.GS}/namespaces/{ns}/gitsyncs", body={**body, "spec": spec})
 
 
+def _push_hook(rep: Replica, url: str) -> float:
+    """The push webhook that announces the commit (all N GitSyncs follow it); its answer time."""
+    body = json.dumps({"url": url, "branch": "main"}).encode()
+    sig = "sha256=" + hmac.new(mttp.SECRET, body, hashlib.sha256).hexdigest()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{rep.proc.webhook_port}/hook/generic", data=body, headers={"X-Signature": sig}
+    )
+    t = time.monotonic()
+    with urllib.request.urlopen(req, timeout=300) as r:  # noqa: S310 - loopback
+        r.read()
+    return time.monotonic() - t
+
+
 def one_round(*, count: int, kube: client.Kube, kubeconfig: Path, tmp: Path, url: str, repo: Any) -> Round:
     """The two MTTP phases with ``count`` replicas, on fresh namespaces."""
     args, work = repo["args"], repo["work"]
@@ -227,8 +240,9 @@ def one_round(*, count: int, kube: client.Kube, kubeconfig: Path, tmp: Path, url
             sha = mttp.commit_fleet(work=work, n=args.n, generation=repo["generation"])
             since = _snapshot(reps)
             mttp.push(work)
-            mttp.webhook(reps[0].proc, url)
+            hook = _push_hook(reps[0], url)
             rnd.phases.append(_phase(name="push", reps=reps, kube=kube, ns=ns, n=args.n, sha=sha, since=since))
+            rnd.phases[-1]["hook"] = hook
         rnd.probe = probe.lines()
     finally:
         for r in reps:
@@ -250,6 +264,8 @@ def print_round(rnd: Round, args: argparse.Namespace) -> None:
             f"  {p['name']:<7} ready {p['ready']}/{args.n} in {p['seconds']:.1f} s; CPU s per replica [{cpu}] "
             f"(sum {sum(p['cpu']):.1f}); requests {int(sum(p['requests'].values()))} ({reqs})"
         )
+        if "hook" in p:
+            print(f"          the push webhook (annotates all {args.n}) answered in {p['hook']:.2f} s")
     print("  peak RSS per replica: " + ", ".join(f"{r / 2**20:.0f} MiB" for r in rnd.rss))
     for line in rnd.probe:
         print(line)
