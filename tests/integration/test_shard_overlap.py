@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -19,9 +20,10 @@ from typing import Any
 
 import pytest
 from controllers import GS, Controller, Env, cm
-from faultproxy import Exchange, Fault, FaultProxy
+from faultproxy import Exchange, Fault, FaultProxy, Rule
 
 from reconciler.gitsync.shards import KIND_LABEL, shard_lease_name, shard_of
+from reconciler.kube import client
 
 N = 200
 SHARDS = 6
@@ -94,6 +96,22 @@ def test_the_overlap_checker_finds_a_fabricated_overlap() -> None:
 
 
 # ---------------------------------------------------------------------------- the cluster test
+
+
+def test_the_fault_proxy_carries_api_traffic_over_tls(cluster: Any, tmp_path: Path) -> None:
+    """tests/faultproxy.py in front of the real API server, TLS on both sides: what the other
+    fault tests rely on (a 429 honoured, a watch answered 410 as the API server does)."""
+    with FaultProxy.kube(server=cluster.server, pki=Path(cluster.root) / "pki", tls=True) as proxy:
+        kube = client.connect(str(proxy.kubeconfig(tmp_path / "kubeconfig")))
+        busy = Rule(method="GET", path="^/api/v1/namespaces$", fault=Fault.STATUS, status=429, retry_after=0, times=1)
+        proxy.add(busy)
+        assert kube.get("/api/v1/namespaces")["items"], "answered once the 429 was waited out"
+        assert kube.throttled == 1
+        proxy.add(Rule(path="^/api/v1/configmaps$", when=lambda ex: ex.watch, fault=Fault.GONE))
+        lines = list(kube.stream_lines("/api/v1/configmaps", [("watch", "1"), ("resourceVersion", "1")], (5, 5)))
+        assert json.loads(lines[0])["object"]["code"] == 410
+        assert [e.status for e in proxy.exchanges()] == [429, 200, 200]
+        kube.close()
 
 
 @dataclass
