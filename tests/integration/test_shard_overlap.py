@@ -215,7 +215,7 @@ def test_three_replicas_never_write_for_one_gitsync_at_once(
         reps.append(_start(env, proxies, "c", ns))
         a, b, c = reps
         fair = lambda h: sorted(list(h.values()).count(r.identity) for r in reps) == [2, 2, 2]  # noqa: E731
-        eventually(lambda: fair(_holders(env, ns)), 30, "2 of 6 shards held by each replica")
+        eventually(lambda: fair(_holders(env, ns)), 120, "2 of 6 shards held by each replica")
         t_first = time.monotonic()
         for i in range(N):
             env.gitsync(ns, f"g{i}", repo.url, path=f"apps/g{i}", interval=f"{INTERVAL:g}s")
