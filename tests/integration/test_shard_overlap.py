@@ -27,7 +27,7 @@ from reconciler.kube import client
 
 N = 200
 SHARDS = 6
-LEASE = 6.0  # --lease-duration: fencing deadline 4 s, a round every 0.8 s
+LEASE = 15.0  # --lease-duration (the default): fencing deadline 10 s, a round every 2 s
 INTERVAL = 30.0  # the GitSyncs' interval
 GAP = 1.0  # writes of one replica for one GitSync closer than this form one span (one reconcile)
 _TARGETS = (
@@ -261,7 +261,8 @@ def test_three_replicas_never_write_for_one_gitsync_at_once(
         c_shards = {k for k, h in _holders(env, ns).items() if h == c.identity}
         t, since = time.monotonic(), time.time()
         c.ctl.proc.terminate()
-        eventually(lambda: c.identity not in _holders(env, ns).values() and all(_holders(env, ns).values()), 10, "")
+        handed_over = lambda: c.identity not in (h := _holders(env, ns)).values() and all(h.values())  # noqa: E731
+        eventually(handed_over, LEASE, "a and b to hold c's shards before its Leases could expire")
         handover = time.monotonic() - t
         c.ctl.stop()
         assert c.ctl.proc.returncode == 0
