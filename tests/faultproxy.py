@@ -382,10 +382,10 @@ class FaultProxy:
             return web.json_response(gone, status=410)
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
+        ex.status = 200  # before the client can have read it all
         await resp.prepare(request)
         await resp.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
         await resp.write_eof()
-        ex.status = 200
         return resp
 
     async def _forward(
@@ -407,8 +407,8 @@ class FaultProxy:
             else:
                 resp.enable_chunked_encoding()
             await self._gate(request)
+            ex.status = up.status  # before the client can have read it all
             await resp.prepare(request)
-            ex.status = up.status
             await self._relay(request, up, resp, rule)
         return resp
 
