@@ -25,15 +25,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import faultproxy
 
 from reconciler.render import kustomize
 
@@ -326,6 +330,16 @@ def verdict(seen: Observed, *, allowed: Sequence[Revision], bystanders: Bystande
     return problems
 
 
+def left(seen: Observed, *, old: Revision, new: Revision) -> str:
+    """What a kill left between two revisions, in words, for the record."""
+    done = sum(1 for n, v in new.objects.items() if seen.ours.get(n) == v)
+    pruned = sum(1 for n in set(old.objects) - set(new.objects) if n not in seen.ours)
+    return (
+        f"{done}/{len(new.objects)} applied, {pruned}/{len(set(old.objects) - set(new.objects))} pruned, "
+        f"inventory {len(seen.inventory or ())} entries, {len(seen.orphans)} orphans"
+    )
+
+
 def lost(seen: Observed, want: Revision) -> int:
     """Objects of ``want`` missing or with another value: what a crash cost."""
     return sum(1 for n, v in want.objects.items() if seen.ours.get(n) != v)
@@ -393,3 +407,68 @@ class MidRender(AfterFetch):
         self.slow.wait("entered", timeout)
         self.slow.release_first_half()
         self.slow.wait("half", timeout)
+
+
+def is_write(ex: faultproxy.Exchange) -> bool:
+    """A real write: not a server-side dry run (preflight sends those before the first write)."""
+    return not re.search(r"(^|&)dryRun=", ex.query)
+
+
+@dataclass(kw_only=True)
+class AtRequest(KillPoint):
+    """Held at the API server's door: the (``after`` + 1)th request matching ``method`` and
+    ``path`` never reaches the API server (black-holed) while the process is killed, so exactly
+    ``after`` of them did.  Which sync step that is follows from the pattern."""
+
+    proxy: faultproxy.FaultProxy
+    name: str
+    method: str
+    path: str
+    after: int
+    expected: str = "either"
+    _seen: int = 0
+    _hit: threading.Event = field(default_factory=threading.Event)
+    _rule: faultproxy.Rule | None = None
+
+    def _when(self, ex: faultproxy.Exchange) -> bool:
+        if not is_write(ex):
+            return False
+        self._seen += 1
+        return self._seen == self.after + 1
+
+    def arm(self) -> None:
+        self._seen = 0
+        self._hit.clear()
+        self._rule = self.proxy.add(
+            faultproxy.Rule(
+                method=self.method,
+                path=self.path,
+                when=self._when,
+                fault=faultproxy.Fault.BLACKHOLE,
+                on_request=lambda ex: self._hit.set(),
+            )
+        )
+
+    def reached(self, timeout: float) -> None:
+        if not self._hit.wait(timeout):
+            raise AssertionError(f"no {self.method} {self.path} number {self.after + 1} within {timeout}s")
+
+    def clear(self) -> None:
+        if self._rule is not None:
+            self.proxy.remove(self._rule)
+            self._rule = None
+
+
+def api_points(proxy: faultproxy.FaultProxy, *, namespace: str, name: str, applies: int) -> list[AtRequest]:
+    """The kill points among a sync's API writes (``applies``: how many objects it applies)."""
+    objects = rf"/api/v1/namespaces/{namespace}/configmaps/(k|n)\d+$"
+    inventory = rf"/api/v1/namespaces/{namespace}/configmaps/{re.escape(name)}\.gitsync-inventory$"
+    def at(name: str, method: str, path: str, after: int) -> AtRequest:
+        return AtRequest(proxy=proxy, name=name, method=method, path=path, after=after)
+
+    return [
+        at("after the write-ahead inventory, before the first apply", "PATCH", objects, 0),
+        at(f"after {applies // 2} of {applies} applies", "PATCH", objects, applies // 2),
+        at("mid-prune (after 1 delete)", "DELETE", objects, 1),
+        at("between apply+prune and the inventory write", "PATCH|POST", inventory, 1),
+    ]
