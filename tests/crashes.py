@@ -23,6 +23,7 @@ request (``tests/faultproxy.py``), which holds that request while the process is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,10 +160,14 @@ class Proc:
     proc: subprocess.Popen[bytes]
     log: Path
 
-    def kill(self) -> None:
-        """SIGKILL the whole group, as the kernel ends a Pod's container: no handler runs."""
-        if self.proc.poll() is None:
+    def sigkill(self) -> None:
+        """SIGKILL the whole group, as the kernel ends a Pod's container: no handler runs.
+        Does not wait, so the fault proxy can call it while it holds a request."""
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def kill(self) -> None:
+        self.sigkill()
         self.proc.wait(10)
 
     def stop(self) -> None:
@@ -366,13 +371,14 @@ class Tally:
 
 
 class KillPoint:
-    """Where in a sync the process is killed: ``arm`` before it starts, ``reached`` blocks until
-    the process is there (and held there), ``clear`` after the kill undoes the arrangement."""
+    """Where in a sync the process is killed: ``arm`` before it starts (with the kill to send
+    when the point is reached, where the point can send it itself), ``reached`` blocks until the
+    process is there (held there, or killed), ``clear`` after the kill undoes the arrangement."""
 
     name = ""
     expected = ""  # the revisions live state may equal right after the kill: "old", or "either"
 
-    def arm(self) -> None: ...
+    def arm(self, kill: Callable[[], None]) -> None: ...
 
     def reached(self, timeout: float) -> None: ...
 
@@ -387,8 +393,8 @@ class AfterFetch(KillPoint):
     name: str = "after fetch (render starting)"
     expected: str = "old"
 
-    def arm(self) -> None:
-        self.slow.arm()
+    def arm(self, kill: Callable[[], None]) -> None:
+        self.slow.arm()  # the process waits in the wrapper: the test kills it
 
     def reached(self, timeout: float) -> None:
         self.slow.wait("entered", timeout)
@@ -436,16 +442,19 @@ class AtRequest(KillPoint):
         self._seen += 1
         return self._seen == self.after + 1
 
-    def arm(self) -> None:
+    def arm(self, kill: Callable[[], None]) -> None:
+        """The kill is sent from the proxy's one thread, before it serves anything else: no
+        other request of the process gets through once the point is reached."""
         self._seen = 0
         self._hit.clear()
+
+        def hit(ex: faultproxy.Exchange) -> None:
+            kill()
+            self._hit.set()
+
         self._rule = self.proxy.add(
             faultproxy.Rule(
-                method=self.method,
-                path=self.path,
-                when=self._when,
-                fault=faultproxy.Fault.BLACKHOLE,
-                on_request=lambda ex: self._hit.set(),
+                method=self.method, path=self.path, when=self._when, fault=faultproxy.Fault.BLACKHOLE, on_request=hit
             )
         )
 
@@ -459,16 +468,26 @@ class AtRequest(KillPoint):
             self._rule = None
 
 
-def api_points(proxy: faultproxy.FaultProxy, *, namespace: str, name: str, applies: int) -> list[AtRequest]:
-    """The kill points among a sync's API writes (``applies``: how many objects it applies)."""
+def api_points(
+    proxy: faultproxy.FaultProxy, *, namespace: str, name: str, applies: int, in_flight: int = 1
+) -> list[AtRequest]:
+    """The kill points among a sync's API writes (``applies``: how many objects it applies;
+    ``in_flight``: how many it sends at once, so how many may land around the kill)."""
     objects = rf"/api/v1/namespaces/{namespace}/configmaps/(k|n)\d+$"
     inventory = rf"/api/v1/namespaces/{namespace}/configmaps/{re.escape(name)}\.gitsync-inventory$"
     def at(name: str, method: str, path: str, after: int) -> AtRequest:
         return AtRequest(proxy=proxy, name=name, method=method, path=path, after=after)
 
     return [
-        at("after the write-ahead inventory, before the first apply", "PATCH", objects, 0),
-        at(f"after {applies // 2} of {applies} applies", "PATCH", objects, applies // 2),
+        at("at the first apply (write-ahead inventory stored)", "PATCH", objects, 0),
+        at(
+            f"after {applies // 2} of {applies} applies"
+            if in_flight == 1
+            else f"at apply {applies // 2 + 1} of {applies} (up to {in_flight} in flight)",
+            "PATCH",
+            objects,
+            applies // 2,
+        ),
         at("mid-prune (after 1 delete)", "DELETE", objects, 1),
         at("between apply+prune and the inventory write", "PATCH|POST", inventory, 1),
     ]

@@ -20,6 +20,7 @@ from typing import Any
 import crashes
 import faultproxy
 import pytest
+from controllers import Env
 from crashes import AfterFetch, Bystanders, KillPoint, MidRender, Revision, SlowKustomize
 
 PATH = "app"
@@ -68,8 +69,10 @@ class CliTrials:
         ``back``: git is reverted to ``old`` before the rerun, which must then prune what the
         killed sync created (the write-ahead inventory lists it)."""
         self.commit(new, old)
-        point.arm()
+        running: list[crashes.Proc] = []
+        point.arm(lambda: running[0].sigkill())
         proc = crashes.launch(self.argv, log=self.tmp / "sync.log", env=self.slow.env())
+        running.append(proc)
         try:
             point.reached(60)
         except AssertionError as e:
@@ -129,4 +132,100 @@ def test_reconciler_sync_killed_at_each_step(
             passed=not problems,
             lost=lost,
         )
+    assert not failures, failures
+
+
+class RunTrials:
+    """One GitSync reconciled by `reconciler run` (through the proxy), moved through revisions;
+    each trial kills the controller and starts a new one on the same cache directory."""
+
+    def __init__(self, *, env: Env, via: Path, namespace: str, repo: Any, tmp: Path, slow: SlowKustomize) -> None:
+        self.env, self.via, self.ns, self.repo, self.tmp, self.slow = env, via, namespace, repo, tmp, slow
+        self.kubeconfig = env.cluster.kubeconfig
+        self.bystanders = Bystanders.create(self.kubeconfig, namespace=namespace)
+        self.proc: crashes.Proc | None = None
+        self.left = ""
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        argv = ["run", "--kubeconfig", str(self.via), "--watch-namespace", self.ns, "--metrics-addr", ""]
+        argv += ["--health-addr", "", "--cache-dir", str(self.tmp / "cache")]
+        self.proc = crashes.launch(argv, log=self.tmp / f"run-{self.starts}.log", env=self.slow.env())
+
+    def commit(self, rev: Revision, previous: Revision | None) -> str:
+        sha: str = self.repo.commit(rev.files(namespace=self.ns, path=PATH, previous=previous), rev.name)
+        return sha
+
+    def applied(self, sha: str, timeout: float = 90) -> None:
+        def done() -> bool:
+            obj = self.env.ready(self.ns, NAME)
+            return bool(obj and obj["status"].get("lastAppliedRevision") == f"main@sha1:{sha}")
+
+        try:
+            crashes.wait_for(done, timeout, f"GitSync {NAME} Ready at {sha[:8]}", interval=0.25)
+        except AssertionError as e:
+            tail = self.proc.tail() if self.proc else ""
+            raise AssertionError(f"{e}\nstatus: {self.env.get(self.ns, NAME)}\n{tail}") from None
+
+    def observe(self) -> crashes.Observed:
+        return crashes.observe(self.kubeconfig, namespace=self.ns, name=NAME)
+
+    def trial(self, point: KillPoint, old: Revision, new: Revision) -> list[str]:
+        proc = self.proc
+        assert proc is not None
+        point.arm(proc.sigkill)
+        sha = self.commit(new, old)
+        try:
+            point.reached(60)
+        except AssertionError as e:
+            raise AssertionError(f"{point.name}: {e}\n{proc.tail()}") from None
+        finally:
+            proc.kill()
+            point.clear()
+        seen = self.observe()
+        self.left = crashes.left(seen, old=old, new=new)
+        problems = crashes.verdict(seen, allowed=[old, new], bystanders=self.bystanders, converged=False)
+        if point.expected == "old" and seen.ours != dict(old.objects):
+            problems.append(f"killed before any write, yet live is {seen.ours}, not {old.name}")
+        self.start()
+        self.applied(sha)
+        seen = self.observe()
+        problems += crashes.verdict(seen, allowed=[new], bystanders=self.bystanders, converged=True)
+        return [f"{point.name}: {p}" for p in problems]
+
+
+def test_reconciler_run_killed_at_each_step(
+    env: Env, proxy: faultproxy.FaultProxy, namespace: str, git_repo: Any, tmp_path: Path, reliability: Any
+) -> None:
+    slow = SlowKustomize(tmp_path)
+    via = proxy.kubeconfig(tmp_path / "proxy.kubeconfig")
+    trials = RunTrials(env=env, via=via, namespace=namespace, repo=git_repo, tmp=tmp_path, slow=slow)
+    points: list[KillPoint] = [
+        AfterFetch(slow),
+        MidRender(slow),
+        *crashes.api_points(proxy, namespace=namespace, name=NAME, applies=APPLIES, in_flight=8),
+    ]
+    revs = crashes.revisions("A", *(f"R{i}" for i in range(len(points))))
+    sha = trials.commit(revs[0], None)
+    trials.start()
+    env.gitsync(namespace, NAME, git_repo.url, path=PATH, interval="2s", retryInterval="1s")
+    trials.applied(sha)
+    failures = []
+    try:
+        for point, (old, new) in zip(points, pairwise(revs), strict=True):
+            problems = trials.trial(point, old, new)
+            failures += problems
+            reliability.record(
+                area="crash",
+                fault=f"reconciler run SIGKILLed {point.name}, a new controller started",
+                expected="nothing of ours unrecorded (also right after the kill); the new controller converges: "
+                "live = git, inventory = live, Ready at the new revision; bystanders untouched",
+                observed="; ".join(problems) or f"the kill left {trials.left}; the new controller converged",
+                passed=not problems,
+                lost=crashes.lost(trials.observe(), new),
+            )
+    finally:
+        if trials.proc is not None:
+            trials.proc.stop()
     assert not failures, failures
