@@ -86,7 +86,7 @@ def revisions(*names: str, keep: int = 5, first: int = 8, add: int = 4) -> list[
     out = [Revision(names[0], dict(current))]
     serial = 0
     for rev in names[1:]:
-        current = {n: rev for n in list(current)[-keep:]}
+        current = dict.fromkeys(list(current)[-keep:], rev)
         for _ in range(add):
             current[f"n{serial}"] = rev
             serial += 1
@@ -313,7 +313,13 @@ class Bystanders:
                 check=True,
             )
         seen = kubectl_json(kubeconfig, "get", "configmaps", "-n", namespace)["items"]
-        return cls({i["metadata"]["name"]: i["metadata"]["resourceVersion"] for i in seen if i["metadata"]["name"].startswith("bystander-")})
+        return cls(
+            {
+                i["metadata"]["name"]: i["metadata"]["resourceVersion"]
+                for i in seen
+                if i["metadata"]["name"].startswith("bystander-")
+            }
+        )
 
     def touched(self, seen: Observed) -> list[str]:
         return sorted(n for n, rv in self.names.items() if seen.versions.get(n) != rv)
@@ -475,6 +481,7 @@ def api_points(
     ``in_flight``: how many it sends at once, so how many may land around the kill)."""
     objects = rf"/api/v1/namespaces/{namespace}/configmaps/(k|n)\d+$"
     inventory = rf"/api/v1/namespaces/{namespace}/configmaps/{re.escape(name)}\.gitsync-inventory$"
+
     def at(name: str, method: str, path: str, after: int) -> AtRequest:
         return AtRequest(proxy=proxy, name=name, method=method, path=path, after=after)
 

@@ -38,7 +38,9 @@ def proxy(cluster: Any) -> Iterator[faultproxy.FaultProxy]:
 class CliTrials:
     """One `reconciler sync` (namespace, name) moved through a chain of revisions."""
 
-    def __init__(self, *, kubeconfig: Path, via: Path, namespace: str, repo: Any, tmp: Path, slow: SlowKustomize) -> None:
+    def __init__(
+        self, *, kubeconfig: Path, via: Path, namespace: str, repo: Any, tmp: Path, slow: SlowKustomize
+    ) -> None:
         """``kubeconfig`` reads the cluster directly; the sync goes ``via`` the fault proxy."""
         self.kubeconfig, self.ns, self.repo, self.tmp, self.slow = kubeconfig, namespace, repo, tmp, slow
         self.name = NAME
