@@ -498,3 +498,90 @@ def api_points(
         at("mid-prune (after 1 delete)", "DELETE", objects, 1),
         at("between apply+prune and the inventory write", "PATCH|POST", inventory, 1),
     ]
+
+
+# ----------------------------------------------------------------------------- a controller
+
+
+READY = "Ready"
+
+
+class Controlled:
+    """One GitSync (``name``, path ``app``) reconciled by a `reconciler run` the test starts,
+    kills and starts again, talking to the API server ``via`` a kubeconfig (the fault proxy's);
+    the test reads the cluster directly."""
+
+    def __init__(
+        self, *, env: Any, via: Path, namespace: str, repo: Any, tmp: Path, name: str, env_extra: Mapping[str, str] = {}
+    ) -> None:
+        self.env, self.via, self.ns, self.repo, self.tmp, self.name = env, via, namespace, repo, tmp, name
+        self.extra = dict(env_extra)
+        self.kubeconfig: Path = env.cluster.kubeconfig
+        self.bystanders = Bystanders.create(self.kubeconfig, namespace=namespace)
+        self.proc: Proc | None = None
+        self.left = ""
+        self.starts = 0
+
+    def start(self, *flags: str) -> Proc:
+        self.starts += 1
+        argv = ["run", "--kubeconfig", str(self.via), "--watch-namespace", self.ns, "--metrics-addr", ""]
+        argv += ["--health-addr", "", "--cache-dir", str(self.tmp / "cache"), *flags]
+        self.proc = launch(argv, log=self.tmp / f"run-{self.starts}.log", env=self.extra)
+        return self.proc
+
+    def create(self, **spec: Any) -> None:
+        self.env.gitsync(self.ns, self.name, self.repo.url, path="app", retryInterval="1s", **spec)
+
+    def commit(self, rev: Revision, previous: Revision | None) -> str:
+        sha: str = self.repo.commit(rev.files(namespace=self.ns, path="app", previous=previous), rev.name)
+        return sha
+
+    def request(self) -> None:
+        """Ask for a sync now (the requested-at annotation), rather than wait for the interval."""
+        self.env.kube.request(
+            "PATCH",
+            f"/apis/{GROUP}/v1/namespaces/{self.ns}/gitsyncs/{self.name}",
+            body={"metadata": {"annotations": {f"{GROUP}/requested-at": str(time.time())}}},
+            content_type="application/merge-patch+json",
+        )
+
+    def ready_condition(self) -> dict[str, Any]:
+        obj = self.env.get(self.ns, self.name) or {}
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return next((c for c in conds if c["type"] == READY), {})
+
+    def status(self) -> dict[str, Any]:
+        return dict((self.env.get(self.ns, self.name) or {}).get("status") or {})
+
+    def applied(self, sha: str, timeout: float = 90) -> None:
+        def done() -> bool:
+            obj = self.env.ready(self.ns, self.name)
+            return bool(obj and obj["status"].get("lastAppliedRevision") == f"main@sha1:{sha}")
+
+        self._wait(done, timeout, f"GitSync {self.name} Ready at {sha[:8]}")
+
+    def failed(self, sha: str, timeout: float = 90) -> dict[str, Any]:
+        """Wait for Ready=False on revision ``sha``; returns the condition."""
+
+        def done() -> dict[str, Any] | None:
+            st = self.status()
+            cond = self.ready_condition()
+            at = sha in str(st.get("lastAttemptedRevision", ""))
+            return cond if at and cond.get("status") == "False" and cond.get("reason") != "Progressing" else None
+
+        found: dict[str, Any] = self._wait(done, timeout, f"GitSync {self.name} Ready=False at {sha[:8]}")
+        return found
+
+    def _wait(self, predicate: Any, timeout: float, what: str) -> Any:
+        try:
+            return wait_for(predicate, timeout, what, interval=0.25)
+        except AssertionError as e:
+            tail = self.proc.tail() if self.proc else ""
+            raise AssertionError(f"{e}\nstatus: {self.status()}\n{tail}") from None
+
+    def observe(self) -> Observed:
+        return observe(self.kubeconfig, namespace=self.ns, name=self.name)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()

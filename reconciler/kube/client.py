@@ -102,7 +102,11 @@ class KubeError(Exception):
 
 
 class UnreachableError(Exception):
-    """The API server could not be reached at all (connection, TLS or timeout)."""
+    """The API server could not be reached at all (connection, TLS or timeout).
+
+    Its message always says ``cannot reach the API server``, the words the runbook's row for
+    it starts with, whatever urllib3 called the failure (a refused connection, a reset, a
+    half-read body, a read timeout)."""
 
 
 class CredentialsError(UnreachableError):
@@ -150,6 +154,9 @@ class Kube:
         self.on_request: Callable[[str], None] | None = None  # e.g. a metrics counter
         self.limiter: RateLimiter | None = None  # default None: no client-side limit (see limit())
         self.throttled = 0  # responses that were 429 and sent again, for tests and benchmarks
+        # default 60 s (DEFAULT_TIMEOUT's read part): how long a request waits for its answer
+        # unless it names its own timeout; `--request-timeout` sets it
+        self.read_timeout = DEFAULT_TIMEOUT[1]
 
     def limit(self, *, qps: float, burst: int) -> None:
         """Bound this handle's requests (watches included) to ``qps`` a second, ``burst`` at once;
@@ -196,6 +203,8 @@ class Kube:
             method, path, query_params=list(query or []), header_params=headers, auth_settings=["BearerToken"]
         )
         payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        if timeout is DEFAULT_TIMEOUT:  # the caller named none: this handle's (--request-timeout)
+            timeout = (DEFAULT_TIMEOUT[0], self.read_timeout)
         if isinstance(timeout, tuple):
             tmo = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         else:
@@ -212,7 +221,7 @@ class Kube:
                 )
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) else e
-                raise UnreachableError(f"{method} {self.host}{path}: {cause}") from e
+                raise UnreachableError(f"{method} {self.host}{path}: cannot reach the API server: {cause}") from e
             if resp.status != 429 or attempt == THROTTLE_RETRIES:
                 break
             # Throttled (max-in-flight or Priority and Fairness): the request was not processed,
@@ -276,7 +285,9 @@ class Kube:
         try:
             data: bytes = resp.read()
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise UnreachableError(f"{method} {self.host}{path}: reading the response: {e}") from e
+            raise UnreachableError(
+                f"{method} {self.host}{path}: cannot reach the API server (reading the response): {e}"
+            ) from e
         finally:
             resp.release_conn()
         if not 200 <= resp.status < 300:
@@ -300,7 +311,7 @@ class Kube:
             if buf.strip():
                 yield buf
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise UnreachableError(f"GET {self.host}{path}: watch stream: {e}") from e
+            raise UnreachableError(f"GET {self.host}{path}: cannot reach the API server (watch stream): {e}") from e
         finally:
             resp.release_conn()
 

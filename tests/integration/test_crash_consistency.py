@@ -137,41 +137,8 @@ def test_reconciler_sync_killed_at_each_step(
     assert not failures, failures
 
 
-class RunTrials:
-    """One GitSync reconciled by `reconciler run` (through the proxy), moved through revisions;
-    each trial kills the controller and starts a new one on the same cache directory."""
-
-    def __init__(self, *, env: Env, via: Path, namespace: str, repo: Any, tmp: Path, slow: SlowKustomize) -> None:
-        self.env, self.via, self.ns, self.repo, self.tmp, self.slow = env, via, namespace, repo, tmp, slow
-        self.kubeconfig = env.cluster.kubeconfig
-        self.bystanders = Bystanders.create(self.kubeconfig, namespace=namespace)
-        self.proc: crashes.Proc | None = None
-        self.left = ""
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        argv = ["run", "--kubeconfig", str(self.via), "--watch-namespace", self.ns, "--metrics-addr", ""]
-        argv += ["--health-addr", "", "--cache-dir", str(self.tmp / "cache")]
-        self.proc = crashes.launch(argv, log=self.tmp / f"run-{self.starts}.log", env=self.slow.env())
-
-    def commit(self, rev: Revision, previous: Revision | None) -> str:
-        sha: str = self.repo.commit(rev.files(namespace=self.ns, path=PATH, previous=previous), rev.name)
-        return sha
-
-    def applied(self, sha: str, timeout: float = 90) -> None:
-        def done() -> bool:
-            obj = self.env.ready(self.ns, NAME)
-            return bool(obj and obj["status"].get("lastAppliedRevision") == f"main@sha1:{sha}")
-
-        try:
-            crashes.wait_for(done, timeout, f"GitSync {NAME} Ready at {sha[:8]}", interval=0.25)
-        except AssertionError as e:
-            tail = self.proc.tail() if self.proc else ""
-            raise AssertionError(f"{e}\nstatus: {self.env.get(self.ns, NAME)}\n{tail}") from None
-
-    def observe(self) -> crashes.Observed:
-        return crashes.observe(self.kubeconfig, namespace=self.ns, name=NAME)
+class RunTrials(crashes.Controlled):
+    """The GitSync under a controller that each trial kills; a new one starts on the same cache."""
 
     def trial(self, point: KillPoint, old: Revision, new: Revision) -> list[str]:
         proc = self.proc
@@ -202,7 +169,7 @@ def test_reconciler_run_killed_at_each_step(
 ) -> None:
     slow = SlowKustomize(tmp_path)
     via = proxy.kubeconfig(tmp_path / "proxy.kubeconfig")
-    trials = RunTrials(env=env, via=via, namespace=namespace, repo=git_repo, tmp=tmp_path, slow=slow)
+    trials = RunTrials(env=env, via=via, namespace=namespace, repo=git_repo, tmp=tmp_path, env_extra=slow.env(), name=NAME)
     points: list[KillPoint] = [
         AfterFetch(slow),
         MidRender(slow),
@@ -211,7 +178,7 @@ def test_reconciler_run_killed_at_each_step(
     revs = crashes.revisions("A", *(f"R{i}" for i in range(len(points))))
     sha = trials.commit(revs[0], None)
     trials.start()
-    env.gitsync(namespace, NAME, git_repo.url, path=PATH, interval="2s", retryInterval="1s")
+    trials.create(interval="2s")
     trials.applied(sha)
     failures = []
     try:
