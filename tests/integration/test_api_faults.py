@@ -25,6 +25,8 @@ from crashes import Revision
 from faultproxy import Fault, Rule
 
 NAME = "faults"
+REQUEST_TIMEOUT = 3  # seconds: `run --request-timeout`, so a hung request fails the sync quickly
+RETRY_AFTER = 2.0  # seconds: the 429's Retry-After
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +68,13 @@ SCENARIOS = [
         "500 InternalError on every apply of a new object (mid-sync)",
         lambda ns: [Rule("PATCH", objects_path(ns).replace("(k|n)", "n"), Fault.STATUS, when=_write, status=500)],
         "ReconciliationFailed",
-        r"500",
+        r"InternalError",
     ),
     Scenario(
         "503 ServiceUnavailable on the server-side dry runs (preflight)",
         lambda ns: [Rule("PATCH", objects_path(ns), Fault.STATUS, when=_dry_run, status=503)],
         "ReconciliationFailed",
-        r"503",
+        r"ServiceUnavailable",
         untouched=True,
     ),
     Scenario(
@@ -89,6 +91,12 @@ SCENARIOS = [
         r"(?i)connection|reset|incomplete|protocol",
     ),
     Scenario(
+        f"apply requests hang (no answer; the controller runs with --request-timeout {REQUEST_TIMEOUT}s)",
+        lambda ns: [Rule("PATCH", objects_path(ns), Fault.HANG, when=_write)],
+        "ReconciliationFailed",
+        r"cannot reach the API server.*[Tt]imed out",
+    ),
+    Scenario(
         "API server unreachable for the sync's writes (connections refused)",
         lambda ns: [Rule("PATCH|POST|DELETE", rf"/api/v1/namespaces/{ns}/configmaps", Fault.REFUSE, when=_write)],
         "ReconciliationFailed",
@@ -102,8 +110,10 @@ class FaultTrials(crashes.Controlled):
         rules = [proxy.add(r) for r in sc.rules(self.ns)]
         try:
             sha = self.commit(new, old)
+            t0 = time.monotonic()
             self.request()
             cond = self.failed(sha)
+            sc.extra.append(f"failed {time.monotonic() - t0:.1f}s after the sync was requested")
             seen = self.observe()
             problems = self.judge_failure(sc, cond, seen, old=old, new=new)
         finally:
@@ -131,25 +141,101 @@ class FaultTrials(crashes.Controlled):
             problems.append(f"lastAppliedRevision moved: {last}")
         if sc.untouched and seen.ours != dict(old.objects):
             problems.append(f"the fault came before any write, yet live is {seen.ours}")
-        sc.extra.append(f"Ready=False {cond.get('reason')}: {cond.get('message', '')[:160]}")
+        message = re.sub(r"^GitSync \S+: revision \S+: ", "", cond.get("message", ""))
+        sc.extra.insert(0, f"Ready=False {cond.get('reason')}: {message[:200]}")
         return problems
 
 
-def test_api_faults_mid_sync(
+def _watching(ex: faultproxy.Exchange) -> bool:
+    return ex.watch and "labelSelector" in ex.query
+
+
+def watch_rules(proxy: faultproxy.FaultProxy) -> list[Rule]:
+    """The drift watch on ConfigMaps: its first stream ends after a second, the next one is
+    answered 410 Gone (its resourceVersion too old), so it must list again and watch anew."""
+    return [
+        proxy.add(Rule("GET", r"/configmaps$", Fault.END, when=_watching, after=1.0, times=1)),
+        proxy.add(Rule("GET", r"/configmaps$", Fault.GONE, when=_watching, times=1)),
+    ]
+
+
+def check_watch_resumed(trials: FaultTrials, proxy: faultproxy.FaultProxy, old: Revision) -> list[str]:
+    """After the end and the 410: a relist, a new watch, and drift still caught at once."""
+    gone = crashes.wait_for(
+        lambda: [e for e in proxy.exchanges(path=r"/configmaps$") if e.fault == Fault.GONE], 60, "the 410 Gone"
+    )[0]
+
+    def resumed() -> list[faultproxy.Exchange]:
+        later = [e for e in proxy.exchanges(method="GET", path=r"/configmaps$") if e.start > gone.start]
+        relist = [e for e in later if not e.watch and "labelSelector" in e.query]
+        return [e for e in later if _watching(e) and relist and e.start > relist[0].start]
+
+    crashes.wait_for(resumed, 30, "a relist and a new watch after the 410")
+    victim = next(iter(old.objects))
+    trials.env.kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{trials.ns}/configmaps/{victim}",
+        query=[("fieldManager", "kubectl-edit")],
+        body={"data": {"v": "edited by hand"}},
+        content_type="application/merge-patch+json",
+    )
+    t0 = time.monotonic()
+    crashes.wait_for(lambda: trials.observe().ours.get(victim) == old.objects[victim], 30, "the drift to be corrected")
+    took = time.monotonic() - t0
+    problems = [] if took < 15 else [f"drift corrected only after {took:.1f}s (interval is 1h: the watch missed it)"]
+    return problems or [f"relisted and watched again; a hand edit corrected in {took:.1f}s (interval 1h)"]
+
+
+def check_throttle(trials: FaultTrials, proxy: faultproxy.FaultProxy, old: Revision, new: Revision) -> list[str]:
+    """A 429 with Retry-After on the first apply: the request is sent again, not before the wait."""
+    rule = proxy.add(
+        Rule("PATCH", objects_path(trials.ns), Fault.STATUS, when=_write, status=429, retry_after=RETRY_AFTER, times=1)
+    )
+    try:
+        sha = trials.commit(new, old)
+        trials.request()
+        trials.applied(sha)
+    finally:
+        proxy.remove(rule)
+    throttled = [e for e in proxy.exchanges(method="PATCH") if e.status == 429]
+    assert len(throttled) == 1, throttled
+    first = throttled[0]
+    again = [e for e in proxy.exchanges(method="PATCH", path=re.escape(first.path) + "$") if e.start > first.start]
+    if not again:
+        return [f"{first.path} was never sent again after its 429"]
+    waited = again[0].start - first.end
+    if waited < RETRY_AFTER - 0.05:
+        return [f"sent again {waited:.2f}s after a 429 asking for {RETRY_AFTER}s"]
+    seen = trials.observe()
+    problems = crashes.verdict(seen, allowed=[new], bystanders=trials.bystanders, converged=True)
+    return problems or [f"sent again after {waited:.2f}s (Retry-After {RETRY_AFTER:g}s); the sync succeeded"]
+
+
+def test_api_faults_against_the_controller(
     env: Env, proxy: faultproxy.FaultProxy, namespace: str, git_repo: Any, tmp_path: Path, reliability: Any
 ) -> None:
-    trials = FaultTrials(
-        env=env, via=proxy.kubeconfig(tmp_path / "proxy.kubeconfig"), namespace=namespace, repo=git_repo,
-        tmp=tmp_path, name=NAME,
-    )
-    revs = crashes.revisions("A", *(f"F{i}" for i in range(len(SCENARIOS))))
+    via = proxy.kubeconfig(tmp_path / "proxy.kubeconfig")
+    trials = FaultTrials(env=env, via=via, namespace=namespace, repo=git_repo, tmp=tmp_path, name=NAME)
+    revs = crashes.revisions("A", *(f"F{i}" for i in range(len(SCENARIOS) + 1)))
     sha = trials.commit(revs[0], None)
-    trials.start()
-    trials.create(interval="1h")
-    trials.applied(sha)
+    watch = watch_rules(proxy)
+    trials.start("--request-timeout", f"{REQUEST_TIMEOUT}s")
+    trials.create(interval="1h")  # only a request, a retry or the drift watch syncs it
     failures = []
     try:
-        for sc, (old, new) in zip(SCENARIOS, pairwise(revs), strict=True):
+        trials.applied(sha)
+        said = check_watch_resumed(trials, proxy, revs[0])
+        for r in watch:
+            proxy.remove(r)
+        reliability.record(
+            area="api-server",
+            fault="drift watch: stream ended by the server, then 410 Gone on the resumed watch",
+            expected="the controller relists and watches again; a hand edit is still corrected at once",
+            observed="; ".join(said),
+            passed=said[0].startswith("relisted"),
+        )
+        failures += [] if said[0].startswith("relisted") else said
+        for sc, (old, new) in zip(SCENARIOS, pairwise(revs[:-1]), strict=True):
             problems = trials.trial(proxy, sc, old, new)
             failures += [f"{sc.fault}: {p}" for p in problems]
             reliability.record(
@@ -161,6 +247,16 @@ def test_api_faults_mid_sync(
                 passed=not problems,
                 lost=crashes.lost(trials.observe(), new),
             )
+        said = check_throttle(trials, proxy, revs[-2], revs[-1])
+        ok = said[0].startswith("sent again after")
+        failures += [] if ok else said
+        reliability.record(
+            area="api-server",
+            fault=f"429 TooManyRequests with Retry-After {RETRY_AFTER:g}s on an apply",
+            expected="the request is sent again no sooner than Retry-After; the sync succeeds",
+            observed="; ".join(said),
+            passed=ok,
+        )
     finally:
         trials.stop()
     assert not failures, failures
