@@ -258,6 +258,7 @@ class Observed:
     inventory: set[str] | None  # ConfigMap names in the inventory (None: no inventory)
     revision: str  # the inventory's revision
     versions: dict[str, str]  # name -> resourceVersion of every ConfigMap in the namespace
+    others: set[str] = field(default_factory=set)  # inventory ids of other kinds than ConfigMap
 
     @property
     def orphans(self) -> set[str]:
@@ -278,12 +279,14 @@ def observe(kubeconfig: Path, *, namespace: str, name: str) -> Observed:
     if inv is None:
         return Observed(ours, None, "", versions)
     doc = json.loads(inv["data"]["inventory.json"])
-    ids = set()
+    ids, others = set(), set()
     for e in doc["entries"]:
         ns, obj, group, kind = e["id"].split("_")
-        assert (ns, group, kind) == (namespace, "", "ConfigMap"), e
-        ids.add(obj)
-    return Observed(ours, ids, str(doc.get("revision", "")), versions)
+        if (ns, group, kind) == (namespace, "", "ConfigMap"):
+            ids.add(obj)
+        else:
+            others.add(e["id"])
+    return Observed(ours, ids, str(doc.get("revision", "")), versions, others)
 
 
 @dataclass

@@ -9,6 +9,7 @@ and the sync converges on its own once the fault ends.  The cluster is read with
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ import pytest
 from controllers import Env
 from crashes import Revision
 from faultproxy import Fault, Rule
+
+from reconciler.kube.client import KubeError
 
 NAME = "faults"
 REQUEST_TIMEOUT = 3  # seconds: `run --request-timeout`, so a hung request fails the sync quickly
@@ -49,6 +52,11 @@ class Scenario:
     says: str  # a regex the Ready message matches
     untouched: bool = False  # the fault hits before the first write: live state stays the old revision exactly
     extra: list[str] = field(default_factory=list)  # filled by checks after the trial, for the record
+
+
+def _message(cond: dict[str, Any]) -> str:
+    """A Ready message without its `GitSync NS/NAME: revision R: ` lead, for the record."""
+    return re.sub(r"^GitSync \S+: revision \S+: ", "", str(cond.get("message", "")))
 
 
 def _write(ex: faultproxy.Exchange) -> bool:
@@ -141,8 +149,7 @@ class FaultTrials(crashes.Controlled):
             problems.append(f"lastAppliedRevision moved: {last}")
         if sc.untouched and seen.ours != dict(old.objects):
             problems.append(f"the fault came before any write, yet live is {seen.ours}")
-        message = re.sub(r"^GitSync \S+: revision \S+: ", "", cond.get("message", ""))
-        sc.extra.insert(0, f"Ready=False {cond.get('reason')}: {message[:200]}")
+        sc.extra.insert(0, f"Ready=False {cond.get('reason')}: {_message(cond)[:200]}")
         return problems
 
 
@@ -260,3 +267,111 @@ def test_api_faults_against_the_controller(
     finally:
         trials.stop()
     assert not failures, failures
+
+
+APIREG = "/apis/apiregistration.k8s.io/v1/apiservices"
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def _widget_crd(group: str) -> dict[str, Any]:
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1beta1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}],
+        },
+    }
+
+
+def test_apiservice_unavailable_inside_a_sync(
+    env: Env, namespace: str, git_repo: Any, tmp_path: Path, reliability: Any
+) -> None:
+    """The runbook's row `APIService … is unavailable`: an aggregated API whose backend is down is
+    named, only its kinds fail, nothing of the revision is written or pruned; once the API is
+    served again (here: the APIService replaced by a CRD of the same group and version) the
+    controller converges without a restart."""
+    kube, ns = env.kube, namespace
+    group = f"{ns}.crash.example"
+    name = f"v1beta1.{group}"
+    kube.request(
+        "POST",
+        APIREG,
+        body={
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": name},
+            "spec": {
+                "group": group,
+                "version": "v1beta1",
+                "service": {"namespace": ns, "name": "no-such-backend", "port": 443},
+                "insecureSkipTLSVerify": True,
+                "groupPriorityMinimum": 1000,
+                "versionPriority": 15,
+            },
+        },
+    )
+    trials = crashes.Controlled(
+        env=env, via=env.cluster.kubeconfig, namespace=ns, repo=git_repo, tmp=tmp_path, name=NAME
+    )
+    widget = {"apiVersion": f"{group}/v1beta1", "kind": "Widget", "metadata": {"name": "w", "namespace": ns}}
+    try:
+        crashes.wait_for(lambda: _available(kube, name) == "False", 30, f"APIService {name} Available=False")
+        a = Revision("A", {"k0": "A", "k1": "A"})
+        sha_a = git_repo.commit(a.files(namespace=ns, path="app", previous=None), "A")
+        trials.start()
+        trials.create(interval="1h")
+        trials.applied(sha_a)
+        b = Revision("B", {"k0": "B"})
+        files = b.files(namespace=ns, path="app", previous=a)
+        files["app/w.yaml"] = json.dumps(widget)
+        files["app/kustomization.yaml"] = "resources:\n  - k0.yaml\n  - w.yaml\n"
+        sha_b = git_repo.commit(files, "B")
+        trials.request()
+        cond = trials.failed(sha_b)
+        seen = trials.observe()
+        problems = []
+        if not re.search(rf"APIService {re.escape(name)} is unavailable", cond.get("message", "")):
+            problems.append(f"Ready message does not name the APIService: {cond.get('message')!r}")
+        if seen.ours != dict(a.objects):
+            problems.append(f"live {seen.ours} is not the last good revision {dict(a.objects)}")
+        if not trials.status().get("lastAppliedRevision", "").endswith(sha_a):
+            problems.append("lastAppliedRevision moved")
+        said = f"Ready=False {cond.get('reason')}: {_message(cond)[:220]}"
+        # the fault ends: the group is served again (by a CRD now)
+        kube.request("DELETE", f"{APIREG}/{name}")
+        kube.request("POST", CRDS, body=_widget_crd(group))
+        t0 = time.monotonic()
+        trials.applied(sha_b, timeout=60)
+        converged = trials.observe()
+        problems += crashes.verdict(converged, allowed=[b], bystanders=trials.bystanders, converged=True)
+        if kube.get_or_none(f"/apis/{group}/v1beta1/namespaces/{ns}/widgets/w") is None:
+            problems.append("the Widget was not applied once its API was served")
+        reliability.record(
+            area="api-server",
+            fault="APIService of a kind in the revision unavailable (its Service has no backend) inside a sync",
+            expected="Ready=False naming the APIService (runbook row), nothing applied or pruned, last good "
+            "revision live; converges once the group is served again, without a restart",
+            observed="; ".join(problems) or f"{said}; converged {time.monotonic() - t0:.1f}s after the API came back",
+            passed=not problems,
+            lost=crashes.lost(converged, b),
+        )
+        assert not problems, problems
+    finally:
+        trials.stop()
+        for path in (f"{APIREG}/{name}", f"{CRDS}/widgets.{group}"):
+            try:
+                kube.request("DELETE", path)
+            except KubeError as e:
+                if not e.not_found:
+                    raise
+
+
+def _available(kube: Any, name: str) -> str:
+    obj = kube.get_or_none(f"{APIREG}/{name}") or {}
+    conds = (obj.get("status") or {}).get("conditions") or []
+    return next((str(c["status"]) for c in conds if c["type"] == "Available"), "")
