@@ -169,7 +169,9 @@ def test_reconciler_run_killed_at_each_step(
 ) -> None:
     slow = SlowKustomize(tmp_path)
     via = proxy.kubeconfig(tmp_path / "proxy.kubeconfig")
-    trials = RunTrials(env=env, via=via, namespace=namespace, repo=git_repo, tmp=tmp_path, env_extra=slow.env(), name=NAME)
+    trials = RunTrials(
+        env=env, via=via, namespace=namespace, repo=git_repo, tmp=tmp_path, env_extra=slow.env(), name=NAME
+    )
     points: list[KillPoint] = [
         AfterFetch(slow),
         MidRender(slow),
