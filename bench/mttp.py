@@ -12,6 +12,7 @@ at the end the controller's peak RSS. ``--profile out`` attaches py-spy to the c
 for the whole run and prints the top frames by own and by cumulative samples.
 
     .venv/bin/python bench/mttp.py --n 100 [--workers 4] [--profile /tmp/mttp-300]
+    .venv/bin/python bench/mttp.py --n 200 --replicas 1,2,3   # per replica count, with a probe
 """
 
 from __future__ import annotations
@@ -321,9 +322,12 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per phase [1800]")
     ap.add_argument("--profile", default="", help="py-spy raw output file (needs py-spy on PATH or in .venv)")
     ap.add_argument("--controller-arg", action="append", default=[], help="extra `reconciler run` argument")
+    import mttp_replicas  # --replicas: the same phases per replica count, with the probe (bench/mttp_replicas.py)
+
+    mttp_replicas.add_arguments(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mttp-") as tmp:
-        return run(args, Path(tmp))
+        return mttp_replicas.run(args, Path(tmp)) if args.replicas else run(args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -186,10 +186,12 @@ class FaultProxy:
             self._state.rules.clear()
 
     def partition(self, fault: Fault = Fault.BLACKHOLE) -> None:
-        """Cut the client off: BLACKHOLE holds every request and stream in flight unanswered,
-        REFUSE closes each connection; nothing reaches the upstream until :meth:`heal`."""
-        if fault not in (Fault.BLACKHOLE, Fault.REFUSE):
-            raise ValueError("a partition is BLACKHOLE or REFUSE")
+        """Cut the client off: BLACKHOLE holds every request and stream in flight unanswered
+        (lost: reset at :meth:`heal`), REFUSE closes each connection, HANG holds them and
+        delivers them late, at :meth:`heal` (to clients still waiting). Nothing reaches the
+        upstream meanwhile."""
+        if fault not in (Fault.BLACKHOLE, Fault.REFUSE, Fault.HANG):
+            raise ValueError("a partition is BLACKHOLE, REFUSE or HANG")
 
         def _cut() -> None:
             self._healed.clear()
@@ -345,7 +347,9 @@ class FaultProxy:
             if rule.fault is Fault.HANG:
                 await self._released.wait()
         fault = rule.fault if rule is not None else Fault.PASS
-        if ex.fault in (Fault.BLACKHOLE, Fault.REFUSE) and rule is None:
+        if ex.fault == Fault.HANG and rule is None:  # a partition that delays: delivered at heal()
+            await self._healed.wait()
+        elif ex.fault in (Fault.BLACKHOLE, Fault.REFUSE) and rule is None:
             fault = Fault(ex.fault)
         if fault in (Fault.BLACKHOLE, Fault.REFUSE):
             return await self._drop(request, fault)
@@ -411,7 +415,9 @@ class FaultProxy:
     async def _gate(self, request: web.Request) -> None:
         """Hold a response while the proxy is partitioned: a cut wire delivers nothing."""
         cut = self._cut()
-        if cut is not None:
+        if cut is Fault.HANG:
+            await self._healed.wait()
+        elif cut is not None:
             await self._drop(request, cut)
 
     async def _relay(

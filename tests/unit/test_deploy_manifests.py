@@ -258,5 +258,6 @@ def test_the_shards_patch_turns_the_leader_election_into_three_sharded_replicas(
             node[last] = op["value"]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}, "never an old and a new Pod writing at once"
     assert "--shards=12" in args
     assert "--leader-elect" not in args

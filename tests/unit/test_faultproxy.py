@@ -226,3 +226,19 @@ def test_kubeconfig_points_at_the_proxy(proxy: FaultProxy, tmp_path: object) -> 
     assert isinstance(tmp_path, Path)
     cfg = json.loads(proxy.kubeconfig(tmp_path / "kubeconfig").read_text())
     assert cfg["clusters"][0]["cluster"]["server"] == f"http://127.0.0.1:{proxy.port}"
+
+
+def test_a_delaying_partition_delivers_late_what_clients_still_wait_for(proxy: FaultProxy, upstream: Upstream) -> None:
+    proxy.partition(Fault.HANG)
+    with pytest.raises(TimeoutError):
+        _get(proxy, "/given-up", timeout=0.3)  # its client gives up: never delivered
+    out: list[int] = []
+    thread = threading.Thread(target=lambda: out.append(_get(proxy, "/late")[0]))
+    thread.start()
+    time.sleep(0.3)
+    assert not [s for s in upstream.seen if "/late" in s or "/given-up" in s]
+    proxy.heal()
+    thread.join(5)
+    assert out == [200]
+    assert "GET /late" in upstream.seen
+    assert "GET /given-up" not in upstream.seen
