@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,23 +357,6 @@ def left(seen: Observed, *, old: Revision, new: Revision) -> str:
 def lost(seen: Observed, want: Revision) -> int:
     """Objects of ``want`` missing or with another value: what a crash cost."""
     return sum(1 for n, v in want.objects.items() if seen.ours.get(n) != v)
-
-
-@dataclass
-class Tally:
-    """Counts trials per kill point, for the reliability record."""
-
-    tried: dict[str, int] = field(default_factory=dict)
-    failed: dict[str, list[str]] = field(default_factory=dict)
-
-    def add(self, point: str, problems: Sequence[str]) -> None:
-        self.tried[point] = self.tried.get(point, 0) + 1
-        if problems:
-            self.failed.setdefault(point, []).extend(problems)
-
-    def items(self) -> Iterator[tuple[str, int, list[str]]]:
-        for point, n in self.tried.items():
-            yield point, n, self.failed.get(point, [])
 
 
 # ----------------------------------------------------------------------------- kill points

@@ -10,6 +10,7 @@ another owner changed.  The cluster is read with kubectl (tests/crashes.py), not
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ class CliTrials:
             kubeconfig=via, repo_url=repo.url, namespace=namespace, name=self.name, path=PATH, cache=tmp / "cache"
         )
         self.bystanders = Bystanders.create(kubeconfig, namespace=namespace)
+        self.left = ""  # what the last kill left, in words
 
     def commit(self, rev: Revision, previous: Revision | None) -> None:
         self.repo.commit(rev.files(namespace=self.ns, path=PATH, previous=previous), rev.name)
@@ -58,7 +60,7 @@ class CliTrials:
             capture_output=True,
             text=True,
             timeout=120,
-            env={**crashes.os.environ, **self.slow.env()},
+            env={**os.environ, **self.slow.env()},
             check=False,
         )
         assert out.returncode == 0, out.stdout + out.stderr
