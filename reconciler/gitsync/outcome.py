@@ -70,8 +70,13 @@ class Outcomes:
         current = obj.setdefault("status", {})
         if all(k in current and current[k] == v for k, v in status.items()):
             return False
-        self.patch_status(obj, status)
-        current.update(status)  # only once stored: a failed write must not look written next time
+        current.update(status)
+        try:
+            self.patch_status(obj, status)
+        except Exception:
+            for key in status:  # not stored: the next outcome must not take it for unchanged
+                current.pop(key, None)
+            raise
         return True
 
     def reconciling(self, obj: dict[str, Any], message: str) -> None:
