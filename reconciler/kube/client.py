@@ -103,7 +103,11 @@ class KubeError(Exception):
 
 
 class UnreachableError(Exception):
-    """The API server could not be reached at all (connection, TLS or timeout)."""
+    """The API server could not be reached at all (connection, TLS or timeout).
+
+    Its message says ``cannot reach the API server``, the words the runbook's row for it starts
+    with, whatever urllib3 called the failure (a refused connection, a reset, a half-read body,
+    a read timeout); only a :class:`FenceError` (never sent) says why it was not sent instead."""
 
 
 class FenceError(UnreachableError):
@@ -157,6 +161,9 @@ class Kube:
         self.on_request: Callable[[str], None] | None = None  # e.g. a metrics counter
         self.limiter: RateLimiter | None = None  # default None: no client-side limit (see limit())
         self.throttled = 0  # responses that were 429 and sent again, for tests and benchmarks
+        # default 60 s (DEFAULT_TIMEOUT's read part): how long a request waits for its answer
+        # unless it names its own timeout; `--request-timeout` sets it
+        self.read_timeout = DEFAULT_TIMEOUT[1]
         self._fence: Callable[[], float] | None = None  # default None: requests have no deadline
 
     def fenced(self, deadline: Callable[[], float]) -> Kube:
@@ -231,6 +238,8 @@ class Kube:
             method, path, query_params=list(query or []), header_params=headers, auth_settings=["BearerToken"]
         )
         payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        if timeout is DEFAULT_TIMEOUT:  # the caller named none: this handle's (--request-timeout)
+            timeout = (DEFAULT_TIMEOUT[0], self.read_timeout)
         for attempt in range(THROTTLE_RETRIES + 1):
             if self.limiter is not None:
                 self.limiter.wait()
@@ -245,7 +254,9 @@ class Kube:
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) else e
                 lapsed = self._fence is not None and self._fence() <= time.monotonic()  # cut off by the fence
-                raise (FenceError if lapsed else UnreachableError)(f"{method} {self.host}{path}: {cause}") from e
+                raise (FenceError if lapsed else UnreachableError)(
+                    f"{method} {self.host}{path}: cannot reach the API server: {cause}"
+                ) from e
             if resp.status != 429 or attempt == THROTTLE_RETRIES:
                 break
             # Throttled (max-in-flight or Priority and Fairness): the request was not processed,
@@ -309,7 +320,9 @@ class Kube:
         try:
             data: bytes = resp.read()
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise UnreachableError(f"{method} {self.host}{path}: reading the response: {e}") from e
+            raise UnreachableError(
+                f"{method} {self.host}{path}: cannot reach the API server (reading the response): {e}"
+            ) from e
         finally:
             resp.release_conn()
         if not 200 <= resp.status < 300:
@@ -333,7 +346,7 @@ class Kube:
             if buf.strip():
                 yield buf
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise UnreachableError(f"GET {self.host}{path}: watch stream: {e}") from e
+            raise UnreachableError(f"GET {self.host}{path}: cannot reach the API server (watch stream): {e}") from e
         finally:
             resp.release_conn()
 
