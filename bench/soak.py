@@ -1,0 +1,530 @@
+"""Soak against git, differential: random commits to a fleet repository, two GitSyncs, the real
+controller, and after every commit live state compared with an independent render of git.
+
+Why differential: the controller's own status says what it believes; the question is whether the
+cluster holds what git says.  So both sides are computed without our code: git's side by reading
+the commit with the ``git`` binary and parsing the files with PyYAML (plain JSON documents, which
+every YAML reader reads alike), the live side with ``kubectl get -l <owner label> -o json``.
+Objects being deleted (``deletionTimestamp`` set, a Namespace terminating) count as gone.
+
+The generator (seeded, printed) makes valid commits — add/remove/rename files, edit fields, move
+objects between the two GitSyncs, add and remove Namespaces (with objects in them) and CRDs (with
+a custom resource) — and invalid ones mixed in: bad YAML, an object defined twice, a policy
+violation (Deny), an object the other GitSync owns.  An invalid commit must change nothing: the
+GitSync it breaks reports the failure at that revision and live state stays at the last valid one.
+
+    .venv/bin/python bench/soak.py --commits 300 [--seed N] [--invalid-share 0.2]
+
+starts its own control plane (scripts/controlplane.py), git server and `reconciler run`, and
+prints one line per commit and the totals.  tests/integration/test_soak.py runs a short one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+LABEL = "gitops.reconciler.dev/sync"
+NS = "soak"  # where the GitSyncs live
+BASE_NS = "soak-base"  # a namespace both GitSyncs put objects in (created by the harness)
+SYNCS = ("a", "b")  # GitSync names; each syncs the folder of its name
+POLICY = """\
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: soak-no-forbidden}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - {apiGroups: [""], apiVersions: ["v1"], resources: ["configmaps"], operations: ["CREATE", "UPDATE"]}
+  validations:
+    - expression: "!has(object.data) || !('forbidden' in object.data)"
+      message: "soak: a ConfigMap may not carry the key 'forbidden'"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: soak-no-forbidden}
+spec:
+  policyName: soak-no-forbidden
+  validationActions: [Deny]
+"""
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+def _cm(name: str, ns: str, value: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {"k": value}}
+
+
+def _crd(n: int) -> dict[str, Any]:
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"things{n}.soak.example.com"},
+        "spec": {
+            "group": "soak.example.com",
+            "scope": "Namespaced",
+            "names": {
+                "plural": f"things{n}",
+                "singular": f"thing{n}",
+                "kind": f"Thing{n}",
+                "listKind": f"Thing{n}List",
+            },
+            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}],
+        },
+    }
+
+
+def _text(docs: list[dict[str, Any]]) -> str:
+    """JSON documents, each after a '---' line (a file starting with '{' would be read as one JSON value)."""
+    return "".join("---\n" + json.dumps(d, indent=1, sort_keys=True) + "\n" for d in docs)
+
+
+@dataclass
+class Change:
+    """One commit: the files it sets (None: deletes), what it does, and which GitSync it breaks."""
+
+    files: dict[str, str | None]
+    what: str
+    breaks: str = ""  # "" for a valid commit, else the GitSync name whose sync must refuse it
+
+
+@dataclass
+class Fleet:
+    """The repository as the generator intends it: path -> documents (valid content only)."""
+
+    rng: random.Random
+    files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    counter: int = 0
+    bad: str = ""  # the invalid file of the previous commit, removed by the next one
+
+    def _new(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    def _of(self, sync: str, prefix: str = "") -> list[str]:
+        return sorted(p for p in self.files if p.startswith(f"{sync}/{prefix}"))
+
+    def _namespaces(self, sync: str) -> list[str]:
+        return [d["metadata"]["name"] for p in self._of(sync, "ns-") for d in self.files[p] if d["kind"] == "Namespace"]
+
+    def _set(self, path: str, docs: list[dict[str, Any]] | None) -> dict[str, str | None]:
+        if docs is None:
+            self.files.pop(path, None)
+            return {path: None}
+        self.files[path] = docs
+        return {path: _text(docs)}
+
+    def next_change(self, invalid_share: float) -> Change:
+        cleanup: dict[str, str | None] = {self.bad: None} if self.bad else {}
+        self.bad = ""
+        if not cleanup and self.rng.random() < invalid_share:
+            change = self._invalid()
+            if change is not None:
+                return change
+        ops: list[Callable[[str], Change | None]] = [
+            self.add_configmaps, self.add_configmaps, self.remove_file, self.rename_file, self.edit_field,
+            self.edit_field, self.move_between_syncs, self.add_namespace, self.remove_namespace, self.add_crd,
+            self.remove_crd,
+        ]  # fmt: skip
+        while True:
+            change = self.rng.choice(ops)(self.rng.choice(SYNCS))
+            if change is not None:
+                change.files = {**cleanup, **change.files}
+                return change
+
+    # --- valid operations -------------------------------------------------------------------
+
+    def add_configmaps(self, sync: str) -> Change:
+        n = self._new()
+        spaces = [BASE_NS, *self._namespaces(sync)]
+        docs = [_cm(f"cm-{n}-{i}", self.rng.choice(spaces), f"v{n}") for i in range(self.rng.randint(1, 3))]
+        return Change(self._set(f"{sync}/cm-{n}.yaml", docs), f"add {len(docs)} ConfigMap(s) to {sync}")
+
+    def remove_file(self, sync: str) -> Change | None:
+        paths = self._of(sync, "cm-")
+        if not paths:
+            return None
+        return Change(self._set(self.rng.choice(paths), None), f"remove a ConfigMap file of {sync}")
+
+    def rename_file(self, sync: str) -> Change | None:
+        paths = self._of(sync, "cm-")
+        if not paths:
+            return None
+        old = self.rng.choice(paths)
+        docs = self.files[old]
+        new = f"{sync}/cm-{self._new()}-renamed.yaml"
+        return Change({**self._set(old, None), **self._set(new, docs)}, f"rename {old} -> {new}")
+
+    def edit_field(self, sync: str) -> Change | None:
+        paths = self._of(sync, "cm-")
+        if not paths:
+            return None
+        path = self.rng.choice(paths)
+        docs = json.loads(json.dumps(self.files[path]))
+        doc = self.rng.choice(docs)
+        doc["data"]["k"] = f"edited-{self._new()}"
+        if self.rng.random() < 0.3:
+            doc["data"][f"extra{self.counter}"] = "x"
+        return Change(self._set(path, docs), f"edit {doc['metadata']['name']} in {sync}")
+
+    def move_between_syncs(self, sync: str) -> Change | None:
+        movable = [
+            p for p in self._of(sync, "cm-") if all(d["metadata"]["namespace"] == BASE_NS for d in self.files[p])
+        ]
+        if not movable:
+            return None
+        old = self.rng.choice(movable)
+        other = SYNCS[1 - SYNCS.index(sync)]
+        new = f"{other}/{old.split('/', 1)[1]}"
+        docs = self.files[old]
+        return Change({**self._set(old, None), **self._set(new, docs)}, f"move {old} to GitSync {other}")
+
+    def add_namespace(self, sync: str) -> Change:
+        n = self._new()
+        ns = f"soak-ns-{n}"
+        docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, _cm(f"in-{n}", ns, "inside")]
+        return Change(self._set(f"{sync}/ns-{n}.yaml", docs), f"add Namespace {ns} (+1 ConfigMap) to {sync}")
+
+    def remove_namespace(self, sync: str) -> Change | None:
+        spaces = self._namespaces(sync)
+        if not spaces:
+            return None
+        ns = self.rng.choice(spaces)
+        files: dict[str, str | None] = {}
+        for path in self._of(sync):
+            docs = self.files[path]
+            keep = [d for d in docs if d["metadata"].get("namespace") != ns and d["metadata"]["name"] != ns]
+            if len(keep) != len(docs):
+                files |= self._set(path, keep or None)
+        return Change(files, f"remove Namespace {ns} and what {sync} has in it")
+
+    def add_crd(self, sync: str) -> Change:
+        n = self._new()
+        crd = _crd(n)
+        thing = {
+            "apiVersion": "soak.example.com/v1",
+            "kind": f"Thing{n}",
+            "metadata": {"name": "t", "namespace": BASE_NS},
+        }
+        thing["spec"] = {"size": n}
+        return Change(
+            self._set(f"{sync}/crd-{n}.yaml", [crd, thing]), f"add CRD Thing{n} (+1 custom resource) to {sync}"
+        )
+
+    def remove_crd(self, sync: str) -> Change | None:
+        paths = self._of(sync, "crd-")
+        if not paths:
+            return None
+        return Change(self._set(self.rng.choice(paths), None), f"remove a CRD and its custom resource from {sync}")
+
+    # --- invalid operations: the model is unchanged; one bad file is added ------------------
+
+    def _invalid(self) -> Change | None:
+        sync = self.rng.choice(SYNCS)
+        other = SYNCS[1 - SYNCS.index(sync)]
+        mine = [d for p in self._of(sync, "cm-") for d in self.files[p]]
+        theirs = [d for p in self._of(other, "cm-") for d in self.files[p]]
+        kinds = (
+            ["bad YAML", "policy violation"]
+            + (["duplicate object"] if mine else [])
+            + (["foreign object"] if theirs else [])
+        )
+        kind = self.rng.choice(kinds)
+        if kind == "bad YAML":
+            text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [unclosed\n"
+        elif kind == "policy violation":
+            text = _text([_cm(f"forbidden-{self._new()}", BASE_NS, "x") | {"data": {"forbidden": "yes"}}])
+        elif kind == "duplicate object":
+            dup = self.rng.choice(mine)
+            text = _text([_cm(dup["metadata"]["name"], dup["metadata"]["namespace"], "duplicate")])
+        else:
+            foreign = self.rng.choice(theirs)
+            text = _text([_cm(foreign["metadata"]["name"], foreign["metadata"]["namespace"], "stolen")])
+        self.bad = f"{sync}/zz-invalid-{self._new()}.yaml"
+        return Change({self.bad: text}, f"INVALID ({kind}) in {sync}", breaks=sync)
+
+
+# --------------------------------------------------------------------------- the two sides
+
+
+Key = tuple[str, str, str]  # kind, namespace, name
+
+
+def _content(doc: dict[str, Any]) -> Any:
+    if doc["kind"] == "ConfigMap":
+        return doc.get("data") or {}
+    if doc["kind"] == "CustomResourceDefinition":
+        return doc["spec"]["names"]["kind"]
+    return doc.get("spec") if doc["kind"].startswith("Thing") else None
+
+
+def _key(doc: dict[str, Any]) -> Key:
+    md = doc["metadata"]
+    return (doc["kind"], md.get("namespace") or "", md["name"])
+
+
+def git_render(repo: Path, sha: str, sync: str) -> dict[Key, Any]:
+    """What git says ``sync`` should hold at ``sha``: read with git, parsed with PyYAML."""
+    names = subprocess.run(
+        ["git", "--git-dir", str(repo), "ls-tree", "-r", "--name-only", sha, f"{sync}/"],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    out: dict[Key, Any] = {}
+    for name in names:
+        blob = subprocess.run(["git", "--git-dir", str(repo), "show", f"{sha}:{name}"], check=True, capture_output=True)
+        for doc in yaml.safe_load_all(blob.stdout.decode()):
+            if isinstance(doc, dict):
+                out[_key(doc)] = _content(doc)
+    return out
+
+
+@dataclass
+class Kubectl:
+    kubeconfig: Path
+    calls: int = 0
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        self.calls += 1
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args], check=check, capture_output=True, text=True
+        )
+
+    def items(self, what: str, selector: str) -> list[dict[str, Any]]:
+        proc = self.run("get", what, "-A", "-l", selector, "-o", "json", check=False)
+        if proc.returncode != 0:  # a kind whose CRD is gone or not served yet: nothing of it lives
+            return []
+        items: list[dict[str, Any]] = json.loads(proc.stdout)["items"]
+        return items
+
+    def live(self, sync: str, thing_kinds: set[str]) -> dict[Key, Any]:
+        """What the cluster holds labelled as ``sync``'s, not being deleted."""
+        kinds = ["namespaces", "configmaps", "customresourcedefinitions"]
+        kinds += sorted(f"{k.lower().replace('thing', 'things')}.soak.example.com" for k in thing_kinds)
+        items = self.items(",".join(kinds), f"{LABEL}={NS}.{sync}")
+        return {_key(i): _content(i) for i in items if not i["metadata"].get("deletionTimestamp")}
+
+    def gitsync(self, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = json.loads(
+            self.run("get", "gitsyncs.gitops.reconciler.dev", "-n", NS, name, "-o", "json").stdout
+        )
+        return obj
+
+
+# --------------------------------------------------------------------------- the soak
+
+
+@dataclass
+class Summary:
+    seed: int
+    commits: int = 0
+    valid: int = 0
+    invalid: int = 0
+    mismatches: int = 0  # commits after which live state differed from git (or did not converge)
+    lost: int = 0  # objects git wanted that were missing from the cluster after a commit
+    unintended_deletions: int = 0  # objects that went missing across an invalid commit
+    bystander_touched: bool = False
+    kubectl_calls: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return (
+            f"seed={self.seed} commits={self.commits} valid={self.valid} invalid={self.invalid} "
+            f"mismatches={self.mismatches} lost={self.lost} unintended_deletions={self.unintended_deletions} "
+            f"bystander_touched={self.bystander_touched} kubectl_calls={self.kubectl_calls} seconds={self.seconds:.1f}"
+        )
+
+
+def _things(*states: dict[Key, Any]) -> set[str]:
+    return {k[0] for s in states for k in s if k[0].startswith("Thing")}
+
+
+def _settled(k: Kubectl, sha: str, breaks: str, deadline: float) -> str:
+    """Wait until each GitSync has handled ``sha``; '' or why not."""
+    pending = set(SYNCS)
+    while pending and time.monotonic() < deadline:
+        for name in sorted(pending):
+            st = k.gitsync(name).get("status") or {}
+            ready = next((c["status"] for c in st.get("conditions") or [] if c["type"] == "Ready"), "")
+            if name == breaks:
+                done = str(st.get("lastAttemptedRevision", "")).endswith(sha) and ready == "False"
+            else:
+                done = str(st.get("lastAppliedRevision", "")).endswith(sha) and ready == "True"
+            if done:
+                pending.discard(name)
+        if pending:
+            time.sleep(0.3)
+    return f"GitSync(s) {sorted(pending)} did not settle at {sha[:12]}" if pending else ""
+
+
+def _compare(k: Kubectl, want: dict[str, dict[Key, Any]], deadline: float) -> tuple[list[str], int]:
+    """Differences between git and live per GitSync (retried until ``deadline``), and objects lost."""
+    while True:
+        diffs, lost = [], 0
+        for sync in SYNCS:
+            live = k.live(sync, _things(want[sync]))
+            missing = [key for key in want[sync] if key not in live]
+            extra = [key for key in live if key not in want[sync]]
+            changed = [key for key in want[sync] if key in live and live[key] != want[sync][key]]
+            lost += len(missing)
+            if missing or extra or changed:
+                diffs.append(f"{sync}: missing={missing[:3]} extra={extra[:3]} changed={changed[:3]}")
+        if not diffs or time.monotonic() > deadline:
+            return diffs, lost
+        time.sleep(0.5)
+
+
+def soak(*, repo: Any, kubectl: Kubectl, commits: int, seed: int, invalid_share: float = 0.2,
+         log: Callable[[str], None] = print) -> Summary:  # fmt: skip
+    """Run ``commits`` random commits against the GitSyncs of :func:`setup` and compare after each."""
+    rng = random.Random(seed)
+    fleet = Fleet(rng)
+    out = Summary(seed=seed)
+    start = time.monotonic()
+    applied = {s: git_render(repo.path, repo.head(), s) for s in SYNCS}
+    bystander = kubectl.run(
+        "get", "configmap", "-n", BASE_NS, "bystander", "-o", "jsonpath={.metadata.resourceVersion}"
+    ).stdout
+    for i in range(commits):
+        change = fleet.next_change(invalid_share)
+        before = {s: kubectl.live(s, _things(applied[s])) for s in SYNCS} if change.breaks else {}
+        sha = repo.commit(change.files, change.what)
+        _request_sync(kubectl, sha)
+        for s in SYNCS:
+            if s != change.breaks:
+                applied[s] = git_render(repo.path, sha, s)
+        why = _settled(kubectl, sha, change.breaks, time.monotonic() + 90)
+        diffs, lost = _compare(kubectl, applied, time.monotonic() + (20 if not why else 1))
+        if change.breaks:
+            gone = [key for s in SYNCS for key in before[s] if key not in kubectl.live(s, _things(before[s]))]
+            out.unintended_deletions += len(gone)
+        out.commits += 1
+        out.invalid += bool(change.breaks)
+        out.valid += not change.breaks
+        kind = change.what.split(" (")[0] if not change.breaks else change.what.split(")")[0] + ")"
+        out.by_kind[kind] = out.by_kind.get(kind, 0) + 1
+        if why or diffs:
+            out.mismatches += 1
+            out.failures.append(f"commit {i + 1} {sha[:12]} ({change.what}): {why} {'; '.join(diffs)}")
+        out.lost += lost
+        log(
+            f"[{i + 1}/{commits}] {sha[:12]} {change.what}: {'OK' if not (why or diffs) else 'MISMATCH ' + why + ' '.join(diffs)}"
+        )
+    after = kubectl.run(
+        "get", "configmap", "-n", BASE_NS, "bystander", "-o", "jsonpath={.metadata.resourceVersion}"
+    ).stdout
+    out.bystander_touched = after != bystander
+    out.kubectl_calls = kubectl.calls
+    out.seconds = time.monotonic() - start
+    return out
+
+
+def _request_sync(k: Kubectl, sha: str) -> None:
+    for name in SYNCS:
+        k.run(
+            "annotate",
+            "--overwrite",
+            "-n",
+            NS,
+            f"gitsyncs.gitops.reconciler.dev/{name}",
+            f"gitops.reconciler.dev/requested-at={sha}",
+        )
+
+
+def setup(*, kubectl: Kubectl, repo: Any, url: str, workdir: Path) -> Path:
+    """Namespaces, the bystander, an initial commit, the two GitSyncs; returns the policy folder."""
+    for ns in (NS, BASE_NS):
+        kubectl.run("create", "namespace", ns, check=False)
+    kubectl.run("create", "configmap", "-n", BASE_NS, "bystander", "--from-literal=k=not-ours", check=False)
+    repo.commit({f"{s}/cm-0-{s}.yaml": _text([_cm(f"seed-{s}", BASE_NS, "seed")]) for s in SYNCS}, "initial")
+    policies = workdir / "policies"
+    policies.mkdir(exist_ok=True)
+    (policies / "soak.yaml").write_text(POLICY)
+    for s in SYNCS:
+        body = {
+            "apiVersion": "gitops.reconciler.dev/v1",
+            "kind": "GitSync",
+            "metadata": {"name": s, "namespace": NS},
+            "spec": {"source": {"git": {"url": url, "ref": {"branch": "main"}}}, "path": f"./{s}", "prune": True,
+                     "interval": "10m", "retryInterval": "1s", "timeout": "1m"},
+        }  # fmt: skip
+        (workdir / f"gitsync-{s}.json").write_text(json.dumps(body))
+        kubectl.run("apply", "-f", str(workdir / f"gitsync-{s}.json"))
+    return policies
+
+
+# --------------------------------------------------------------------------- standalone
+
+
+@contextmanager
+def _services(workdir: Path) -> Iterator[tuple[Any, Any]]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "tests"))
+    import controlplane  # noqa: PLC0415
+    import gitserver  # noqa: PLC0415
+
+    with controlplane.running(workdir / "cp", kwok=False) as cp, gitserver.HTTPGitServer() as git_http:
+        yield cp, git_http
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--commits", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=random.SystemRandom().randrange(1 << 30))
+    ap.add_argument("--invalid-share", type=float, default=0.2)
+    args = ap.parse_args()
+    print(f"soak: seed {args.seed} (rerun with --seed {args.seed})", flush=True)
+    sys.path.insert(0, str(ROOT / "tests"))
+    import gitserver  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp, _services(Path(tmp)) as (cp, git_http):
+        work = Path(tmp)
+        kubectl = Kubectl(Path(cp.kubeconfig))
+        kubectl.run("apply", "--server-side", "-f", str(ROOT / "deploy" / "crd-gitsync.yaml"))
+        kubectl.run("wait", "--for=condition=Established", "crd/gitsyncs.gitops.reconciler.dev")
+        repo = gitserver.BareRepo(work / "fleet.git")
+        policies = setup(kubectl=kubectl, repo=repo, url=git_http.url_for(repo.path), workdir=work)
+        log = (work / "controller.log").open("wb")
+        ctl = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "run", "--kubeconfig", str(cp.kubeconfig), "--policies", str(policies),
+             "--cache-dir", str(work / "cache"), "--metrics-addr", f"127.0.0.1:{gitserver.free_port()}",
+             "--health-addr", f"127.0.0.1:{gitserver.free_port()}"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "POD_NAME": "soak"},
+        )  # fmt: skip
+        try:
+            cpu0 = os.times()
+            summary = soak(
+                repo=repo, kubectl=kubectl, commits=args.commits, seed=args.seed, invalid_share=args.invalid_share
+            )
+            cpu1 = os.times()
+        finally:
+            ctl.terminate()
+            ctl.wait(30)
+        print(summary.line())
+        print(f"harness+kubectl CPU seconds: {cpu1.user - cpu0.user + cpu1.children_user - cpu0.children_user:.1f}")
+        print("commits by kind: " + ", ".join(f"{k}: {v}" for k, v in sorted(summary.by_kind.items())))
+        for f in summary.failures:
+            print("FAILURE " + f)
+        return 0 if summary.mismatches == 0 and summary.lost == 0 and not summary.bystander_touched else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
