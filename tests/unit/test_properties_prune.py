@@ -19,6 +19,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reliability import Recorder
 
 from reconciler.kube.discovery import Resource, UnknownKindError
 from reconciler.render.manifests import Manifest
@@ -35,7 +36,6 @@ from reconciler.sync.objects import (
 )
 from reconciler.sync.plan import plan
 from reconciler.sync.prune import MIN_GUARDED, Guard, check_guard, prune
-from reliability import Recorder
 
 OWNER = "ops.apps"
 OTHER = "ops.other"
@@ -186,12 +186,14 @@ def _prune_set_is_safe(world: World) -> None:
     for item in p.by_action(Action.PRUNE):
         assert item.oid in world.inventory, f"{item.oid} pruned but never in the inventory"
         assert item.oid not in world.desired, f"{item.oid} pruned while git still has it"
-        assert item.live is not None and is_owned_by(item.live, OWNER), f"{item.oid} pruned without our label"
+        assert item.live is not None
+        assert is_owned_by(item.live, OWNER), f"{item.oid} pruned without our label"
         assert annotation(item.live, PRUNE_ANNOTATION) != DISABLED, f"{item.oid} pruned despite prune: disabled"
     # The unservable kind is never a candidate, and its entry is kept rather than forgotten.
     for oid in world.inventory:
         if (oid.group, oid.kind) == GONE_KIND:
-            assert oid in p.unexamined and oid not in p.gone
+            assert oid in p.unexamined
+            assert oid not in p.gone
 
 
 @PROPS
