@@ -286,8 +286,11 @@ def _key(doc: dict[str, Any]) -> Key:
     return (doc["kind"], md.get("namespace") or "", md["name"])
 
 
-def git_render(repo: Path, sha: str) -> dict[str, dict[Key, Any]]:
-    """What git says each GitSync should hold at ``sha``: ``git archive``, parsed with PyYAML."""
+def git_render(repo: Path, sha: str, *, unreadable_in: str = "") -> dict[str, dict[Key, Any]]:
+    """What git says each GitSync should hold at ``sha``: ``git archive``, parsed with PyYAML.
+
+    A file that does not parse is an error, except in ``unreadable_in`` (the GitSync an invalid
+    commit breaks on purpose)."""
     tar = subprocess.run(["git", "--git-dir", str(repo), "archive", sha], check=True, capture_output=True).stdout
     out: dict[str, dict[Key, Any]] = {s: {} for s in SYNCS}
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
@@ -296,7 +299,13 @@ def git_render(repo: Path, sha: str) -> dict[str, dict[Key, Any]]:
             if not member.isfile() or sync not in out:
                 continue
             text = archive.extractfile(member).read().decode()  # type: ignore[union-attr]
-            for doc in yaml.safe_load_all(text):
+            try:
+                docs = list(yaml.safe_load_all(text))
+            except yaml.YAMLError:
+                if sync != unreadable_in:
+                    raise
+                continue  # the invalid commit's bad file; that GitSync keeps its last valid render
+            for doc in docs:
                 if isinstance(doc, dict):
                     out[sync][_key(doc)] = _content(doc)
     return out
@@ -408,8 +417,9 @@ def _compare(k: Kubectl, want: dict[str, dict[Key, Any]], deadline: float) -> tu
 
 
 def soak(*, repo: Any, kubectl: Kubectl, commits: int, seed: int, invalid_share: float = 0.2,
-         log: Callable[[str], None] = print) -> Summary:  # fmt: skip
-    """Run ``commits`` random commits against the GitSyncs of :func:`setup` and compare after each."""
+         log: Callable[[str], None] = print, until: float = float("inf")) -> Summary:  # fmt: skip
+    """Run ``commits`` random commits against the GitSyncs of :func:`setup` and compare after each
+    (fewer if ``time.monotonic()`` passes ``until``: the totals say how many ran)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible from the printed seed
     fleet = Fleet(rng)
     out = Summary(seed=seed)
@@ -419,11 +429,14 @@ def soak(*, repo: Any, kubectl: Kubectl, commits: int, seed: int, invalid_share:
         "get", "configmap", "-n", BASE_NS, "bystander", "-o", "jsonpath={.metadata.resourceVersion}"
     ).stdout
     for i in range(commits):
+        if time.monotonic() > until:
+            log(f"time limit reached after {i} of {commits} commits")
+            break
         change = fleet.next_change(invalid_share)
         before = kubectl.live(_things(*applied.values())) if change.breaks else {}
         sha = repo.commit(change.files, change.what)
         _request_sync(kubectl, sha)
-        rendered = git_render(repo.path, sha)
+        rendered = git_render(repo.path, sha, unreadable_in=change.breaks)
         applied = {s: applied[s] if s == change.breaks else rendered[s] for s in SYNCS}
         why = _settled(kubectl, sha, change.breaks, time.monotonic() + 90)
         diffs, lost = _compare(kubectl, applied, time.monotonic() + (20 if not why else 1))
@@ -496,6 +509,8 @@ def main() -> int:
     ap.add_argument("--commits", type=int, default=300)
     ap.add_argument("--seed", type=int, default=random.SystemRandom().randrange(1 << 30))
     ap.add_argument("--invalid-share", type=float, default=0.2)
+    ap.add_argument("--minutes", type=float, default=0.0, help="stop after this long (0: no limit)")
+    ap.add_argument("--record", action="store_true", help="append the result to .reliability/results.jsonl")
     args = ap.parse_args()
     print(f"soak: seed {args.seed} (rerun with --seed {args.seed})", flush=True)
     sys.path.insert(0, str(ROOT / "tests"))
@@ -517,19 +532,50 @@ def main() -> int:
         )  # fmt: skip
         try:
             cpu0 = os.times()
+            until = time.monotonic() + args.minutes * 60 if args.minutes else float("inf")
             summary = soak(
-                repo=repo, kubectl=kubectl, commits=args.commits, seed=args.seed, invalid_share=args.invalid_share
-            )
+                repo=repo, kubectl=kubectl, commits=args.commits, seed=args.seed, invalid_share=args.invalid_share,
+                log=lambda line: print(line, flush=True), until=until,
+            )  # fmt: skip
             cpu1 = os.times()
+            ctl_cpu = _cpu_seconds(ctl.pid)
         finally:
             ctl.terminate()
             ctl.wait(30)
-        print(summary.line())
-        print(f"harness+kubectl CPU seconds: {cpu1.user - cpu0.user + cpu1.children_user - cpu0.children_user:.1f}")
-        print("commits by kind: " + ", ".join(f"{k}: {v}" for k, v in sorted(summary.by_kind.items())))
-        for f in summary.failures:
-            print("FAILURE " + f)
-        return 0 if summary.mismatches == 0 and summary.lost == 0 and not summary.bystander_touched else 1
+    harness = cpu1.user - cpu0.user + cpu1.system - cpu0.system
+    children = cpu1.children_user - cpu0.children_user + cpu1.children_system - cpu0.children_system
+    print(summary.line())
+    print(f"CPU seconds: controller {ctl_cpu:.1f}, harness {harness:.1f}, kubectl+git {children:.1f}")
+    print("commits by kind: " + ", ".join(f"{k}: {v}" for k, v in sorted(summary.by_kind.items())))
+    for f in summary.failures:
+        print("FAILURE " + f)
+    ok = summary.mismatches == 0 and summary.lost == 0 and summary.unintended_deletions == 0
+    ok = ok and not summary.bystander_touched
+    if args.record:
+        _record(summary, ok=ok)
+    return 0 if ok else 1
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process, from /proc (the controller is not our waited child yet)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _record(summary: Summary, *, ok: bool) -> None:
+    """The bench's line in docs/reliability.md, through the tests' recorder (same file, same format)."""
+    import reliability
+
+    kinds = ", ".join(f"{k}: {v}" for k, v in sorted(summary.by_kind.items()))
+    reliability.Recorder("bench/soak.py").record(
+        area="soak",
+        fault=f"{summary.commits} random commits (seed {summary.seed}; {summary.invalid} invalid): {kinds}",
+        expected="after each commit live state equals git; invalid commits change nothing; bystander untouched",
+        observed=summary.line(),
+        passed=ok,
+        lost=summary.lost + summary.unintended_deletions,
+        tried=summary.commits,
+    )
 
 
 if __name__ == "__main__":
