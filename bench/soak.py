@@ -425,6 +425,11 @@ def soak(*, repo: Any, kubectl: Kubectl, commits: int, seed: int, invalid_share:
     out = Summary(seed=seed)
     start = time.monotonic()
     applied = git_render(repo.path, repo.head())
+    # Start from the initial revision applied: otherwise a first commit that is invalid would be
+    # the first revision the controller sees, and the state "before" it would never have existed.
+    _request_sync(kubectl, repo.head())
+    if why := _settled(kubectl, repo.head(), "", time.monotonic() + 120):
+        raise RuntimeError(f"the initial revision was not applied: {why}")
     bystander = kubectl.run(
         "get", "configmap", "-n", BASE_NS, "bystander", "-o", "jsonpath={.metadata.resourceVersion}"
     ).stdout
