@@ -3,8 +3,11 @@
 #
 #   docker build -t ghcr.io/gitops-reconciler/reconciler:0.1.0 .
 #
-# NOTE: this file is NOT built by the tests: the development machines have no Docker
-# engine. Keep it in step by hand with pyproject.toml (dependencies), scripts/build-tool kustomize
+# NOTE: the development machines and CI have no Docker engine, so this file is not built there.
+# `make image` builds the same image from Debian bookworm packages instead (scripts/build-image:
+# mmdebstrap + our wheel + the pinned kustomize, assembled with umoci; python3 is 3.11 there too)
+# and runs it as 65532 against a local control plane (scripts/image-check; docs/image.md).
+# Keep both in step by hand with pyproject.toml (dependencies), scripts/build-tool kustomize
 # and reconciler/render/kustomize.py (KUSTOMIZE_VERSION; tests/unit/test_deploy_manifests.py
 # checks that the pins agree and that the image runs as 65532).
 #
