@@ -12,19 +12,22 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 )
 
 // Pass is what one apply pass over the objects cost and did.
 type Pass struct {
-	Seconds  float64        `json:"seconds"`
-	Requests map[string]int `json:"requests"`
-	Actions  map[string]int `json:"actions"`
+	Seconds    float64        `json:"seconds"`
+	CPUSeconds float64        `json:"cpu_seconds"` // this process's user+system CPU
+	Requests   map[string]int `json:"requests"`
+	Actions    map[string]int `json:"actions"`
 }
 
 // Result is the one JSON document a command prints.
@@ -44,6 +47,7 @@ type common struct {
 	qps         float64
 	burst       int
 	timeout     time.Duration
+	step        bool
 }
 
 func flags(name string, defaultConcurrency int) (*flag.FlagSet, *common) {
@@ -54,6 +58,7 @@ func flags(name string, defaultConcurrency int) (*flag.FlagSet, *common) {
 	fs.IntVar(&c.concurrency, "concurrency", defaultConcurrency, "requests in flight at once")
 	fs.Float64Var(&c.qps, "qps", -1, "client-side rate limit (client-go's QPS); <0: none")
 	fs.IntVar(&c.burst, "burst", 300, "client-side burst when --qps > 0")
+	fs.BoolVar(&c.step, "step", false, `before each pass and at the end, print "ready <pass>" on stderr and wait for a line on stdin`)
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "give up after this long")
 	return fs, c
 }
@@ -107,16 +112,38 @@ func run(c *common, setup func(*session) (applier, error)) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Tool: os.Args[1], Objects: len(s.objects), Concurrency: c.concurrency, QPS: c.qps}
-	for _, p := range []*Pass{&res.Initial, &res.NoOp} {
+	in := bufio.NewReader(os.Stdin)
+	for i, p := range []*Pass{&res.Initial, &res.NoOp} {
+		handshake(c.step, in, []string{"initial", "noop"}[i])
 		s.counter.reset()
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuSeconds()
 		actions, err := pass(ctx, s)
 		if err != nil {
 			return nil, err
 		}
 		p.Seconds = time.Since(start).Seconds()
+		p.CPUSeconds = cpuSeconds() - cpu0
 		p.Requests = s.counter.snapshot()
 		p.Actions = actions
 	}
+	handshake(c.step, in, "done")
 	return res, nil
+}
+
+// handshake lets a caller measure the API server around each pass (--step): the peer says
+// "ready <pass>" on stderr and waits for a line on stdin before going on.
+func handshake(step bool, in *bufio.Reader, next string) {
+	if !step {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "ready %s\n", next)
+	_, _ = in.ReadString('\n')
+}
+
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
