@@ -19,8 +19,10 @@ count. Between passes it waits until the control plane is quiet (the controller-
 creates a ReplicaSet and a Pod per Deployment), so no pass pays for the one before.
 
     .venv/bin/python bench/sync_1k.py [--namespaces 10] [--objects-per-ns 99]
-        [--order ours,flux-ssa,raw-patch] [--flux-concurrency 4] [--raw-concurrency 16]
-        [--flux-qps -1] [--profile FILE]
+        [--order ours,flux-ssa,raw-patch] [--concurrency 8] [--flux-concurrency 4] [--raw-concurrency 16]
+        [--flux-qps -1] [--rounds 1] [--profile FILE]
+
+``--order ours,kubectl`` adds ``kubectl apply --server-side`` (not run by default: 30 s a pass).
 
 The Go peer is built once by bench/peer/build (cached outside the repository).
 """
@@ -33,6 +35,7 @@ import cProfile
 import json
 import pstats
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,6 +64,7 @@ RESOURCES = {("", "namespaces"), ("", "configmaps"), ("", "services"), ("apps", 
 _SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 APPLIERS = ("ours", "flux-ssa", "raw-patch")
+OPTIONAL = ("kubectl",)  # only when --order names it: 30 s a pass
 
 
 def write_objects(root: Path, prefix: str, namespaces: int, per_ns: int) -> int:
@@ -126,6 +130,7 @@ class Pass:
     server_requests: dict[str, int] = field(default_factory=dict)  # apiserver_request_total delta, by verb
     client_requests: dict[str, int] = field(default_factory=dict)  # the applier's own count, by HTTP method
     actions: dict[str, int] = field(default_factory=dict)
+    round: int = 1
 
 
 class Observer:
@@ -203,21 +208,26 @@ class Stepper:
         self._before = None
 
 
-def run_ours(kubeconfig: str, folder: Path, step: Stepper, profile: cProfile.Profile | None) -> list[Pass]:
+def run_ours(
+    kubeconfig: str, folder: Path, step: Stepper, *, concurrency: int, profile: cProfile.Profile | None
+) -> list[Pass]:
     """Two passes of our pipeline over ``folder``, on one long-lived connection and mapper
-    (as the controller holds them); the mapper's discovery is paid in the first pass."""
-    kube = client.connect(kubeconfig, pool_size=16)
+    (as the controller holds them); the mapper's discovery is paid in the first pass. The
+    YAML is read and parsed before the clock starts, as the peer reads it before its own."""
+    kube = client.connect(kubeconfig, pool_size=max(16, concurrency))
     mapper = discovery.RestMapper(kube)
     passes = []
+    art = LocalSource(folder).fetch()
+    r0 = time.perf_counter()
+    manifests = render_build.render(art.path, ".")
+    print(f"ours: reading and parsing the {len(manifests)} objects took {time.perf_counter() - r0:.2f}s (not timed)")
     for name in ("initial", "no-op"):
         step.begin()
         kube.requests.clear()
         t0, c0 = time.perf_counter(), time.process_time()
         if profile:
             profile.enable()
-        art = LocalSource(folder).fetch()
-        manifests = render_build.render(art.path, ".")
-        opts = SyncOptions(name="bench", namespace="default")
+        opts = SyncOptions(name="bench", namespace="default", concurrency=concurrency)
         try:
             res = sync_revision(
                 steps=Given(manifests, art.revision), cluster=KubeCluster(kube, mapper, opts), options=opts
@@ -269,6 +279,27 @@ def run_peer(binary: str, cmd: str, args: list[str], step: Stepper) -> list[Pass
     ]
 
 
+def run_kubectl(kubeconfig: str, folder: Path, step: Stepper) -> list[Pass]:
+    """``kubectl apply --server-side`` of the folder, twice; requests counted from its -v=6 log."""
+    passes = []
+    for name in ("initial", "no-op"):
+        step.begin()
+        t0 = time.perf_counter()
+        p = subprocess.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", str(folder), "-v=6"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        wall = time.perf_counter() - t0
+        step.end()
+        if p.returncode != 0:
+            raise SystemExit(f"kubectl failed: {p.stderr[-2000:]}")
+        methods = collections.Counter(re.findall(r"\] (GET|POST|PATCH|PUT|DELETE) https://", p.stderr))
+        passes.append(Pass("kubectl", name, wall, 0.0, client_requests=dict(methods)))
+    return passes
+
+
 def peer_binary() -> str:
     p = subprocess.run([str(ROOT / "bench/peer/build")], capture_output=True, text=True, check=False)
     if p.returncode != 0:
@@ -281,24 +312,57 @@ def verbs(counts: dict[str, int]) -> str:
 
 
 def report(n: int, passes: list[Pass]) -> None:
-    print(f"objects per applier: {n}  (server verbs: APPLY* = dry-run apply; the controller-manager's")
-    print("  kube-root-ca.crt ConfigMap in each new Namespace shows as CREATE configmaps)")
-    head = f"{'applier':<10} {'pass':<8} {'wall s':>7} {'cpu s':>6} {'server cpu s':>12} {'requests':>8}"
+    print(f"objects per applier and round: {n}  (server verbs: APPLY* = dry-run apply; the controller-manager's")
+    print("  kube-root-ca.crt ConfigMap in each new Namespace shows as POST configmaps)")
+    head = f"{'round':>5} {'applier':<10} {'pass':<8} {'wall s':>7} {'cpu s':>6} {'server cpu s':>12} {'requests':>8}"
     print(f"{head}  server by verb | client by method | result")
     for p in passes:
         total = sum(p.server_requests.values())
         print(
-            f"{p.applier:<10} {p.name:<8} {p.wall:>7.2f} {p.cpu:>6.2f} {p.server_cpu:>12.2f} {total:>8}  "
+            f"{p.round:>5} {p.applier:<10} {p.name:<8} {p.wall:>7.2f} {p.cpu:>6.2f} {p.server_cpu:>12.2f} {total:>8}  "
             f"{verbs(p.server_requests)} | {verbs(p.client_requests)} | {verbs(p.actions)}"
         )
-    wall = {(p.applier, p.name): p.wall for p in passes}
+    print("ratios, median over rounds (wall; CPU = the applier's + kube-apiserver's + etcd's):")
     for name in ("initial", "no-op"):
-        ours = wall.get(("ours", name))
-        if ours is None:
-            continue
-        for other in ("flux-ssa", "raw-patch"):
-            if (other, name) in wall:
-                print(f"{name:<8} ours/{other}: {ours / wall[(other, name)]:.2f}")
+        for other in (*APPLIERS[1:], *OPTIONAL):
+            walls, cpus = [], []
+            for r in sorted({p.round for p in passes}):
+                ours = next((p for p in passes if (p.round, p.applier, p.name) == (r, "ours", name)), None)
+                peer = next((p for p in passes if (p.round, p.applier, p.name) == (r, other, name)), None)
+                if ours and peer:
+                    walls.append(ours.wall / peer.wall)
+                    if peer.cpu:  # kubectl's own CPU is not measured
+                        cpus.append((ours.cpu + ours.server_cpu) / (peer.cpu + peer.server_cpu))
+            if walls:
+                each = ", ".join(f"{w:.2f}" for w in walls)
+                print(
+                    f"  {name:<8} ours/{other:<9}: wall {statistics.median(walls):.2f} ({each}); "
+                    + (f"CPU {statistics.median(cpus):.2f}" if cpus else "")
+                )
+
+
+def run_round(
+    a: argparse.Namespace, cp: controlplane.ControlPlane, dirs: dict[str, Path], *, order: list[str], round_: int
+) -> list[Pass]:
+    """Every applier once, in ``order``, each on its own fresh Namespaces."""
+    obs, kc = Observer(cp), str(cp.kubeconfig)
+    out: list[Pass] = []
+    for applier in order:
+        step = Stepper(obs, applier)
+        if applier == "ours":
+            got = run_ours(kc, dirs[applier], step, concurrency=a.concurrency, profile=a.profiler)
+        elif applier == "kubectl":
+            got = run_kubectl(kc, dirs[applier], step)
+        else:
+            if applier == "flux-ssa":
+                args = ["--concurrency", str(a.flux_concurrency), "--qps", str(a.flux_qps)]
+            else:
+                args = ["--concurrency", str(a.raw_concurrency)]
+            got = run_peer(a.binary, applier, ["--kubeconfig", kc, "--dir", str(dirs[applier]), *args], step)
+        for p, (reqs, cpu) in zip(got, step.server, strict=True):
+            p.server_requests, p.server_cpu, p.round = reqs, cpu, round_
+        out += got
+    return out
 
 
 def main() -> int:
@@ -306,42 +370,31 @@ def main() -> int:
     ap.add_argument("--namespaces", type=int, default=10)
     ap.add_argument("--objects-per-ns", type=int, default=99)
     ap.add_argument("--order", default=",".join(APPLIERS), help="appliers to run, in this order")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat, each round in the reverse order of the one before")
+    ap.add_argument("--concurrency", type=int, default=8, help="ours: requests at once (the CLI's --concurrency)")
     ap.add_argument("--flux-concurrency", type=int, default=4, help="kustomize-controller's --concurrent-ssa default")
     ap.add_argument("--flux-qps", type=float, default=-1, help="flux-ssa client QPS (<0: none; Flux ships 50)")
     ap.add_argument("--raw-concurrency", type=int, default=16)
     ap.add_argument("--profile", type=Path, help="cProfile our passes into this file and print the top entries")
     a = ap.parse_args()
     order = [x for x in a.order.split(",") if x]
-    if unknown := set(order) - set(APPLIERS):
+    if unknown := set(order) - set(APPLIERS) - set(OPTIONAL):
         ap.error(f"unknown appliers: {', '.join(sorted(unknown))}")
-    binary = peer_binary() if set(order) - {"ours"} else ""
-    profile = cProfile.Profile() if a.profile else None
+    a.binary = peer_binary() if set(order) & {"flux-ssa", "raw-patch"} else ""
+    a.profiler = cProfile.Profile() if a.profile else None
     passes: list[Pass] = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        dirs = {}
-        for applier in order:
-            dirs[applier] = t / applier
-            dirs[applier].mkdir()
-            n = write_objects(dirs[applier], applier.split("-")[0], a.namespaces, a.objects_per_ns)
         with controlplane.running(t / "cluster", kwok=False) as cp:
-            obs, kc = Observer(cp), str(cp.kubeconfig)
-            for applier in order:
-                step = Stepper(obs, applier)
-                if applier == "ours":
-                    got = run_ours(kc, dirs[applier], step, profile)
-                elif applier == "flux-ssa":
-                    args = ["--concurrency", str(a.flux_concurrency), "--qps", str(a.flux_qps)]
-                    got = run_peer(binary, applier, ["--kubeconfig", kc, "--dir", str(dirs[applier]), *args], step)
-                else:
-                    args = ["--concurrency", str(a.raw_concurrency)]
-                    got = run_peer(binary, applier, ["--kubeconfig", kc, "--dir", str(dirs[applier]), *args], step)
-                for p, (reqs, cpu) in zip(got, step.server, strict=True):
-                    p.server_requests, p.server_cpu = reqs, cpu
-                passes += got
+            for r in range(1, a.rounds + 1):
+                dirs = {x: t / f"{x}-{r}" for x in order}
+                for applier, d in dirs.items():
+                    d.mkdir()
+                    n = write_objects(d, f"{applier.split('-')[0]}{r}", a.namespaces, a.objects_per_ns)
+                passes += run_round(a, cp, dirs, order=order if r % 2 else order[::-1], round_=r)
     report(n, passes)
-    if profile and a.profile:
-        profile.dump_stats(a.profile)
+    if a.profiler:
+        a.profiler.dump_stats(a.profile)
         pstats.Stats(str(a.profile)).sort_stats("cumulative").print_stats(25)
     return 0
 
