@@ -209,7 +209,7 @@ class Stepper:
 
 
 def run_ours(
-    kubeconfig: str, folder: Path, step: Stepper, *, concurrency: int, profile: cProfile.Profile | None
+    kubeconfig: str, folder: Path, step: Stepper, *, name: str, concurrency: int, profile: cProfile.Profile | None
 ) -> list[Pass]:
     """Two passes of our pipeline over ``folder``, on one long-lived connection and mapper
     (as the controller holds them); the mapper's discovery is paid in the first pass. The
@@ -221,19 +221,19 @@ def run_ours(
     r0 = time.perf_counter()
     manifests = render_build.render(art.path, ".")
     print(f"ours: reading and parsing the {len(manifests)} objects took {time.perf_counter() - r0:.2f}s (not timed)")
-    for name in ("initial", "no-op"):
+    for pass_ in ("initial", "no-op"):
         step.begin()
         kube.requests.clear()
         t0, c0 = time.perf_counter(), time.process_time()
         if profile:
             profile.enable()
-        opts = SyncOptions(name="bench", namespace="default", concurrency=concurrency)
+        opts = SyncOptions(name=name, namespace="default", concurrency=concurrency)  # one inventory a round
         try:
             res = sync_revision(
                 steps=Given(manifests, art.revision), cluster=KubeCluster(kube, mapper, opts), options=opts
             )
         except StepError as e:
-            raise SystemExit(f"ours {name}: sync failed: {e.errors[:3]}") from e
+            raise SystemExit(f"ours {pass_}: sync failed: {e.errors[:3]}") from e
         finally:
             if profile:
                 profile.disable()
@@ -241,7 +241,7 @@ def run_ours(
         step.end()
         assert res.plan is not None
         actions = {k: v for k, v in res.plan.counts().items() if v}
-        passes.append(Pass("ours", name, wall, cpu, client_requests=dict(kube.requests), actions=actions))
+        passes.append(Pass("ours", pass_, wall, cpu, client_requests=dict(kube.requests), actions=actions))
     kube.close()
     return passes
 
@@ -350,7 +350,9 @@ def run_round(
     for applier in order:
         step = Stepper(obs, applier)
         if applier == "ours":
-            got = run_ours(kc, dirs[applier], step, concurrency=a.concurrency, profile=a.profiler)
+            got = run_ours(
+                kc, dirs[applier], step, name=f"bench{round_}", concurrency=a.concurrency, profile=a.profiler
+            )
         elif applier == "kubectl":
             got = run_kubectl(kc, dirs[applier], step)
         else:
@@ -383,16 +385,19 @@ def main() -> int:
     a.binary = peer_binary() if set(order) & {"flux-ssa", "raw-patch"} else ""
     a.profiler = cProfile.Profile() if a.profile else None
     passes: list[Pass] = []
+    n = a.namespaces * (a.objects_per_ns + 1)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         with controlplane.running(t / "cluster", kwok=False) as cp:
-            for r in range(1, a.rounds + 1):
-                dirs = {x: t / f"{x}-{r}" for x in order}
-                for applier, d in dirs.items():
-                    d.mkdir()
-                    n = write_objects(d, f"{applier.split('-')[0]}{r}", a.namespaces, a.objects_per_ns)
-                passes += run_round(a, cp, dirs, order=order if r % 2 else order[::-1], round_=r)
-    report(n, passes)
+            try:
+                for r in range(1, a.rounds + 1):
+                    dirs = {x: t / f"{x}-{r}" for x in order}
+                    for applier, d in dirs.items():
+                        d.mkdir()
+                        write_objects(d, f"{applier.split('-')[0]}{r}", a.namespaces, a.objects_per_ns)
+                    passes += run_round(a, cp, dirs, order=order if r % 2 else order[::-1], round_=r)
+            finally:
+                report(n, passes)  # what was measured, even when a later round fails
     if a.profiler:
         a.profiler.dump_stats(a.profile)
         pstats.Stats(str(a.profile)).sort_stats("cumulative").print_stats(25)
