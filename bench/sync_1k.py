@@ -165,16 +165,16 @@ class Observer:
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
         return ticks / 100.0
 
-    def quiet(self, *, timeout: float = 90.0, calm: int = 15) -> None:
-        """Wait until the API server handles fewer than ``calm`` requests in a second (the
-        controller-manager has made its ReplicaSets and Pods), at most ``timeout`` seconds."""
+    def quiet(self, *, timeout: float = 120.0, calm: int = 10, seconds: int = 3) -> None:
+        """Wait until the API server handles fewer than ``calm`` requests a second for ``seconds``
+        seconds in a row (the controller-manager has made its ReplicaSets and Pods), at most
+        ``timeout`` seconds: what it does after one pass must not be billed to the next."""
         deadline = time.monotonic() + timeout
-        last = sum(self.requests().values())
-        while time.monotonic() < deadline:
+        last, still = sum(self.requests().values()), 0
+        while time.monotonic() < deadline and still < seconds:
             time.sleep(1.0)
             now = sum(self.requests().values())
-            if now - last < calm:
-                return
+            still = still + 1 if now - last < calm else 0
             last = now
 
     @staticmethod
