@@ -10,7 +10,7 @@ CLUSTER_DIR := .cluster
 KWOK ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv controlplane tools cluster cluster-down demo lint test unit clean image
+.PHONY: help deps venv controlplane tools cluster cluster-down demo lint test unit clean image bench-sync
 
 help:
 	@echo "make demo          build+start the local control plane, apply examples/hello, show what is live"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint          ruff, mypy --strict, import-linter"
 	@echo "make tools         build the pinned kustomize, helm, sops and OCI registry (cached outside the repo)"
 	@echo "make image         build the controller image from Debian packages (no Docker), run it as uid 65532 and check it reconciles"
+	@echo "make bench-sync    1,000 objects: our apply vs fluxcd/pkg/ssa vs a raw SSA PATCH loop (not part of test)"
 
 deps:
 	scripts/install-deps
@@ -69,6 +70,10 @@ unit: venv tools
 
 test: venv controlplane tools lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# A benchmark, not a test: builds the Go peer (bench/peer/build) from the Go module proxy.
+bench-sync: venv controlplane
+	$(PY) bench/sync_1k.py $(BENCH_ARGS)
 
 clean: cluster-down
 	rm -rf $(VENV) $(CLUSTER_DIR) .mypy_cache .ruff_cache .pytest_cache *.egg-info
