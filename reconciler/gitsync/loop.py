@@ -135,6 +135,7 @@ class Controller:
         self.kube, self.opts = kube, opts
         self.metrics = metrics or Metrics()
         kube.on_request = lambda verb: self.metrics.api_requests.labels(verb).inc()
+        kube.on_resource = lambda verb, resource: self.metrics.api_calls.labels(verb, resource).inc()
         kube.limit(qps=opts.kube_api_qps, burst=opts.kube_api_burst)
         self.mapper = discovery.RestMapper(kube)
         self.events = EventRecorder(kube, opts.identity)
