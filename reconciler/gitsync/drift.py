@@ -10,6 +10,7 @@ not one request per object per interval.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -97,6 +98,9 @@ class _Tracked:
     # then checked against it (so an edit made during a sync is not lost).
     paused: bool = False
     held: dict[ObjectId, dict[str, Any] | None] = field(default_factory=dict)
+    # Each watched kind's list count when this baseline was set: a relist since (a 410 Gone, after
+    # which a deletion may have gone unseen) means the watch can no longer vouch for the objects.
+    epochs: dict[Resource, int] = field(default_factory=dict)
 
 
 class DriftWatcher:
@@ -115,6 +119,8 @@ class DriftWatcher:
         self._lock = threading.Lock()
         self._tracked: dict[Key, _Tracked] = {}
         self._watched: set[Resource] = set()
+        self._epochs: dict[Resource, int] = {}  # lists done per watched kind (0 or absent: not listed yet)
+        self._changed = threading.Condition(self._lock)  # a held event arrived (health waits on it)
 
     def track(self, key: Key, objects: dict[ObjectId, Desired]) -> None:
         """After a successful sync: this is what the GitSync's objects must look like now."""
@@ -123,6 +129,7 @@ class DriftWatcher:
             t.objects = objects
             t.drifted = {}
             t.paused = False
+            t.epochs = {d.resource: self._epochs.get(d.resource, 0) for d in objects.values()}
             held, t.held = t.held, {}
             for oid, live in held.items():
                 desired = objects.get(oid)
@@ -137,11 +144,32 @@ class DriftWatcher:
         for res in sorted(new, key=lambda r: (r.group, r.kind)):
             threading.Thread(target=self._watch, args=(res,), name=f"drift-{res.kind}", daemon=True).start()
 
-    def pause(self, key: Key) -> None:
+    def pause(self, key: Key) -> bool:
+        """A sync of ``key`` starts: hold its objects' events until it hands over. True when the
+        watches vouch that its objects are still as its last sync left them: every one tracked,
+        none drifted, and every kind watched without a gap (no relist) since."""
         with self._lock:
+            t = self._tracked.setdefault(key, _Tracked())  # a new GitSync's events are held too (health)
+            t.paused = True
+            return bool(t.objects) and not t.drifted and not t.held and self._unbroken(t)
+
+    def _unbroken(self, t: _Tracked) -> bool:
+        resources = {d.resource for d in t.objects.values()}
+        return all(0 < t.epochs.get(r, 0) == self._epochs.get(r, 0) for r in resources)
+
+    def watching(self, res: Resource) -> bool:
+        """Whether the watch of ``res`` has listed and streams its changes now."""
+        with self._lock:
+            return self._epochs.get(res, 0) > 0
+
+    def wait_held(
+        self, key: Key, *, done: Callable[[dict[ObjectId, dict[str, Any] | None]], bool], timeout: float
+    ) -> bool:
+        """Wait (at most ``timeout`` seconds) until ``done`` accepts the events held for ``key``
+        during its sync: the latest state of each object that changed since the sync began."""
+        with self._changed:
             t = self._tracked.get(key)
-            if t is not None:
-                t.paused = True
+            return t is not None and self._changed.wait_for(lambda: done(dict(t.held)), timeout=timeout)
 
     def resume(self, key: Key) -> None:
         """After a failed sync: watch against the old baseline again (held events included)."""
@@ -164,31 +192,35 @@ class DriftWatcher:
             return dict(t.drifted) if t else {}
 
     def _watch(self, res: Resource) -> None:
-        def handler(type_: str, obj: dict[str, Any]) -> None:
-            if not obj:
-                return
-            labels = (obj.get("metadata") or {}).get("labels") or {}
-            owner = labels.get(OWNER_LABEL, "")
-            ns, _, name = owner.partition(".")
-            obj.setdefault("apiVersion", res.api_version)
-            obj.setdefault("kind", res.kind)
-            self._observe((ns, name), ObjectId.of(obj), None if type_ == "DELETED" else obj)
-
         watch.watch(
             self._kube,
             res.collection_path(),
-            handler=handler,
+            handler=functools.partial(self._event, res),
             stop=self._stop,
             query=[("labelSelector", OWNER_LABEL)],
             kind=res.kind,
             api_version=res.api_version,
         )
 
+    def _event(self, res: Resource, type_: str, obj: dict[str, Any]) -> None:
+        """One event of ``res``'s watch: a managed object changed, or a (re)list ended."""
+        if not obj:  # the end of a (re)list: a new epoch of this kind's watch
+            with self._lock:
+                self._epochs[res] = self._epochs.get(res, 0) + 1
+            return
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        owner = labels.get(OWNER_LABEL, "")
+        ns, _, name = owner.partition(".")
+        obj.setdefault("apiVersion", res.api_version)
+        obj.setdefault("kind", res.kind)
+        self._observe((ns, name), ObjectId.of(obj), None if type_ == "DELETED" else obj)
+
     def _observe(self, key: Key, oid: ObjectId, live: dict[str, Any] | None) -> None:
         with self._lock:
             t = self._tracked.get(key)
             if t is not None and t.paused:
                 t.held[oid] = live  # the latest state wins
+                self._changed.notify_all()
                 return
             desired = t.objects.get(oid) if t else None
             if t is None or desired is None:

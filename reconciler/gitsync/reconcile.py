@@ -18,7 +18,7 @@ from typing import Any
 from reconciler import policy
 from reconciler.aws.errors import AwsError
 from reconciler.gitsync import helmstep, inputs
-from reconciler.gitsync.cluster import KubeCluster
+from reconciler.gitsync.cluster import HeldEvents, KubeCluster
 from reconciler.gitsync.drift import Desired
 from reconciler.gitsync.errors import (
     AccessDeniedError,
@@ -135,6 +135,7 @@ class Reconciler:
         self.tenancy = tenancy or Tenancy()
         self.charts = charts or helmstep.Charts.under(cache_dir)  # shared by every GitSync: one chart cache
         self.outcomes = Outcomes(patch_status=self._patch_status, events=events, metrics=metrics)
+        self.held: HeldEvents | None = None  # the drift watch, once running: health read from its events
 
     def _reader(self, namespace: str, spec: GitSyncSpec) -> Kube:
         """The handle for what a GitSync reads in this cluster (its Secrets, ConfigMaps and local
@@ -226,7 +227,9 @@ class Reconciler:
             kube, mapper = steps.target = self._target(md["namespace"], spec)
             options = self._options(obj, spec, policy_mode=steps.policy_mode)
             holds = functools.partial(self.owns, md["namespace"], md["name"])
-            res = sync_revision(steps=steps, cluster=KubeCluster(kube, mapper, options, holds), options=options)
+            watch = self.held if spec.target is None else None  # it watches the local cluster only
+            cluster = KubeCluster(kube, mapper, options, holds, watch=watch)
+            res = sync_revision(steps=steps, cluster=cluster, options=options)
         except ShardLostError:
             log.info("shard lost: the reconcile stops", extra={"gitsync": steps.gid, "reason": "ShardLost"})
             return ReconcileResult(ok=False, waiting=True)  # the shard's new owner reports

@@ -229,7 +229,9 @@ def plan(
     out = Plan(items=[])
     orphans = _orphans(inventory, {ObjectId.of(o) for _, o, _ in desired}, mapper=mapper, into=out)
     wanted: list[tuple[ObjectId, Resource]] = [(ObjectId.of(o), r) for _, o, r in desired if r is not None]
-    state = live.fetch_owned(kube, owner, [*wanted, *orphans.items()])
+    # Nothing recorded (a new sync): nothing can be labelled ours unless someone deleted the
+    # inventory by hand, so no LIST; each object is then a "create" whose dry run finds out.
+    state = live.fetch_owned(kube, owner, [*wanted, *orphans.items()]) if inventory.entries else live.Live()
     out.unexamined |= state.unexamined
     for m, obj, res in desired:
         oid = ObjectId.of(obj)

@@ -112,6 +112,11 @@ def _adopt(kube: Kube, item: Item, *, mapper: RestMapper, owner: str) -> str | N
             f"{item.oid} ({item.source}): already managed by sync {other} "
             f"(label {OWNER_LABEL}); two syncs must not manage one object"
         )
+    if other == owner:  # ours already (planned without a LIST: a sync with no inventory)
+        item.action, item.live = Action.CONFIGURE, real
+        if annotation(real or {}, RECONCILE_ANNOTATION) == DISABLED:
+            item.action, item.reason = Action.SKIP, f"{RECONCILE_ANNOTATION}: {DISABLED}"
+        return None
     item.action, item.live, item.adopt = Action.CONFIGURE, real, True
     item.reason = "adopting an existing object"
     return None
