@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from reconciler.gitsync import hooks as helm_hooks
+from reconciler.gitsync.drift import Vouched
 from reconciler.gitsync.errors import ClusterFailedError, InventoryConflictError, ShardLostError
 from reconciler.gitsync.results import Stage, SyncOptions, SyncResult
 from reconciler.kube.client import Kube, KubeError, UnreachableError
@@ -40,6 +41,8 @@ class HeldEvents(Protocol):
     """The drift watch's view of a GitSync's objects while its sync runs (drift.DriftWatcher)."""
 
     def watching(self, res: Resource) -> bool: ...
+
+    def vouched(self, key: tuple[str, str]) -> Mapping[ObjectId, Vouched]: ...
 
     def wait_held(self, key: tuple[str, str], *, done: Callable[[Held], bool], timeout: float) -> bool: ...
 
@@ -95,6 +98,7 @@ class KubeCluster:
     holds: Callable[[], bool] = _always  # default: always (no shards); checked before each write phase
     applied: dict[ObjectId, dict[str, Any]] = field(default_factory=dict)  # default {}: apply responses, for health
     watch: HeldEvents | None = None  # default None: health is polled; else read from the watch's events
+    vouched: dict[ObjectId, Vouched] = field(default_factory=dict)  # default {}: what the watch vouched for at plan
 
     @_typed(Stage.PLAN)
     def load(self) -> inventory.Inventory:
@@ -107,6 +111,7 @@ class KubeCluster:
     @_typed(Stage.PLAN)
     def plan(self, manifests: Sequence[Manifest], previous: inventory.Inventory) -> Plan:
         o = self.options
+        self.vouched.update(self.watch.vouched((o.namespace, o.name)) if self.watch else {})
         try:
             return plan(
                 self.kube,
@@ -116,6 +121,7 @@ class KubeCluster:
                 owner=o.owner,
                 default_namespace=o.default_namespace,
                 field_manager=o.field_manager,
+                vouched={oid: v.digest for oid, v in self.vouched.items()},
             )
         except PlanError as e:
             return Plan(items=[], errors=e.errors)
@@ -195,6 +201,7 @@ class KubeCluster:
         # what this sync read of each object: its apply response, or (left unchanged) the plan's read
         seen = {i.oid: self.applied.get(i.oid, i.live) for i in items}
         known = {oid: health.assess(obj) for oid, obj in seen.items() if obj is not None}
+        known |= {oid: h for oid in seen if oid not in known and (h := self._vouched_health(oid)) is not None}
         current = {oid: h for oid, h in known.items() if h.state is health.State.CURRENT}
         rest = [i for i in items if i.oid not in current]
         while rest:
@@ -212,6 +219,11 @@ class KubeCluster:
                 return current | polled
             rest = [i for i in rest if i.oid not in current]
         return current
+
+    def _vouched_health(self, oid: ObjectId) -> Health | None:
+        """Left alone without a read: its health as the watch last saw it (None: unknown)."""
+        v = self.vouched.get(oid)
+        return v.health if v is not None else None
 
     def _gens(self, items: Sequence[Item]) -> dict[ObjectId, int]:
         """The generation each applied object must reach, for those whose kind the watch sees."""

@@ -10,6 +10,7 @@ not one request per object per interval.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -21,8 +22,9 @@ from reconciler.kube import watch
 from reconciler.kube.client import Kube
 from reconciler.kube.discovery import Resource
 from reconciler.sync import diffing
+from reconciler.sync.health import Health, State, assess
 from reconciler.sync.inventory import owned_fields
-from reconciler.sync.objects import OWNER_LABEL, ObjectId
+from reconciler.sync.objects import DISABLED, OWNER_LABEL, RECONCILE_ANNOTATION, ObjectId, annotation
 from reconciler.sync.plan import comparable, contains
 
 log = logging.getLogger("reconciler.gitsync.drift")
@@ -39,13 +41,38 @@ class Desired:
     fields: str  # owned-fields digest right after our apply
     resource: Resource
     baseline: Any = None  # _project(shape(obj), live after apply); None: compare with obj itself
+    digest: str = ""  # default "": the inventory digest of obj ("" = unknown: never vouched for)
+    healthy: bool = False  # default False: the sync found it Current (spec.wait); events may say otherwise since
 
     @classmethod
     def after_apply(
-        cls, obj: dict[str, Any], live: dict[str, Any] | None, *, fields: str, resource: Resource
+        cls,
+        obj: dict[str, Any],
+        live: dict[str, Any] | None,
+        *,
+        fields: str,
+        resource: Resource,
+        digest: str = "",
+        healthy: bool = False,
     ) -> Desired:
         baseline = _project(shape(obj), comparable(live) or {}) if live is not None else None
-        return cls(obj, fields, resource, baseline)
+        return cls(obj, fields, resource, baseline, digest, healthy)
+
+
+def _kept(old: Desired | None, new: Desired) -> Desired:
+    """An object a sync left alone without reading it (vouched for by the watch) keeps the
+    baseline of the apply that made it: that one knows how the server stored it."""
+    if new.baseline is None and old is not None and old.digest and old.digest == new.digest:
+        return dataclasses.replace(old, healthy=new.healthy)
+    return new
+
+
+@dataclass(frozen=True)
+class Vouched:
+    """What the watch knows of one object its last sync applied, nothing having drifted since."""
+
+    digest: str  # the inventory digest of what was applied
+    health: Health | None  # its health now, as the last event (or the sync) showed it; None: unknown
 
 
 def shape(obj: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +128,8 @@ class _Tracked:
     # Each watched kind's list count when this baseline was set: a relist since (a 410 Gone, after
     # which a deletion may have gone unseen) means the watch can no longer vouch for the objects.
     epochs: dict[Resource, int] = field(default_factory=dict)
+    health: dict[ObjectId, Health] = field(default_factory=dict)  # from events since the baseline
+    opted_out: set[ObjectId] = field(default_factory=set)  # annotated reconcile: disabled since: never vouched
 
 
 class DriftWatcher:
@@ -126,14 +155,17 @@ class DriftWatcher:
         """After a successful sync: this is what the GitSync's objects must look like now."""
         with self._lock:
             t = self._tracked.setdefault(key, _Tracked())
-            t.objects = objects
-            t.drifted = {}
+            t.objects = {oid: _kept(t.objects.get(oid), d) for oid, d in objects.items()}
+            t.drifted, t.opted_out = {}, set()
             t.paused = False
             t.epochs = {d.resource: self._epochs.get(d.resource, 0) for d in objects.values()}
+            t.health = {}
             held, t.held = t.held, {}
             for oid, live in held.items():
                 desired = objects.get(oid)
                 d = check(desired, live, self._fm) if desired is not None else None
+                if desired is not None:
+                    t.health[oid] = assess(live)  # what it became during the sync
                 if d is not None:
                     t.drifted[oid] = d
             snapshot = dict(t.drifted)
@@ -152,6 +184,21 @@ class DriftWatcher:
             t = self._tracked.setdefault(key, _Tracked())  # a new GitSync's events are held too (health)
             t.paused = True
             return bool(t.objects) and not t.drifted and not t.held and self._unbroken(t)
+
+    def vouched(self, key: Key) -> dict[ObjectId, Vouched]:
+        """The objects of ``key`` the watch vouches are still as its last sync applied them (none
+        drifted, no relist of their kind since): a plan need not read them again."""
+        with self._lock:
+            t = self._tracked.get(key)
+            if t is None or t.drifted or not self._unbroken(t):
+                return {}
+            out = {}
+            for oid, d in t.objects.items():
+                if not d.digest or oid in t.held or oid in t.opted_out:  # changed during this sync: read it
+                    continue
+                h = t.health.get(oid) or (Health(State.CURRENT, "Current when last synced") if d.healthy else None)
+                out[oid] = Vouched(d.digest, h)
+            return out
 
     def _unbroken(self, t: _Tracked) -> bool:
         resources = {d.resource for d in t.objects.values()}
@@ -225,6 +272,9 @@ class DriftWatcher:
             desired = t.objects.get(oid) if t else None
             if t is None or desired is None:
                 return
+            t.health[oid] = assess(live)
+            if live is not None and annotation(live, RECONCILE_ANNOTATION) == DISABLED:
+                t.opted_out.add(oid)
             d = check(desired, live, self._fm)
             before = set(t.drifted)
             if d is None:

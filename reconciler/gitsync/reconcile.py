@@ -45,7 +45,7 @@ from reconciler.report import redact
 from reconciler.report.metrics import Metrics
 from reconciler.source.local import tree_digest
 from reconciler.source.shared import SharedSources
-from reconciler.sync import inventory
+from reconciler.sync import health, inventory
 from reconciler.sync.changeset import Action
 from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Plan
@@ -101,8 +101,14 @@ def _baseline(res: SyncResult, inv: inventory.Inventory, mapper: RestMapper) -> 
             resource = mapper.find(item.desired["apiVersion"], item.desired["kind"])
         except UnknownKindError:  # a kind gone since the apply is simply not watched
             continue
+        verdict = res.health.get(item.oid) if res.health else None
         tracked[item.oid] = Desired.after_apply(
-            item.desired, live_after.get(item.oid), fields=entry.fields, resource=resource
+            item.desired,
+            live_after.get(item.oid),
+            fields=entry.fields,
+            resource=resource,
+            digest=entry.digest if entry.digest == item.digest else "",  # "": never vouched for
+            healthy=verdict is not None and verdict.state is health.State.CURRENT,
         )
     return tracked
 

@@ -19,12 +19,15 @@ from reconciler.gitsync.results import SyncOptions
 from reconciler.gitsync.spec import WEBHOOK_STAMP
 from reconciler.kube.client import APPLY_PATCH, MERGE_PATCH, request_kind
 from reconciler.kube.discovery import Resource
+from reconciler.render.manifests import Manifest
 from reconciler.report import conditions as cond
 from reconciler.report.metrics import Metrics
-from reconciler.sync import health
-from reconciler.sync.changeset import Action
+from reconciler.sync import health, record
+from reconciler.sync.apply import ObjectResult
+from reconciler.sync.changeset import Action, Effect
+from reconciler.sync.inventory import Entry, Inventory
 from reconciler.sync.objects import OWNER_LABEL, ObjectId
-from reconciler.sync.plan import Item
+from reconciler.sync.plan import Item, Plan, plan
 
 DEPLOYMENTS = Resource(group="apps", version="v1", kind="Deployment", plural="deployments", namespaced=True)
 KEY = ("team", "apps")
@@ -195,3 +198,60 @@ def test_requests_are_counted_by_verb_and_resource_never_by_name(
     method: str, path: str, query: Any, content_type: str, expected: tuple[str, str]
 ) -> None:
     assert request_kind(method, path, query=query, content_type=content_type) == expected
+
+
+# ------------------------------------------------------------------ a plan that reads only what may have changed
+
+
+class ListingKube:
+    """Serves the LIST of the plan from ``live`` and counts the requests."""
+
+    def __init__(self, live: list[dict[str, Any]]) -> None:
+        self.live, self.gets = live, 0
+
+    def get(self, path: str, query: Any = None) -> dict[str, Any]:
+        self.gets += 1
+        return {"items": [dict(o) for o in self.live]}
+
+
+def planned(kube: ListingKube, inv: Inventory, vouched: dict[ObjectId, str]) -> Item:
+    manifest = Manifest(obj=deployment(generation=1, observed=1), file="app.yaml", doc=1)
+    p = plan(kube, [manifest], mapper=Mapper(), inventory=inv, owner="team.apps", vouched=vouched)  # type: ignore[arg-type]
+    return p.items[0]
+
+
+def test_an_object_the_watch_vouches_for_is_unchanged_without_a_read_and_keeps_its_entry() -> None:
+    live_obj = deployment(generation=1, observed=1)
+    first = planned(ListingKube([]), Inventory(), {})  # no inventory: a create, and no LIST
+    assert first.action is Action.CREATE
+    entry = Entry(first.oid, "v1", first.digest, "fields-digest")
+    inv = Inventory("r1", {first.oid: entry}, "uid")
+    kube = ListingKube([live_obj])
+    assert planned(kube, inv, {}).action in (Action.UNCHANGED, Action.CONFIGURE)
+    assert kube.gets == 1  # not vouched for: read
+    kube = ListingKube([live_obj])
+    item = planned(kube, inv, {first.oid: first.digest})
+    assert (item.action, item.live, kube.gets) == (Action.UNCHANGED, None, 0)
+    assert planned(kube, inv, {first.oid: "sha256:another"}).action is not Action.UNCHANGED or kube.gets == 1
+    outcome = ObjectResult(item=item, result=Effect.UNCHANGED)
+    final = record.final(inv, Plan(items=[item]), outcomes=[outcome], deleted=set(), field_manager="m", revision="r2")
+    assert final.entries[item.oid] == entry  # its owned-fields digest is not lost for want of a read
+
+
+def test_a_baseline_left_alone_keeps_the_one_its_apply_made() -> None:
+    w = watcher()
+    w._event(DEPLOYMENTS, "RELISTED", {})
+    obj = deployment(generation=1, observed=1)
+    applied = Desired.after_apply(obj, obj, fields="", resource=DEPLOYMENTS, digest="d1", healthy=True)
+    w.track(KEY, {ObjectId.of(obj): applied})
+    unread = Desired.after_apply(obj, None, fields="", resource=DEPLOYMENTS, digest="d1", healthy=True)
+    w.track(KEY, {ObjectId.of(obj): unread})
+    assert w._tracked[KEY].objects[ObjectId.of(obj)].baseline == applied.baseline
+    v = w.vouched(KEY)[ObjectId.of(obj)]
+    assert v.digest == "d1"
+    assert v.health is not None
+    assert v.health.state is health.State.CURRENT
+    w._event(DEPLOYMENTS, "MODIFIED", deployment(generation=1, observed=1) | {"status": {}})
+    v = w.vouched(KEY)[ObjectId.of(obj)]
+    assert v.health is not None
+    assert v.health.state is not health.State.CURRENT  # the event's verdict, not the sync's
