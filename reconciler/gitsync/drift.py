@@ -129,6 +129,7 @@ class _Tracked:
     # which a deletion may have gone unseen) means the watch can no longer vouch for the objects.
     epochs: dict[Resource, int] = field(default_factory=dict)
     health: dict[ObjectId, Health] = field(default_factory=dict)  # from events since the baseline
+    complete: bool = False  # every object of its last sync is tracked (see track)
     opted_out: set[ObjectId] = field(default_factory=set)  # annotated reconcile: disabled since: never vouched
 
 
@@ -151,10 +152,12 @@ class DriftWatcher:
         self._epochs: dict[Resource, int] = {}  # lists done per watched kind (0 or absent: not listed yet)
         self._changed = threading.Condition(self._lock)  # a held event arrived (health waits on it)
 
-    def track(self, key: Key, objects: dict[ObjectId, Desired]) -> None:
-        """After a successful sync: this is what the GitSync's objects must look like now."""
+    def track(self, key: Key, objects: dict[ObjectId, Desired], *, complete: bool = False) -> None:
+        """After a successful sync: this is what the GitSync's objects must look like now.
+        ``complete``: these are all of its objects, so the watch may vouch for the whole sync."""
         with self._lock:
             t = self._tracked.setdefault(key, _Tracked())
+            t.complete = complete
             t.objects = {oid: _kept(t.objects.get(oid), d) for oid, d in objects.items()}
             t.drifted, t.opted_out = {}, set()
             t.paused = False
@@ -183,7 +186,7 @@ class DriftWatcher:
         with self._lock:
             t = self._tracked.setdefault(key, _Tracked())  # a new GitSync's events are held too (health)
             t.paused = True
-            return bool(t.objects) and not t.drifted and not t.held and self._unbroken(t)
+            return t.complete and bool(t.objects) and not t.drifted and not t.held and self._unbroken(t)
 
     def vouched(self, key: Key) -> dict[ObjectId, Vouched]:
         """The objects of ``key`` the watch vouches are still as its last sync applied them (none

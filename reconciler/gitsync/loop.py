@@ -346,7 +346,7 @@ class Controller:
             if not watch_drift:
                 self.drift.forget(key)
             else:
-                self.drift.track(key, out.tracked)
+                self.drift.track(key, out.tracked, complete=out.complete)
                 if state.drifted:
                     self._on_drift(key, {})  # the sync re-applied what had drifted
 

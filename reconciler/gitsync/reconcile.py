@@ -113,6 +113,16 @@ def _baseline(res: SyncResult, inv: inventory.Inventory, mapper: RestMapper) -> 
     return tracked
 
 
+def _complete(res: SyncResult, tracked: dict[ObjectId, Desired]) -> bool:
+    """Whether the drift watch follows every object of this sync: then, while it sees no change,
+    it may vouch for all of them (a quiet interval skips the plan). Not with an object skipped
+    (``reconcile: disabled`` is re-created when deleted), kept from pruning, or unexamined."""
+    if res.plan is None or res.plan.unexamined:
+        return False
+    pruned = {i.oid for i in res.pruned.deleted} if res.pruned else set()
+    return all(i.oid in tracked or i.oid in pruned for i in res.plan.items)
+
+
 class Reconciler:
     def __init__(
         self,
@@ -343,4 +353,5 @@ class Reconciler:
         out = self.outcomes.succeeded(obj, done, extra={**extra, "lastPlan": last_plan})
         steps.state.inputs, steps.state.synced_at = steps.inputs, time.monotonic()
         out.tracked = _baseline(res, inv, mapper)
+        out.complete = _complete(res, out.tracked)
         return out

@@ -95,21 +95,23 @@ def baseline() -> dict[ObjectId, Desired]:
 
 def test_the_watch_vouches_only_for_a_kind_listed_before_the_baseline_and_not_relisted_since() -> None:
     w = watcher()
-    w.track(KEY, baseline())
+    w.track(KEY, baseline(), complete=True)
     assert not w.pause(KEY)  # the kind was not listed yet when the baseline was set
     w._event(DEPLOYMENTS, "RELISTED", {})  # its first list
-    w.track(KEY, baseline())
+    w.track(KEY, baseline(), complete=True)
     assert w.pause(KEY)
     w.resume(KEY)
     w._event(DEPLOYMENTS, "RELISTED", {})  # a relist (410 Gone): a deletion may have gone unseen
     assert not w.pause(KEY)
-    w.track(KEY, baseline())
+    w.track(KEY, baseline(), complete=True)
     assert w.pause(KEY)
     w.resume(KEY)
     w._event(DEPLOYMENTS, "MODIFIED", deployment(generation=1, observed=1) | {"spec": {"replicas": 3}})
     assert w.drifted(KEY)
     assert not w.pause(KEY)  # drifted: in full
     assert not watcher().pause(("team", "new"))  # nothing tracked yet
+    w.track(KEY, baseline(), complete=False)  # an object skipped (reconcile: disabled) or unexamined
+    assert not w.pause(KEY)
 
 
 # ------------------------------------------------------------------ health from the watch's events
