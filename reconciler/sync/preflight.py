@@ -9,7 +9,7 @@ of other syncs become plan errors here, so nothing is applied or pruned.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from reconciler.kube import ssa
@@ -126,6 +126,18 @@ def _is_namespace(item: Item) -> bool:
     return item.oid.kind == "Namespace" and item.oid.group == ""
 
 
+def _each(
+    check: Callable[[Item], str | None], items: list[Item], *, concurrency: int
+) -> Iterator[tuple[Item, str | None]]:
+    """Each item with its check's result, in order: several at once, but no thread to start for
+    a single one (a push's one change)."""
+    if len(items) <= 1:
+        yield from ((item, check(item)) for item in items)
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
+        yield from zip(items, pool.map(check, items), strict=True)
+
+
 def preflight(
     kube: Kube,
     p: Plan,
@@ -149,12 +161,11 @@ def preflight(
         return dry_run(kube, item, mapper=mapper, owner=owner, field_manager=field_manager, want_diff=want_diff)
 
     def check_all(items: list[Item]) -> None:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for item, err in zip(items, pool.map(check, items), strict=True):
-                if err:
-                    p.errors.append(err)
-                if progress:
-                    progress(item)
+        for item, err in _each(check, items, concurrency=concurrency):
+            if err:
+                p.errors.append(err)
+            if progress:
+                progress(item)
 
     # Namespaces first: a dry run in a Namespace that does not exist yet can only answer
     # "namespace not found", so what goes into a truly new one (still a create after its own
