@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 sys.path.insert(0, str(ROOT / "scripts"))
-pytest_plugins = ["controllers", "reliability"]  # tests/controllers.py: fixtures for tests that run `reconciler run`; tests/reliability.py: the trial recorder
+# tests/controllers.py: fixtures for tests that run `reconciler run`; tests/reliability.py: the trial recorder
+pytest_plugins = ["controllers", "reliability"]
 import controlplane  # noqa: E402  (scripts/controlplane.py: the one implementation, shared with make cluster)
 
 sys.path.insert(0, str(ROOT / "tests"))
