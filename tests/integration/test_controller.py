@@ -107,10 +107,12 @@ def test_depends_on_suspend_requested_at_and_orphaning(
     git_repo.commit({"base/x.yaml": cm("x", ns, {"k": "v"}), "top/y.yaml": cm("y", ns, {"k": "v"})})
     env.start("--watch-namespace", ns)
     env.gitsync(ns, "top", git_repo.url, path="top", dependsOn=[{"name": "base"}], prune=False)
-    time.sleep(3)
-    top = env.get(ns, "top")
-    ready = [c for c in (top or {}).get("status", {}).get("conditions", []) if c["type"] == "Ready"]
-    assert ready, top
+
+    def verdict() -> list[dict[str, Any]]:  # the controller may take seconds to start on a loaded machine
+        top = env.get(ns, "top")
+        return [c for c in (top or {}).get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+
+    ready = eventually(verdict, 30, "a first verdict on top")
     assert ready[0]["reason"] == "DependencyNotReady"
     assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/y") is None
     env.gitsync(ns, "base", git_repo.url, path="base")
