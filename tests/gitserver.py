@@ -530,8 +530,9 @@ class HTTPGitServer:
         rel = Path(repo_path).resolve().relative_to(self.project_root.resolve())
         return f"http://127.0.0.1:{self.port}/{urllib.parse.quote(str(rel))}"
 
-    def start(self) -> HTTPGitServer:
-        server = _PlainServer(("127.0.0.1", 0), _GitCGIHandler)
+    def start(self, *, port: int = 0) -> HTTPGitServer:
+        """Serve on ``port`` (0: any free one); a stopped server restarts on its old port with ``port=server.port``."""
+        server = _PlainServer(("127.0.0.1", port), _GitCGIHandler)
         server.owner = self
         self.port = int(server.server_address[1])
         self._server = server

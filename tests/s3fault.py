@@ -23,6 +23,7 @@ _ERROR = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Messa
 FAULTS = {
     "deny": (403, "AccessDenied", "Access Denied"),
     "throttle": (503, "SlowDown", "Please reduce your request rate."),
+    "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
 }
 
 
@@ -30,8 +31,9 @@ FAULTS = {
 class Faults:
     """``rules``: (HTTP method, substring of the path and query) -> "deny" | "throttle" | "truncate"
     (half the body, then a closed connection) | "drop-token" (a truncated listing without its
-    NextContinuationToken, as an endpoint answering in the V1 format gives) | "pad" (more bytes
-    than the object has).
+    NextContinuationToken, as an endpoint answering in the V1 format gives) | "cut" (any listing
+    page marked truncated, without a continuation token) | "internal" (500 InternalError) | "pad"
+    (more bytes than the object has).
     ``hits`` counts the requests each rule answered. ``revoked``: access key IDs whose signed
     requests are denied, as IAM would after the key was deactivated."""
 
@@ -80,8 +82,10 @@ def proxy(upstream: str) -> Iterator[tuple[str, Faults]]:
                 data = resp.read()
             finally:
                 conn.close()
-            if hit and hit[1] == "drop-token":
+            if hit and hit[1] in ("drop-token", "cut"):
                 data = re.sub(rb"<NextContinuationToken>[^<]*</NextContinuationToken>", b"", data)
+            if hit and hit[1] == "cut":
+                data = data.replace(b"<IsTruncated>false</IsTruncated>", b"<IsTruncated>true</IsTruncated>")
             if hit and hit[1] == "pad":
                 data += b"\n# and then some" * 1000
             self.send_response(resp.status)

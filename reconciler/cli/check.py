@@ -14,6 +14,7 @@ from reconciler.cli.common import (
     render_options,
     substitution,
 )
+from reconciler.cli.decrypting import decrypt_options, decryption
 from reconciler.policy import checking
 
 
@@ -31,6 +32,7 @@ from reconciler.policy import checking
     "-o", "--output", type=click.Choice(checking.OUTPUTS), default="table", show_default=True, help="Report format."
 )
 @render_options
+@decrypt_options
 def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
     """Check rendered objects against policies, offline (exit 1 on a Deny violation).
 
@@ -40,10 +42,16 @@ def check(path: Path, policies_dir: Path, output: str, **kw: Any) -> None:
     """
     try:
         substitute = substitution(kw)
+        keys = decryption(kw)
     except click.BadParameter as e:
         fail("check", [str(e)])
     text, code = checking.check(
-        path, policies=policies_dir, output=output, substitute=substitute, target_namespace=kw["target_namespace"]
+        path,
+        policies=policies_dir,
+        output=output,
+        substitute=substitute,
+        target_namespace=kw["target_namespace"],
+        decryption=keys,
     )
     click.echo(text, nl=False)
     sys.exit(code)

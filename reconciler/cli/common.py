@@ -348,7 +348,9 @@ def git_credentials(kw: dict[str, Any]) -> git_source.GitCredentials:
 
 
 def render_artifact(artifact: Artifact, kw: dict[str, Any]) -> list[Manifest]:
-    opts = render_build.RenderOptions(substitute=substitution(kw), target_namespace=kw["target_namespace"])
+    opts = render_build.RenderOptions(
+        substitute=substitution(kw), target_namespace=kw["target_namespace"], decryption=kw.get("decryption")
+    )
     return render_build.render(artifact.path, kw.get("subpath") or ".", opts)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler import policy
-from reconciler.cli import charts
+from reconciler.cli import charts, decrypting
 from reconciler.cli.common import open_source, render_artifact
 from reconciler.gitsync.errors import PolicyFailedError, RenderFailedError, SourceFailedError
 from reconciler.gitsync.rendered import Rendered
@@ -53,7 +53,7 @@ class FlagSteps:
             manifests = render_artifact(artifact, self.kw)
         except _FAILURES as e:
             raise RenderFailedError(str(e), stage=Stage.RENDER) from e
-        self.secrets = redact.secret_values(manifests)
+        self.secrets = redact.secret_values(manifests) | decrypting.decrypted_values(manifests)
         return Rendered(manifests=manifests)
 
     def policies(self) -> policy.PolicySet | None:

@@ -14,7 +14,7 @@ import yaml
 
 from reconciler import policy
 from reconciler.aws.errors import AwsError
-from reconciler.cli import charts
+from reconciler.cli import charts, decrypting
 from reconciler.cli.app import cli
 from reconciler.cli.charts import chart_options
 from reconciler.cli.common import (
@@ -32,6 +32,7 @@ from reconciler.cli.common import (
     render_options,
     source_options,
 )
+from reconciler.cli.decrypting import decrypt_options, decryption
 from reconciler.cli.flagsteps import FlagSteps
 from reconciler.gitsync.cluster import KubeCluster
 from reconciler.gitsync.errors import (
@@ -59,11 +60,14 @@ from reconciler.sync.plan import Item, Plan
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @render_options
+@decrypt_options
+@click.option("--show-secrets", is_flag=True, help="With --decrypt: print decrypted values instead of ***.")
 @chart_options
-def render(path: Path, **kw: Any) -> None:
+def render(path: Path, show_secrets: bool, **kw: Any) -> None:
     """Print the objects PATH renders to (YAML stream), offline; with --chart, the chart's
     (a chart path is relative to PATH's repository root, as in a GitSync)."""
     try:
+        kw["decryption"] = decryption(kw)
         root, sub = checking.checkout_root(path)
         artifact = Artifact(revision="", path=root)
         spec = charts.helm_spec(kw)
@@ -74,7 +78,11 @@ def render(path: Path, **kw: Any) -> None:
             objs = charts.everything(charts.render_chart(artifact, spec, namespace=namespace, cache_dir=None))
     except (ManifestError, SourceError, click.BadParameter) as e:
         fail("render", [str(e)])
-    click.echo(yaml.safe_dump_all([m.obj for m in objs], sort_keys=False, explicit_start=True), nl=False)
+    shown = decrypting.for_display(objs, show_secrets=show_secrets)
+    text = yaml.safe_dump_all(shown, sort_keys=False, explicit_start=True)
+    if not show_secrets:
+        text = redact.scrub(text, decrypting.decrypted_values(objs))
+    click.echo(text, nl=False)
 
 
 Handles = tuple[kube_client.Kube, discovery.RestMapper]  # the cluster the connection flags name
@@ -166,6 +174,7 @@ def _print_json(res: SyncResult, secrets: frozenset[str]) -> None:
 @cli.command()
 @source_options
 @render_options
+@decrypt_options
 @chart_options
 @cluster_options
 @policy_options
@@ -182,6 +191,7 @@ def diff(output: str, **kw: Any) -> None:
 
     Exit 0: no changes; 1: changes; 2: error.
     """
+    kw["decryption"] = decryption(kw)
     cluster = _cluster("diff", kw)
     options = _options(kw, dry_run=True, guard=pruning.Guard(allow_mass_prune=True))
     with contextlib.ExitStack() as stack:
@@ -206,6 +216,7 @@ def diff(output: str, **kw: Any) -> None:
 @cli.command()
 @source_options
 @render_options
+@decrypt_options
 @chart_options
 @cluster_options
 @policy_options
@@ -232,6 +243,7 @@ def sync(**kw: Any) -> None:
     Exit 0: synced; 2: error (nothing is pruned after any error).
     With --watch (and --dir): sync again whenever a file changes, until interrupted.
     """
+    kw["decryption"] = decryption(kw)
     if kw["watch"]:
         if not kw["directory"]:
             raise click.UsageError("--watch needs --dir")

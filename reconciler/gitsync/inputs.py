@@ -131,12 +131,13 @@ def variables(kube: Kube, namespace: str, spec: GitSyncSpec) -> tuple[dict[str, 
     return values, frozenset(secret_names - set(spec.substitute))
 
 
-def digest(path: Path, values: dict[str, str], md: dict[str, Any]) -> str:
-    """Digest of all a sync renders from: the files under its path, its variables, its spec.
+def digest(path: Path, values: dict[str, str], *, md: dict[str, Any], keys: str = "") -> str:
+    """Digest of all a sync renders from: the files under its path, its variables, its spec, and
+    ``keys`` (the digest of its decryption Secret, default none: a rotated key must render again).
 
     ``path`` is already confined to the revision; the digest streams and stops at the source caps."""
     files = tree_digest(path)
-    blob = json.dumps([files, sorted(values.items()), md.get("generation")], sort_keys=True).encode()
+    blob = json.dumps([files, sorted(values.items()), md.get("generation"), keys], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 

@@ -207,7 +207,7 @@ class Controller:
 
     def _leading(self) -> bool:
         """Whether this replica may reconcile: it holds the lease, or runs without leader election."""
-        return self.elector is None or self.elector.is_leader.is_set()
+        return self.elector is None or self.elector.leading()
 
     # ------------------------------------------------------------------ watch
 

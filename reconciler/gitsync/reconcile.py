@@ -40,6 +40,7 @@ from reconciler.gitsync.tenancy import NotAllowedError, Tenancy
 from reconciler.kube.client import Kube, KubeError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.kube.events import EventRecorder
+from reconciler.render.decryption import Decryptor
 from reconciler.report import conditions as cond
 from reconciler.report import redact
 from reconciler.report.metrics import Metrics
@@ -139,6 +140,7 @@ class Reconciler:
         charts: helmstep.Charts | None = None,
         shared: SharedSources | None = None,
         owns: Callable[[str, str], bool] | None = None,
+        decryptor: Decryptor | None = None,
     ) -> None:
         self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
         self.cache_dir = cache_dir
@@ -150,6 +152,8 @@ class Reconciler:
         self._readers = readers  # (namespace, spec) -> Kube its local reads go through; None: our own
         self.tenancy = tenancy or Tenancy()
         self.charts = charts or helmstep.Charts.under(cache_dir)  # shared by every GitSync: one chart cache
+        self.decryptor = decryptor or Decryptor()  # shared by every GitSync: one plaintext cache, in memory
+        metrics.count_decryptions(lambda: (self.decryptor.decryptions, self.decryptor.cache_hits))
         self.outcomes = Outcomes(patch_status=self._patch_status, events=events, metrics=metrics)
         self.held: HeldEvents | None = None  # the drift watch, once running: health read from its events
 
@@ -271,6 +275,8 @@ class Reconciler:
             load_policies=self.policies,
             outcomes=self.outcomes,
             charts=self.charts,
+            decryptor=self.decryptor,
+            own_keys=self.tenancy.own_keys(md["namespace"]),
         )
 
     def _admit(self, namespace: str, spec: GitSyncSpec, ready_of: Callable[[str, str], bool]) -> None:

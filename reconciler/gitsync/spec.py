@@ -97,6 +97,20 @@ class SecretRef:
     name: str
 
 
+class DecryptionProvider(StrEnum):
+    """``spec.decryption.provider``: who decrypts the source's encrypted files (Flux's field)."""
+
+    SOPS = "sops"  # SOPS files (age, AWS KMS), decrypted by the sops binary in memory
+
+
+@dataclass(frozen=True)
+class DecryptionSpec:
+    """``spec.decryption``: decrypt SOPS files before the render (docs/sops.md)."""
+
+    provider: DecryptionProvider = DecryptionProvider.SOPS  # default sops: the only provider
+    secret_ref: SecretRef | None = None  # default None: the controller's own keys (its AWS role, SOPS_AGE_KEY)
+
+
 @dataclass(frozen=True)
 class GitSourceSpec:
     url: str
@@ -213,6 +227,7 @@ class GitSyncSpec:
     suspend: bool = False
     target: EksTarget | None = None  # None: the cluster the GitSync lives in
     helm: HelmSpec | None = None  # default None: render spec.path; set: render this chart instead
+    decryption: DecryptionSpec | None = None  # default None: encrypted files are not decrypted
 
     @property
     def source(self) -> GitSourceSpec | BucketSourceSpec:
@@ -299,6 +314,7 @@ def parse(obj: Mapping[str, Any]) -> GitSyncSpec:
         suspend=_bool(spec, "suspend", False),
         target=_target(spec),
         helm=_helm(spec, obj),
+        decryption=_decryption(spec.get("decryption"), helm=spec.get("helm") is not None),
     )
 
 
@@ -380,6 +396,34 @@ def _secret_ref(src: Mapping[str, Any], where: str) -> SecretRef | None:
     if not isinstance(secret, dict) or not secret.get("name"):
         raise SpecError(f"{where}.secretRef.name: required when secretRef is set")
     return SecretRef(object_name(secret["name"], f"{where}.secretRef.name"))
+
+
+def _decryption(decryption: Any, *, helm: bool) -> DecryptionSpec | None:
+    """``spec.decryption: {provider: sops, secretRef: {name}}``, as in Flux.
+
+    The Secret is always the GitSync's own namespace's: a ``secretRef.namespace`` is refused
+    rather than ignored, so a tenant who writes one learns that it cannot borrow another
+    namespace's keys (the CRD's schema prunes the field; a CRD without it would pass it here).
+    """
+    where = "spec.decryption"
+    if decryption is None:
+        return None
+    if not isinstance(decryption, dict):
+        raise SpecError(f"{where}: expected an object with provider and secretRef")
+    if helm:
+        raise SpecError(f"{where}: not supported with spec.helm (a chart's values files are not decrypted)")
+    unknown = sorted(set(decryption) - {"provider", "secretRef"})
+    if unknown:
+        raise SpecError(f"{where}.{unknown[0]}: unknown field (expected provider and secretRef)")
+    provider = decryption.get("provider")
+    if provider is None:
+        raise SpecError(f"{where}.provider: required (sops)")
+    if provider not in tuple(DecryptionProvider):
+        raise SpecError(f"{where}.provider: {provider!r} is not supported (only {', '.join(DecryptionProvider)})")
+    ref = decryption.get("secretRef")
+    if isinstance(ref, dict) and "namespace" in ref:
+        raise SpecError(f"{where}.secretRef.namespace: not allowed; the Secret is read in the GitSync's own namespace")
+    return DecryptionSpec(provider=DecryptionProvider(provider), secret_ref=_secret_ref(decryption, where))
 
 
 def _git(git: Any) -> GitSourceSpec:

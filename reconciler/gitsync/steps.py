@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import policy
-from reconciler.gitsync import helmstep, inputs
+from reconciler.gitsync import decryptkeys, helmstep, inputs
 from reconciler.gitsync.errors import PolicyFailedError, RenderFailedError, SourceFailedError
 from reconciler.gitsync.helmspec import HelmSpec
 from reconciler.gitsync.outcome import Outcomes
@@ -25,6 +25,7 @@ from reconciler.gitsync.spec import GitSyncSpec, SpecError
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper
 from reconciler.render import build as render_build
+from reconciler.render.decryption import Decryption, Decryptor
 from reconciler.render.manifests import Manifest, ManifestError
 from reconciler.report import redact
 from reconciler.source.artifact import Artifact, Source, SourceError
@@ -63,6 +64,8 @@ class GitSyncSteps:
     load_policies: Callable[[], policy.PolicySet | None]
     outcomes: Outcomes
     charts: helmstep.Charts | None = None  # default None: no chart support (spec.helm fails to render)
+    decryptor: Decryptor = field(default_factory=Decryptor)  # default: its own; the controller shares one
+    own_keys: bool = True  # default True: may decrypt with the controller's keys (False: a locked-down tenant)
     target: tuple[Kube, RestMapper] | None = None  # default None: set once the target is reached (discovery)
     revision: str = ""  # default "": set once fetched
     checkout: Checkout | None = None  # default None: the read-only revision, held until release()
@@ -128,8 +131,11 @@ class GitSyncSteps:
         spec, state, md = self.spec, self.state, self.obj["metadata"]
         try:
             values, secret_vars = inputs.variables(self.reader(), md["namespace"], spec)
+            keys = self._keys()
+            state.secrets |= keys.secrets if keys else frozenset()  # key material: scrubbed everywhere
             root = artifact.path if spec.helm else render_build.confine(artifact.path, spec.path)
-            self.inputs = inputs.digest(root, values, md)  # a chart may read values files anywhere in the source
+            # a chart may read values files anywhere in the source
+            self.inputs = inputs.digest(root, values, md=md, keys=keys.digest if keys else "")
             last = (state.inputs, state.drifted, state.synced_at)
             if inputs.unchanged(
                 self.obj,
@@ -149,12 +155,20 @@ class GitSyncSteps:
                 secret_vars=secret_vars,
                 patches=spec.patches,
                 target_namespace=spec.target_namespace,
+                decryption=Decryption(keys=keys.keys, decryptor=self.decryptor) if keys else None,
             )
             manifests = render_build.render(artifact.path, spec.path, options)
         except (ManifestError, SpecError, KubeError, UnreachableError, TreeLimitError) as e:
             raise RenderFailedError(str(e), stage=Stage.RENDER) from e
         state.secrets |= redact.secret_values(manifests)
         return Rendered(manifests=manifests)
+
+    def _keys(self) -> decryptkeys.Keys | None:
+        """What ``spec.decryption`` decrypts with (None without it), read as the GitSync."""
+        if self.spec.decryption is None:
+            return None
+        ns = self.obj["metadata"]["namespace"]
+        return decryptkeys.read(self.reader(), ns, decryption=self.spec.decryption, own_aws=self.own_keys)
 
     def _chart(self, artifact: Artifact, helm: HelmSpec) -> Rendered:
         """``spec.helm``: the chart rendered for the target cluster; its Secret-sourced values scrubbed."""

@@ -167,6 +167,23 @@ class Tenancy:
                 )
         if isinstance(src, BucketSourceSpec):
             self._check_bucket(namespace, src)
+        if spec.decryption is not None and spec.decryption.secret_ref is None:
+            self._check_own_keys(namespace)
+
+    def own_keys(self, namespace: str) -> bool:
+        """Whether a GitSync of ``namespace`` may decrypt with the controller's own keys (its AWS
+        role, ``SOPS_AGE_KEY``). With platform namespaces set, those keys are theirs alone, or a
+        tenant could copy a platform file into its repository and have it decrypted into its
+        own namespace; a tenant's key Secret without AWS credentials then gets no AWS identity."""
+        return not self.platform_namespaces or self.is_platform(namespace)
+
+    def _check_own_keys(self, namespace: str) -> None:
+        """``spec.decryption`` without a secretRef: the controller's own keys (see :meth:`own_keys`)."""
+        if not self.own_keys(namespace):
+            raise NotAllowedError(
+                f"spec.decryption.secretRef: required in namespace {namespace}: without it the controller's own "
+                "keys would decrypt, and this controller keeps them for its platform namespaces (--platform-namespace)"
+            )
 
     def _check_bucket(self, namespace: str, src: BucketSourceSpec) -> None:
         if src.endpoint is not None and not any(

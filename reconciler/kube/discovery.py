@@ -110,7 +110,9 @@ class RestMapper:
         for res in self.resources():
             if res.group == group and res.kind == kind:
                 return res
-        raise UnknownKindError(group or "core", kind)
+        with self._lock:  # a group whose APIService is down: say so, not just "unknown kind"
+            why = next((w for gv, w in sorted(self.failed.items()) if split_api_version(gv)[0] == group), "")
+        raise UnknownKindError(group or "core", kind, why)
 
     def find(self, api_version: str, kind: str) -> Resource:
         group, version = split_api_version(api_version)

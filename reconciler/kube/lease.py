@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from reconciler.kube import paths
@@ -36,10 +37,23 @@ def _parse(s: str | None) -> dt.datetime | None:
 
 class LeaderElector:
     def __init__(
-        self, kube: Kube, *, namespace: str, name: str, identity: str, duration: float = 15.0, renew: float = 5.0
+        self,
+        kube: Kube,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration: float = 15.0,
+        renew: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], dt.datetime] = _now,
     ) -> None:
+        """``clock`` (monotonic seconds) judges expiry; ``wall`` only stamps renewTime for readers.
+        Both are injectable so a clock jump can be tested without waiting for one."""
         self._kube, self.namespace, self.name, self.identity = kube, namespace, name, identity
         self.duration, self.renew = duration, renew
+        self._clock, self._wall = clock, wall
+        self._renewed_at = float("-inf")  # clock() when our last successful write was sent
         self.is_leader = threading.Event()
         self._stop = threading.Event()
         # Expiry is judged by when *we* last saw the Lease change, on our monotonic clock, as
@@ -51,7 +65,7 @@ class LeaderElector:
         )
 
     def _try(self) -> bool:
-        now = _now()
+        now = self._wall()
         timeout = (3.0, max(1.0, self.renew))  # a hung request must not outlive our claim
         cur: dict[str, Any] | None = None
         try:
@@ -63,9 +77,9 @@ class LeaderElector:
         holder = spec.get("holderIdentity")
         seen = (holder, spec.get("renewTime"), (cur or {}).get("metadata", {}).get("resourceVersion"))
         if seen != self._observed:
-            self._observed, self._observed_at = seen, time.monotonic()
+            self._observed, self._observed_at = seen, self._clock()
         duration = float(spec.get("leaseDurationSeconds") or self.duration)
-        expired = _parse(spec.get("renewTime")) is None or time.monotonic() - self._observed_at > duration
+        expired = _parse(spec.get("renewTime")) is None or self._clock() - self._observed_at > duration
         if cur is not None and holder not in (None, "", self.identity) and not expired:
             return False
         new_spec = {
@@ -77,12 +91,27 @@ class LeaderElector:
         }
         metadata: dict[str, Any] = {"name": self.name}
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": new_spec}
+        sent = self._clock()
         if cur is None:
             self._kube.request("POST", self._path.rsplit("/", 1)[0], body=body, timeout=timeout)
         else:
             metadata["resourceVersion"] = cur["metadata"]["resourceVersion"]  # optimistic lock
             self._kube.request("PUT", self._path, body=body, timeout=timeout)
+        self._renewed_at = sent
         return True
+
+    def leading(self) -> bool:
+        """True while we hold the Lease and our last renewal was sent less than the renew deadline
+        (``duration - renew``) ago.
+
+        :attr:`is_leader` alone is only cleared by the next round, so a process that was frozen
+        (SIGSTOP, a paused VM, a long GC) or whose monotonic clock leapt would keep acting as
+        leader after a standby, seeing no renewal for ``duration``, took over. A standby judges
+        from when it saw our last write, which is after we sent it: stopping ``renew`` seconds
+        before ``duration`` is on the safe side of that.
+        """
+        deadline = max(self.renew, self.duration - self.renew)
+        return self.is_leader.is_set() and self._clock() - self._renewed_at < deadline
 
     def run(self) -> None:
         """Loop until :meth:`stop`; sets/clears :attr:`is_leader`."""

@@ -18,6 +18,7 @@ from reconciler.policy.evaluation import evaluate, object_ref
 from reconciler.policy.loading import load_policies
 from reconciler.policy.model import PolicyError, PolicySet, ValidationAction, Violation
 from reconciler.render.build import render
+from reconciler.render.decryption import Decryption
 from reconciler.render.errors import ManifestError
 from reconciler.render.manifests import Manifest
 from reconciler.render.namespaces import Scope
@@ -48,12 +49,14 @@ def check(
     output: str,
     substitute: Mapping[str, str] | None = None,
     target_namespace: str | None = None,
+    decryption: Decryption | None = None,
 ) -> tuple[str, int]:
     """The text to print and the exit code for ``reconciler check PATH --policies DIR -o OUTPUT``.
 
     ``path`` is rendered as a sync would render it (kustomize, ``${VAR}`` substitution with
     ``substitute`` when it is not None, ``targetNamespace``); the repository root is the enclosing git work tree,
-    so an overlay may refer to ``../base``.
+    so an overlay may refer to ``../base``. SOPS files are decrypted with ``decryption`` (default
+    None: an encrypted file is a render error), so that encrypted Secrets are judged as such.
     """
     if output not in OUTPUTS:
         return _error(Output.TABLE, f"unknown output {output!r} (use table, json or junit)")
@@ -64,7 +67,9 @@ def check(
     try:
         root, sub = checkout_root(Path(path))
         opts = RenderOptions(
-            substitute=None if substitute is None else dict(substitute), target_namespace=target_namespace
+            substitute=None if substitute is None else dict(substitute),
+            target_namespace=target_namespace,
+            decryption=decryption,
         )
         manifests = render(root, sub, opts)
     except ManifestError as e:  # RenderError is a ManifestError

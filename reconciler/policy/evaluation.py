@@ -115,7 +115,7 @@ def evaluate(
     ctx = _Context(manifests, default_namespace=default_namespace)
     out: list[Violation] = []
     for m in manifests:
-        req, obj = ctx.request(m.obj)
+        req, obj = ctx.request(marked(m.obj, decrypted=m.decrypted))
         ref = object_ref(obj, req.namespace)
         for p in policy_set.policies:
             if not p.match.matches(req):
@@ -127,6 +127,25 @@ def evaluate(
                     found = [_scrub(x, obj) for x in found]
                 out.extend(found)
     return out
+
+
+DECRYPTED = "gitops.reconciler.dev/decrypted"  # "sops" on what the render decrypted; seen by policies only
+
+
+def marked(obj: dict[str, Any], *, decrypted: bool) -> dict[str, Any]:
+    """``obj`` as the policies see it: with ``DECRYPTED: sops`` when it came out of SOPS decryption,
+    without that annotation otherwise, so that writing it in git cannot pass for encryption (the
+    ``plain-secrets`` policy accepts only what was encrypted). Never applied: a copy, for judging."""
+    md = obj.get("metadata") or {}
+    annotations = dict(md.get("annotations") or {})
+    if decrypted:
+        annotations[DECRYPTED] = "sops"
+    elif DECRYPTED not in annotations:
+        return obj
+    else:
+        del annotations[DECRYPTED]
+    meta = {**md, "annotations": annotations} if annotations else {k: v for k, v in md.items() if k != "annotations"}
+    return {**obj, "metadata": meta}
 
 
 def _scrub(v: Violation, secret: Mapping[str, Any]) -> Violation:

@@ -31,9 +31,10 @@ from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from reconciler.render import kustomize
+from reconciler.render import kustomize, sops_render
+from reconciler.render.decryption import Decryption
 from reconciler.render.errors import ManifestError, RenderError, describe
-from reconciler.render.manifests import MANIFEST_SUFFIXES, Manifest, load_text, read_text
+from reconciler.render.manifests import MANIFEST_SUFFIXES, Manifest, decode_text, load_text
 from reconciler.render.namespaces import Scope, set_namespace
 from reconciler.render.options import Limits, Patch, RenderOptions, valid_namespace
 from reconciler.render.patches import apply_patches
@@ -71,7 +72,7 @@ def _render(root: Path, path: str, options: RenderOptions) -> list[Manifest]:
         raise RenderError(str(root), None, "the checkout is not a directory")
     _check_options(options)
     start, rel = _confine(root_real, path)
-    budget = _Budget(options.limits)
+    budget = _Budget(options.limits, options.decryption)
     manifests = _collect(root_real, start, rel=rel, budget=budget)
     scope = Scope(m.obj for m in manifests)
     _check_unique(manifests, scope)
@@ -186,7 +187,10 @@ def _collect(root: Path, start: Path, *, rel: str, budget: _Budget) -> list[Mani
     if kustomize.find_kustomization(start) is not None:
         return _build(root, start, rel_dir=rel, budget=budget)
     out: list[Manifest] = []
-    for kind, real, sub in _walk(root, start, rel_dir=rel, active=frozenset({start})):
+    found = list(_walk(root, start, rel_dir=rel, active=frozenset({start})))
+    files = [(real, sub) for kind, real, sub in found if kind == _Found.FILE]
+    budget.predecrypted.update(sops_render.predecrypt(files, limits=budget.limits, decryption=budget.decryption))
+    for kind, real, sub in found:
         out.extend(
             _build(root, real, rel_dir=sub, budget=budget)
             if kind == _Found.KUSTOMIZATION
@@ -211,7 +215,12 @@ def _load_file(real: Path, rel: str, budget: _Budget) -> list[Manifest]:
         )
     budget.add_bytes(size, rel)
     try:
-        ms = load_text(read_text(real, rel), rel, limits)
+        data = real.read_bytes()
+        ms = sops_render.load_encrypted(
+            data, file=rel, limits=limits, decryption=budget.decryption, predecrypted=budget.predecrypted
+        )
+        if ms is None:
+            ms = load_text(decode_text(data, rel), rel, limits)
     except ManifestError as e:
         raise _as_render_error(e) from None
     except OSError as e:
@@ -223,22 +232,27 @@ def _load_file(real: Path, rel: str, budget: _Budget) -> list[Manifest]:
 def _build(root: Path, directory: Path, *, rel_dir: str, budget: _Budget) -> list[Manifest]:
     kfile = kustomize.find_kustomization(directory)
     file = _join(rel_dir, kfile.name if kfile else kustomize.KUSTOMIZATION_FILES[0])
-    kustomize.preflight(root, directory, limits=budget.limits)
-    text = kustomize.run_build(root, directory, max_output=budget.remaining_bytes(), file=file)
-    budget.add_bytes(len(text.encode("utf-8")), file)
-    try:
-        ms = load_text(text, file, budget.limits)
-    except ManifestError as e:
-        raise _as_render_error(e) from None
+    size, ms = sops_render.build(
+        root,
+        directory,
+        file=file,
+        max_output=budget.remaining_bytes(),
+        limits=budget.limits,
+        decryption=budget.decryption,
+    )
+    budget.add_bytes(size, file)
     budget.add_objects(len(ms), file)
     return ms
 
 
 class _Budget:
-    """Running totals against ``max_total_bytes`` and ``max_objects``, so a huge revision fails early."""
+    """Running totals against ``max_total_bytes`` and ``max_objects``, so a huge revision fails early;
+    it also carries what every file of the walk is read with (limits, SOPS decryption)."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, decryption: Decryption | None = None) -> None:
         self.limits, self.bytes, self.objects = limits, 0, 0
+        self.decryption = decryption
+        self.predecrypted: sops_render.Predecrypted = {}  # plaintexts decrypted ahead of the walk
 
     def remaining_bytes(self) -> int:
         return max(0, self.limits.max_total_bytes - self.bytes)

@@ -102,6 +102,7 @@ class _Preflight:
     def __init__(self, root: Path, limits: Limits, *, enable_helm: bool = False) -> None:
         self.root, self.limits, self.enable_helm = root, limits, enable_helm
         self.seen: set[Path] = set()
+        self.files: set[Path] = set()  # every file kustomize will read (the closure), real paths
 
     def check_helm_charts(self, kfile: Path, k: dict[str, Any]) -> None:
         """Allow only charts already in the tree: kustomize would ``helm pull`` a missing one.
@@ -136,6 +137,7 @@ class _Preflight:
                     f"{where}: chart {name!r} not found under chartHome {home!r} (charts are never pulled)",
                 )
             self.check_chart_tree(kfile, chart_dir, where)
+            self.files.update(p.resolve() for p in chart_dir.rglob("*") if p.is_file())
             for key in ("valuesFile",):
                 if isinstance(chart.get(key), str) and chart[key]:
                     self.resolve(kfile, chart[key], where=f"{where}.{key}")
@@ -184,6 +186,8 @@ class _Preflight:
             raise self.fail(kfile, f"{where}: {entry!r} points outside the repository (via '..' or a symlink)")
         if real.is_file() and real.stat().st_size > self.limits.max_file_bytes:
             raise self.fail(kfile, f"{where}: {entry!r} is larger than the limit of {self.limits.max_file_bytes} bytes")
+        if real.is_file():
+            self.files.add(real)
         return real
 
     def visit(self, directory: Path) -> None:
@@ -195,6 +199,7 @@ class _Preflight:
         kfile = find_kustomization(real)
         if kfile is None:
             return  # kustomize itself reports a resource directory without a kustomization
+        self.files.add(kfile)
         k = self.load(kfile)
         self.check_helm_fields(kfile, k)
         self.check_dirs_or_files(kfile, k)
@@ -326,12 +331,15 @@ def _walk_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _walk_strings(v, f"{path}[{i}]")
 
 
-def preflight(root: Path, directory: Path, *, limits: Limits, enable_helm: bool = False) -> None:
-    """Refuse the kustomization in ``directory`` if building it could touch the network or leave ``root``.
+def preflight(root: Path, directory: Path, *, limits: Limits, enable_helm: bool = False) -> frozenset[Path]:
+    """Refuse the kustomization in ``directory`` if building it could touch the network or leave ``root``;
+    otherwise the files the build will read (real paths: kustomizations and every file they name).
 
     ``enable_helm`` allows ``helmCharts`` whose charts are already in the tree (see ``run_build``).
     """
-    _Preflight(root, limits, enable_helm=enable_helm).visit(directory)
+    check = _Preflight(root, limits, enable_helm=enable_helm)
+    check.visit(directory)
+    return frozenset(check.files)
 
 
 # --------------------------------------------------------------------------- running
@@ -377,6 +385,7 @@ def run_build(
     enable_helm: bool = False,
     helm_kube_version: str | None = None,
     helm_api_versions: Sequence[str] = (),
+    workdir: Path | None = None,
 ) -> str:
     """``kustomize build`` of ``directory`` (inside ``root``): its stdout, or RenderError naming the kustomization.
 
@@ -387,6 +396,8 @@ def run_build(
     ``enable_helm`` lets kustomize's ``helmCharts`` generator run the pinned Helm (found like
     kustomize; ``preflight(..., enable_helm=True)`` must have passed: charts come from the tree,
     never a repository).  ``helm_kube_version``/``helm_api_versions`` feed ``.Capabilities``.
+    ``workdir`` is where kustomize's throw-away home and output file go (default: the system's
+    temporary folder); a build of decrypted files passes its memory folder (see ``decrypt_tree``).
     """
     kfile = find_kustomization(directory)
     file = file or _rel(root, kfile or directory)
@@ -408,4 +419,4 @@ def run_build(
         timeout=TIMEOUT_SECONDS,
     )
     cmd = [binary, "build", "--load-restrictor", "LoadRestrictionsRootOnly", *extensions, str(directory)]
-    return toolrun.run_tool(cmd, run=run)
+    return toolrun.run_tool(cmd, run=run, workdir=workdir)

@@ -32,11 +32,17 @@ _DEFAULT_LIMITS = Limits()
 
 @dataclass(frozen=True)
 class Manifest:
-    """One object and where it came from (for error messages and duplicate detection)."""
+    """One object and where it came from (for error messages and duplicate detection).
+
+    ``decrypted`` says the object came out of SOPS decryption: its file was encrypted in git, or
+    (after a kustomize build) it is a Secret every value of which came from decrypted files.  The
+    plain-secrets policy accepts such Secrets; transformations keep the flag (``dataclasses.replace``).
+    """
 
     obj: dict[str, Any]
     file: str
     doc: int
+    decrypted: bool = False  # default False: the object was in clear in the revision
 
 
 def check_object(obj: Any, file: str, doc: int | None) -> dict[str, Any]:
@@ -228,7 +234,12 @@ def load_path(root: Path, limits: Limits = _DEFAULT_LIMITS) -> list[Manifest]:
 
 def read_text(p: Path, rel: str) -> str:
     """The UTF-8 text of a manifest file; ManifestError naming ``rel`` if it is not UTF-8."""
+    return decode_text(p.read_bytes(), rel)
+
+
+def decode_text(data: bytes, rel: str) -> str:
+    """``data`` as UTF-8 text, as ``read_text`` reads a file; ManifestError naming ``rel`` if it is not UTF-8."""
     try:
-        return p.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ManifestError(rel, None, f"not UTF-8 text (byte {e.start})") from e
+        raise ManifestError(rel, None, f"not UTF-8 text (byte {e.start})") from None

@@ -10,6 +10,7 @@ later checks against discovery and ignores a namespace set on a cluster-scoped o
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from reconciler.render.manifests import Manifest
@@ -108,5 +109,5 @@ def set_namespace(manifests: Sequence[Manifest], namespace: str, scope: Scope) -
             out.append(m)
             continue
         obj = {**m.obj, "metadata": {**m.obj["metadata"], "namespace": namespace}}
-        out.append(Manifest(obj, m.file, m.doc))
+        out.append(replace(m, obj=obj))
     return out

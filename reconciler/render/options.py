@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from reconciler.render import selectors, yaml_safe
+from reconciler.render.decryption import Decryption
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class RenderOptions:
     patches: Sequence[Patch] = ()  # applied in order after the build; default none
     target_namespace: str | None = None  # namespace for every namespaced object; default None (as written)
     limits: Limits = Limits()  # parsing bounds; default Limits()
+    decryption: Decryption | None = None  # SOPS keys and decryptor; default None (encrypted files are an error)
 
     def secret_values(self) -> frozenset[str]:
         """The values that must never appear in an error message."""

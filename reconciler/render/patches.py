@@ -24,14 +24,14 @@ import copy
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import jsonpatch
 import yaml
 
-from reconciler.render import kustomize, yaml_safe
+from reconciler.render import decrypt_tree, kustomize, yaml_safe
 from reconciler.render.errors import ManifestError, RenderError, describe
 from reconciler.render.manifests import Manifest, check_object
 from reconciler.render.namespaces import Scope
@@ -110,7 +110,7 @@ def _json6902(ms: list[Manifest], ops: list[Any], *, target: Target, ctx: _Patch
                 op = ops[k]
                 why = f"patches[{i}] (JSON6902) operation {k} ({op.get('op')} {op.get('path')}) failed: {_safe(e)}"
                 raise _blame(m, why) from None
-        out.append(Manifest(_checked(new, m, f"patches[{i}] (JSON6902)"), m.file, m.doc))
+        out.append(replace(m, obj=_checked(new, m, f"patches[{i}] (JSON6902)")))
     return out
 
 
@@ -196,7 +196,7 @@ def _strategic_merge(ms: list[Manifest], docs: list[Any], *, target: Target | No
         if idx not in patched:
             out.append(m)
         elif (new := patched[idx]) is not None:  # None: deleted by ``$patch: delete``
-            out.append(Manifest(new, m.file, m.doc))
+            out.append(replace(m, obj=new))
     return out
 
 
@@ -248,13 +248,16 @@ def _run(
         "sortOptions": {"order": "fifo"},
         "patches": [entry for _, entry in entries],
     }
-    with tempfile.TemporaryDirectory(prefix="reconciler-patch-") as tmp:
+    # A decrypted Secret is patched in a folder on a memory file system, never on disk (see decrypt_tree).
+    sensitive = any(ms[idx].decrypted for idx in indices)
+    scratch = decrypt_tree.memory_dir(f"patches[{i}]") if sensitive else None
+    with tempfile.TemporaryDirectory(prefix="reconciler-patch-", dir=scratch) as tmp:
         d = Path(tmp).resolve()
         (d / "objects.yaml").write_text(
             "\n---\n".join(json.dumps(ms[idx].obj, ensure_ascii=False) for idx in indices), encoding="utf-8"
         )
         (d / "kustomization.yaml").write_text(json.dumps(kustomization, ensure_ascii=False), encoding="utf-8")
-        text = kustomize.run_build(d, d, max_output=limits.max_total_bytes, file=f"patches[{i}]")
+        text = kustomize.run_build(d, d, max_output=limits.max_total_bytes, file=f"patches[{i}]", workdir=scratch)
     try:
         docs = yaml_safe.load_all(text, max_aliases=limits.max_aliases, max_nodes=limits.max_file_bytes)
     except (yaml.YAMLError, yaml_safe.YAMLLimitError) as e:  # pragma: no cover - kustomize writes plain YAML

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -180,7 +181,7 @@ def substitute_manifest(
             f"substituting {names} did not give a valid object ({detail}); values are inserted as YAML text, "
             "so a value with YAML syntax (': ', '#', a newline, brackets) changes the structure",
         ) from None
-    return Manifest(obj, m.file, m.doc)
+    return replace(m, obj=obj)
 
 
 def _blame(m: Manifest, why: str) -> RenderError:

@@ -45,9 +45,13 @@ class ToolRun:
     timeout: float = TIMEOUT_SECONDS  # seconds before the run is killed; default 120
 
 
-def run_tool(argv: Sequence[str], *, run: ToolRun, stdin: bytes | None = None) -> str:
-    """``argv`` (the binary first) run sealed as ``run`` says: its stdout, or RenderError."""
-    with tempfile.TemporaryDirectory(prefix=f"reconciler-{run.tool}-") as home:
+def run_tool(argv: Sequence[str], *, run: ToolRun, stdin: bytes | None = None, workdir: Path | None = None) -> str:
+    """``argv`` (the binary first) run sealed as ``run`` says: its stdout, or RenderError.
+
+    Its home and output file live in a fresh folder under ``workdir`` (default: the system's
+    temporary folder), removed when it exits.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"reconciler-{run.tool}-", dir=workdir) as home:
         out_path = Path(home) / "out.yaml"
         try:
             with out_path.open("wb") as out:

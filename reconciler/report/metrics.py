@@ -8,8 +8,11 @@ fixed; the Grafana dashboard and the PrometheusRule in ``deploy/`` use exactly t
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 import reconciler
 
@@ -25,6 +28,8 @@ class Metrics:
         self._gitsync_series(self.registry)
         self._process_series(self.registry)
         self._chart_series(self.registry)
+        self._decryption_counts: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        self.registry.register(_DecryptionCollector(lambda: self._decryption_counts()))
         self.build_info.labels(reconciler.__version__).set(1)
 
     def _reconcile_series(self, r: CollectorRegistry) -> None:
@@ -131,6 +136,14 @@ class Metrics:
             registry=r,
         )
 
+    def count_decryptions(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Export the process's decryptor: ``counts()`` gives (sops runs, cache hits) so far.
+
+        Read at scrape time from the one decryptor every GitSync shares, without labels: a
+        per-file or per-key label could carry a name a Secret's author chose, and the figures
+        that matter (a no-op reconcile adds no decryption) are process-wide."""
+        self._decryption_counts = counts
+
     @staticmethod
     def drop_series(metric: Gauge, namespace: str, name: str) -> None:
         """Remove every series of one GitSync from a metric with extra labels (revision, policy)."""
@@ -157,3 +170,23 @@ class Metrics:
                 metric.remove(namespace, name)
         for labelled in (self.revision, self.policy_violations):
             self.drop_series(labelled, namespace, name)
+
+
+class _DecryptionCollector(Collector):
+    """``reconciler_decryptions_total`` and ``reconciler_decryption_cache_hits_total``."""
+
+    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        runs, hits = self._counts()
+        yield CounterMetricFamily(
+            "reconciler_decryptions",
+            "SOPS files decrypted by running sops (each makes one KMS call per KMS data key it holds).",
+            value=runs,
+        )
+        yield CounterMetricFamily(
+            "reconciler_decryption_cache_hits",
+            "SOPS files answered from the in-memory plaintext cache (no sops run, no KMS call).",
+            value=hits,
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 import threading
 import time
@@ -32,6 +33,14 @@ __all__ = ["Artifact", "GitCredentials", "GitRef", "GitSource", "SourceError"]
 log = logging.getLogger(__name__)
 
 _TARGET = "refs/reconciler/target"  # where the followed ref is stored in the cache repo
+# What git (or GitPython reading objects) says when the cache's own object store is damaged
+# (a truncated or zeroed file on disk), as opposed to the remote or the network failing.
+_DAMAGED = re.compile(
+    r"bad object|did not send all necessary objects|is corrupt|object file .* is empty|inflate: data stream error"
+    r"|packfile .* (cannot be accessed|does not match)|loose object|unable to read [0-9a-f]{40}|BadObject|BadName"
+    r"|invalid object|fatal: not a git repository",
+    re.IGNORECASE,
+)
 
 
 class GitSource:
@@ -104,21 +113,37 @@ class GitSource:
         self._dir.mkdir(parents=True, exist_ok=True)
         repo_dir = self._dir / "repo.git"
         with lock.exclusive(self._dir / "lock", deadline=deadline):
-            with (
-                auth.environment(self._remote, self._creds, git_dir=repo_dir, timeout=self._timeout) as env,
-                _open_repo(repo_dir, self._remote.url) as repo,
-            ):
-                repo.git.update_environment(**env)
-                name, sha = self._update(repo, deadline)
-                _check_pack(repo, repo_dir, self._limits)
-                revision = f"{name}@sha1:{sha}" if name else f"sha1:{sha}"
-                if (same := self._handed.same(revision)) is not None:
-                    return same
-                snapshot.collect(self._dir / "snapshots")
-                snap = snapshot.create(repo, sha, root=self._dir / "snapshots", limits=self._limits)
-            artifact = self._handed.hand_out(snap, revision=revision)
+            try:
+                got = self._export(repo_dir, deadline)
+            except (gitcmd.GitError, git.GitError, ValueError) as e:
+                if not _DAMAGED.search(str(e)):
+                    raise
+                # A damaged object store fails every fetch the same way until it is rebuilt; the
+                # remote still has everything, so rebuild it now rather than fail forever.
+                log.warning("the cache repository of %s is damaged (%s); fetching it afresh", self._display_url, e)
+                shutil.rmtree(repo_dir, ignore_errors=True)
+                got = self._export(repo_dir, deadline)
+            if isinstance(got, Artifact):
+                return got
+            artifact = self._handed.hand_out(got[0], revision=got[1])
         log.info("fetched %s %s: %s", self._display_url, self._ref, artifact.revision)
         return artifact
+
+    def _export(self, repo_dir: Path, deadline: float) -> Artifact | tuple[snapshot.Snapshot, str]:
+        """Update the cache repository; the artifact already handed out when the revision is the
+        same, else a new snapshot of it and its revision string. Call with the cache lock held."""
+        with (
+            auth.environment(self._remote, self._creds, git_dir=repo_dir, timeout=self._timeout) as env,
+            _open_repo(repo_dir, self._remote.url) as repo,
+        ):
+            repo.git.update_environment(**env)
+            name, sha = self._update(repo, deadline)
+            _check_pack(repo, repo_dir, self._limits)
+            revision = f"{name}@sha1:{sha}" if name else f"sha1:{sha}"
+            if (same := self._handed.same(revision)) is not None:
+                return same
+            snapshot.collect(self._dir / "snapshots")
+            return snapshot.create(repo, sha, root=self._dir / "snapshots", limits=self._limits), revision
 
     def _git(self, repo: git.Repo, *args: str, deadline: float) -> str:
         return gitcmd.run(

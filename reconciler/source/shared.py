@@ -229,7 +229,11 @@ class SharedSources:
             if entry.source is None:
                 entry.source = open_source()  # only a flight's leader touches entry.source
             artifact = entry.source.fetch()
-            same = entry.current is not None and entry.current.artifact.revision == artifact.revision
+            same = (  # a checkout deleted from disk (a wiped cache volume) is made again
+                entry.current is not None
+                and entry.current.artifact.revision == artifact.revision
+                and entry.current.artifact.path.is_dir()
+            )
             tree = entry.current if same else self._materialize(key, artifact)
             assert tree is not None
             with self._lock:

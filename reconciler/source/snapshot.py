@@ -56,8 +56,9 @@ class Handed:
         self._current: tuple[Artifact, Snapshot] | None = None
 
     def same(self, revision: str) -> Artifact | None:
-        """The artifact already handed out, if it is of ``revision``."""
-        if self._current is not None and self._current[0].revision == revision:
+        """The artifact already handed out, if it is of ``revision`` and still on disk (the cache
+        directory may have been deleted under us: then the revision is exported again)."""
+        if self._current is not None and self._current[0].revision == revision and self._current[0].path.is_dir():
             return self._current[0]
         return None
 

@@ -12,6 +12,7 @@ an invalid object or an immutable-field change is found before anything is writt
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 from collections.abc import Mapping, Sequence
@@ -193,6 +194,12 @@ def normalize(
                 )
                 continue
             namespaced = crds.scope[(group, kind)]
+        if kind == "Secret" and api_version == "v1" and isinstance(obj.get("stringData"), dict):
+            # The server merges stringData into data and never stores it, so an applied stringData
+            # never "contains" live: apply it as data (what Flux's ssa does) or every sync rewrites it.
+            given = obj.pop("stringData")
+            string_data = {k: base64.b64encode(str(v).encode()).decode() for k, v in given.items() if v is not None}
+            obj["data"] = {**(obj.get("data") or {}), **string_data}
         if kind == "Secret" and api_version == "v1" and isinstance(obj.get("data"), dict):
             # base64 may be wrapped (kustomize wraps at 70 columns); the server stores it unwrapped,
             # so compare the unwrapped form or every sync would see a difference.

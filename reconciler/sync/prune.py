@@ -71,10 +71,11 @@ def prune(
         for item in p.items:
             if item.action is not Action.PRUNE or item.stage is not stage or item.live is None:
                 continue
+            uid = (item.live.get("metadata") or {}).get("uid")
             try:
-                ssa.delete(kube, item.live, mapper=mapper, uid=(item.live.get("metadata") or {}).get("uid"))
+                ssa.delete(kube, item.live, mapper=mapper, uid=uid)
             except (KubeError, UnreachableError, UnknownKindError) as e:
-                report.errors.append(f"{item.oid}: prune failed: {e}")
+                report.errors.append(_failure(item, e, uid=uid))
                 if progress:
                     progress(item, Effect.FAILED)
                 continue
@@ -82,3 +83,13 @@ def prune(
             if progress:
                 progress(item, Effect.PRUNED)
     return report
+
+
+def _failure(item: Item, e: Exception, *, uid: str | None) -> str:
+    """Why one delete failed; the uid precondition's conflict in words a reader can act on."""
+    if uid and isinstance(e, KubeError) and e.conflict:
+        return (
+            f"{item.oid}: not pruned: it was deleted and recreated since this sync read it (uid {uid} is gone), so"
+            " the new object is left alone; the next sync examines it again"
+        )
+    return f"{item.oid}: prune failed: {e}"

@@ -108,11 +108,11 @@ def test_depends_on_suspend_requested_at_and_orphaning(
     env.start("--watch-namespace", ns)
     env.gitsync(ns, "top", git_repo.url, path="top", dependsOn=[{"name": "base"}], prune=False)
 
-    def verdict() -> list[dict[str, Any]]:  # the controller may take seconds to start on a loaded machine
+    def top_ready() -> list[dict[str, Any]]:
         top = env.get(ns, "top")
         return [c for c in (top or {}).get("status", {}).get("conditions", []) if c["type"] == "Ready"]
 
-    ready = eventually(verdict, 30, "a first verdict on top")
+    ready = eventually(top_ready, 30, "a Ready condition on top (the controller may still be starting)")
     assert ready[0]["reason"] == "DependencyNotReady"
     assert env.kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/y") is None
     env.gitsync(ns, "base", git_repo.url, path="base")

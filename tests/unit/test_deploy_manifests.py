@@ -135,7 +135,7 @@ def test_deployment_writes_only_to_its_empty_dirs() -> None:
     c = _container()
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in _deployment()["spec"]["template"]["spec"]["volumes"]}
-    assert set(mounts) == {"/tmp", "/cache", "/etc/reconciler/webhook"}
+    assert set(mounts) == {"/tmp", "/cache", "/decrypt", "/etc/reconciler/webhook"}
     for path, name in mounts.items():
         if path == "/etc/reconciler/webhook":  # the webhook secret: read-only, optional
             assert volumes[name]["secret"] == {"secretName": "reconciler-webhook", "optional": True}
@@ -144,6 +144,9 @@ def test_deployment_writes_only_to_its_empty_dirs() -> None:
             assert "emptyDir" in volumes[name], name
     env = {e["name"]: e for e in c["env"]}
     assert env["XDG_CACHE_HOME"]["value"] == "/cache"
+    # SOPS plaintext for kustomize: memory-backed, never the disk-backed /tmp or /cache
+    assert env["RECONCILER_DECRYPT_DIR"]["value"] == "/decrypt"
+    assert volumes[mounts["/decrypt"]]["emptyDir"]["medium"] == "Memory"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 

@@ -159,16 +159,21 @@ def test_prometheus_rules_pass_promtool_check(tmp_path: Path) -> None:
     (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": _rule_groups()}))
     res = _run([promtool, "check", "rules", "rules.yml"], tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 3 rules found" in res.stdout + res.stderr
+    assert "SUCCESS: 4 rules found" in res.stdout + res.stderr
 
 
 def test_alerts_are_the_documented_ones_with_runbooks() -> None:
     alerts = _alerts()
-    assert set(alerts) == {"GitSyncDriftDetected", "GitSyncFailing", "GitSyncStale"}
+    assert set(alerts) == {"GitSyncDriftDetected", "GitSyncFailing", "GitSyncStale", "GitSyncControllerDown"}
     assert alerts["GitSyncDriftDetected"]["expr"] == "reconciler_drift_objects > 0"
     assert alerts["GitSyncFailing"]["expr"] == "reconciler_gitsync_ready == 0"
     assert alerts["GitSyncFailing"]["labels"]["severity"] == "critical"
     assert alerts["GitSyncDriftDetected"]["labels"]["severity"] == "warning"
+    # The one controller-level alert reads the scrape target, not our metrics.
+    down = alerts.pop("GitSyncControllerDown")
+    assert metric_names(down["expr"]) == {"up"}
+    assert down["labels"]["severity"] == "critical"
+    assert down["annotations"]["runbook_url"].endswith("docs/runbook.md#gitsynccontrollerdown")
     for name, rule in alerts.items():
         ann = rule["annotations"]
         assert {"summary", "description", "runbook_url"} <= set(ann), name
@@ -233,6 +238,35 @@ def test_alerts_fire_when_documented(tmp_path: Path) -> None:
                         "alertname": "GitSyncStale",
                         "exp_alerts": [{"exp_labels": {"namespace": "apps", "name": "web", "severity": "warning"}}],
                     },
+                ],
+            },
+            {
+                # Two replicas; both stop answering at 3m: pending for 5m, firing from 8m on.
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'up{job="reconciler", namespace="reconciler-system", pod="a"}', "values": "1 1 1 0x10"},
+                    {"series": 'up{job="reconciler", namespace="reconciler-system", pod="b"}', "values": "1 1 1 0x10"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "2m", "alertname": "GitSyncControllerDown", "exp_alerts": []},
+                    {"eval_time": "7m", "alertname": "GitSyncControllerDown", "exp_alerts": []},
+                    {
+                        "eval_time": "9m",
+                        "alertname": "GitSyncControllerDown",
+                        # absent() of a filtered vector carries no labels of its own
+                        "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
+                    },
+                ],
+            },
+            {
+                # One replica of two down: the other still reconciles, no alert.
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'up{job="reconciler", namespace="reconciler-system", pod="a"}', "values": "1x12"},
+                    {"series": 'up{job="reconciler", namespace="reconciler-system", pod="b"}', "values": "1 1 0x10"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": "GitSyncControllerDown", "exp_alerts": []},
                 ],
             },
         ],

@@ -38,7 +38,9 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         ("Deny", "ClusterRoleBinding/ci-admin", "not to shop/ci"),
         ("Deny", "RoleBinding/shop/ci-admin", "not to shop/deployer"),
     },
-    "plain-secrets": {("Warn", "Secret/shop/db", "Secret with values committed to git (keys: password)")},
+    "plain-secrets": {
+        ("Warn", "Secret/shop/db", "Secret with values committed to git in clear (keys: password): encrypt it with")
+    },
 }
 
 
