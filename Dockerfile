@@ -3,14 +3,17 @@
 #
 #   docker build -t ghcr.io/gitops-reconciler/reconciler:0.1.0 .
 #
-# NOTE: this file is NOT built by the tests: the development machines have no Docker
-# engine. Keep it in step by hand with pyproject.toml (dependencies), scripts/build-tool kustomize
+# NOTE: the development machines and CI have no Docker engine, so this file is not built there.
+# `make image` builds the same image from Debian bookworm packages instead (scripts/build-image:
+# mmdebstrap + our wheel + the pinned kustomize, assembled with umoci; python3 is 3.11 there too)
+# and runs it as 65532 against a local control plane (scripts/image-check; docs/image.md).
+# Keep both in step by hand with pyproject.toml (dependencies), scripts/build-tool kustomize
 # and reconciler/render/kustomize.py (KUSTOMIZE_VERSION; tests/unit/test_deploy_manifests.py
 # checks that the pins agree and that the image runs as 65532).
 #
 # What render needs at run time: git and ssh (git sources, deploy keys with known_hosts),
-# CA certificates (https and S3), and the pinned kustomize binary (kustomization.yaml).
-# No shell tools, no compiler, no Helm.
+# CA certificates (https and S3), and the pinned kustomize, helm (spec.helm charts) and sops
+# (spec.decryption) binaries. No shell tools, no compiler.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG GO_IMAGE=golang:1.26-bookworm
@@ -22,6 +25,21 @@ ARG KUSTOMIZE_VERSION=v5.8.2
 ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOTOOLCHAIN=local
 RUN go install -ldflags="-s -w" sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION} \
  && /go/bin/kustomize version
+
+# --- 1b. helm and sops, built the same way (scripts/build-tool helm|sops; the pins are
+# reconciler/render/tools.py HELM and reconciler/render/sops_tool.py SOPS_VERSION)
+FROM ${GO_IMAGE} AS helm
+ARG HELM_VERSION=v4.3.2
+ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOTOOLCHAIN=local
+RUN go install -ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}" \
+      helm.sh/helm/v4/cmd/helm@${HELM_VERSION} \
+ && /go/bin/helm version --short
+
+FROM ${GO_IMAGE} AS sops
+ARG SOPS_VERSION=v3.13.3
+ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOTOOLCHAIN=local
+RUN go install -ldflags="-s -w" github.com/getsops/sops/v3/cmd/sops@${SOPS_VERSION} \
+ && /go/bin/sops --version --disable-version-check
 
 # --- 2. the Python package and its dependencies, in a virtualenv ---------------------------
 FROM ${PYTHON_IMAGE} AS build
@@ -46,6 +64,8 @@ RUN apt-get update \
  && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin reconciler \
  && install -d -o 65532 -g 65532 -m 0750 /cache
 COPY --from=kustomize /go/bin/kustomize /usr/local/bin/kustomize
+COPY --from=helm /go/bin/helm /usr/local/bin/helm
+COPY --from=sops /go/bin/sops /usr/local/bin/sops
 COPY --from=build /opt/venv /opt/venv
 # The default policy set (policies/) at a fixed path; mount a ConfigMap over it to replace it.
 COPY policies/ /etc/gitops-reconciler/policies/
@@ -56,7 +76,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     XDG_CACHE_HOME=/cache \
-    RECONCILER_KUSTOMIZE=/usr/local/bin/kustomize
+    RECONCILER_KUSTOMIZE=/usr/local/bin/kustomize \
+    RECONCILER_HELM=/usr/local/bin/helm \
+    RECONCILER_SOPS=/usr/local/bin/sops
 USER 65532:65532
 EXPOSE 8080 8081 9292
 ENTRYPOINT ["/usr/bin/tini", "--", "reconciler"]

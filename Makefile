@@ -10,7 +10,7 @@ CLUSTER_DIR := .cluster
 KWOK ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv controlplane tools cluster cluster-down demo lint test unit clean
+.PHONY: help deps venv controlplane tools cluster cluster-down demo lint test unit clean image
 
 help:
 	@echo "make demo          build+start the local control plane, apply examples/hello, show what is live"
@@ -19,6 +19,7 @@ help:
 	@echo "make cluster-down  stop it"
 	@echo "make lint          ruff, mypy --strict, import-linter"
 	@echo "make tools         build the pinned kustomize, helm, sops and OCI registry (cached outside the repo)"
+	@echo "make image         build the controller image from Debian packages (no Docker), run it as uid 65532 and check it reconciles"
 
 deps:
 	scripts/install-deps
@@ -50,6 +51,12 @@ cluster-down:
 
 demo: cluster
 	$(PY) scripts/demo.py --kubeconfig $(CLUSTER_DIR)/kubeconfig
+
+# The image of ./Dockerfile, built without Docker (scripts/build-image: mmdebstrap + umoci, cached
+# outside the repo), then run as its non-root user against a fresh control plane (scripts/image-check).
+image: deps venv
+	scripts/build-image
+	$(PY) scripts/image-check
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ for the whole run and prints the top frames by own and by cumulative samples.
 
     .venv/bin/python bench/mttp.py --n 100 [--workers 4] [--profile /tmp/mttp-300]
     .venv/bin/python bench/mttp.py --n 300 --interval 2m --noop   # also what a no-op interval costs
+    .venv/bin/python bench/mttp.py --n 200 --replicas 1,2,3   # per replica count, with a probe
 """
 
 from __future__ import annotations
@@ -140,6 +141,12 @@ class Proc:
         return self.peak_rss
 
     def requests(self) -> dict[str, float]:
+        """API requests by HTTP verb."""
+        return {k: v for k, v in self.counts().items() if " " not in k and not k.startswith("#")}
+
+    def counts(self) -> dict[str, float]:
+        """Requests by HTTP verb ("GET"), by Kubernetes verb and resource ("list deployments"), and
+        reconciles ended ("#reconciles")."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
             text = r.read().decode()
         out: dict[str, float] = {}
@@ -147,7 +154,7 @@ class Proc:
             if line.startswith("reconciler_api_requests_total{"):
                 verb = line.split('verb="', 1)[1].split('"', 1)[0]
                 out[verb] = float(line.rsplit(" ", 1)[1])
-            elif line.startswith("reconciler_api_calls_total{"):  # "<verb> <resource>": by Kubernetes verb
+            elif line.startswith("reconciler_api_calls_total{"):
                 verb = line.split('verb="', 1)[1].split('"', 1)[0]
                 resource = line.split('resource="', 1)[1].split('"', 1)[0]
                 out[f"{verb} {resource}"] = float(line.rsplit(" ", 1)[1])
@@ -241,7 +248,7 @@ class Mark:
 
     @classmethod
     def now(cls, proc: Proc) -> Mark:
-        return cls(time.monotonic(), proc.cpu(), proc.requests())
+        return cls(time.monotonic(), proc.cpu(), proc.counts())
 
 
 def measure(*, proc: Proc, kube: client.Kube, name: str, n: int, sha: str, start: Mark, timeout: float) -> Phase:
@@ -255,7 +262,7 @@ def measure(*, proc: Proc, kube: client.Kube, name: str, n: int, sha: str, start
             break
         time.sleep(0.5)
     phase.seconds = time.monotonic() - t0
-    cpu1, req1 = proc.cpu(), proc.requests()
+    cpu1, req1 = proc.cpu(), proc.counts()
     phase.cpu, phase.child_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     phase.requests = {k: v - req0.get(k, 0.0) for k, v in req1.items() if v - req0.get(k, 0.0)}
     phase.load = os.getloadavg()
@@ -276,7 +283,7 @@ def idle(*, proc: Proc, kube: client.Kube, n: int, sha: str, start: Mark, second
         time.sleep(1.0)
     phase.ready = ready_at(kube, sha)
     phase.seconds = time.monotonic() - start.t0
-    cpu1, req1 = proc.cpu(), proc.requests()
+    cpu1, req1 = proc.cpu(), proc.counts()
     phase.cpu, phase.child_cpu = cpu1[0] - start.cpu[0], cpu1[1] - start.cpu[1]
     phase.requests = {k: v - start.requests.get(k, 0.0) for k, v in req1.items() if v - start.requests.get(k, 0.0)}
     phase.load = os.getloadavg()
@@ -366,9 +373,12 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per phase [1800]")
     ap.add_argument("--profile", default="", help="py-spy raw output file (needs py-spy on PATH or in .venv)")
     ap.add_argument("--controller-arg", action="append", default=[], help="extra `reconciler run` argument")
+    import mttp_replicas  # --replicas: the same phases per replica count, with the probe (bench/mttp_replicas.py)
+
+    mttp_replicas.add_arguments(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mttp-") as tmp:
-        return run(args, Path(tmp))
+        return mttp_replicas.run(args, Path(tmp)) if args.replicas else run(args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -214,6 +214,7 @@ class ControlPlane:
     # pytest leaves nothing behind; `make cluster` does not, its processes outlive make.
     tie_to_parent: bool = False
     exits: dict[str, str] = field(default_factory=dict)
+    argv: dict[str, list[str]] = field(default_factory=dict)  # how each component was started, for restart()
 
     @property
     def kubeconfig(self) -> Path:
@@ -235,6 +236,7 @@ class ControlPlane:
         )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
+        self.argv[name] = argv
         log = (self.root / "logs" / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             argv,
@@ -297,6 +299,33 @@ class ControlPlane:
         raise ControlPlaneError(
             f"{name} did not answer {url} within {timeout:.0f}s ({last}); last log lines:\n{self._log_tail(name)}"
         )
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop one component (``etcd``, ``kube-apiserver``, ...) the hard way and reap it: a crash,
+        for tests of what the controller does while it is gone. :meth:`restart` brings it back."""
+        pid = self.pids[name]
+        if _is_ours(pid, self.starts.get(name, 0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Start a killed component again with its first command line (same ports, data and
+        certificates) and wait until it answers; the kube-apiserver until ``/readyz`` is ok,
+        which also needs etcd. Call it from the thread that started the control plane: with
+        ``tie_to_parent`` the component dies with the thread that spawned it (PR_SET_PDEATHSIG)."""
+        if self._alive(name):
+            raise ControlPlaneError(f"{name} is still running; kill() it first")
+        self._spawn(name, self.argv[name])
+        if name == "etcd":
+            self._wait(name, f"http://127.0.0.1:{self.ports['etcd']}/health", None, timeout)
+        elif name == "kube-apiserver":
+            self._wait(name, f"{self.server}/readyz", self._ssl(), timeout)
+
+    def ready(self, timeout: float = 60.0) -> None:
+        """Wait until the API server says it is ready again (after an etcd restart, say)."""
+        self._wait("kube-apiserver", f"{self.server}/readyz", self._ssl(), timeout)
 
     def start(self, kwok: str | None = None, timeout: float = 120.0) -> None:
         root, b, pki = self.root, self.bindir, self.root / "pki"

@@ -246,6 +246,14 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--region", default=None, help="AWS region of --eks-cluster [default: AWS_REGION or the AWS profile's]."
         ),
+        click.option(
+            "--request-timeout",
+            type=Duration(minimum=1),
+            default="60s",
+            show_default=True,
+            help="How long one API request waits for its answer (a hung API server or a dead connection "
+            "fails the sync after this, by reason).",
+        ),
     ]
     for o in reversed(opts):
         checked = o(checked)
@@ -274,8 +282,11 @@ def connect_cluster(
 ) -> kube_client.Kube:
     """The handle the connection flags ask for; raises ConfigError or AwsError."""
     if kw.get("eks_cluster"):
-        return eks_target.connect(kw["eks_cluster"], kw["region"], pool_size=pool_size, headers=headers)
-    return kube_client.connect(kw["kubeconfig"], kw["context"], pool_size=pool_size, headers=headers)
+        kube = eks_target.connect(kw["eks_cluster"], kw["region"], pool_size=pool_size, headers=headers)
+    else:
+        kube = kube_client.connect(kw["kubeconfig"], kw["context"], pool_size=pool_size, headers=headers)
+    kube.read_timeout = float(kw.get("request_timeout") or kube.read_timeout)
+    return kube
 
 
 def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:

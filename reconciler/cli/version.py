@@ -32,7 +32,10 @@ def version(server: bool, **kw: Any) -> None:
         except (kube_client.ConfigError, AwsError) as e:
             click.echo(f"reconciler version: {e}", err=True)
             sys.exit(EXIT_ERROR)
-        except (kube_client.KubeError, kube_client.UnreachableError) as e:
+        except kube_client.UnreachableError as e:  # its message says "cannot reach the API server"
+            click.echo(f"reconciler version: {e}", err=True)
+            sys.exit(EXIT_ERROR)
+        except kube_client.KubeError as e:
             click.echo(f"reconciler version: cannot reach the API server: {e}", err=True)
             sys.exit(EXIT_ERROR)
         click.echo(f"server {info.get('gitVersion')} at {kube.host}")

@@ -17,7 +17,7 @@ from reconciler.gitsync import hooks as helm_hooks
 from reconciler.gitsync.drift import Vouched
 from reconciler.gitsync.errors import ClusterFailedError, InventoryConflictError, ShardLostError
 from reconciler.gitsync.results import Stage, SyncOptions, SyncResult
-from reconciler.kube.client import Kube, KubeError, UnreachableError
+from reconciler.kube.client import FenceError, Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import Resource, RestMapper
 from reconciler.render.helm import Hook
 from reconciler.render.manifests import Manifest
@@ -57,6 +57,8 @@ def _typed(stage: Stage) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 return step(*args, **kwargs)
             except inventory.InventoryOwnerError as e:
                 raise InventoryConflictError(str(e), stage=stage) from e
+            except FenceError as e:  # our shard claim lapsed under the step: its new owner goes on
+                raise ShardLostError(str(e), stage=stage) from e
             except (inventory.InventoryError, KubeError, UnreachableError) as e:
                 raise ClusterFailedError(str(e), stage=stage) from e
 

@@ -151,7 +151,7 @@ class Controller:
             policies_dir=opts.policies_dir,
             readers=self.handles.reader_for,
             tenancy=self.tenancy,
-            owns=(lambda ns, name: self._owns((ns, name))) if opts.shards else None,
+            fence=(lambda ns, n: self.sharding.deadline(ns, n) if self.sharding else 0.0) if opts.shards else None,
         )
         self.finalizer = Finalizer(
             metrics=self.metrics, appliers=self.handles.appliers, reader=self.handles.reader, mapper=self.mapper

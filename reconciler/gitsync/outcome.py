@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from reconciler.gitsync.errors import StepError
 from reconciler.gitsync.results import ReconcileResult
+from reconciler.kube.client import KubeError, UnreachableError
 from reconciler.report import conditions as cond
 from reconciler.report.metrics import Metrics
 from reconciler.sync.objects import ObjectId
@@ -70,7 +71,12 @@ class Outcomes:
         if all(k in current and current[k] == v for k, v in status.items()):
             return False
         current.update(status)
-        self.patch_status(obj, status)
+        try:
+            self.patch_status(obj, status)
+        except Exception:
+            for key in status:  # not stored: the next outcome must not take it for unchanged
+                current.pop(key, None)
+            raise
         return True
 
     def reconciling(self, obj: dict[str, Any], message: str) -> None:
@@ -99,7 +105,12 @@ class Outcomes:
         status: dict[str, Any] = {"conditions": cs, "observedGeneration": gen, **extra}
         if revision:
             status["lastAttemptedRevision"] = revision
-        self._write(obj, status)
+        try:
+            self._write(obj, status)
+        except (KubeError, UnreachableError) as e:
+            # The API server that failed the sync often refuses its status too: the log line and
+            # the metrics below must still say why it failed (they are all an operator has then).
+            log.warning(f"GitSync {ns}/{name}: status not written: {e}", extra={"gitsync": f"{ns}/{name}"})
         if error.waiting:
             log.info(message, extra={"gitsync": f"{ns}/{name}", "reason": error.reason})
         else:

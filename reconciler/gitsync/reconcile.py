@@ -37,7 +37,7 @@ from reconciler.gitsync.results import ReconcileResult, Settled, Stage, SyncOpti
 from reconciler.gitsync.spec import GitSyncSpec, SpecError, TargetNotAllowedError, gitsync_path
 from reconciler.gitsync.steps import GitSyncSteps, SyncState
 from reconciler.gitsync.tenancy import NotAllowedError, Tenancy
-from reconciler.kube.client import Kube, KubeError
+from reconciler.kube.client import FenceError, Kube, KubeError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.kube.events import EventRecorder
 from reconciler.render.decryption import Decryptor
@@ -139,13 +139,13 @@ class Reconciler:
         tenancy: Tenancy | None = None,
         charts: helmstep.Charts | None = None,
         shared: SharedSources | None = None,
-        owns: Callable[[str, str], bool] | None = None,
+        fence: Callable[[str, str], float] | None = None,
         decryptor: Decryptor | None = None,
     ) -> None:
         self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
         self.cache_dir = cache_dir
         self.shared = shared or SharedSources(root=cache_dir)  # one fetch per (source, revision)
-        self._owns = owns  # (namespace, name) -> this replica holds its shard now; None: no shards
+        self._fence = fence  # (namespace, name) -> monotonic end of our shard claim; None: no shards
         self.policies_dir = policies_dir
         self._policies: tuple[str, policy.PolicySet] | None = None
         self._clients = clients  # (namespace, spec) -> (Kube, RestMapper) to apply with; None: our own
@@ -186,7 +186,11 @@ class Reconciler:
 
     def owns(self, namespace: str, name: str) -> bool:
         """Whether this replica may write for the GitSync now (always, without shards)."""
-        return self._owns is None or self._owns(namespace, name)
+        return self._fence is None or time.monotonic() < self._fence(namespace, name)
+
+    def _fenced(self, kube: Kube, namespace: str, name: str) -> Kube:
+        """``kube`` whose every request for this GitSync ends before its shard claim does."""
+        return kube if self._fence is None else kube.fenced(functools.partial(self._fence, namespace, name))
 
     def _patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
         md = obj["metadata"]
@@ -196,16 +200,18 @@ class Reconciler:
                 (obj.get("status") or {}).pop(key, None)
             return
         try:
-            self.kube.request(
+            self._fenced(self.kube, md["namespace"], md["name"]).request(
                 "PATCH",
                 gitsync_path(md["namespace"], md["name"], subresource="status"),
                 body={"status": status},
                 content_type="application/merge-patch+json",
             )
-        except KubeError as e:
+        except (KubeError, FenceError) as e:
             for key in status:  # not written: the next outcome must not take it for unchanged
                 (obj.get("status") or {}).pop(key, None)
-            if not e.not_found:
+            if isinstance(e, FenceError):  # the claim lapsed while the status was on its way
+                log.info("shard lost: status not written", extra={"gitsync": _gitsync_id(obj), "reason": "ShardLost"})
+            elif not e.not_found:
                 log.warning("cannot update status: %s", e, extra={"gitsync": _gitsync_id(obj)})
 
     def mark_reconciling(self, obj: dict[str, Any], message: str) -> None:
@@ -247,8 +253,9 @@ class Reconciler:
             kube, mapper = steps.target = self._target(md["namespace"], spec)
             options = self._options(obj, spec, policy_mode=steps.policy_mode)
             holds = functools.partial(self.owns, md["namespace"], md["name"])
+            fenced = self._fenced(kube, md["namespace"], md["name"])
             watch = self.held if spec.target is None else None  # it watches the local cluster only
-            cluster = KubeCluster(kube, mapper, options, holds, watch=watch)
+            cluster = KubeCluster(fenced, mapper, options, holds, watch=watch)
             res = sync_revision(steps=steps, cluster=cluster, options=options)
         except ShardLostError:
             log.info("shard lost: the reconcile stops", extra={"gitsync": steps.gid, "reason": "ShardLost"})

@@ -53,6 +53,10 @@ class ShardFollower:
     def owns(self, namespace: str, name: str) -> bool:
         return self.leases.owns(namespace=namespace, name=name)
 
+    def deadline(self, namespace: str, name: str) -> float:
+        """Monotonic time by which every write for GitSync ``namespace/name`` must be over."""
+        return self.leases.fence(namespace=namespace, name=name)
+
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="shards", daemon=True)
         thread.start()

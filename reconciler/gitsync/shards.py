@@ -19,8 +19,11 @@ for one Lease cannot both win.
 Fencing: :meth:`ShardLeases.holds` is true only until ``renew_deadline`` after the send time of
 our last successful renewal, and ``renew_deadline`` < ``lease_duration``. A replica cut off
 from the API server therefore stops claiming its shards before any other replica can see the
-Lease expire. The loop asks ``holds(shard)`` before each write phase (apply, prune, status);
-a phase must not outlast ``lease_duration - renew_deadline`` after that check.
+Lease expire. The loop asks ``holds(shard)`` before each write phase (apply, prune, status), and
+every request of the phase is fenced by :meth:`ShardLeases.fence` (the claim's lapse time): refused
+once it passed, its timeout cut to the time left. So a write that was in flight when a partition
+began (held, then delivered late) cannot reach the API server after our claim lapsed; what is sent
+before lands within ``lease_duration - renew_deadline`` of margin, before anyone can take over.
 """
 
 from __future__ import annotations
@@ -144,15 +147,25 @@ class ShardLeases:
 
     # ------------------------------------------------------------------ what the loop asks
 
-    def holds(self, shard: int) -> bool:
-        """True while our last renewal of ``shard`` is younger than ``renew_deadline``."""
+    def deadline(self, shard: int) -> float:
+        """When (on our clock) our claim on ``shard`` lapses unless renewed before: ``renew_deadline``
+        after the send time of our last successful renewal; 0.0 without a claim."""
         with self._mutex:
             sent = self._renewed.get(shard)
-        return sent is not None and self._clock() - sent < self.options.renew_deadline
+        return 0.0 if sent is None else sent + self.options.renew_deadline
+
+    def holds(self, shard: int) -> bool:
+        """True while our last renewal of ``shard`` is younger than ``renew_deadline``."""
+        return self._clock() < self.deadline(shard)
+
+    def fence(self, *, namespace: str, name: str) -> float:
+        """The deadline of GitSync ``namespace/name``'s writes: its shard's :meth:`deadline`. Every
+        write for it must be over by then (see :meth:`reconciler.kube.client.Kube.fenced`)."""
+        return self.deadline(shard_of(namespace=namespace, name=name, shards=self.options.shards))
 
     def owns(self, *, namespace: str, name: str) -> bool:
         """Whether this replica may reconcile (and write for) GitSync ``namespace/name`` now."""
-        return self.holds(shard_of(namespace=namespace, name=name, shards=self.options.shards))
+        return self._clock() < self.fence(namespace=namespace, name=name)
 
     def held(self) -> frozenset[int]:
         """The shards we currently hold (renewed within ``renew_deadline``)."""

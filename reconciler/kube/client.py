@@ -9,6 +9,7 @@ Every request is counted by verb, so benchmarks and metrics can show API traffic
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import os
 import threading
@@ -102,7 +103,17 @@ class KubeError(Exception):
 
 
 class UnreachableError(Exception):
-    """The API server could not be reached at all (connection, TLS or timeout)."""
+    """The API server could not be reached at all (connection, TLS or timeout).
+
+    Its message says ``cannot reach the API server``, the words the runbook's row for it starts
+    with, whatever urllib3 called the failure (a refused connection, a reset, a half-read body,
+    a read timeout); only a :class:`FenceError` (never sent) says why it was not sent instead."""
+
+
+class FenceError(UnreachableError):
+    """A request not sent, or cut off, because its fence passed: the deadline a fenced handle
+    (:meth:`Kube.fenced`) was given, such as the end of a shard claim. Never reached the server
+    after that deadline, so no other replica can see it as a write of ours."""
 
 
 class CredentialsError(UnreachableError):
@@ -173,6 +184,37 @@ class Kube:
         self.on_resource: Callable[[str, str], None] | None = None  # (verb, resource): see request_kind
         self.limiter: RateLimiter | None = None  # default None: no client-side limit (see limit())
         self.throttled = 0  # responses that were 429 and sent again, for tests and benchmarks
+        # default 60 s (DEFAULT_TIMEOUT's read part): how long a request waits for its answer
+        # unless it names its own timeout; `--request-timeout` sets it
+        self.read_timeout = DEFAULT_TIMEOUT[1]
+        self._fence: Callable[[], float] | None = None  # default None: requests have no deadline
+
+    def fenced(self, deadline: Callable[[], float]) -> Kube:
+        """This handle (same pool, counters and limits) with a fence: every request must be over
+        by ``deadline()`` (``time.monotonic()`` seconds, asked again before each attempt, so a
+        renewed claim moves it). Past it a request is refused unsent; before it, its timeout is
+        cut to the time left and it is never retried beyond it. Why: a write already in flight
+        when a shard claim lapses (a partition that delays packets, a long Retry-After) must not
+        land after another replica may have taken the shard over, as client-go's leader election
+        bounds each renewal by its renew deadline."""
+        clone = copy.copy(self)
+        clone._fence = deadline
+        return clone
+
+    def _attempt(
+        self, method: str, path: str, timeout: float | tuple[float, float] | None
+    ) -> tuple[urllib3.Timeout, urllib3.Retry | bool]:
+        """The timeout and retries of one attempt: as given, or cut to the fence."""
+        if self._fence is None:
+            if isinstance(timeout, tuple):
+                return urllib3.Timeout(connect=timeout[0], read=timeout[1]), _RETRIES
+            return urllib3.Timeout(total=timeout), _RETRIES
+        left = self._fence() - time.monotonic()
+        if left <= 0:
+            raise FenceError(f"{method} {path}: not sent, its fence (the shard claim) has passed")
+        if isinstance(timeout, tuple):
+            return urllib3.Timeout(connect=timeout[0], read=timeout[1], total=left), False
+        return urllib3.Timeout(total=left if timeout is None else min(timeout, left)), False
 
     def limit(self, *, qps: float, burst: int) -> None:
         """Bound this handle's requests (watches included) to ``qps`` a second, ``burst`` at once;
@@ -221,23 +263,25 @@ class Kube:
             method, path, query_params=list(query or []), header_params=headers, auth_settings=["BearerToken"]
         )
         payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        if isinstance(timeout, tuple):
-            tmo = urllib3.Timeout(connect=timeout[0], read=timeout[1])
-        else:
-            tmo = urllib3.Timeout(total=timeout)
+        if timeout is DEFAULT_TIMEOUT:  # the caller named none: this handle's (--request-timeout)
+            timeout = (DEFAULT_TIMEOUT[0], self.read_timeout)
         for attempt in range(THROTTLE_RETRIES + 1):
             if self.limiter is not None:
                 self.limiter.wait()
+            this, retries = self._attempt(method, path, timeout)
             self._count(method, path=path, query=query, content_type=content_type if body is not None else "")
             try:
                 # The pool itself, not rest_client.request(): that one re-encodes bodies by content
                 # type and cannot stream, and we need raw bytes both ways (and streams for watches).
                 resp = self._api.rest_client.pool_manager.request(
-                    m, url, body=payload, headers=hdrs, timeout=tmo, preload_content=False, retries=_RETRIES
+                    m, url, body=payload, headers=hdrs, timeout=this, preload_content=False, retries=retries
                 )
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) else e
-                raise UnreachableError(f"{method} {self.host}{path}: {cause}") from e
+                lapsed = self._fence is not None and self._fence() <= time.monotonic()  # cut off by the fence
+                raise (FenceError if lapsed else UnreachableError)(
+                    f"{method} {self.host}{path}: cannot reach the API server: {cause}"
+                ) from e
             if resp.status != 429 or attempt == THROTTLE_RETRIES:
                 break
             # Throttled (max-in-flight or Priority and Fairness): the request was not processed,
@@ -301,7 +345,9 @@ class Kube:
         try:
             data: bytes = resp.read()
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise UnreachableError(f"{method} {self.host}{path}: reading the response: {e}") from e
+            raise UnreachableError(
+                f"{method} {self.host}{path}: cannot reach the API server (reading the response): {e}"
+            ) from e
         finally:
             resp.release_conn()
         if not 200 <= resp.status < 300:
@@ -325,7 +371,7 @@ class Kube:
             if buf.strip():
                 yield buf
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise UnreachableError(f"GET {self.host}{path}: watch stream: {e}") from e
+            raise UnreachableError(f"GET {self.host}{path}: cannot reach the API server (watch stream): {e}") from e
         finally:
             resp.release_conn()
 

@@ -128,7 +128,7 @@ def _confine(root: Path, path: str) -> tuple[Path, str]:
         real = (root / norm).resolve(strict=True)
     except (FileNotFoundError, NotADirectoryError):
         raise RenderError(norm, None, "no such file or directory in the revision") from None
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, ValueError) as e:  # ValueError: a NUL byte (`reconciler sync --path`)
         raise RenderError(norm, None, f"cannot resolve path: {e}") from None
     if not real.is_relative_to(root):
         raise RenderError(norm, None, "path escapes the root of the revision (through a symlink)")

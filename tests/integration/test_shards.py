@@ -64,7 +64,7 @@ def test_two_replicas_split_the_gitsyncs_and_one_takes_over_when_the_other_dies(
     args = ("--watch-namespace", ns, "--shards", str(SHARDS), "--lease-namespace", ns, "--lease-duration", "6")
     port = free_port()
     a, b = env.start(*args, name="a"), env.start(*args, name="b", webhook_port=port)
-    eventually(lambda: _held(a) == 2 and _held(b) == 2, 30, "each replica to hold its fair share, 2 of 4 shards")
+    eventually(lambda: _held(a) == 2 and _held(b) == 2, 90, "each replica to hold its fair share, 2 of 4 shards")
 
     names = [f"app{i}" for i in range(N)]
     for name in names:

@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler import cli
-from reconciler.render import kustomize
+from reconciler.render import kustomize, sops_tool, tools
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -223,6 +223,12 @@ def test_dockerfile_pins_agree_with_the_code() -> None:
     assert f"ARG KUSTOMIZE_VERSION={kustomize.KUSTOMIZE_VERSION}\n" in text
     assert "go install" in text
     assert "sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}" in text
+    # helm (spec.helm) and sops (spec.decryption) ship in the image at the versions the code pins
+    assert f"ARG HELM_VERSION={tools.HELM.version}\n" in text
+    assert f"ARG SOPS_VERSION={sops_tool.SOPS_VERSION}\n" in text
+    for tool in ("kustomize", "helm", "sops"):
+        assert f"COPY --from={tool} /go/bin/{tool} /usr/local/bin/{tool}" in text
+        assert f"RECONCILER_{tool.upper()}=/usr/local/bin/{tool}" in text
     froms = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
     assert len(froms) >= 3, "multi-stage: kustomize, build, runtime"
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
@@ -261,5 +267,6 @@ def test_the_shards_patch_turns_the_leader_election_into_three_sharded_replicas(
             node[last] = op["value"]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}, "never an old and a new Pod writing at once"
     assert "--shards=12" in args
     assert "--leader-elect" not in args

@@ -7,9 +7,16 @@ from typing import Any
 import pytest
 from pipeline_fakes import REVISION, Written, gitsync, oid
 
-from reconciler.gitsync.errors import AccessDeniedError, DependencyNotReadyError, SourceFailedError, TargetRefusedError
+from reconciler.gitsync.errors import (
+    AccessDeniedError,
+    ClusterFailedError,
+    DependencyNotReadyError,
+    SourceFailedError,
+    TargetRefusedError,
+)
 from reconciler.gitsync.outcome import Outcomes, Success
 from reconciler.gitsync.results import Stage
+from reconciler.kube.client import UnreachableError
 from reconciler.report import conditions as cond
 from reconciler.report.metrics import Metrics
 
@@ -156,3 +163,39 @@ def test_policy_findings_are_one_warning_event_and_a_gauge_per_policy() -> None:
     outcomes.violations(obj, [], counts=[], total=0)
     assert sample(metrics, "reconciler_policy_violations", policy="no-bad") is None, "old series dropped"
     assert len(written.events) == 1
+
+
+def test_a_failure_the_api_server_will_not_store_is_still_logged_counted_and_written_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The API server that failed a sync (unreachable) usually refuses its status too: the one
+    ERROR line still names the reason and the revision, the metrics still say not Ready, and
+    the status counts as unwritten, so the next attempt writes it (found by the crash suite:
+    before, the status write's own error replaced the sync's in the log and the metrics)."""
+    outcomes, written, metrics = setup()
+    refused = {"on": True}
+
+    def patch_status(obj: dict[str, Any], status: dict[str, Any]) -> None:
+        if refused["on"]:
+            raise UnreachableError("PATCH https://api/status: cannot reach the API server: refused")
+        written.patch_status(obj, status)
+
+    outcomes = Outcomes(patch_status=patch_status, events=written, metrics=metrics)
+    obj = gitsync(conditions=[{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded"}])
+    err = ClusterFailedError("cannot reach the API server", stage=Stage.APPLY)
+    with caplog.at_level("WARNING", logger="reconciler.gitsync"):
+        out = outcomes.failed(obj, err, message="GitSync team/apps: apply failed", revision=REVISION, extra={})
+    assert not out.ok
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [(r.getMessage(), r.reason, r.revision) for r in errors] == [  # type: ignore[attr-defined]
+        ("GitSync team/apps: apply failed", "ReconciliationFailed", REVISION)
+    ]
+    assert any("status not written" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert sample(metrics, "reconciler_gitsync_ready") == 0
+    assert sample(metrics, "reconciler_reconcile_total", result="failure") == 1
+    assert "lastAttemptedRevision" not in obj["status"], "not stored: not shown as stored"
+    refused["on"] = False
+    outcomes.failed(obj, err, message="GitSync team/apps: apply failed", revision=REVISION, extra={})
+    assert written.patches
+    assert written.patches[-1]["lastAttemptedRevision"] == REVISION
+    assert condition(obj, cond.READY) == ("False", "ReconciliationFailed")

@@ -15,6 +15,7 @@ from reconciler.gitsync.outcome import Outcomes
 from reconciler.gitsync.results import SyncOptions
 from reconciler.gitsync.sharding import ShardFollower, shard_options
 from reconciler.gitsync.shards import ShardLeases, shard_of
+from reconciler.kube.client import FenceError
 from reconciler.report.metrics import Metrics
 from reconciler.sync import inventory
 from reconciler.sync.plan import Plan
@@ -102,3 +103,37 @@ def test_an_unchanged_status_is_not_written_again() -> None:
     assert len(written) == 1
     outcomes.reconciling(obj, "reconciling y")
     assert len(written) == 2, "a changed message is a change"
+
+
+class LapsedKube:
+    """A fenced handle whose shard claim has lapsed: every request is refused unsent."""
+
+    def __getattr__(self, name: str) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise FenceError(f"{name}: not sent, its fence (the shard claim) has passed")
+
+        return refuse
+
+
+def test_a_claim_lapsing_inside_a_phase_is_shard_lost_not_a_failure() -> None:
+    cluster = KubeCluster(cast(Any, LapsedKube()), cast(Any, NoKube()), SyncOptions(name="apps", namespace="team"))
+    with pytest.raises(ShardLostError):
+        cluster.load()
+
+
+def test_the_fence_is_the_claim_deadline_and_moves_with_renewals() -> None:
+    now = [100.0]
+    leases = ShardLeases(
+        cast(Any, NoKube()),
+        options=shard_options(4, namespace="ns", identity="me", duration=15.0),
+        clock=lambda: now[0],
+    )
+    k = shard_of(namespace="team", name="apps", shards=4)
+    assert leases.fence(namespace="team", name="apps") == 0.0, "no claim: already lapsed"
+    assert not leases.owns(namespace="team", name="apps")
+    leases._renewed[k] = 100.0  # a renewal sent at t=100
+    assert leases.fence(namespace="team", name="apps") == 110.0, "renew deadline (10 s) after the send"
+    now[0] = 109.9
+    assert leases.owns(namespace="team", name="apps")
+    now[0] = 110.0
+    assert not leases.owns(namespace="team", name="apps"), "lapsed exactly at the fence"
