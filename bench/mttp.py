@@ -6,12 +6,14 @@ Service and an Ingress. Two phases, one ``reconciler run`` process (``--workers`
   1. all N GitSyncs created at once: time until all are Ready at the first revision;
   2. one commit that changes every app, pushed, announced through the push webhook: time
      from the push until all are Ready at the new revision.
+With ``--noop`` a third phase waits one spec.interval in which nothing changes.
 For each phase it prints wall time, the controller's CPU seconds (its own, and the git
 children it waited for), API requests by verb (from its /metrics) and the load average;
 at the end the controller's peak RSS. ``--profile out`` attaches py-spy to the controller
 for the whole run and prints the top frames by own and by cumulative samples.
 
     .venv/bin/python bench/mttp.py --n 100 [--workers 4] [--profile /tmp/mttp-300]
+    .venv/bin/python bench/mttp.py --n 300 --interval 2m --noop   # also what a no-op interval costs
     .venv/bin/python bench/mttp.py --n 200 --replicas 1,2,3   # per replica count, with a probe
 """
 
@@ -139,6 +141,12 @@ class Proc:
         return self.peak_rss
 
     def requests(self) -> dict[str, float]:
+        """API requests by HTTP verb."""
+        return {k: v for k, v in self.counts().items() if " " not in k and not k.startswith("#")}
+
+    def counts(self) -> dict[str, float]:
+        """Requests by HTTP verb ("GET"), by Kubernetes verb and resource ("list deployments"), and
+        reconciles ended ("#reconciles")."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
             text = r.read().decode()
         out: dict[str, float] = {}
@@ -146,6 +154,12 @@ class Proc:
             if line.startswith("reconciler_api_requests_total{"):
                 verb = line.split('verb="', 1)[1].split('"', 1)[0]
                 out[verb] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("reconciler_api_calls_total{"):
+                verb = line.split('verb="', 1)[1].split('"', 1)[0]
+                resource = line.split('resource="', 1)[1].split('"', 1)[0]
+                out[f"{verb} {resource}"] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("reconciler_reconcile_total{"):  # reconciles ended (success or failure)
+                out["#reconciles"] = out.get("#reconciles", 0.0) + float(line.rsplit(" ", 1)[1])
         return out
 
 
@@ -234,7 +248,7 @@ class Mark:
 
     @classmethod
     def now(cls, proc: Proc) -> Mark:
-        return cls(time.monotonic(), proc.cpu(), proc.requests())
+        return cls(time.monotonic(), proc.cpu(), proc.counts())
 
 
 def measure(*, proc: Proc, kube: client.Kube, name: str, n: int, sha: str, start: Mark, timeout: float) -> Phase:
@@ -248,9 +262,30 @@ def measure(*, proc: Proc, kube: client.Kube, name: str, n: int, sha: str, start
             break
         time.sleep(0.5)
     phase.seconds = time.monotonic() - t0
-    cpu1, req1 = proc.cpu(), proc.requests()
+    cpu1, req1 = proc.cpu(), proc.counts()
     phase.cpu, phase.child_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     phase.requests = {k: v - req0.get(k, 0.0) for k, v in req1.items() if v - req0.get(k, 0.0)}
+    phase.load = os.getloadavg()
+    return phase
+
+
+def seconds(text: str) -> float:
+    """``90s``, ``2m``, ``1h`` (spec.interval's common forms) in seconds."""
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    return float(text[:-1]) * scale[text[-1]] if text[-1] in scale else float(text)
+
+
+def idle(*, proc: Proc, kube: client.Kube, n: int, sha: str, start: Mark, seconds: float) -> Phase:
+    """Nothing changes for ``seconds`` (one spec.interval and its jitter): what the interval costs."""
+    phase = Phase("no-op")
+    while time.monotonic() - start.t0 < seconds and proc.popen.poll() is None:
+        proc.rss_peak()
+        time.sleep(1.0)
+    phase.ready = ready_at(kube, sha)
+    phase.seconds = time.monotonic() - start.t0
+    cpu1, req1 = proc.cpu(), proc.counts()
+    phase.cpu, phase.child_cpu = cpu1[0] - start.cpu[0], cpu1[1] - start.cpu[1]
+    phase.requests = {k: v - start.requests.get(k, 0.0) for k, v in req1.items() if v - start.requests.get(k, 0.0)}
     phase.load = os.getloadavg()
     return phase
 
@@ -269,12 +304,20 @@ def report(*, args: argparse.Namespace, phases: list[Phase], proc: Proc, load0: 
     print(f"N={args.n} workers={args.workers} wait={args.wait} cpus={os.cpu_count()} load at start {load0[0]:.2f}")
     print(f"{'phase':<10} {'ready':>7} {'wall s':>8} {'cpu s':>7} {'git cpu':>8} {'cpu/gs':>7} {'load1':>6}  requests")
     for p in phases:
-        reqs = ", ".join(f"{k} {int(v)}" for k, v in sorted(p.requests.items()))
+        http = {k: v for k, v in p.requests.items() if " " not in k and not k.startswith("#")}
+        reqs = ", ".join(f"{k} {int(v)}" for k, v in sorted(http.items()))
         per = p.cpu / max(1, args.n)
         print(
             f"{p.name:<10} {p.ready:>4}/{args.n:<3}{p.seconds:>8.1f} {p.cpu:>7.1f} {p.child_cpu:>8.1f} {per:>7.3f} "
-            f"{p.load[0]:>6.2f}  {int(sum(p.requests.values()))} ({reqs})"
+            f"{p.load[0]:>6.2f}  {int(sum(http.values()))} ({reqs})"
         )
+    print("requests per GitSync by Kubernetes verb and resource:")
+    for p in phases:
+        calls = {k: v for k, v in p.requests.items() if " " in k}
+        total = sum(calls.values()) / max(1, args.n)
+        per_gs = ", ".join(f"{k} {v / max(1, args.n):.2f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1]))
+        done = int(p.requests.get("#reconciles", 0))
+        print(f"  {p.name:<8} {total:6.2f} ({done} reconciles): {per_gs}")
     print(f"controller peak RSS: {proc.peak_rss / 2**20:.0f} MiB")
 
 
@@ -298,6 +341,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
             push(work)
             webhook(proc, url)
             phases.append(measure(proc=proc, kube=kube, name="push", n=args.n, sha=sha2, start=m, timeout=args.timeout))
+            if args.noop:  # every GitSync's next interval falls in this window (push < 0.7 interval)
+                window = 1.1 * seconds(args.interval) + 10.0
+                phases.append(idle(proc=proc, kube=kube, n=args.n, sha=sha2, start=Mark.now(proc), seconds=window))
             proc.rss_peak()
         finally:
             if spy is not None:
@@ -318,6 +364,11 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100, help="GitSyncs (each 4 objects) [100]")
     ap.add_argument("--workers", type=int, default=4, help="reconciler run --workers [4]")
     ap.add_argument("--interval", default="10m", help="spec.interval; the push phase is driven by the webhook [10m]")
+    ap.add_argument(
+        "--noop",
+        action="store_true",
+        help="a third phase: one spec.interval with nothing changed (use a short --interval, e.g. 2m)",
+    )
     ap.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True, help="spec.wait [true]")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per phase [1800]")
     ap.add_argument("--profile", default="", help="py-spy raw output file (needs py-spy on PATH or in .venv)")

@@ -39,11 +39,13 @@ class _Stop(Exception):  # noqa: N818 - control flow inside this module, never r
 
 
 def set_finalizer(kube: Kube, obj: dict[str, Any], *, present: bool) -> None:
-    """Add or remove our finalizer on the current object (re-read on conflict, never a stale list)."""
+    """Add or remove our finalizer on the current object: the watched copy first, re-read on a
+    conflict, so a stale list of finalizers is never written."""
     md = obj["metadata"]
     path = gitsync_path(md["namespace"], md["name"])
-    for _ in range(5):
-        cur = kube.get_or_none(path)
+    cur: dict[str, Any] | None = obj  # as the watch delivered it: its resourceVersion guards the first try
+    for attempt in range(5):
+        cur = kube.get_or_none(path) if attempt else cur
         if cur is None:
             return
         fins = [f for f in cur["metadata"].get("finalizers") or [] if f != FINALIZER]

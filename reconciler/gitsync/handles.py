@@ -66,7 +66,7 @@ class ClientHandles:
         if sa is None or self._factory is None:
             return self.kube
         kube = self._factory(None, {"Impersonate-User": service_account_user(*sa)})
-        kube.on_request = self.kube.on_request
+        kube.on_request, kube.on_resource = self.kube.on_request, self.kube.on_resource
         return kube
 
     def reader_for(self, namespace: str, spec: GitSyncSpec) -> Kube | None:
@@ -125,7 +125,7 @@ class ClientHandles:
 
         def make() -> Handles:
             kube = factory(target, {"Impersonate-User": user} if user else {})
-            kube.on_request = self.kube.on_request
+            kube.on_request, kube.on_resource = self.kube.on_request, self.kube.on_resource
             return Handles(kube, discovery.RestMapper(kube))
 
         return self._cache.get((target, user), make)

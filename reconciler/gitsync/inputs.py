@@ -141,20 +141,39 @@ def digest(path: Path, values: dict[str, str], *, md: dict[str, Any], keys: str 
     return hashlib.sha256(blob).hexdigest()
 
 
-def unchanged(
-    obj: dict[str, Any], *, interval: float, last: tuple[str, int, float], inputs: str, handled_request: str | None
-) -> bool:
-    """A push to a repository shared by many GitSyncs wakes them all; those whose path did not
-    change need not render and plan again. Only for that trigger: a reconcile asked for by a
-    person, by drift, by a spec change or by the interval (the safety net) always runs in full.
+VERIFY_EVERY = 3600.0
+"""Seconds: the longest a GitSync goes without a full plan against live state, however quiet its
+watches were (the safety net under them: a kind that left discovery, an edited inventory)."""
 
+
+def unchanged(
+    obj: dict[str, Any],
+    *,
+    interval: float,
+    last: tuple[str, int, float],
+    inputs: str,
+    handled_request: str | None,
+    watched: bool = False,
+) -> bool:
+    """Whether this reconcile can skip the plan: nothing it renders from changed since the last
+    full sync, and nothing drifted. Two triggers qualify:
+
+    - a push to a repository shared by many GitSyncs wakes them all; those whose path did not
+      change need not render and plan again;
+    - an interval, when the drift watches vouch (``watched``) that every object is as the last
+      sync left it: no event showed a change and no kind was relisted since (a relist may hide a
+      deletion). A no-op interval then costs no request; every VERIFY_EVERY (or interval, if
+      longer) a full sync runs all the same.
+
+    A reconcile asked for by a person, by drift, or by a spec change always runs in full.
     ``last``: the inputs digest of the last full sync, the objects drifted since, and when it ran.
     """
     st = obj.get("status") or {}
-    webhook = (
-        bool(handled_request)
-        and handled_request != st.get("lastHandledRequestedAt")
-        and str(handled_request).startswith(WEBHOOK_STAMP)
-    )
+    requested = bool(handled_request) and handled_request != st.get("lastHandledRequestedAt")
     last_inputs, drifted, synced_at = last
-    return webhook and last_inputs == inputs and drifted == 0 and time.monotonic() - synced_at < interval
+    if last_inputs != inputs or drifted:
+        return False
+    age = time.monotonic() - synced_at
+    if requested:
+        return str(handled_request).startswith(WEBHOOK_STAMP) and age < interval
+    return watched and age < VERIFY_EVERY

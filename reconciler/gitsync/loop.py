@@ -135,6 +135,7 @@ class Controller:
         self.kube, self.opts = kube, opts
         self.metrics = metrics or Metrics()
         kube.on_request = lambda verb: self.metrics.api_requests.labels(verb).inc()
+        kube.on_resource = lambda verb, resource: self.metrics.api_calls.labels(verb, resource).inc()
         kube.limit(qps=opts.kube_api_qps, burst=opts.kube_api_burst)
         self.mapper = discovery.RestMapper(kube)
         self.events = EventRecorder(kube, opts.identity)
@@ -171,6 +172,7 @@ class Controller:
         self.drift = DriftWatcher(
             self.handles.drift_kube(), field_manager=FIELD_MANAGER, on_change=self._on_drift, stop=self.stop_event
         )
+        self.reconciler.held = self.drift  # health reads the watch's events rather than polling
         self.alerts = AlertmanagerClient(opts.alertmanager_url) if opts.alertmanager_url else None
         self.drift_reports = DriftReporter(
             kube=kube,
@@ -319,14 +321,13 @@ class Controller:
         """The reconcile, with the drift watch paused (our own applies are not drift), and an
         unexpected error reported as a failed sync."""
         req = (obj["metadata"].get("annotations") or {}).get(REQUESTED_AT)
-        self.drift.pause(key)
+        state.watched = self.drift.pause(key)  # the watches may vouch for live state: see inputs.unchanged
         try:
             return self.reconciler.reconcile(obj, spec, state=state, ready_of=self._ready_of, handled_request=req)
         except Exception as e:
             self.drift.resume(key)
-            # The exception's text may carry anything it was built from (a URL with a token, a
-            # value read from a Secret): status, Events, alerts and the log get it scrubbed; the
-            # traceback only at DEBUG.
+            # Its text may carry a URL with a token or a Secret's value: status, Events, alerts and
+            # the log get it scrubbed; the traceback only at DEBUG.
             text = self.reconciler.scrub(state, f"{type(e).__name__}: {e}")
             log.debug("unexpected error", exc_info=True, extra={"gitsync": f"{key[0]}/{key[1]}"})
             return self.reconciler.fail(obj, UnexpectedError(text, stage=None))
@@ -345,7 +346,7 @@ class Controller:
             if not watch_drift:
                 self.drift.forget(key)
             else:
-                self.drift.track(key, out.tracked)
+                self.drift.track(key, out.tracked, complete=out.complete)
                 if state.drifted:
                     self._on_drift(key, {})  # the sync re-applied what had drifted
 

@@ -164,9 +164,14 @@ class Outcomes:
         return ReconcileResult(ok=True, revision=done.revision)
 
     def unchanged(self, obj: dict[str, Any], *, revision: str, extra: dict[str, Any]) -> ReconcileResult:
-        """A push that changed nothing under this GitSync's path: Ready at the new revision, no Event."""
+        """Nothing to do: a push that changed nothing under this GitSync's path (Ready at the new
+        revision, no Event), or a quiet interval (the status stands as it is: no write)."""
         ns, name, gen = _key(obj)
+        st = obj.get("status") or {}
+        ready = cond.get(conditions_of(obj), cond.READY) or {}
         msg = f"Applied revision {revision}: nothing changed under this GitSync's path"
+        if st.get("lastAppliedRevision") == revision and ready.get("status") == "True" and ready.get("message"):
+            msg = str(ready["message"])
         cs = cond.set_condition(
             conditions_of(obj), cond.READY, status=True, reason="ReconciliationSucceeded", message=msg, generation=gen
         )

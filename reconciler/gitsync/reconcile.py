@@ -18,7 +18,7 @@ from typing import Any
 from reconciler import policy
 from reconciler.aws.errors import AwsError
 from reconciler.gitsync import helmstep, inputs
-from reconciler.gitsync.cluster import KubeCluster
+from reconciler.gitsync.cluster import HeldEvents, KubeCluster
 from reconciler.gitsync.drift import Desired
 from reconciler.gitsync.errors import (
     AccessDeniedError,
@@ -46,7 +46,7 @@ from reconciler.report import redact
 from reconciler.report.metrics import Metrics
 from reconciler.source.local import tree_digest
 from reconciler.source.shared import SharedSources
-from reconciler.sync import inventory
+from reconciler.sync import health, inventory
 from reconciler.sync.changeset import Action
 from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Plan
@@ -102,10 +102,26 @@ def _baseline(res: SyncResult, inv: inventory.Inventory, mapper: RestMapper) -> 
             resource = mapper.find(item.desired["apiVersion"], item.desired["kind"])
         except UnknownKindError:  # a kind gone since the apply is simply not watched
             continue
+        verdict = res.health.get(item.oid) if res.health else None
         tracked[item.oid] = Desired.after_apply(
-            item.desired, live_after.get(item.oid), fields=entry.fields, resource=resource
+            item.desired,
+            live_after.get(item.oid),
+            fields=entry.fields,
+            resource=resource,
+            digest=entry.digest if entry.digest == item.digest else "",  # "": never vouched for
+            healthy=verdict is not None and verdict.state is health.State.CURRENT,
         )
     return tracked
+
+
+def _complete(res: SyncResult, tracked: dict[ObjectId, Desired]) -> bool:
+    """Whether the drift watch follows every object of this sync: then, while it sees no change,
+    it may vouch for all of them (a quiet interval skips the plan). Not with an object skipped
+    (``reconcile: disabled`` is re-created when deleted), kept from pruning, or unexamined."""
+    if res.plan is None or res.plan.unexamined:
+        return False
+    pruned = {i.oid for i in res.pruned.deleted} if res.pruned else set()
+    return all(i.oid in tracked or i.oid in pruned for i in res.plan.items)
 
 
 class Reconciler:
@@ -139,6 +155,7 @@ class Reconciler:
         self.decryptor = decryptor or Decryptor()  # shared by every GitSync: one plaintext cache, in memory
         metrics.count_decryptions(lambda: (self.decryptor.decryptions, self.decryptor.cache_hits))
         self.outcomes = Outcomes(patch_status=self._patch_status, events=events, metrics=metrics)
+        self.held: HeldEvents | None = None  # the drift watch, once running: health read from its events
 
     def _reader(self, namespace: str, spec: GitSyncSpec) -> Kube:
         """The handle for what a GitSync reads in this cluster (its Secrets, ConfigMaps and local
@@ -237,7 +254,9 @@ class Reconciler:
             options = self._options(obj, spec, policy_mode=steps.policy_mode)
             holds = functools.partial(self.owns, md["namespace"], md["name"])
             fenced = self._fenced(kube, md["namespace"], md["name"])
-            res = sync_revision(steps=steps, cluster=KubeCluster(fenced, mapper, options, holds), options=options)
+            watch = self.held if spec.target is None else None  # it watches the local cluster only
+            cluster = KubeCluster(fenced, mapper, options, holds, watch=watch)
+            res = sync_revision(steps=steps, cluster=cluster, options=options)
         except ShardLostError:
             log.info("shard lost: the reconcile stops", extra={"gitsync": steps.gid, "reason": "ShardLost"})
             return ReconcileResult(ok=False, waiting=True)  # the shard's new owner reports
@@ -347,4 +366,5 @@ class Reconciler:
         out = self.outcomes.succeeded(obj, done, extra={**extra, "lastPlan": last_plan})
         steps.state.inputs, steps.state.synced_at = steps.inputs, time.monotonic()
         out.tracked = _baseline(res, inv, mapper)
+        out.complete = _complete(res, out.tracked)
         return out

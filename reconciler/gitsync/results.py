@@ -108,3 +108,4 @@ class ReconcileResult:
     waiting: bool = False  # default False; True: on a dependency
     revision: str = ""  # default "": not fetched
     tracked: dict[ObjectId, Desired] | None = None  # default None; what the objects must look like now (drift)
+    complete: bool = False  # default False; True: tracked holds every object of the sync (none skipped or unexamined)

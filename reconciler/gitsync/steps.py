@@ -45,6 +45,7 @@ class SyncState:
     synced_at: float = float("-inf")  # default -inf: monotonic time of the last full successful sync
     secrets: frozenset[str] = frozenset()  # default empty: values read from its Secrets, scrubbed everywhere
     fetched: tuple[str, int] = ("", 0)  # default none: (shared source key, fetch seq) of its last checkout
+    watched: bool = False  # default False: the drift watches vouch its live state is as its last sync left it
     extra: dict[str, Any] = field(default_factory=dict)  # default {}: what the loop keeps beside
 
 
@@ -137,7 +138,12 @@ class GitSyncSteps:
             self.inputs = inputs.digest(root, values, md=md, keys=keys.digest if keys else "")
             last = (state.inputs, state.drifted, state.synced_at)
             if inputs.unchanged(
-                self.obj, interval=spec.interval, last=last, inputs=self.inputs, handled_request=self.handled_request
+                self.obj,
+                interval=spec.interval,
+                last=last,
+                inputs=self.inputs,
+                handled_request=self.handled_request,
+                watched=state.watched,
             ):
                 return None
             state.inputs = ""  # until this sync succeeds: a failure may have changed live state

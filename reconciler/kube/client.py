@@ -147,6 +147,28 @@ def _parse_error(status: int, data: bytes, *, http_reason: str, method: str, pat
     return KubeError(status=status, reason=http_reason, message=text, method=method, path=path)
 
 
+def request_kind(
+    method: str, path: str, *, query: Sequence[tuple[str, str]] | None, content_type: str
+) -> tuple[str, str]:
+    """(Kubernetes verb, resource[/subresource]) of a request, for counting: never a name or a value.
+
+    ``get``/``list``/``watch`` for GETs of an object, a collection or a stream; ``apply`` and
+    ``apply-dry-run`` for server-side apply; ``create``, ``patch``, ``update``, ``delete`` otherwise."""
+    q = dict(query or ())
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]  # a namespaced resource: namespaces/<ns>/<resource>[/<name>[/<sub>]]
+    resource = (rest[0] if rest else "-") + (f"/{rest[2]}" if len(rest) > 2 else "")
+    if method == "GET":
+        verb = "watch" if q.get("watch") in ("1", "true") else ("get" if len(rest) > 1 else "list")
+    elif method == "PATCH" and content_type == APPLY_PATCH:
+        verb = "apply-dry-run" if q.get("dryRun") else "apply"
+    else:
+        verb = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}.get(method, method.lower())
+    return verb, resource
+
+
 class Kube:
     """A shared, thread-safe handle on one cluster.
 
@@ -159,6 +181,7 @@ class Kube:
         self._lock = threading.Lock()
         self.requests: collections.Counter[str] = collections.Counter()
         self.on_request: Callable[[str], None] | None = None  # e.g. a metrics counter
+        self.on_resource: Callable[[str, str], None] | None = None  # (verb, resource): see request_kind
         self.limiter: RateLimiter | None = None  # default None: no client-side limit (see limit())
         self.throttled = 0  # responses that were 429 and sent again, for tests and benchmarks
         # default 60 s (DEFAULT_TIMEOUT's read part): how long a request waits for its answer
@@ -211,11 +234,13 @@ class Kube:
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
 
-    def _count(self, verb: str) -> None:
+    def _count(self, verb: str, *, path: str, query: Sequence[tuple[str, str]] | None, content_type: str) -> None:
         with self._lock:
             self.requests[verb] += 1
         if self.on_request is not None:
             self.on_request(verb)
+        if self.on_resource is not None:
+            self.on_resource(*request_kind(verb, path, query=query, content_type=content_type))
 
     def _send(
         self,
@@ -244,7 +269,7 @@ class Kube:
             if self.limiter is not None:
                 self.limiter.wait()
             this, retries = self._attempt(method, path, timeout)
-            self._count(method)
+            self._count(method, path=path, query=query, content_type=content_type if body is not None else "")
             try:
                 # The pool itself, not rest_client.request(): that one re-encodes bodies by content
                 # type and cannot stream, and we need raw bytes both ways (and streams for watches).

@@ -48,19 +48,20 @@ class EventRecorder:
         note = note[:MAX_NOTE]
         key = (str(md.get("uid", "")), type_, reason, note)
         try:
-            with self._lock:
+            with self._lock:  # held to count, not across the request: workers never queue behind an Event
                 sent = self._sent.get(key)
-                if sent is not None and time.monotonic() - sent.first < self._window:
+                repeat = sent is not None and time.monotonic() - sent.first < self._window
+                if sent is not None and repeat:
                     sent.count += 1
-                    self._kube.request(
-                        "PATCH",
-                        paths.api_path(
-                            group="events.k8s.io", version="v1", resource="events", namespace=ns, name=sent.name
-                        ),
-                        body={"series": {"count": sent.count, "lastObservedTime": _micro_now()}},
-                        content_type=MERGE_PATCH,
-                    )
-                    return
+                    name, count = sent.name, sent.count
+            if repeat:
+                self._kube.request(
+                    "PATCH",
+                    paths.api_path(group="events.k8s.io", version="v1", resource="events", namespace=ns, name=name),
+                    body={"series": {"count": count, "lastObservedTime": _micro_now()}},
+                    content_type=MERGE_PATCH,
+                )
+                return
             ev = self._kube.request(
                 "POST",
                 paths.api_path(group="events.k8s.io", version="v1", resource="events", namespace=ns),

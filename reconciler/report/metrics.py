@@ -89,6 +89,13 @@ class Metrics:
         self.api_requests = Counter(
             "reconciler_api_requests", "Kubernetes API requests by verb.", ("verb",), registry=r
         )
+        self.api_calls = Counter(
+            "reconciler_api_calls",
+            "Kubernetes API requests by Kubernetes verb (get, list, watch, apply, apply-dry-run, create, "
+            "patch, update, delete) and resource[/subresource]: never an object's name.",
+            ("verb", "resource"),
+            registry=r,
+        )
         self.webhook_requests = Counter(
             "reconciler_webhook_requests",
             "Webhook requests by provider and result.",

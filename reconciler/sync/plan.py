@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import copy
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,20 +230,34 @@ def plan(
     owner: str,
     default_namespace: str = "default",
     field_manager: str = FIELD_MANAGER,
+    vouched: Mapping[ObjectId, str] | None = None,
 ) -> Plan:
-    """Classify every desired object and every previously applied one; no dry runs yet."""
+    """Classify every desired object and every previously applied one; no dry runs yet.
+
+    ``vouched``: objects a watch saw unchanged since they were applied, with the digest applied
+    (the controller's drift watch); one git still gives that digest is unchanged without a read.
+    """
     desired = normalize(manifests, mapper=mapper, owner=owner, default_namespace=default_namespace)
     out = Plan(items=[])
     orphans = _orphans(inventory, {ObjectId.of(o) for _, o, _ in desired}, mapper=mapper, into=out)
-    wanted: list[tuple[ObjectId, Resource]] = [(ObjectId.of(o), r) for _, o, r in desired if r is not None]
-    state = live.fetch_owned(kube, owner, [*wanted, *orphans.items()])
+    items = [
+        Item(oid=ObjectId.of(o), action=Action.CONFIGURE, source=_where(m), desired=o, resource=r)
+        for m, o, r in desired
+    ]
+    known = {i.oid for i in items if _still_applied(i, inventory.entries.get(i.oid), (vouched or {}).get(i.oid))}
+    wanted = [(i.oid, i.resource) for i in items if i.resource is not None and i.oid not in known]
+    # Nothing recorded (a new sync): nothing can be labelled ours unless someone deleted the
+    # inventory by hand, so no LIST; each object is then a "create" whose dry run finds out.
+    fetch = inventory.entries and (wanted or orphans)
+    state = live.fetch_owned(kube, owner, [*wanted, *orphans.items()]) if fetch else live.Live()
     out.unexamined |= state.unexamined
-    for m, obj, res in desired:
-        oid = ObjectId.of(obj)
-        cur = state.objects.get(oid)
-        item = Item(oid=oid, action=Action.CONFIGURE, source=_where(m), desired=obj, live=cur, resource=res)
-        item.deferred = res is None  # a custom resource of a CRD this revision creates
-        _decide(item, last=inventory.entries.get(oid), field_manager=field_manager)
+    for item in items:
+        item.live = state.objects.get(item.oid)
+        item.deferred = item.resource is None  # a custom resource of a CRD this revision creates
+        if item.oid in known:
+            item.action = Action.UNCHANGED
+        else:
+            _decide(item, last=inventory.entries.get(item.oid), field_manager=field_manager)
         out.items.append(item)
     for oid, res in sorted(orphans.items()):
         cur = state.objects.get(oid)
@@ -253,6 +267,11 @@ def plan(
             out.gone.add(oid)  # deleted, or no longer labelled ours: never touched
     _protect_containers(out)
     return out
+
+
+def _still_applied(item: Item, last: Entry | None, vouched: str | None) -> bool:
+    """Git gives the digest last applied, and a watch vouches the live object is still as applied."""
+    return bool(vouched) and last is not None and last.digest == vouched == item.digest
 
 
 def _orphans(

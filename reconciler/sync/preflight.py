@@ -9,7 +9,7 @@ of other syncs become plan errors here, so nothing is applied or pruned.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from reconciler.kube import ssa
@@ -112,6 +112,11 @@ def _adopt(kube: Kube, item: Item, *, mapper: RestMapper, owner: str) -> str | N
             f"{item.oid} ({item.source}): already managed by sync {other} "
             f"(label {OWNER_LABEL}); two syncs must not manage one object"
         )
+    if other == owner:  # ours already (planned without a LIST: a sync with no inventory)
+        item.action, item.live = Action.CONFIGURE, real
+        if annotation(real or {}, RECONCILE_ANNOTATION) == DISABLED:
+            item.action, item.reason = Action.SKIP, f"{RECONCILE_ANNOTATION}: {DISABLED}"
+        return None
     item.action, item.live, item.adopt = Action.CONFIGURE, real, True
     item.reason = "adopting an existing object"
     return None
@@ -119,6 +124,18 @@ def _adopt(kube: Kube, item: Item, *, mapper: RestMapper, owner: str) -> str | N
 
 def _is_namespace(item: Item) -> bool:
     return item.oid.kind == "Namespace" and item.oid.group == ""
+
+
+def _each(
+    check: Callable[[Item], str | None], items: list[Item], *, concurrency: int
+) -> Iterator[tuple[Item, str | None]]:
+    """Each item with its check's result, in order: several at once, but no thread to start for
+    a single one (a push's one change)."""
+    if len(items) <= 1:
+        yield from ((item, check(item)) for item in items)
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
+        yield from zip(items, pool.map(check, items), strict=True)
 
 
 def preflight(
@@ -144,12 +161,11 @@ def preflight(
         return dry_run(kube, item, mapper=mapper, owner=owner, field_manager=field_manager, want_diff=want_diff)
 
     def check_all(items: list[Item]) -> None:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for item, err in zip(items, pool.map(check, items), strict=True):
-                if err:
-                    p.errors.append(err)
-                if progress:
-                    progress(item)
+        for item, err in _each(check, items, concurrency=concurrency):
+            if err:
+                p.errors.append(err)
+            if progress:
+                progress(item)
 
     # Namespaces first: a dry run in a Namespace that does not exist yet can only answer
     # "namespace not found", so what goes into a truly new one (still a create after its own

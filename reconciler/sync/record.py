@@ -68,6 +68,9 @@ def final(
             continue
         if o.result in APPLIED:
             live_obj = o.live if o.live is not None else i.live
+            prior = entries.get(i.oid)
+            if live_obj is None and prior is not None and prior.digest == i.digest:
+                continue  # left alone without a read (a watch vouched for it): its entry stands
             entries[i.oid] = inventory.Entry(
                 i.oid, _version(i), i.digest, inventory.owned_fields(live_obj, field_manager)
             )
