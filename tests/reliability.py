@@ -68,3 +68,36 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def reliability(request: pytest.FixtureRequest) -> Recorder:
     """``reliability.record(area=..., fault=..., expected=..., observed=..., lost=0)`` per trial."""
     return Recorder(request.node.nodeid)
+
+
+# --- attack tests (issue 17: the security issue's attack tests are counted too) --------------
+# A module that holds attack tests says so once: ``pytestmark = pytest.mark.attack(area="tenancy")``.
+# Each of its tests is then one trial, recorded from its real outcome (no test body changes):
+# the fault is the test's name and the first line of its docstring, passed is pytest's verdict.
+
+ATTACK_EXPECTED = "refused: nothing outside the tenant's namespace and identity is read or written"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "attack(area): a security attack test, recorded for docs/reliability.md")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    outcome = yield
+    marker = item.get_closest_marker("attack")
+    if marker is None or call.when != "call":
+        return
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    func = getattr(item, "function", None)
+    doc = ((func.__doc__ if func is not None else None) or "").strip().splitlines()
+    name = item.name.removeprefix("test_").replace("_", " ")
+    fault = f"{name}: {doc[0].strip()}" if doc else name
+    observed = "refused, as the test asserts" if report.passed else f"NOT refused: {report.longreprtext[-300:]}"
+    Recorder(item.nodeid).record(
+        area=marker.kwargs.get("area", "attack"),
+        fault=fault,
+        expected=ATTACK_EXPECTED,
+        observed=observed,
+        passed=bool(report.passed),
+    )

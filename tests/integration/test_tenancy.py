@@ -29,6 +29,9 @@ from controllers import GS, ROOT, Env, cm
 from reconciler.kube import client, discovery, ssa
 from reconciler.sync import inventory
 
+# Each test here is an attack; tests/reliability.py records its outcome for docs/reliability.md.
+pytestmark = pytest.mark.attack(area="tenancy")
+
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 SYSTEM_NS = "reconciler-system"
 CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gitsyncs.gitops.reconciler.dev"

@@ -16,6 +16,9 @@ from controllers import Env, cm, free_port
 
 from reconciler.kube import client
 
+# Each test here is an attack; tests/reliability.py records its outcome for docs/reliability.md.
+pytestmark = pytest.mark.attack(area="tenant-bounds")
+
 
 @pytest.fixture
 def other_namespace(kube: client.Kube) -> Iterator[str]:
