@@ -30,7 +30,7 @@ from reconciler.kube import client, discovery, ssa
 from reconciler.sync import inventory
 
 # Each test here is an attack; tests/reliability.py records its outcome for docs/reliability.md.
-pytestmark = pytest.mark.attack(area="tenancy")
+pytestmark = pytest.mark.attack(area="security")
 
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 SYSTEM_NS = "reconciler-system"

@@ -17,7 +17,7 @@ from controllers import Env, cm, free_port
 from reconciler.kube import client
 
 # Each test here is an attack; tests/reliability.py records its outcome for docs/reliability.md.
-pytestmark = pytest.mark.attack(area="tenant-bounds")
+pytestmark = pytest.mark.attack(area="security")
 
 
 @pytest.fixture
