@@ -46,6 +46,11 @@ def _crd(n: int) -> dict[str, Any]:
     }
 
 
+def _ident(doc: dict[str, Any]) -> tuple[str, str, str]:
+    md = doc["metadata"]
+    return (doc["kind"], md.get("namespace", ""), md["name"])
+
+
 def _text(docs: list[dict[str, Any]]) -> str:
     """JSON documents, each after a '---' line (a file starting with '{' would be read as one JSON value)."""
     return "".join("---\n" + json.dumps(d, indent=1, sort_keys=True) + "\n" for d in docs)
@@ -101,11 +106,31 @@ class Fleet:
         ]  # fmt: skip
         while True:
             op = self.rng.choice(ops)
+            before = dict(self.files)
             change = op(self.rng.choice(SYNCS))
+            if change is not None and self._mass_prune(before):
+                self.files = before  # the mass-prune guard would rightly refuse it: not a valid commit
+                continue
             if change is not None:
                 change.files = {**cleanup, **change.files}
                 change.op = op.__name__.replace("_", " ")
                 return change
+
+    def _mass_prune(self, before: dict[str, list[dict[str, Any]]]) -> bool:
+        """Whether the change from ``before`` removes so much of one GitSync that the controller's
+        mass-prune guard (sync/prune.py: > half of the inventory, from 5 deletions) may refuse it.
+
+        The model counts objects by file, the controller by its inventory, which can hold a few more
+        (entries kept while an object is examined again), so the margin is wide: more than a quarter,
+        from 2 removals.  Such commits are valid git but no GitSync applies them without an override,
+        so the soak leaves them out rather than expect a refusal it cannot predict exactly."""
+        for sync in SYNCS:
+            old = {_ident(d) for p, docs in before.items() if p.startswith(f"{sync}/") for d in docs}
+            new = {_ident(d) for p in self._of(sync) for d in self.files[p]}
+            gone = len(old - new)
+            if gone >= 2 and gone * 4 > len(old):
+                return True
+        return False
 
     # --- valid operations -------------------------------------------------------------------
 

@@ -539,7 +539,7 @@ def test_a_file_url_cannot_read_another_tenants_git_cache(
     env.gitsync(victim, "app", git_repo.url, path="secret-app")
     eventually(lambda: env.ready(victim, "app"), 60, "the victim's sync")
     caches = list((env.tmp / "cache" / "sources").glob("*/git/*"))
-    assert len(caches) == 1
+    assert caches, "the victim's sync left a git cache to aim at"
     env.gitsync(namespace, "steal", caches[0].as_uri(), raw_url=True, path="secret-app")
     ready = eventually(_failed(env, namespace, "steal", "file:// URLs"), 60, "the file:// URL refused")
     assert ready["reason"] == "AccessDenied"

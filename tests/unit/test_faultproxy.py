@@ -87,6 +87,11 @@ def _get(
 def test_forwards_and_records_every_request(proxy: FaultProxy, upstream: Upstream) -> None:
     assert _get(proxy, "/api/v1/x?limit=5")[::2] == (200, b"hello")
     assert _get(proxy, "/api/v1/y", method="PATCH", body=b'{"a":1}')[::2] == (200, b'{"a":1}')
+    # The handler stamps `end` as it returns, which can be just after the client has read the
+    # whole response: wait for both stamps rather than race them.
+    deadline = time.monotonic() + 5
+    while any(e.end == 0.0 for e in proxy.exchanges()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     first, second = proxy.exchanges()
     assert (first.method, first.path, first.query, first.status, first.forwarded) == (
         "GET",
