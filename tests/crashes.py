@@ -354,6 +354,31 @@ def left(seen: Observed, *, old: Revision, new: Revision) -> str:
     )
 
 
+def after_kill(
+    point: KillPoint,
+    proc: Proc,
+    *,
+    observe: Callable[[], Observed],
+    old: Revision,
+    new: Revision,
+    bystanders: Bystanders,
+) -> tuple[Observed, list[str], str]:
+    """Wait for ``point`` to fire the kill of ``proc``, then judge what the dead process left: what
+    was seen, what is wrong with it (before any restart) and what it left, in words."""
+    try:
+        point.reached(60)
+    except AssertionError as e:
+        raise AssertionError(f"{point.name}: {e}\n{proc.tail()}") from None
+    finally:
+        proc.kill()
+        point.clear()
+    seen = observe()
+    problems = verdict(seen, allowed=[old, new], bystanders=bystanders, converged=False)
+    if point.expected == "old" and seen.ours != dict(old.objects):
+        problems.append(f"killed before any write, yet live is {seen.ours}, not {old.name}")
+    return seen, problems, left(seen, old=old, new=new)
+
+
 def lost(seen: Observed, want: Revision) -> int:
     """Objects of ``want`` missing or with another value: what a crash cost."""
     return sum(1 for n, v in want.objects.items() if seen.ours.get(n) != v)

@@ -77,18 +77,9 @@ class CliTrials:
         point.arm(lambda: running[0].sigkill())
         proc = crashes.launch(self.argv, log=self.tmp / "sync.log", env=self.slow.env())
         running.append(proc)
-        try:
-            point.reached(60)
-        except AssertionError as e:
-            raise AssertionError(f"{point.name}: {e}\n{proc.tail()}") from None
-        finally:
-            proc.kill()
-            point.clear()
-        seen = self.observe()
-        self.left = crashes.left(seen, old=old, new=new)
-        problems = crashes.verdict(seen, allowed=[old, new], bystanders=self.bystanders, converged=False)
-        if point.expected == "old" and seen.ours != dict(old.objects):
-            problems.append(f"killed before any write, yet live is {seen.ours}, not {old.name}")
+        seen, problems, self.left = crashes.after_kill(
+            point, proc, observe=self.observe, old=old, new=new, bystanders=self.bystanders
+        )
         end = new
         if back:
             self.commit(Revision(old.name, old.objects), new)
@@ -147,18 +138,9 @@ class RunTrials(crashes.Controlled):
         assert proc is not None
         point.arm(proc.sigkill)
         sha = self.commit(new, old)
-        try:
-            point.reached(60)
-        except AssertionError as e:
-            raise AssertionError(f"{point.name}: {e}\n{proc.tail()}") from None
-        finally:
-            proc.kill()
-            point.clear()
-        seen = self.observe()
-        self.left = crashes.left(seen, old=old, new=new)
-        problems = crashes.verdict(seen, allowed=[old, new], bystanders=self.bystanders, converged=False)
-        if point.expected == "old" and seen.ours != dict(old.objects):
-            problems.append(f"killed before any write, yet live is {seen.ours}, not {old.name}")
+        seen, problems, self.left = crashes.after_kill(
+            point, proc, observe=self.observe, old=old, new=new, bystanders=self.bystanders
+        )
         self.start()
         self.applied(sha)
         seen = self.observe()
