@@ -138,6 +138,7 @@ class KubeCluster:
             owner=o.owner,
             field_manager=o.field_manager,
             concurrency=o.concurrency,
+            want_diff=o.diff,
             progress=progress,
         )
         return list(p.errors)

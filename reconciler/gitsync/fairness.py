@@ -7,20 +7,31 @@ counts running GitSyncs per namespace, and sets aside (parks) a due GitSync whos
 at its limit instead of letting it wait at the head of the queue: the next due GitSync of
 another namespace gets the free worker.  A parked GitSync goes back into the queue, still due,
 when a GitSync of its namespace finishes, so nothing is lost and no one polls.
+
+The limit binds only while it protects someone: when nothing else is due, a parked GitSync may
+borrow an idle worker, as long as one worker stays free (:func:`may_borrow`). A fleet kept in
+one namespace (Flux keeps all of its Kustomizations in flux-system) would otherwise run at half
+speed for the sake of tenants that do not exist, and one namespace still never holds every worker.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T", bound=tuple[Any, ...])  # entries sort by their first item, the due time
 
 
 def default_limit(workers: int, *, single_namespace: bool) -> int:
     """Half the workers (at least one); all of them when the controller watches one namespace only,
     where there is nobody to be fair to."""
     return workers if single_namespace else max(1, workers // 2)
+
+
+def may_borrow(*, running: int, workers: int) -> bool:
+    """Whether a parked GitSync may take an idle worker while nothing else is due: only while a
+    worker would stay free for the next due GitSync of another namespace."""
+    return running < workers - 1
 
 
 class NamespaceSlots(Generic[T]):
@@ -48,6 +59,17 @@ class NamespaceSlots(Generic[T]):
         if self._running[namespace] <= 0:
             del self._running[namespace]
         return self._parked.pop(namespace, [])
+
+    def borrow(self) -> T | None:
+        """The parked entry due first (entries sort by due time), taken out; None with none parked."""
+        if not self._parked:
+            return None
+        namespace = min(self._parked, key=lambda ns: self._parked[ns][0])
+        entries = self._parked[namespace]
+        entry = entries.pop(0)
+        if not entries:
+            del self._parked[namespace]
+        return entry
 
     def running(self, namespace: str) -> int:
         return self._running[namespace]

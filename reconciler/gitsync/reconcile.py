@@ -317,6 +317,7 @@ class Reconciler:
             default_namespace=helmstep.default_namespace(spec, md["namespace"]),
             policy_mode=policy_mode,
             owner_uid=str(md.get("uid") or ""),
+            diff=False,  # nobody reads a diff here: human_diff and json_patch cost CPU per change
         )
 
     def fail(self, obj: dict[str, Any], error: StepError) -> ReconcileResult:

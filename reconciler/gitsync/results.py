@@ -62,6 +62,7 @@ class SyncOptions:
     field_manager: str = FIELD_MANAGER  # default the project's field manager
     policy_mode: str = "enforce"  # default "enforce" (enforce | audit | off): what a Deny violation does
     owner_uid: str = ""  # default "": the GitSync's uid stamped on the inventory; "" (the CLI) keeps any stamp
+    diff: bool = True  # default True: compute each change's diff (the CLI shows it; the controller never does)
 
     @property
     def owner(self) -> str:

@@ -64,14 +64,21 @@ class Scheduler:
                 now = time.monotonic()
                 self._skip_unready(now)
                 if self._heap and self._heap[0][0] <= now and len(self._running) < self.workers:
-                    _, _, key = heapq.heappop(self._heap)
-                    del self._due[key]
-                    self._running.add(key)
-                    self._slots.take(key[0])
-                    return key
+                    return self._start(heapq.heappop(self._heap)[2])
+                if fairness.may_borrow(running=len(self._running), workers=self.workers):
+                    parked = self._slots.borrow()  # nothing else is due: an idle worker need not wait
+                    if parked is not None:
+                        return self._start(parked[2])
                 wait = self._heap[0][0] - time.monotonic() if self._heap else 1.0
                 self._lock.wait(timeout=min(max(wait, 0.05), 1.0))
         return None
+
+    def _start(self, key: Key) -> Key:
+        """Mark ``key`` running (the caller holds the lock)."""
+        del self._due[key]
+        self._running.add(key)
+        self._slots.take(key[0])
+        return key
 
     def _skip_unready(self, now: float) -> None:
         """Pop superseded entries off the top, and park due ones whose namespace is at its limit

@@ -20,8 +20,8 @@ from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.discovery import RestMapper, UnknownKindError
 from reconciler.sync.changeset import Action, Effect
 from reconciler.sync.objects import ApplyStage
-from reconciler.sync.plan import Item, Plan
-from reconciler.sync.preflight import dry_run
+from reconciler.sync.plan import Item, Plan, comparable
+from reconciler.sync.preflight import dry_run, rejected
 from reconciler.sync.wait import wait_crds_established, wait_gone, wait_kinds_served
 
 _WRITES = (Action.CREATE, Action.CONFIGURE)
@@ -68,9 +68,13 @@ class _Applier:
                 )
             applied = ssa.apply(self.kube, item.desired, mapper=self.mapper, field_manager=self.field_manager)
         except KubeError as e:
-            return ObjectResult(item, Effect.FAILED, f"{item.oid} ({item.source}): {e.reason}: {e.message}")
+            why = rejected(item, e) if item.undry else None  # what its dry run would have said
+            return ObjectResult(item, Effect.FAILED, why or f"{item.oid} ({item.source}): {e.reason}: {e.message}")
         except (UnreachableError, UnknownKindError) as e:
             return ObjectResult(item, Effect.FAILED, f"{item.oid} ({item.source}): {e}")
+        if item.undry and comparable(item.live) == comparable(applied.live):
+            item.action = Action.UNCHANGED  # its dry run would have found it so: the counts agree
+            return ObjectResult(item, Effect.UNCHANGED, live=applied.live)
         if item.recreate:
             return ObjectResult(item, Effect.RECREATED, live=applied.live)
         if applied.created:
@@ -153,8 +157,9 @@ def apply_plan(
             report.errors.extend(applier.crds_established(items))
         if report.errors:
             break
+    done = {out.item.oid for out in report.outcomes}
     for item in p.items:
-        if item.action in (Action.UNCHANGED, Action.SKIP) and item.desired is not None:
+        if item.action in (Action.UNCHANGED, Action.SKIP) and item.desired is not None and item.oid not in done:
             result = Effect.UNCHANGED if item.action is Action.UNCHANGED else Effect.SKIPPED
             report.outcomes.append(ObjectResult(item, result))
     return report

@@ -61,6 +61,9 @@ class Item:
     # dry run cannot validate it until that earlier stage has been applied.
     deferred: bool = False
     desired_namespaces: frozenset[str] = frozenset()
+    # Applied without a dry run: the plan's only write, to an object already ours (see
+    # preflight.lone_write). Its apply's refusal is reported as its dry run's would have been.
+    undry: bool = False
 
     def set_diff(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
         self.diff = diffing.human_diff(before, after)

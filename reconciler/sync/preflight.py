@@ -44,7 +44,7 @@ def dry_run(
     try:
         dry = ssa.apply(kube, item.desired, mapper=mapper, field_manager=field_manager, dry_run=True)
     except KubeError as e:
-        return _rejected(item, e)
+        return rejected(item, e)
     except (UnreachableError, UnknownKindError) as e:
         return f"{item.oid} ({item.source}): {e}"
     if item.action is Action.CREATE and not dry.created:
@@ -63,7 +63,7 @@ def dry_run(
     return None
 
 
-def _rejected(item: Item, e: KubeError) -> str | None:
+def rejected(item: Item, e: KubeError) -> str | None:
     """What a refused dry run means: a Namespace this sync creates (deferred), an immutable
     field git changes (recreate, if forced), or an error naming the object."""
     assert item.desired is not None
@@ -122,6 +122,34 @@ def _adopt(kube: Kube, item: Item, *, mapper: RestMapper, owner: str) -> str | N
     return None
 
 
+def lone_write(p: Plan, *, owner: str, want_diff: bool) -> Item | None:
+    """The plan's one write, when a dry run of it could tell nothing its apply does not.
+
+    The dry run before the first write exists so that one bad object stops a revision before any
+    of it is written. A plan with a single write cannot be written in part: its apply lands or is
+    refused, and the refusal reads the same (:func:`rejected`). A push that changes one field of
+    one Deployment is the common case, and its dry run doubled the API server's work. Only a
+    configure of an object already labelled ours qualifies: a create may be an adoption of another
+    sync's object (the dry run finds out), a forced recreate needs the dry run's verdict, and a
+    diff (``want_diff``, the CLI) needs the dry run's result.
+    """
+    writes = [i for i in p.items if i.action in (Action.CREATE, Action.CONFIGURE)]
+    if want_diff or len(writes) != 1:
+        return None
+    item = writes[0]
+    labels = ((item.live or {}).get("metadata") or {}).get("labels") or {}
+    if (
+        item.action is not Action.CONFIGURE
+        or item.adopt
+        or item.deferred
+        or item.desired is None
+        or labels.get(OWNER_LABEL) != owner
+        or annotation(item.desired, FORCE_ANNOTATION) == ENABLED
+    ):
+        return None
+    return item
+
+
 def _is_namespace(item: Item) -> bool:
     return item.oid.kind == "Namespace" and item.oid.group == ""
 
@@ -151,7 +179,11 @@ def preflight(
 ) -> None:
     """Dry-run every create/configure: confirm real differences, compute diffs, and turn
     invalid objects, immutable-field changes and objects of other syncs into plan errors
-    before any write."""
+    before any write. Except a plan's lone write (:func:`lone_write`): its apply is its check."""
+    lone = lone_write(p, owner=owner, want_diff=want_diff)
+    if lone is not None:
+        lone.undry = True
+        return
     new_namespaces = frozenset(i.oid.name for i in p.items if i.desired is not None and _is_namespace(i))
     todo = [i for i in p.items if i.action in (Action.CREATE, Action.CONFIGURE) and not i.deferred]
     for i in todo:

@@ -133,3 +133,19 @@ def test_timeout_over_the_ceiling_is_refused_naming_the_field() -> None:
     check_timeout(parse(_gs("1h")), maximum=3600)
     with pytest.raises(SpecError, match=r"^spec\.timeout: 36000000s is over this controller's maximum of 3600s"):
         check_timeout(parse(_gs("10000h")), maximum=3600)
+
+
+def test_an_idle_worker_is_borrowed_while_nothing_else_is_due_but_one_stays_free(tmp_path: Path) -> None:
+    ctl = _controller(tmp_path, workers=4)  # a's limit: 2
+    for i in range(5):
+        ctl.scheduler.schedule(("a", str(i)), 0)
+    assert [_next(ctl) for _ in range(3)] == [("a", "0"), ("a", "1"), ("a", "2")], "a borrows a third worker"
+    assert _next(ctl) is None, "the fourth worker stays free for another namespace"
+    ctl.scheduler.schedule(("b", "1"), 0)
+    assert _next(ctl) == ("b", "1"), "b gets the worker a could not take"
+    ctl.scheduler.done(("a", "0"), None)
+    ctl.scheduler.schedule(("b", "2"), 0)
+    assert _next(ctl) == ("b", "2"), "a is over its limit: b's due GitSync goes before a's parked ones"
+    ctl.scheduler.done(("a", "1"), None)
+    ctl.scheduler.done(("b", "1"), None)
+    assert _next(ctl) == ("a", "3"), "a's parked GitSyncs come back in order"
