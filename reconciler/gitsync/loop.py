@@ -20,8 +20,6 @@ import logging
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from reconciler.aws import ekscheck
@@ -31,7 +29,8 @@ from reconciler.gitsync.driftreport import DriftReporter
 from reconciler.gitsync.errors import InvalidSpecError, UnexpectedError
 from reconciler.gitsync.finalize import Finalizer, set_finalizer
 from reconciler.gitsync.handles import ClientFactory, ClientHandles
-from reconciler.gitsync.push import PushRequests
+from reconciler.gitsync.options import ControllerOptions
+from reconciler.gitsync.push import PushRequests, QueuedPushes
 from reconciler.gitsync.reconcile import Reconciler, SyncState
 from reconciler.gitsync.results import ReconcileResult
 from reconciler.gitsync.schedule import Key, Scheduler
@@ -49,7 +48,6 @@ from reconciler.gitsync.spec import (
     gitsync_path,
     parse,
 )
-from reconciler.gitsync.tenancy import Tenancy, parse_grant
 from reconciler.kube import discovery, watch
 from reconciler.kube.client import Kube, KubeError, UnreachableError
 from reconciler.kube.events import EventRecorder
@@ -64,61 +62,7 @@ from reconciler.sync.objects import ObjectId
 log = logging.getLogger("reconciler.gitsync.loop")
 MAX_BACKOFF = 600.0
 """Seconds: the longest a failing GitSync waits before it is tried again."""
-
-
-@dataclass(frozen=True)
-class ControllerOptions:
-    """How ``reconciler run`` runs the controller; each field is one of its flags (docs/cli.md)."""
-
-    namespace: str | None = None
-    """--watch-namespace; default None: GitSyncs of every namespace."""
-    workers: int = 4
-    """--workers; default 4 GitSyncs reconciled at once."""
-    kube_api_qps: float = 250.0
-    """--kube-api-qps; default 250 requests a second to the API server (0: unbounded)."""
-    kube_api_burst: int = 500
-    """--kube-api-burst; default 500 requests at once above the QPS."""
-    cache_dir: Path = Path("/tmp/gitops-reconciler")  # noqa: S108 - overridden by --cache-dir
-    """--cache-dir; default /tmp/gitops-reconciler: git checkouts, per GitSync."""
-    leader_elect: bool = False
-    """--leader-elect; default False: this replica reconciles without a Lease."""
-    lease_namespace: str = "reconciler-system"
-    """--lease-namespace; default reconciler-system."""
-    lease_name: str = "gitops-reconciler-leader"
-    """The leader-election Lease's name; default gitops-reconciler-leader."""
-    lease_duration: float = 15.0
-    """--lease-duration; default 15s before a standby (or, with shards, another replica) takes over."""
-    shards: int = 0
-    """--shards; default 0: no shards (this replica, or the elected leader, reconciles everything)."""
-    identity: str = "reconciler"
-    """This replica's name in the Lease and as the Events' reporting instance; default reconciler."""
-    metrics_addr: str = ":8080"
-    """--metrics-addr; default :8080 ('' = off)."""
-    health_addr: str = ":8081"
-    """--health-addr; default :8081 ('' = off)."""
-    webhook_addr: str = ""
-    """--webhook-addr; default '': no push webhook receiver."""
-    webhook_secret: bytes = b""
-    """The shared webhook secret read from --webhook-secret-file; default empty (the receiver is off)."""
-    alertmanager_url: str = ""
-    """--alertmanager-url; default '': no alerts."""
-    policies_dir: Path | None = None
-    """--policies; default None: no policy gate."""
-    eks: ekscheck.EksOptions | None = None
-    """--eks-config and its flags; default None: no EKS drift check."""
-    allow_eks_targets: tuple[str, ...] = ()
-    """Old-form CLUSTER/REGION globs a spec.target may name; default none (see ``tenancy.eks_targets``)."""
-    max_concurrent_per_namespace: int = 0
-    """--max-concurrent-per-namespace; default 0: fairness.default_limit (half the workers)."""
-    max_timeout: float = 3600.0
-    """--max-timeout; default 1h: a GitSync with a longer spec.timeout is refused (Stalled)."""
-    tenancy: Tenancy = field(default_factory=Tenancy)
-    """The lock-down flags (docs/security.md); default: open, as single-tenant installs always were."""
-
-    def effective_tenancy(self) -> Tenancy:
-        """``tenancy`` with the old-form ``allow_eks_targets`` (no ``NAMESPACE=``) added to its grants."""
-        legacy = tuple(parse_grant(p, "--allow-eks-target", legacy=True) for p in self.allow_eks_targets)
-        return replace(self.tenancy, eks_targets=self.tenancy.eks_targets + legacy)
+__all__ = ["MAX_BACKOFF", "Controller", "ControllerOptions", "Key"]
 
 
 class Controller:
@@ -168,6 +112,10 @@ class Controller:
         self.sharding = self._sharding() if opts.shards else None
         self.scheduler = Scheduler(
             workers=opts.workers, per_namespace=limit, stop=self.stop_event, active=self._leading
+        )
+        self.pushes = QueuedPushes(
+            may_take=lambda key: self.synced.is_set() and self._leading() and self._owns(key),
+            schedule=lambda key: self.scheduler.schedule(key, 0),
         )
         self.drift = DriftWatcher(
             self.handles.drift_kube(), field_manager=FIELD_MANAGER, on_change=self._on_drift, stop=self.stop_event
@@ -247,6 +195,10 @@ class Controller:
         if old is not None and not cond.is_ready(old) and cond.is_ready(obj):
             self._dependency_ready(key)
 
+    def _known(self) -> list[dict[str, Any]] | None:
+        """The GitSyncs the watch holds, once it has listed them all (None before)."""
+        return list(self.objects.values()) if self.synced.is_set() else None
+
     def _dependency_ready(self, key: Key) -> None:
         """GitSync ``key`` became Ready: the GitSyncs that depend on it may go now."""
         for k, o in list(self.objects.items()):
@@ -320,7 +272,7 @@ class Controller:
     def _reconcile(self, key: Key, obj: dict[str, Any], *, spec: GitSyncSpec, state: SyncState) -> ReconcileResult:
         """The reconcile, with the drift watch paused (our own applies are not drift), and an
         unexpected error reported as a failed sync."""
-        req = (obj["metadata"].get("annotations") or {}).get(REQUESTED_AT)
+        req = self.pushes.request_of(key, obj)
         state.watched = self.drift.pause(key)  # the watches may vouch for live state: see inputs.unchanged
         try:
             return self.reconciler.reconcile(obj, spec, state=state, ready_of=self._ready_of, handled_request=req)
@@ -433,7 +385,7 @@ class Controller:
             ready=lambda: self.synced.is_set() or not self._leading(),
             webhook_addr=self.opts.webhook_addr,
             webhook_secret=self.opts.webhook_secret,
-            on_push=PushRequests(self.kube, self.opts.namespace),
+            on_push=PushRequests(self.kube, self.opts.namespace, take=self.pushes.take, known=self._known),
         )
         if self.opts.leader_elect and not self._elect():
             return

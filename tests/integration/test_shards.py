@@ -86,6 +86,14 @@ def test_two_replicas_split_the_gitsyncs_and_one_takes_over_when_the_other_dies(
     cms = [f"/api/v1/namespaces/{ns}/configmaps/cm{i}" for i in range(N)]
     eventually(lambda: all(env.kube.get(c)["data"].get("pushed") == "yes" for c in cms), 30, "the push applied")
     assert not _synced_by(a) & _synced_by(b), "still each GitSync by one replica only"
+    stamped = {
+        n
+        for n in names
+        if ((env.get(ns, n) or {})["metadata"].get("annotations") or {})
+        .get("gitops.reconciler.dev/requested-at", "")
+        .startswith("webhook:")
+    }
+    assert stamped == {g.split("/")[1] for g in by_a}, "b queued its own in memory and annotated only a's"
 
     # SIGKILL one: no hand-back; the survivor takes its shards once their Leases expire (6 s)
     a.proc.kill()
