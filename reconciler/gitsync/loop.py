@@ -106,13 +106,8 @@ class Controller:
         self.synced = threading.Event()
         self.stop_event = threading.Event()
         self.elector: LeaderElector | None = None
-        limit = opts.max_concurrent_per_namespace or fairness.default_limit(
-            opts.workers, single_namespace=opts.namespace is not None
-        )
         self.sharding = self._sharding() if opts.shards else None
-        self.scheduler = Scheduler(
-            workers=opts.workers, per_namespace=limit, stop=self.stop_event, active=self._leading
-        )
+        self.scheduler = self._scheduler()
         self.pushes = QueuedPushes(
             may_take=lambda key: self.synced.is_set() and self._leading() and self._owns(key),
             schedule=lambda key: self.scheduler.schedule(key, 0),
@@ -131,6 +126,13 @@ class Controller:
         )
         self.eks = ekscheck.EksDriftChecker(opts.eks, self.metrics, self.events) if opts.eks else None
         self.servers: list[httpserve.Server] = []
+
+    def _scheduler(self) -> Scheduler:
+        o = self.opts
+        limit = o.max_concurrent_per_namespace or fairness.default_limit(
+            o.workers, single_namespace=o.namespace is not None
+        )
+        return Scheduler(workers=o.workers, per_namespace=limit, stop=self.stop_event, active=self._leading)
 
     def _sharding(self) -> ShardFollower:
         o = self.opts
