@@ -236,6 +236,23 @@ class Phase:
     requests: dict[str, float] = field(default_factory=dict)
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
     ready: int = 0
+    server_cpu: dict[str, float] = field(default_factory=dict)  # control-plane process -> CPU seconds
+
+
+SERVER_PIDS: dict[str, int] = {}
+"""The control plane's processes (set once it runs): their CPU shares the 2 cores with the controller."""
+
+
+def server_cpu() -> dict[str, float]:
+    """CPU seconds so far of each control-plane process."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for name, pid in SERVER_PIDS.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 @dataclass
@@ -245,10 +262,14 @@ class Mark:
     t0: float
     cpu: tuple[float, float]
     requests: dict[str, float]
+    server: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def now(cls, proc: Proc) -> Mark:
-        return cls(time.monotonic(), proc.cpu(), proc.counts())
+        return cls(time.monotonic(), proc.cpu(), proc.counts(), server_cpu())
+
+    def server_since(self) -> dict[str, float]:
+        return {k: v - self.server.get(k, 0.0) for k, v in server_cpu().items()}
 
 
 def measure(*, proc: Proc, kube: client.Kube, name: str, n: int, sha: str, start: Mark, timeout: float) -> Phase:
@@ -266,6 +287,7 @@ def measure(*, proc: Proc, kube: client.Kube, name: str, n: int, sha: str, start
     phase.cpu, phase.child_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     phase.requests = {k: v - req0.get(k, 0.0) for k, v in req1.items() if v - req0.get(k, 0.0)}
     phase.load = os.getloadavg()
+    phase.server_cpu = start.server_since()
     return phase
 
 
@@ -287,6 +309,7 @@ def idle(*, proc: Proc, kube: client.Kube, n: int, sha: str, start: Mark, second
     phase.cpu, phase.child_cpu = cpu1[0] - start.cpu[0], cpu1[1] - start.cpu[1]
     phase.requests = {k: v - start.requests.get(k, 0.0) for k, v in req1.items() if v - start.requests.get(k, 0.0)}
     phase.load = os.getloadavg()
+    phase.server_cpu = start.server_since()
     return phase
 
 
@@ -318,6 +341,10 @@ def report(*, args: argparse.Namespace, phases: list[Phase], proc: Proc, load0: 
         per_gs = ", ".join(f"{k} {v / max(1, args.n):.2f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1]))
         done = int(p.requests.get("#reconciles", 0))
         print(f"  {p.name:<8} {total:6.2f} ({done} reconciles): {per_gs}")
+    print("control-plane CPU seconds by process (the same 2 cores as the controller):")
+    for p in phases:
+        each = ", ".join(f"{k} {v:.1f}" for k, v in sorted(p.server_cpu.items(), key=lambda kv: -kv[1]))
+        print(f"  {p.name:<8} {sum(p.server_cpu.values()):6.1f} ({each}); controller {p.cpu:.1f}")
     print(f"controller peak RSS: {proc.peak_rss / 2**20:.0f} MiB")
 
 
@@ -328,6 +355,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     with gitserver.HTTPGitServer() as gitd, controlplane.running(tmp / "cluster", kwok=False) as cp:
         url = gitd.url_for(bare)
         kube = client.connect(str(cp.kubeconfig), pool_size=16)
+        SERVER_PIDS.update(cp.pids)
         setup_cluster(kube)
         proc = start_controller(kubeconfig=cp.kubeconfig, tmp=tmp, workers=args.workers, extra=args.controller_arg)
         spy = mttp_profile.attach(pid=proc.popen.pid, out=args.profile) if args.profile else None
