@@ -358,7 +358,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         SERVER_PIDS.update(cp.pids)
         setup_cluster(kube)
         proc = start_controller(kubeconfig=cp.kubeconfig, tmp=tmp, workers=args.workers, extra=args.controller_arg)
-        spy = mttp_profile.attach(pid=proc.popen.pid, out=args.profile) if args.profile else None
+        spy = (
+            mttp_profile.attach(pid=proc.popen.pid, out=args.profile, idle=args.profile_idle) if args.profile else None
+        )
         load0 = os.getloadavg()
         try:
             m = Mark.now(proc)
@@ -400,6 +402,9 @@ def main() -> int:
     ap.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True, help="spec.wait [true]")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per phase [1800]")
     ap.add_argument("--profile", default="", help="py-spy raw output file (needs py-spy on PATH or in .venv)")
+    ap.add_argument(
+        "--profile-idle", action="store_true", help="with --profile: sample waiting threads too (wall time, per thread)"
+    )
     ap.add_argument("--controller-arg", action="append", default=[], help="extra `reconciler run` argument")
     import mttp_replicas  # --replicas: the same phases per replica count, with the probe (bench/mttp_replicas.py)
 

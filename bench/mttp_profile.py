@@ -26,9 +26,11 @@ def _py_spy() -> str:
     return found
 
 
-def attach(*, pid: int, out: str) -> subprocess.Popen[bytes]:
-    """Start sampling ``pid`` at 100 Hz into ``out`` (collapsed stacks) until :func:`finish`."""
+def attach(*, pid: int, out: str, idle: bool = False) -> subprocess.Popen[bytes]:
+    """Start sampling ``pid`` at 100 Hz into ``out`` (collapsed stacks) until :func:`finish`.
+    ``idle``: waiting threads too, so the ranking says where the workers' wall time goes."""
     argv = [_py_spy(), "record", "--pid", str(pid), "--format", "raw", "--rate", "100", "--nonblocking", "-o", out]
+    argv += ["--idle", "--threads"] if idle else []
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

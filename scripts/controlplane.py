@@ -64,6 +64,14 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be built, started or reached; the message says which part."""
 
 
+def kcm_client_flags() -> list[str]:
+    """The controller-manager's client limits: Kubernetes' defaults (20 requests/s, burst 30) unless
+    $KCM_API_QPS says otherwise. Benchmarks set it to show what the deployment controller's own
+    throttle costs a fleet-wide rollout (bench/mttp.py --kcm-qps); tests keep the defaults."""
+    qps = os.environ.get("KCM_API_QPS", "")
+    return [f"--kube-api-qps={qps}", f"--kube-api-burst={int(float(qps) * 1.5)}"] if qps else []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -399,6 +407,7 @@ class ControlPlane:
                 f"--root-ca-file={pki / 'ca.crt'}",
                 f"--controllers={KCM_CONTROLLERS}",
                 "--concurrent-gc-syncs=5",
+                *kcm_client_flags(),
             ],
         )
         sched_cfg = root / "kube-scheduler.kubeconfig"
