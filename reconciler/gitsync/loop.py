@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from reconciler.aws import ekscheck
-from reconciler.gitsync import fairness, servers
+from reconciler.gitsync import fairness, massprune, servers
 from reconciler.gitsync.drift import Drift, DriftWatcher
 from reconciler.gitsync.driftreport import DriftReporter
 from reconciler.gitsync.errors import InvalidSpecError, UnexpectedError
@@ -169,6 +169,8 @@ class Controller:
             return True
         if md.get("generation") != old_md.get("generation") or md.get("finalizers") != old_md.get("finalizers"):
             return True
+        if massprune.approval(obj) not in ("", massprune.approval(old or {})):
+            return True  # a new one-shot approval of a mass prune: the refused revision may go now
         req = (md.get("annotations") or {}).get(REQUESTED_AT)
         old_req = (old_md.get("annotations") or {}).get(REQUESTED_AT)
         return bool(req and req != old_req and req != st.get("lastHandledRequestedAt"))

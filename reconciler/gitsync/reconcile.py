@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler import policy
 from reconciler.aws.errors import AwsError
-from reconciler.gitsync import helmstep, inputs
+from reconciler.gitsync import helmstep, inputs, massprune
 from reconciler.gitsync.cluster import HeldEvents, KubeCluster
 from reconciler.gitsync.drift import Desired
 from reconciler.gitsync.errors import (
@@ -318,6 +318,7 @@ class Reconciler:
             policy_mode=policy_mode,
             owner_uid=str(md.get("uid") or ""),
             diff=False,  # nobody reads a diff here: human_diff and json_patch cost CPU per change
+            guard=massprune.guard(obj),
         )
 
     def fail(self, obj: dict[str, Any], error: StepError) -> ReconcileResult:
@@ -352,9 +353,10 @@ class Reconciler:
         inv = res.inventory if res.inventory is not None else inventory.load(kube, md["namespace"], md["name"])
         summary = ", ".join(f"{n} {a}" for a, n in last_plan.items() if n)
         chart = f" (chart {res.chart})" if res.chart else ""
+        approved = massprune.approved_note(revision) if res.approved_mass_prune else ""
         done = Success(
             revision=revision,
-            message=f"Applied revision {revision}{chart}: {summary}{steps.raised}",
+            message=f"Applied revision {revision}{chart}: {summary}{steps.raised}{approved}",
             inventory=inv.to_status(),
             managed=len(inv),
             changed=bool(res.plan and res.plan.has_changes)
