@@ -165,12 +165,10 @@ class Controller:
         """A change that asks for a reconcile; our own status updates do not."""
         md, st = obj.get("metadata") or {}, obj.get("status") or {}
         old_md = (old or {}).get("metadata") or {}
-        if old is None or md.get("deletionTimestamp"):
+        if old is None or md.get("deletionTimestamp") or massprune.approved_anew(obj, old):
             return True
         if md.get("generation") != old_md.get("generation") or md.get("finalizers") != old_md.get("finalizers"):
             return True
-        if massprune.approval(obj) not in ("", massprune.approval(old or {})):
-            return True  # a new one-shot approval of a mass prune: the refused revision may go now
         req = (md.get("annotations") or {}).get(REQUESTED_AT)
         old_req = (old_md.get("annotations") or {}).get(REQUESTED_AT)
         return bool(req and req != old_req and req != st.get("lastHandledRequestedAt"))

@@ -44,6 +44,12 @@ def approval(obj: dict[str, Any]) -> str:
     return str(((obj.get("metadata") or {}).get("annotations") or {}).get(ALLOW_MASS_PRUNE) or "")
 
 
+def approved_anew(obj: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether the GitSync's watch event brings a new approval: a refused revision may go now, so
+    the controller reconciles at once (removing one approves nothing: no reconcile)."""
+    return approval(obj) not in ("", approval(old))
+
+
 def guard(obj: dict[str, Any], *, max_ratio: float = pruning.Guard.max_ratio) -> pruning.Guard:
     """The mass-prune guard for one reconcile of GitSync ``obj``."""
     md = obj["metadata"]

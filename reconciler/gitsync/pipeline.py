@@ -211,7 +211,7 @@ def _guard(res: SyncResult, previous: inventory.Inventory, options: SyncOptions)
         for item in res.plan.by_action(Action.PRUNE):
             item.action, item.reason = Action.SKIP, "prune is off"
         return []
-    verdict = pruning.judge(res.plan, len(previous), options.guard, revision=res.revision)
+    verdict = pruning.judge(res.plan, len(previous), guard=options.guard, revision=res.revision)
     res.approved_mass_prune = verdict.approved
     return [verdict.refusal] if verdict.refusal else []
 

@@ -97,7 +97,7 @@ def _refusal(p: Plan, inventory_size: int, max_ratio: float) -> str | None:
     return None
 
 
-def judge(p: Plan, inventory_size: int, guard: Guard, *, revision: str = "") -> Verdict:
+def judge(p: Plan, inventory_size: int, *, guard: Guard, revision: str) -> Verdict:
     """The guard's verdict on syncing ``p`` at ``revision`` over an inventory of ``inventory_size``."""
     why = _refusal(p, inventory_size, guard.max_ratio)
     if why is None or guard.allow_mass_prune:
@@ -119,9 +119,9 @@ def _unused(approval: str) -> str:
     return f" (the approval in place, {value!r}, names no revision: it must be {need})"
 
 
-def check_guard(p: Plan, inventory_size: int, guard: Guard, *, revision: str = "") -> str | None:
-    """Why this plan's prune must not run, or None."""
-    return judge(p, inventory_size, guard, revision=revision).refusal
+def check_guard(p: Plan, inventory_size: int, guard: Guard) -> str | None:
+    """Why this plan's prune must not run, or None (at any revision: no one-shot approval applies)."""
+    return judge(p, inventory_size, guard=guard, revision="").refusal
 
 
 @dataclass

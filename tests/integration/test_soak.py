@@ -3,10 +3,10 @@ commit the live state (kubectl) compared with an independent render of git (git 
 
 The long run is the bench (``bench/soak.py --commits 1000 --record``); this one keeps the suite
 honest with the 50 commits issue 17 asks of it, invalid ones included, and mass prunes (the
-generator's model predicts one or more in about 7 runs of 10): each must be refused until the GitSync's allow-mass-prune annotation
-approves its revision (tests/integration/test_mass_prune_approval_run.py checks that path
-deterministically).  The seed is printed and
-recorded: a failure reruns as ``bench/soak.py --commits 50 --seed N``.
+generator's model predicts one or more in about 7 runs of 10): each must be refused until the
+GitSync's allow-mass-prune annotation approves its revision (the soak checks the refusal, then
+approves; tests/integration/test_mass_prune_approval_run.py checks that path deterministically).
+The seed is printed and recorded: a failure reruns as ``bench/soak.py --commits 50 --seed N``.
 """
 
 from __future__ import annotations

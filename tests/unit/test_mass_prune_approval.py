@@ -23,7 +23,7 @@ from reconciler.sync import inventory
 from reconciler.sync.changeset import Action
 from reconciler.sync.objects import ObjectId
 from reconciler.sync.plan import Item, Plan
-from reconciler.sync.prune import MIN_SHA_PREFIX, Guard, approves, check_guard, judge
+from reconciler.sync.prune import MIN_SHA_PREFIX, Guard, approves, judge
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 GIT = f"main@sha1:{SHA}"
@@ -92,7 +92,7 @@ def _plan(*, prune: int, keep: int) -> Plan:
 
 
 def test_the_cli_is_told_its_flag() -> None:
-    refusal = check_guard(_plan(prune=6, keep=0), 6, Guard(), revision=GIT)
+    refusal = judge(_plan(prune=6, keep=0), 6, guard=Guard(), revision=GIT).refusal
     assert refusal is not None
     assert refusal.endswith("; use --allow-mass-prune if this is intended")
     assert ALLOW_MASS_PRUNE not in refusal
@@ -100,7 +100,7 @@ def test_the_cli_is_told_its_flag() -> None:
 
 def test_the_controller_is_told_the_annotation_its_exact_value_and_the_command() -> None:
     obj = {"metadata": {"namespace": "team", "name": "apps"}}
-    refusal = check_guard(_plan(prune=6, keep=2), 8, massprune.guard(obj), revision=GIT)
+    refusal = judge(_plan(prune=6, keep=2), 8, guard=massprune.guard(obj), revision=GIT).refusal
     assert refusal is not None
     assert refusal.startswith("refusing to prune 6 of 8 objects (75% > 50%); ")
     assert f"{ALLOW_MASS_PRUNE}={SHA}" in refusal
@@ -111,19 +111,19 @@ def test_the_controller_is_told_the_annotation_its_exact_value_and_the_command()
 def test_the_approval_lifts_the_guard_for_its_revision_only() -> None:
     p = _plan(prune=6, keep=0)
     approved = Guard(approval=SHA)
-    assert judge(p, 6, approved, revision=GIT).refusal is None
-    assert judge(p, 6, approved, revision=GIT).approved
-    later = judge(p, 6, approved, revision=f"main@sha1:{'f' * 40}")
+    assert judge(p, 6, guard=approved, revision=GIT).refusal is None
+    assert judge(p, 6, guard=approved, revision=GIT).approved
+    later = judge(p, 6, guard=approved, revision=f"main@sha1:{'f' * 40}")
     assert later.refusal is not None
     assert not later.approved
     assert f"the approval in place, {SHA!r}, is for another revision" in later.refusal
-    vague = judge(p, 6, Guard(approval="true"), revision=GIT).refusal
+    vague = judge(p, 6, guard=Guard(approval="true"), revision=GIT).refusal
     assert vague is not None
     assert "the approval in place, 'true', names no revision: it must be a sha" in vague
 
 
 def test_an_approval_is_not_used_when_the_guard_would_not_refuse() -> None:
-    verdict = judge(_plan(prune=1, keep=9), 10, Guard(approval=SHA), revision=GIT)
+    verdict = judge(_plan(prune=1, keep=9), 10, guard=Guard(approval=SHA), revision=GIT)
     assert (verdict.refusal, verdict.approved) == (None, False)  # nothing to record: not a mass prune
 
 
