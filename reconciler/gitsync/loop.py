@@ -95,6 +95,7 @@ class Controller:
             policies_dir=opts.policies_dir,
             readers=self.handles.reader_for,
             tenancy=self.tenancy,
+            max_prune_ratio=opts.max_prune_ratio,
             fence=(lambda ns, n: self.sharding.deadline(ns, n) if self.sharding else 0.0) if opts.shards else None,
         )
         self.finalizer = Finalizer(

@@ -141,6 +141,7 @@ class Reconciler:
         shared: SharedSources | None = None,
         fence: Callable[[str, str], float] | None = None,
         decryptor: Decryptor | None = None,
+        max_prune_ratio: float = 0.5,
     ) -> None:
         self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
         self.cache_dir = cache_dir
@@ -153,6 +154,7 @@ class Reconciler:
         self.tenancy = tenancy or Tenancy()
         self.charts = charts or helmstep.Charts.under(cache_dir)  # shared by every GitSync: one chart cache
         self.decryptor = decryptor or Decryptor()  # shared by every GitSync: one plaintext cache, in memory
+        self.max_prune_ratio = max_prune_ratio  # the mass-prune guard's share (reconciler run --max-prune-ratio)
         metrics.count_decryptions(lambda: (self.decryptor.decryptions, self.decryptor.cache_hits))
         self.outcomes = Outcomes(patch_status=self._patch_status, events=events, metrics=metrics)
         self.held: HeldEvents | None = None  # the drift watch, once running: health read from its events
@@ -305,8 +307,7 @@ class Reconciler:
         except (AwsError, SpecError) as e:  # Status and Events still go to the GitSync here
             raise TargetFailedError(str(e), stage=Stage.TARGET) from e
 
-    @staticmethod
-    def _options(obj: dict[str, Any], spec: GitSyncSpec, *, policy_mode: str) -> SyncOptions:
+    def _options(self, obj: dict[str, Any], spec: GitSyncSpec, *, policy_mode: str) -> SyncOptions:
         md = obj["metadata"]
         return SyncOptions(
             name=md["name"],
@@ -318,7 +319,7 @@ class Reconciler:
             policy_mode=policy_mode,
             owner_uid=str(md.get("uid") or ""),
             diff=False,  # nobody reads a diff here: human_diff and json_patch cost CPU per change
-            guard=massprune.guard(obj),
+            guard=massprune.guard(obj, max_ratio=self.max_prune_ratio),
         )
 
     def fail(self, obj: dict[str, Any], error: StepError) -> ReconcileResult:

@@ -203,3 +203,32 @@ def _gitsync(approval: str | None, generation: int = 1) -> dict[str, Any]:
 def test_a_new_approval_reconciles_at_once(old: str | None, new: str | None, wanted: bool) -> None:
     wants_now = Controller._wants_now  # pure: reads only the two objects
     assert wants_now(cast(Controller, None), _gitsync(new), _gitsync(old)) is wanted
+
+
+# --- reconciler run --max-prune-ratio ------------------------------------------------------
+
+
+def test_run_takes_max_prune_ratio_to_every_gitsyncs_guard() -> None:
+    from types import SimpleNamespace
+
+    import click
+
+    from reconciler.cli import run
+    from reconciler.gitsync.reconcile import Reconciler
+    from reconciler.gitsync.spec import parse
+
+    ctx = run.run.make_context("run", ["--max-prune-ratio", "0.2"])
+    opts = run._controller_options(ctx.params, webhook_secret=b"", eks=None)
+    assert opts.max_prune_ratio == 0.2
+    assert run.run.make_context("run", []).params["max_prune_ratio"] == 0.5
+    with pytest.raises(click.BadParameter):
+        run.run.make_context("run", ["--max-prune-ratio", "1.5"])
+    obj = _gitsync(SHA) | {"spec": {"source": {"git": {"url": "https://git.example/fleet.git"}}}}
+    reconciler = cast(Reconciler, SimpleNamespace(max_prune_ratio=opts.max_prune_ratio))
+    options = Reconciler._options(reconciler, obj, parse(obj), policy_mode="enforce")
+    assert (options.guard.max_ratio, options.guard.approval) == (0.2, SHA)
+    other = f"main@sha1:{'f' * 40}"  # not the approved one
+    refusal = judge(_plan(prune=5, keep=15), 20, guard=options.guard, revision=other).refusal  # 25% > 20%
+    assert refusal is not None
+    assert refusal.startswith("refusing to prune 5 of 20 objects (25% > 20%)")
+    assert judge(_plan(prune=5, keep=15), 20, guard=options.guard, revision=GIT).approved
