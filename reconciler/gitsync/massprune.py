@@ -33,10 +33,8 @@ def approval_value(revision: str) -> str:
 def remedy(namespace: str, name: str, revision: str) -> str:
     """What a refusal tells the GitSync's owner to do, with the exact value and command."""
     value = approval_value(revision)
-    return (
-        f"if this is intended, approve this revision once with the annotation {ALLOW_MASS_PRUNE}={value}:"
-        f" kubectl annotate gitsync -n {namespace} {name} {ALLOW_MASS_PRUNE}={value} --overwrite"
-    )
+    command = f"kubectl annotate gitsync -n {namespace} {name} {ALLOW_MASS_PRUNE}={value} --overwrite"
+    return f"if this is intended, approve this revision once with the GitSync's annotation: {command}"
 
 
 def approval(obj: dict[str, Any]) -> str:

@@ -86,7 +86,7 @@ def test_a_mass_prune_is_refused_until_approved_for_its_revision_once(
     assert ready["message"] == (
         f"GitSync {ns}/{NAME}: revision main@sha1:{second}: prune guard failed: refusing to prune all 6 objects"
         " of the inventory: none of them is in the revision any more (wrong path? empty checkout?); if this is"
-        f" intended, approve this revision once with the annotation {ALLOW_MASS_PRUNE}={second}: {command}"
+        f" intended, approve this revision once with the GitSync's annotation: {command}"
     )
     assert "--allow-mass-prune" not in ready["message"]  # the CLI's flag means nothing to a GitSync
     assert _live(env, ns) == old, "a refused revision applied or pruned something"
