@@ -113,6 +113,8 @@ def _unused(approval: str) -> str:
     if not value:
         return ""
     m = _DIGEST.fullmatch(value.lower())
+    if len(value) > 100:  # an annotation may be huge: the message shows its start
+        value = value[:100] + "…"
     if "@" in value or (m is not None and len(m.group(2)) >= MIN_SHA_PREFIX):
         return f" (the approval in place, {value!r}, is for another revision)"
     need = f"a sha of {MIN_SHA_PREFIX}+ hex digits or a revision string"

@@ -118,6 +118,9 @@ def test_the_approval_lifts_the_guard_for_its_revision_only() -> None:
     assert not later.approved
     assert f"the approval in place, {SHA!r}, is for another revision" in later.refusal
     vague = judge(p, 6, guard=Guard(approval="true"), revision=GIT).refusal
+    huge = judge(p, 6, guard=Guard(approval="x" * 300_000), revision=GIT).refusal
+    assert huge is not None
+    assert len(huge) < 1000, "a huge annotation value is echoed whole"
     assert vague is not None
     assert "the approval in place, 'true', names no revision: it must be a sha" in vague
 
