@@ -12,6 +12,9 @@ objects between the two GitSyncs, add and remove Namespaces (with objects in the
 a custom resource) — and invalid ones mixed in: bad YAML, an object defined twice, a policy
 violation (Deny), an object the other GitSync owns.  An invalid commit must change nothing: the
 GitSync it breaks reports the failure at that revision and live state stays at the last valid one.
+A valid commit that removes most of a GitSync's objects trips the mass-prune guard: the soak checks
+the refusal (Ready=False, reason PruneRefused, naming the approval annotation and the sha; live
+state unchanged), runs the ``kubectl annotate`` line the refusal prints, and then expects git.
 
     .venv/bin/python bench/soak.py --commits 300 [--seed N] [--invalid-share 0.2]
 
@@ -26,6 +29,8 @@ import io
 import json
 import os
 import random
+import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -47,6 +52,7 @@ __all__ = ["BASE_NS", "SYNCS", "Fleet", "Kubectl", "Summary", "git_render", "set
 ROOT = Path(__file__).resolve().parent.parent
 LABEL = "gitops.reconciler.dev/sync"
 REQUESTED_AT = "gitops.reconciler.dev/requested-at"
+ALLOW_MASS_PRUNE = "gitops.reconciler.dev/allow-mass-prune"
 NS = "soak"  # where the GitSyncs live
 POLICY = """\
 apiVersion: admissionregistration.k8s.io/v1
@@ -162,6 +168,7 @@ class Summary:
     valid: int = 0
     invalid: int = 0
     mismatches: int = 0  # commits after which live state differed from git (or did not converge)
+    approvals: int = 0  # valid commits the mass-prune guard refused, checked, then approved by annotation
     lost: int = 0  # objects git wanted that were missing from the cluster after a commit
     unintended_deletions: int = 0  # objects that went missing across an invalid commit
     bystander_touched: bool = False
@@ -173,7 +180,8 @@ class Summary:
     def line(self) -> str:
         return (
             f"seed={self.seed} commits={self.commits} valid={self.valid} invalid={self.invalid} "
-            f"mismatches={self.mismatches} lost={self.lost} unintended_deletions={self.unintended_deletions} "
+            f"mass_prunes_approved={self.approvals} mismatches={self.mismatches} lost={self.lost} "
+            f"unintended_deletions={self.unintended_deletions} "
             f"bystander_touched={self.bystander_touched} kubectl_calls={self.kubectl_calls} seconds={self.seconds:.1f}"
         )
 
@@ -182,23 +190,54 @@ def _things(*states: dict[Key, Any]) -> set[str]:
     return {k[0] for s in states for k in s if k[0].startswith("Thing")}
 
 
-def _settled(k: Kubectl, sha: str, breaks: str, deadline: float) -> str:
-    """Wait until each GitSync has handled ``sha``; '' or why not."""
+def _ready(obj: dict[str, Any]) -> dict[str, Any]:
+    st = obj.get("status") or {}
+    return next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def _settled(
+    k: Kubectl, sha: str, breaks: str, deadline: float, *, approved: frozenset[str] = frozenset()
+) -> tuple[str, list[str]]:
+    """Wait until each GitSync has handled ``sha``: ('' or why not, []).  Returns early, with the
+    GitSyncs whose mass-prune guard refused ``sha``, as soon as one does (not those ``approved``:
+    they must apply it)."""
     pending = set(SYNCS)
     while pending and time.monotonic() < deadline:
         objs = k.gitsyncs()
+        refused = []
         for name in sorted(pending):
-            st = objs[name].get("status") or {}
-            ready = next((c["status"] for c in st.get("conditions") or [] if c["type"] == "Ready"), "")
+            st, ready = objs[name].get("status") or {}, _ready(objs[name])
+            attempted = str(st.get("lastAttemptedRevision", "")).endswith(sha)
             if name == breaks:
-                done = str(st.get("lastAttemptedRevision", "")).endswith(sha) and ready == "False"
+                done = attempted and ready.get("status") == "False"
             else:
-                done = str(st.get("lastAppliedRevision", "")).endswith(sha) and ready == "True"
+                done = str(st.get("lastAppliedRevision", "")).endswith(sha) and ready.get("status") == "True"
+                if attempted and ready.get("reason") == "PruneRefused" and name not in approved:
+                    refused.append(name)
             if done:
                 pending.discard(name)
+        if refused:
+            return "", refused
         if pending:
             time.sleep(0.3)
-    return f"GitSync(s) {sorted(pending)} did not settle at {sha[:12]}" if pending else ""
+    return (f"GitSync(s) {sorted(pending)} did not settle at {sha[:12]}" if pending else ""), []
+
+
+def _approve(k: Kubectl, name: str, sha: str, want: dict[Key, Any]) -> str:
+    """Check a mass-prune refusal of ``sha`` by GitSync ``name`` — Ready=False naming the annotation
+    and the sha, live state still ``want`` (its last applied revision) — then run the
+    ``kubectl annotate`` line it prints.  '' or what was wrong (then nothing is approved)."""
+    message = str(_ready(k.gitsyncs()[name]).get("message", ""))
+    pattern = rf"kubectl annotate gitsync -n {NS} {name} {re.escape(ALLOW_MASS_PRUNE)}=(\S+) --overwrite"
+    command = re.search(pattern, message)
+    if command is None or command.group(1) != sha:
+        return f"{name}: the refusal does not name {ALLOW_MASS_PRUNE}={sha}: {message}"
+    live = k.live(_things(want))[name]
+    if live != want:
+        extra, missing = sorted(set(live) - set(want))[:3], sorted(set(want) - set(live))[:3]
+        return f"{name}: the refused revision changed live state: extra={extra} missing={missing}"
+    k.run(*shlex.split(command.group(0))[1:])  # as printed, minus the word kubectl
+    return ""
 
 
 def _compare(k: Kubectl, want: dict[str, dict[Key, Any]], deadline: float) -> tuple[list[str], int]:
@@ -231,7 +270,7 @@ def soak(*, repo: Any, kubectl: Kubectl, commits: int, seed: int, invalid_share:
     # Start from the initial revision applied: otherwise a first commit that is invalid would be
     # the first revision the controller sees, and the state "before" it would never have existed.
     _request_sync(kubectl, repo.head())
-    if why := _settled(kubectl, repo.head(), "", time.monotonic() + 120):
+    if why := _settled(kubectl, repo.head(), "", time.monotonic() + 120)[0]:
         raise RuntimeError(f"the initial revision was not applied: {why}")
     bystander = kubectl.run(
         "get", "configmap", "-n", BASE_NS, "bystander", "-o", "jsonpath={.metadata.resourceVersion}"
@@ -245,8 +284,13 @@ def soak(*, repo: Any, kubectl: Kubectl, commits: int, seed: int, invalid_share:
         sha = repo.commit(change.files, change.what)
         _request_sync(kubectl, sha)
         rendered = git_render(repo.path, sha, unreadable_in=change.breaks)
-        applied = {s: applied[s] if s == change.breaks else rendered[s] for s in SYNCS}
-        why = _settled(kubectl, sha, change.breaks, time.monotonic() + 90)
+        previous, applied = applied, {s: applied[s] if s == change.breaks else rendered[s] for s in SYNCS}
+        why, refused = _settled(kubectl, sha, change.breaks, time.monotonic() + 90)
+        if refused:  # a mass prune: check the refusal, approve it, then expect git as for any commit
+            problems = [p for name in refused if (p := _approve(kubectl, name, sha, previous[name]))]
+            out.approvals += len(refused)
+            why, again = _settled(kubectl, sha, change.breaks, time.monotonic() + 90, approved=frozenset(refused))
+            why = " ".join([*problems, why, f"refused after approval: {again}" if again else ""]).strip()
         diffs, lost = _compare(kubectl, applied, time.monotonic() + (20 if not why else 1))
         if change.breaks:
             now = kubectl.live(_things(*before.values()))
@@ -261,7 +305,8 @@ def soak(*, repo: Any, kubectl: Kubectl, commits: int, seed: int, invalid_share:
             out.failures.append(f"commit {i + 1} {sha[:12]} ({change.what}): {why} {'; '.join(diffs)}")
         out.lost += lost
         verdict = "OK" if not (why or diffs) else f"MISMATCH {why} {' '.join(diffs)}"
-        log(f"[{i + 1}/{commits}] {sha[:12]} {change.what}: {verdict}")
+        approvals = f" (mass prune of {', '.join(refused)} refused, then approved)" if refused else ""
+        log(f"[{i + 1}/{commits}] {sha[:12]} {change.what}{approvals}: {verdict}")
     after = kubectl.run(
         "get", "configmap", "-n", BASE_NS, "bystander", "-o", "jsonpath={.metadata.resourceVersion}"
     ).stdout
@@ -378,7 +423,8 @@ def _record(summary: Summary, *, ok: bool) -> None:
     reliability.Recorder("bench/soak.py").record(
         area="soak",
         fault=f"{summary.commits} random commits (seed {summary.seed}; {summary.invalid} invalid): {kinds}",
-        expected="after each commit live state equals git; invalid commits change nothing; bystander untouched",
+        expected="after each commit live state equals git; invalid commits change nothing; a mass prune is refused"
+        " (live unchanged, the annotation named) until approved by annotation; bystander untouched",
         observed=summary.line(),
         passed=ok,
         lost=summary.lost + summary.unintended_deletions,

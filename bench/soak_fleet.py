@@ -3,11 +3,15 @@
 It keeps the repository as it intends it (path -> documents) and turns each random operation into
 the files of one commit.  Valid operations: add/remove/rename files, edit fields, move objects
 between the GitSyncs, add and remove Namespaces (with an object inside) and CRDs (with a custom
-resource).  Invalid ones (bad YAML, an object defined twice, a policy violation, an object the
-other GitSync owns) leave the intended state unchanged and add one bad file, which the next
-commit removes.  Files are JSON documents after '---' lines: every YAML reader reads them alike,
-so the independent render need not share our YAML rules.  tests/unit/test_properties_soak.py
-checks that what it calls valid is valid.
+resource), remove most files of one GitSync at once.  Invalid ones (bad YAML, an object defined
+twice, a policy violation, an object the other GitSync owns) leave the intended state unchanged
+and add one bad file, which the next commit removes.  Files are JSON documents after '---'
+lines: every YAML reader reads them alike, so the independent render need not share our YAML
+rules.  tests/unit/test_properties_soak.py checks that what it calls valid is valid.
+
+A valid commit may remove most of a GitSync's objects (``remove_most``, or a Namespace with
+everything in it): the controller's mass-prune guard refuses it until it is approved, and
+bench/soak.py checks that refusal and approves it, as an operator would.
 """
 
 from __future__ import annotations
@@ -102,35 +106,15 @@ class Fleet:
         ops: list[Callable[[str], Change | None]] = [
             self.add_configmaps, self.add_configmaps, self.remove_file, self.rename_file, self.edit_field,
             self.edit_field, self.move_between_syncs, self.add_namespace, self.remove_namespace, self.add_crd,
-            self.remove_crd,
+            self.remove_crd, self.remove_most,
         ]  # fmt: skip
         while True:
             op = self.rng.choice(ops)
-            before = dict(self.files)
             change = op(self.rng.choice(SYNCS))
-            if change is not None and self._mass_prune(before):
-                self.files = before  # the mass-prune guard would rightly refuse it: not a valid commit
-                continue
             if change is not None:
                 change.files = {**cleanup, **change.files}
                 change.op = op.__name__.replace("_", " ")
                 return change
-
-    def _mass_prune(self, before: dict[str, list[dict[str, Any]]]) -> bool:
-        """Whether the change from ``before`` removes so much of one GitSync that the controller's
-        mass-prune guard (sync/prune.py: > half of the inventory, from 5 deletions) may refuse it.
-
-        The model counts objects by file, the controller by its inventory, which can hold a few more
-        (entries kept while an object is examined again), so the margin is wide: more than a quarter,
-        from 2 removals.  Such commits are valid git but no GitSync applies them without an override,
-        so the soak leaves them out rather than expect a refusal it cannot predict exactly."""
-        for sync in SYNCS:
-            old = {_ident(d) for p, docs in before.items() if p.startswith(f"{sync}/") for d in docs}
-            new = {_ident(d) for p in self._of(sync) for d in self.files[p]}
-            gone = len(old - new)
-            if gone >= 2 and gone * 4 > len(old):
-                return True
-        return False
 
     # --- valid operations -------------------------------------------------------------------
 
@@ -216,6 +200,20 @@ class Fleet:
         if not paths:
             return None
         return Change(self._set(self.rng.choice(paths), None), f"remove a CRD and its custom resource from {sync}")
+
+    def remove_most(self, sync: str) -> Change | None:
+        """Decommission: every file of ``sync`` but one ConfigMap file goes in one commit (a folder of
+        apps retired, or the bad merge the mass-prune guard is for: git cannot tell them apart)."""
+        paths = self._of(sync)  # the kept file lives in BASE_NS: every Namespace of the GitSync goes
+        keep = [p for p in self._of(sync, "cm-") if all(d["metadata"]["namespace"] == BASE_NS for d in self.files[p])]
+        if not keep or len(paths) < 3:
+            return None
+        kept = self.rng.choice(keep)
+        files: dict[str, str | None] = {}
+        for path in paths:
+            if path != kept:
+                files |= self._set(path, None)
+        return Change(files, f"remove {len(files)} of {len(paths)} files of {sync}")
 
     # --- invalid operations: the model is unchanged; one bad file is added ------------------
 

@@ -61,6 +61,13 @@ from reconciler.report import logs
     "[default: half of --workers, at least 1; all of them with --watch-namespace].",
 )
 @click.option(
+    "--max-prune-ratio",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Largest share of its inventory one sync may prune; more needs the GitSync's allow-mass-prune annotation.",
+)
+@click.option(
     "--max-timeout",
     type=str,
     default="1h",
@@ -319,5 +326,6 @@ def _controller_options(
         eks=eks,
         max_concurrent_per_namespace=kw["max_concurrent_per_namespace"],
         max_timeout=kw["max_timeout"],
+        max_prune_ratio=kw["max_prune_ratio"],
         tenancy=_tenancy(kw),
     )

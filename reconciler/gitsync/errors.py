@@ -138,6 +138,13 @@ class StageFailedError(StepError):
         return f"{STAGE_WORDS.get(stage, stage.value)} failed: "
 
 
+class PruneRefusedError(StageFailedError):
+    """The mass-prune guard refused the revision: nothing applied, nothing pruned. Not Stalled: a
+    new commit (a fixed path) or an approval of this revision cures it, and the retry sees both."""
+
+    reason = event_reason = "PruneRefused"
+
+
 class HealthCheckFailedError(StageFailedError):
     reason = event_reason = "HealthCheckFailed"
 

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from reconciler.aws import ekscheck
-from reconciler.gitsync import fairness, servers
+from reconciler.gitsync import fairness, massprune, servers
 from reconciler.gitsync.drift import Drift, DriftWatcher
 from reconciler.gitsync.driftreport import DriftReporter
 from reconciler.gitsync.errors import InvalidSpecError, UnexpectedError
@@ -95,6 +95,7 @@ class Controller:
             policies_dir=opts.policies_dir,
             readers=self.handles.reader_for,
             tenancy=self.tenancy,
+            max_prune_ratio=opts.max_prune_ratio,
             fence=(lambda ns, n: self.sharding.deadline(ns, n) if self.sharding else 0.0) if opts.shards else None,
         )
         self.finalizer = Finalizer(
@@ -165,7 +166,7 @@ class Controller:
         """A change that asks for a reconcile; our own status updates do not."""
         md, st = obj.get("metadata") or {}, obj.get("status") or {}
         old_md = (old or {}).get("metadata") or {}
-        if old is None or md.get("deletionTimestamp"):
+        if old is None or md.get("deletionTimestamp") or massprune.approved_anew(obj, old):
             return True
         if md.get("generation") != old_md.get("generation") or md.get("finalizers") != old_md.get("finalizers"):
             return True

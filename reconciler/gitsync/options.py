@@ -59,6 +59,8 @@ class ControllerOptions:
     """--max-concurrent-per-namespace; default 0: fairness.default_limit (half the workers)."""
     max_timeout: float = 3600.0
     """--max-timeout; default 1h: a GitSync with a longer spec.timeout is refused (Stalled)."""
+    max_prune_ratio: float = 0.5
+    """--max-prune-ratio; default half: the share of its inventory one sync may prune (mass-prune guard)."""
     tenancy: Tenancy = field(default_factory=Tenancy)
     """The lock-down flags (docs/security.md); default: open, as single-tenant installs always were."""
 

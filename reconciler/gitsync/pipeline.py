@@ -27,6 +27,7 @@ from reconciler.gitsync.errors import (
     HealthCheckFailedError,
     HookFailedError,
     PolicyViolationError,
+    PruneRefusedError,
     StageFailedError,
 )
 from reconciler.gitsync.rendered import Rendered
@@ -144,7 +145,7 @@ def sync_revision(
     res.stage = Stage.PREFLIGHT
     _check(res, cluster.preflight(plan, progress=cb.checked))
     res.stage = Stage.GUARD
-    _check(res, _guard(plan, previous, options))
+    _check(res, _guard(res, previous, options), error=PruneRefusedError)
     if options.dry_run:
         return _settle(res, None)
     hooks = plan.has_changes  # Helm's hooks run on an install or upgrade, not on a no-op
@@ -202,14 +203,17 @@ def _enforce(res: SyncResult, mode: str) -> None:
         raise PolicyViolationError(*res.errors, stage=Stage.POLICY, result=res)
 
 
-def _guard(p: Plan, previous: inventory.Inventory, options: SyncOptions) -> list[str]:
-    """With prune off nothing is pruned; with it on, the mass-prune guard may stop the sync."""
+def _guard(res: SyncResult, previous: inventory.Inventory, options: SyncOptions) -> list[str]:
+    """With prune off nothing is pruned; with it on, the mass-prune guard may stop the sync, unless
+    its one-shot approval names this very revision (then ``res`` records that it was used)."""
+    assert res.plan is not None
     if not options.prune:
-        for item in p.by_action(Action.PRUNE):
+        for item in res.plan.by_action(Action.PRUNE):
             item.action, item.reason = Action.SKIP, "prune is off"
         return []
-    why = pruning.check_guard(p, len(previous), options.guard)
-    return [why] if why else []
+    verdict = pruning.judge(res.plan, len(previous), guard=options.guard, revision=res.revision)
+    res.approved_mass_prune = verdict.approved
+    return [verdict.refusal] if verdict.refusal else []
 
 
 def _unhealthy(states: dict[ObjectId, health.Health]) -> list[str]:

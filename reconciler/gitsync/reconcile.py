@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler import policy
 from reconciler.aws.errors import AwsError
-from reconciler.gitsync import helmstep, inputs
+from reconciler.gitsync import helmstep, inputs, massprune
 from reconciler.gitsync.cluster import HeldEvents, KubeCluster
 from reconciler.gitsync.drift import Desired
 from reconciler.gitsync.errors import (
@@ -141,6 +141,7 @@ class Reconciler:
         shared: SharedSources | None = None,
         fence: Callable[[str, str], float] | None = None,
         decryptor: Decryptor | None = None,
+        max_prune_ratio: float = 0.5,
     ) -> None:
         self.kube, self.mapper, self.metrics, self.events = kube, mapper, metrics, events
         self.cache_dir = cache_dir
@@ -153,6 +154,7 @@ class Reconciler:
         self.tenancy = tenancy or Tenancy()
         self.charts = charts or helmstep.Charts.under(cache_dir)  # shared by every GitSync: one chart cache
         self.decryptor = decryptor or Decryptor()  # shared by every GitSync: one plaintext cache, in memory
+        self.max_prune_ratio = max_prune_ratio  # the mass-prune guard's share (reconciler run --max-prune-ratio)
         metrics.count_decryptions(lambda: (self.decryptor.decryptions, self.decryptor.cache_hits))
         self.outcomes = Outcomes(patch_status=self._patch_status, events=events, metrics=metrics)
         self.held: HeldEvents | None = None  # the drift watch, once running: health read from its events
@@ -305,8 +307,7 @@ class Reconciler:
         except (AwsError, SpecError) as e:  # Status and Events still go to the GitSync here
             raise TargetFailedError(str(e), stage=Stage.TARGET) from e
 
-    @staticmethod
-    def _options(obj: dict[str, Any], spec: GitSyncSpec, *, policy_mode: str) -> SyncOptions:
+    def _options(self, obj: dict[str, Any], spec: GitSyncSpec, *, policy_mode: str) -> SyncOptions:
         md = obj["metadata"]
         return SyncOptions(
             name=md["name"],
@@ -318,6 +319,7 @@ class Reconciler:
             policy_mode=policy_mode,
             owner_uid=str(md.get("uid") or ""),
             diff=False,  # nobody reads a diff here: human_diff and json_patch cost CPU per change
+            guard=massprune.guard(obj, max_ratio=self.max_prune_ratio),
         )
 
     def fail(self, obj: dict[str, Any], error: StepError) -> ReconcileResult:
@@ -352,9 +354,10 @@ class Reconciler:
         inv = res.inventory if res.inventory is not None else inventory.load(kube, md["namespace"], md["name"])
         summary = ", ".join(f"{n} {a}" for a, n in last_plan.items() if n)
         chart = f" (chart {res.chart})" if res.chart else ""
+        approved = massprune.approved_note(revision) if res.approved_mass_prune else ""
         done = Success(
             revision=revision,
-            message=f"Applied revision {revision}{chart}: {summary}{steps.raised}",
+            message=f"Applied revision {revision}{chart}: {summary}{steps.raised}{approved}",
             inventory=inv.to_status(),
             managed=len(inv),
             changed=bool(res.plan and res.plan.has_changes)

@@ -94,6 +94,7 @@ class SyncResult:
     errors: list[str] = field(default_factory=list)
     violations: list[policy.Violation] = field(default_factory=list)
     inventory: inventory.Inventory | None = None  # as recorded at the end of an applying sync
+    approved_mass_prune: bool = False  # the guard would have refused; a one-shot approval of this revision lifted it
 
     @property
     def ok(self) -> bool:

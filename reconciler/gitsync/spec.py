@@ -31,6 +31,7 @@ KIND = "GitSync"
 FINALIZER = f"{GROUP}/finalizer"
 REQUESTED_AT = f"{GROUP}/requested-at"
 WEBHOOK_STAMP = "webhook:"  # requested-at values set by a push webhook (may take the fast path)
+ALLOW_MASS_PRUNE = f"{GROUP}/allow-mass-prune"  # a one-shot approval: "<sha or revision>" (gitsync/massprune.py)
 
 
 class SpecError(ValueError):

@@ -2,8 +2,11 @@
 commit the live state (kubectl) compared with an independent render of git (git + PyYAML).
 
 The long run is the bench (``bench/soak.py --commits 1000 --record``); this one keeps the suite
-honest with the 50 commits issue 17 asks of it, invalid ones included.  The seed is printed and
-recorded: a failure reruns as ``bench/soak.py --commits 50 --seed N``.
+honest with the 50 commits issue 17 asks of it, invalid ones included, and mass prunes (the
+generator's model predicts one or more in about 7 runs of 10): each must be refused until the
+GitSync's allow-mass-prune annotation approves its revision (the soak checks the refusal, then
+approves; tests/integration/test_mass_prune_approval_run.py checks that path deterministically).
+The seed is printed and recorded: a failure reruns as ``bench/soak.py --commits 50 --seed N``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def test_soak_against_git(env: Env, cluster: Any, tmp_path: Path, reliability: R
     reliability.record(
         area="soak",
         fault=f"{summary.commits} random commits (seed {seed}; {summary.invalid} invalid): {kinds}",
-        expected="after each commit live state equals git; invalid commits change nothing; bystander untouched",
+        expected="after each commit live state equals git; invalid commits change nothing; a mass prune is refused"
+        " (live unchanged, the annotation named) until approved by annotation; bystander untouched",
         observed=summary.line(),
         passed=ok,
         lost=summary.lost + summary.unintended_deletions,
