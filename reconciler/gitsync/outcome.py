@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from reconciler.gitsync.errors import StepError
+from reconciler.gitsync.progress import PROGRESS_AFTER, DeferredMarks
 from reconciler.gitsync.results import ReconcileResult
 from reconciler.kube.client import KubeError, UnreachableError
 from reconciler.report import conditions as cond
@@ -59,10 +60,26 @@ def _key(obj: dict[str, Any]) -> tuple[str, str, int]:
 class Outcomes:
     """Writes each outcome of a reconcile; ``patch_status`` merge-patches the status subresource."""
 
-    def __init__(self, *, patch_status: StatusWriter, events: Recorder, metrics: Metrics) -> None:
+    def __init__(
+        self, *, patch_status: StatusWriter, events: Recorder, metrics: Metrics, progress_after: float = PROGRESS_AFTER
+    ) -> None:
+        """``progress_after``: seconds a reconcile runs before its Reconciling mark is written
+        (:mod:`reconciler.gitsync.progress`; 0: at once)."""
         self.patch_status, self.events, self.metrics = patch_status, events, metrics
+        self.marks = DeferredMarks(after=progress_after)
+
+    def settle(self, obj: dict[str, Any]) -> None:
+        """The reconcile of ``obj`` ends: its pending Reconciling mark is dropped (or, already on
+        its way, waited for). Every verdict does this first; a reconcile ending without one too."""
+        ns, name, _ = _key(obj)
+        self.marks.settle((ns, name))
 
     def _write(self, obj: dict[str, Any], status: dict[str, Any]) -> bool:
+        """A verdict's status: written after any Reconciling mark of this reconcile (:meth:`settle`)."""
+        self.settle(obj)
+        return self._store(obj, status)
+
+    def _store(self, obj: dict[str, Any], status: dict[str, Any]) -> bool:
         """Merge ``status`` into the GitSync, and PATCH it only when that changes a field: a no-op
         interval of a fleet would otherwise cost a write (and a watch event to every watcher) per
         GitSync. Conditions keep their lastTransitionTime while their status holds, so an
@@ -80,14 +97,19 @@ class Outcomes:
         return True
 
     def reconciling(self, obj: dict[str, Any], message: str) -> None:
-        """Reconciling True while a sync runs (and Ready False, Progressing, until a first verdict)."""
-        _, _, gen = _key(obj)
+        """Reconciling True while a sync runs (and Ready False, Progressing, until a first verdict),
+        written once the sync has run ``progress_after`` seconds without a verdict."""
+        ns, name, gen = _key(obj)
         cs = cond.set_condition(
             conditions_of(obj), cond.RECONCILING, status=True, reason="Progressing", message=message, generation=gen
         )
         if cond.get(cs, cond.READY) is None:
             cs = cond.set_condition(cs, cond.READY, status=False, reason="Progressing", message=message, generation=gen)
-        self._write(obj, {"conditions": cs})
+        self.marks.defer((ns, name), lambda: self._mark(obj, cs))
+
+    def _mark(self, obj: dict[str, Any], conditions: list[dict[str, Any]]) -> None:
+        """Write a due Reconciling mark (no verdict yet: a verdict's settle drops a pending one)."""
+        self._store(obj, {"conditions": conditions})
 
     def failed(
         self, obj: dict[str, Any], error: StepError, *, message: str, revision: str, extra: dict[str, Any]

@@ -266,6 +266,7 @@ class Reconciler:
             return self._failed(steps, e, extra=extra, t0=t0)
         finally:
             steps.release()  # the render is done with the checkout's files
+            self.outcomes.settle(obj)  # no Reconciling mark once it is over (a verdict follows, or none)
         return self._synced(steps, res, kube=kube, mapper=mapper, extra=extra, t0=t0)
 
     def _steps(

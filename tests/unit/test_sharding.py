@@ -96,7 +96,9 @@ def test_a_write_phase_does_not_start_once_the_shard_is_lost(phase: str) -> None
 
 def test_an_unchanged_status_is_not_written_again() -> None:
     written: list[dict[str, Any]] = []
-    outcomes = Outcomes(patch_status=lambda o, s: written.append(s), events=cast(Any, None), metrics=Metrics())
+    outcomes = Outcomes(
+        patch_status=lambda o, s: written.append(s), events=cast(Any, None), metrics=Metrics(), progress_after=0
+    )
     obj = gitsync()
     outcomes.reconciling(obj, "reconciling x")
     outcomes.reconciling(obj, "reconciling x")
