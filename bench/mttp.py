@@ -324,7 +324,11 @@ def webhook(proc: Proc, url: str) -> None:
 
 
 def report(*, args: argparse.Namespace, phases: list[Phase], proc: Proc, load0: tuple[float, ...]) -> None:
-    print(f"N={args.n} workers={args.workers} wait={args.wait} cpus={os.cpu_count()} load at start {load0[0]:.2f}")
+    kcm = f"{args.kcm_qps:g}" if args.kcm_qps else "default (20)"
+    print(
+        f"N={args.n} workers={args.workers} wait={args.wait} kcm-qps={kcm} cpus={os.cpu_count()} "
+        f"load at start {load0[0]:.2f}"
+    )
     print(f"{'phase':<10} {'ready':>7} {'wall s':>8} {'cpu s':>7} {'git cpu':>8} {'cpu/gs':>7} {'load1':>6}  requests")
     for p in phases:
         http = {k: v for k, v in p.requests.items() if " " not in k and not k.startswith("#")}
@@ -393,6 +397,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="GitSyncs (each 4 objects) [100]")
     ap.add_argument("--workers", type=int, default=4, help="reconciler run --workers [4]")
+    ap.add_argument(
+        "--kcm-qps",
+        type=float,
+        default=0.0,
+        help="the controller-manager's --kube-api-qps (burst 1.5x) [0: Kubernetes' default, 20]; with wait, a "
+        "fleet-wide rollout waits on the deployment controller, which that throttle bounds",
+    )
     ap.add_argument("--interval", default="10m", help="spec.interval; the push phase is driven by the webhook [10m]")
     ap.add_argument(
         "--noop",
@@ -410,6 +421,8 @@ def main() -> int:
 
     mttp_replicas.add_arguments(ap)
     args = ap.parse_args()
+    if args.kcm_qps:
+        os.environ["KCM_API_QPS"] = f"{args.kcm_qps:g}"  # read by scripts/controlplane.py when it starts the KCM
     with tempfile.TemporaryDirectory(prefix="mttp-") as tmp:
         return mttp_replicas.run(args, Path(tmp)) if args.replicas else run(args, Path(tmp))
 
