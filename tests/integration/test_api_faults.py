@@ -231,7 +231,7 @@ class FaultTrials(crashes.Controlled):
             problems.append(f"lastAppliedRevision moved: {last}")
         if sc.untouched and seen.ours != dict(old.objects):
             problems.append(f"the fault came before any write, yet live is {seen.ours}")
-        sc.extra.insert(0, f"Ready=False {cond.get('reason')}: {_message(cond)[:200]}")
+        sc.extra.insert(0, f"Ready=False {cond.get('reason')}: {_message(cond)[:280]}")
         return problems
 
 
