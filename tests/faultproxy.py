@@ -36,7 +36,18 @@ import aiohttp
 from aiohttp import web
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer"}
-_REASONS = {410: "Expired", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+_REASONS = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    410: "Expired",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 
 
 class Fault(StrEnum):
@@ -86,6 +97,8 @@ class Rule:
     delay: float = 0.0  # seconds added before the fault (latency)
     status: int = 503  # for STATUS
     body: str = ""  # for STATUS; a kube Status JSON when empty
+    message: str = ""  # for STATUS without ``body``: the kube Status message (default: "injected by faultproxy")
+    content_type: str = ""  # for STATUS with ``body``: its Content-Type (default text/plain)
     retry_after: float | None = None  # for STATUS: the Retry-After header, seconds
     after_bytes: int = 0  # for RESET (and END, when ``after`` is 0): response bytes relayed first
     after: float = 0.0  # for END: seconds of the stream relayed before it ends
@@ -368,8 +381,8 @@ class FaultProxy:
         raise ConnectionResetError("dropped by faultproxy")
 
     def _status(self, ex: Exchange, rule: Rule) -> web.Response:
-        text = rule.body or json.dumps(kube_status(rule.status))
-        headers = {"Content-Type": "application/json" if not rule.body else "text/plain"}
+        text = rule.body or json.dumps(kube_status(rule.status, *([rule.message] if rule.message else [])))
+        headers = {"Content-Type": "application/json" if not rule.body else (rule.content_type or "text/plain")}
         if rule.retry_after is not None:
             headers["Retry-After"] = f"{rule.retry_after:g}"
         ex.status = rule.status

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import dataclasses
 import datetime as dt
 import http.server
 import ipaddress
@@ -368,6 +369,41 @@ class _PlainServer(http.server.ThreadingHTTPServer):
     owner: HTTPGitServer
 
 
+@dataclasses.dataclass
+class GitFault:
+    """How an http git server misbehaves for the requests it matches (``server.fault = GitFault(...)``;
+    None, the default, serves every request as git does).
+
+    ``request``: a substring of the path and query a request must contain: ``git-upload-pack``
+    (default) matches both the ref advertisement (``info/refs?service=git-upload-pack``) and the
+    pack POST, ``info/refs`` only the first, ``/git-upload-pack`` only the second.
+    Faults, applied in this order: ``delay`` seconds before answering (a slow server);
+    ``status`` answered instead of git (with ``body``, ``content_type`` and ``headers``); else git
+    runs, and ``truncate`` bytes of its answer are sent under a Content-Length announcing all of
+    it before the connection is closed (a pack cut mid-stream). ``times``: how many requests it
+    applies to (None: every one); ``hits`` counts them."""
+
+    request: str = "git-upload-pack"
+    command: bytes = b""  # and, when set, this in the request body (b"command=fetch": protocol v2's pack request)
+    delay: float = 0.0
+    status: int = 0
+    body: bytes = b""
+    content_type: str = "text/plain"
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    truncate: int | None = None
+    times: int | None = None
+    hits: int = 0
+
+    def take(self, path: str, body: bytes = b"") -> bool:
+        """Whether the request for ``path`` (with its query) and ``body`` gets the fault; counts it if so."""
+        if self.request not in path or self.command not in body:
+            return False
+        if self.times is not None and self.hits >= self.times:
+            return False
+        self.hits += 1
+        return True
+
+
 class _GitCGIHandler(http.server.BaseHTTPRequestHandler):
     """Runs ``git http-backend`` for each request, the way a web server's CGI module would."""
 
@@ -384,6 +420,19 @@ class _GitCGIHandler(http.server.BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         owner = self.server.owner
+        body = self._body()
+        fault = owner.fault if owner.fault is not None and owner.fault.take(self.path, body) else None
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status:
+            self.send_response(fault.status)
+            self.send_header("Content-Type", fault.content_type)
+            for name, value in fault.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(fault.body)))
+            self.end_headers()
+            self.wfile.write(fault.body)
+            return
         user = owner.authorize(self.headers.get("Authorization"))
         if user is None:
             self.send_response(401)
@@ -391,7 +440,6 @@ class _GitCGIHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        body = self._body()
         path, _, query = self.path.partition("?")
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | {
             "GIT_CONFIG_NOSYSTEM": "1",
@@ -423,6 +471,13 @@ class _GitCGIHandler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        if fault is not None and fault.truncate is not None:
+            self.wfile.write(payload[: fault.truncate])
+            self.wfile.flush()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.wfile.write(payload)
 
     def _body(self) -> bytes:
@@ -459,6 +514,7 @@ class HTTPSGitServer:
         self.password = "pw-" + secrets.token_hex(8)
         self.token = "tok-" + secrets.token_hex(12)
         self.requests: list[str] = []
+        self.fault: GitFault | None = None  # see GitFault; None: serve as git does
         # False makes the server speak protocol v0 only, like older servers: they refuse to serve
         # a commit by sha unless uploadpack.allowReachableSHA1InWant is set.
         self.protocol_v2 = True
@@ -518,6 +574,7 @@ class HTTPGitServer:
         self.backend = str(backend)
         self.project_root = project_root
         self.requests: list[str] = []
+        self.fault: GitFault | None = None  # see GitFault; None: serve as git does
         self.protocol_v2 = True
         self._server: _PlainServer | None = None
         self._thread: threading.Thread | None = None

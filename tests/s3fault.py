@@ -13,8 +13,9 @@ from __future__ import annotations
 import http.client
 import re
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,7 @@ FAULTS = {
     "deny": (403, "AccessDenied", "Access Denied"),
     "throttle": (503, "SlowDown", "Please reduce your request rate."),
     "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
+    "nosuchbucket": (404, "NoSuchBucket", "The specified bucket does not exist"),
 }
 
 
@@ -34,17 +36,29 @@ class Faults:
     NextContinuationToken, as an endpoint answering in the V1 format gives) | "cut" (any listing
     page marked truncated, without a continuation token) | "internal" (500 InternalError) | "pad"
     (more bytes than the object has).
+    "nosuchbucket" (404 NoSuchBucket) | "slow" (forwarded after ``delay`` seconds) | "pass"
+    (forwarded unchanged: for a rule that only counts, or calls its hook).
     ``hits`` counts the requests each rule answered. ``revoked``: access key IDs whose signed
-    requests are denied, as IAM would after the key was deactivated."""
+    requests are denied, as IAM would after the key was deactivated. ``times``: how many requests
+    a rule applies to (absent: every one). ``hooks``: called when a rule applies, before the
+    request is forwarded (e.g. to change the object between a LIST and its GET). ``seen``: every
+    request, as (method, path and query), in order."""
 
     rules: dict[tuple[str, str], str] = field(default_factory=dict)
     hits: dict[tuple[str, str], int] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
+    times: dict[tuple[str, str], int] = field(default_factory=dict)
+    hooks: dict[tuple[str, str], Callable[[], None]] = field(default_factory=dict)
+    delay: float = 0.0
+    seen: list[tuple[str, str]] = field(default_factory=list)
 
     def match(self, method: str, path: str, authorization: str = "") -> tuple[tuple[str, str], str] | None:
+        self.seen.append((method, path))
         if any(f"Credential={key}/" in authorization for key in self.revoked):
             return ("*", "revoked"), "deny"
-        for (m, fragment), fault in self.rules.items():
+        for (m, fragment), fault in list(self.rules.items()):
+            if (m, fragment) in self.times and self.hits.get((m, fragment), 0) >= self.times[(m, fragment)]:
+                continue
             if m == method and fragment in urllib.parse.unquote(path):
                 self.hits[(m, fragment)] = self.hits.get((m, fragment), 0) + 1
                 return (m, fragment), fault
@@ -66,6 +80,10 @@ def proxy(upstream: str) -> Iterator[tuple[str, Faults]]:
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             hit = faults.match(self.command, self.path, self.headers.get("Authorization") or "")
+            if hit and hit[0] in faults.hooks:
+                faults.hooks[hit[0]]()
+            if hit and hit[1] == "slow":
+                time.sleep(faults.delay)
             if hit and hit[1] in FAULTS:
                 status, code, message = FAULTS[hit[1]]
                 payload = _ERROR.format(code=code, message=message).encode()

@@ -110,6 +110,13 @@ class UnreachableError(Exception):
     a read timeout); only a :class:`FenceError` (never sent) says why it was not sent instead."""
 
 
+class MalformedResponseError(UnreachableError):
+    """The API server (or whatever answers in its place: a proxy, a load balancer) sent a 2xx
+    whose body is not JSON. An :class:`UnreachableError`, so every step treats it as it treats a
+    cut connection (fail, keep the last good revision, retry) rather than as a bug: the request
+    may or may not have been carried out, and only asking again can tell."""
+
+
 class FenceError(UnreachableError):
     """A request not sent, or cut off, because its fence passed: the deadline a fenced handle
     (:meth:`Kube.fenced`) was given, such as the end of a shard claim. Never reached the server
@@ -352,7 +359,14 @@ class Kube:
             resp.release_conn()
         if not 200 <= resp.status < 300:
             raise _parse_error(resp.status, data, http_reason=str(resp.reason), method=method, path=path)
-        decoded = json.loads(data) if data else None
+        try:
+            decoded = json.loads(data) if data else None
+        except ValueError as e:
+            snippet = data[:80].decode("utf-8", "replace")
+            raise MalformedResponseError(
+                f"{method} {self.host}{path}: the API server answered {resp.status} with a body that is not JSON "
+                f"({e}): {snippet!r}"
+            ) from e
         return (resp.status, decoded) if with_status else decoded
 
     def stream_lines(

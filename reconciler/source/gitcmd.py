@@ -20,6 +20,11 @@ _MAX_DETAIL = 400
 # (pattern in git's stderr, summary); the first match wins, so the specific ones come first.
 _SUMMARIES: list[tuple[re.Pattern[str], str]] = [
     (
+        # git's upload-pack on the server gave up reading its own objects: nothing to fix here
+        re.compile(r"possible repository corruption on the remote side"),
+        "the repository is corrupt on the git server (it cannot read its own objects)",
+    ),
+    (
         re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for .* has changed", re.S),
         "the ssh host key of {host} has CHANGED and no longer matches known_hosts "
         "(possible man-in-the-middle attack); refusing to connect",
@@ -45,6 +50,21 @@ _SUMMARIES: list[tuple[re.Pattern[str], str]] = [
         "TLS certificate verification failed (is ca_bundle set for a private CA?)",
     ),
     (re.compile(r"couldn't find remote ref"), "{ref} not found in the repository"),
+    (
+        re.compile(r"requested URL returned error: 5\d\d|RPC failed; HTTP 5\d\d"),
+        "the git server at {host} answered with a server error (HTTP 5xx)",
+    ),
+    (
+        re.compile(r"info/refs not valid: is this a git repository\?|invalid server response"),
+        "{host} did not answer as a git server (an HTML page or a proxy's answer in its place?)",
+    ),
+    (
+        re.compile(
+            r"unexpected disconnect while reading sideband packet|early EOF"
+            r"|transfer closed with outstanding read data|RPC failed; curl (18|56)"
+        ),
+        "the connection to {host} was cut during the transfer",
+    ),
     (re.compile(r"Connection timed out|Operation timed out"), "connection to {host} timed out"),
     (
         re.compile(
@@ -105,8 +125,13 @@ def explain(stderr: str, *, secrets: Sequence[str], host: str, ref: str) -> str:
     return f"git failed: {detail}" if detail else "git failed without a message"
 
 
+# Control characters a remote can put in git's stderr (a sideband message ends in NUL): never into
+# a status message, an Event or a log line.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _tail(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines()]
+    lines = [ln.strip() for ln in _CONTROL.sub("", stderr).splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("@") and ln not in _BOILERPLATE]
     text = " ".join(lines[-2:])
     return text if len(text) <= _MAX_DETAIL else "..." + text[-_MAX_DETAIL:]

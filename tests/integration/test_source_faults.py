@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,73 +21,9 @@ import awsserver
 import gitserver
 import pytest
 import s3fault
-from controllers import Env, cm
+from controllers import Env
 from reliability import Recorder
-
-from reconciler.sync import inventory
-
-NAME = "app"
-
-
-@dataclass
-class Scene:
-    """One GitSync ``app`` syncing ConfigMaps a and b from ``app/``; what a fault may not change."""
-
-    env: Env
-    ns: str
-    eventually: Any
-
-    def status(self) -> dict[str, Any]:
-        return (self.env.get(self.ns, NAME) or {}).get("status") or {}
-
-    def failed(self, reason: str, needle: str) -> Callable[[], dict[str, Any] | None]:
-        def check() -> dict[str, Any] | None:
-            ready = [c for c in self.status().get("conditions", []) if c["type"] == "Ready"]
-            if (
-                ready
-                and ready[0]["status"] == "False"
-                and ready[0]["reason"] == reason
-                and needle in ready[0]["message"]
-            ):
-                return ready[0]
-            return None
-
-        return check
-
-    def live(self) -> dict[str, dict[str, str]]:
-        items = self.env.kube.get(f"/api/v1/namespaces/{self.ns}/configmaps")["items"]
-        return {o["metadata"]["name"]: o.get("data") or {} for o in items if o["metadata"]["name"] in ("a", "b", "c")}
-
-    def listed(self) -> set[str]:
-        return {o.name for o in inventory.load(self.env.kube, self.ns, NAME).entries}
-
-    def ready_at(self, revision_tail: str, timeout: float = 40) -> dict[str, Any]:
-        def check() -> dict[str, Any] | None:
-            obj = self.env.ready(self.ns, NAME)
-            st = (obj or {}).get("status") or {}
-            return obj if str(st.get("lastAppliedRevision", "")).endswith(revision_tail) else None
-
-        return dict(self.eventually(check, timeout, f"Ready at {revision_tail}"))
-
-    def ready_after(self, old: str, timeout: float = 40) -> str:
-        """The revision applied once Ready at another revision than ``old``."""
-
-        def check() -> str | None:
-            st = (self.env.ready(self.ns, NAME) or {}).get("status") or {}
-            rev = str(st.get("lastAppliedRevision", ""))
-            return rev if rev and rev != old else None
-
-        return str(self.eventually(check, timeout, f"Ready at a revision after {old}"))
-
-    def held(self, good: str, live: dict[str, dict[str, str]]) -> None:
-        """The last good revision is what is applied and live, and nothing was pruned."""
-        assert str(self.status().get("lastAppliedRevision", "")).endswith(good)
-        assert self.live() == live
-        assert self.listed() == set(live)
-
-
-def files(ns: str, **data: str | None) -> dict[str, str | None]:
-    return {f"app/{k}.yaml": (cm(k, ns, {"v": v}) if v is not None else None) for k, v in data.items()}
+from sourcescene import NAME, Scene, files, trial
 
 
 @pytest.fixture
@@ -96,14 +31,7 @@ def scene(env: Env, namespace: str, eventually: Any) -> Scene:
     return Scene(env, namespace, eventually)
 
 
-def _trial(rec: Recorder, area: str, fault: str, observed: str, *, expected: str = "") -> None:
-    rec.record(
-        area=area,
-        fault=fault,
-        expected=expected
-        or "last good revision stays live, nothing pruned, reason reported; recovers on its own when the fault ends",
-        observed=observed,
-    )
+_trial = trial  # the name the trials below use
 
 
 def test_git_server_down_and_branch_deleted(
@@ -296,8 +224,16 @@ def test_s3_errors_and_truncated_listings(
         env.gitsync(ns, NAME, "", source={"bucket": spec}, path="app", interval="2s")
         good = scene.ready_after("")
         live = scene.live()
-        rounds = (("internal", "InternalError", {"a": "2", "b": None}), ("cut", "truncated", {"a": "3", "b": "3"}))
-        for fault, needle, pending in rounds:
+        rounds = (
+            ("internal", "InternalError", {"a": "2", "b": None}, "500 InternalError on ListObjectsV2"),
+            (
+                "cut",
+                "truncated",
+                {"a": "3", "b": "3"},
+                "ListObjectsV2 page marked truncated without a continuation token",
+            ),
+        )
+        for fault, needle, pending, name in rounds:
             faults.rules[("GET", "list-type=2")] = fault
             put(**pending)
             cond = eventually(scene.failed("ArtifactFailed", needle), 30, f"ArtifactFailed naming {needle}")
@@ -306,7 +242,7 @@ def test_s3_errors_and_truncated_listings(
             good = scene.ready_after(good)
             live = {k: {"v": v} for k, v in pending.items() if v is not None}
             assert scene.live() == live
-            _trial(reliability, "s3", f"S3 ListObjectsV2 answering {fault}", f"Ready=False: {cond['message'][:160]}")
+            _trial(reliability, "s3", name, f"Ready=False: {cond['message'][:160]}")
 
 
 def _fill(path: Path) -> Path:

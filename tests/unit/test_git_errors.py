@@ -39,6 +39,27 @@ fatal: Could not read from remote repository.
         ("ssh: connect to host 127.0.0.1 port 1: Connection refused", "repository unreachable"),
         ("fatal: '/nope.git' does not appear to be a git repository", "repository unreachable"),
         ("error: something new", "git failed"),
+        # what the fault trials of tests/integration/test_git_faults.py met, verbatim
+        (
+            "remote: aborting due to possible repository corruption on the remote side.\n"
+            "fatal: protocol error: bad pack header",
+            "corrupt on the git server",
+        ),
+        (
+            "error: RPC failed; HTTP 500 curl 22 The requested URL returned error: 500\n"
+            "fatal: expected flush after ref listing",
+            "server error (HTTP 5xx)",
+        ),
+        (
+            "remote: Service Unavailable\n"
+            "fatal: unable to access 'https://h/x/': The requested URL returned error: 503",
+            "server error (HTTP 5xx)",
+        ),
+        ("fatal: https://h/x/info/refs not valid: is this a git repository?", "did not answer as a git server"),
+        (
+            "fetch-pack: unexpected disconnect while reading sideband packet\nfatal: protocol error: bad pack header",
+            "was cut during the transfer",
+        ),
     ],
 )
 def test_explain_puts_a_plain_summary_first(stderr: str, summary: str) -> None:
@@ -69,3 +90,15 @@ def test_source_error_is_one_line_naming_url_ref_and_reason() -> None:
     assert str(err) == "https://h/x.git (branch main): it broke badly"
     assert (err.url, err.ref, err.reason) == ("https://h/x.git", "branch main", "it broke badly")
     assert str(SourceError("plain")) == "plain"
+
+
+def test_explain_drops_control_characters_the_remote_sent() -> None:
+    """A sideband message from the server ends in NUL (seen with a corrupt repository on the server):
+    no control character may reach a status message or an Event."""
+    stderr = (
+        "remote: aborting due to possible repository corruption on the remote side.\x00\x1b[31m\nfatal: bad pack header"
+    )
+    reason = gitcmd.explain(stderr, secrets=[], host="h", ref="")
+    assert "\x00" not in reason
+    assert "\x1b" not in reason
+    assert "remote side.[31m fatal: bad pack header" in reason
