@@ -316,8 +316,11 @@ class Controller:
 
     @staticmethod
     def _next_delay(spec: GitSyncSpec, out: ReconcileResult, state: SyncState) -> float | None:
-        """The interval (jittered) after a success, none while Stalled, a short wait for a
-        dependency, an exponential backoff from retryInterval after a failure."""
+        """The interval (jittered) after a success (retryInterval if its status could not be
+        written), none while Stalled, a short wait for a dependency, an exponential backoff from
+        retryInterval after a failure."""
+        if out.ok and out.unwritten:  # applied, but status still says otherwise: try again soon
+            return min(spec.retry_interval, spec.interval)
         if out.ok:
             state.failures = 0
             return spec.interval * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not crypto

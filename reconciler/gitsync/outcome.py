@@ -79,6 +79,13 @@ class Outcomes:
         self.settle(obj)
         return self._store(obj, status)
 
+    @staticmethod
+    def unwritten(obj: dict[str, Any], status: dict[str, Any]) -> bool:
+        """Whether a verdict's ``status`` failed to reach the API server: the writer takes back what
+        it could not store (``Reconciler._patch_status``), so the GitSync's copy lacks it."""
+        current = obj.get("status") or {}
+        return any(k not in current for k in status)
+
     def _store(self, obj: dict[str, Any], status: dict[str, Any]) -> bool:
         """Merge ``status`` into the GitSync, and PATCH it only when that changes a field: a no-op
         interval of a fleet would otherwise cost a write (and a watch event to every watcher) per
@@ -174,6 +181,7 @@ class Outcomes:
             **extra,
         }
         self._write(obj, status)
+        unwritten = self.unwritten(obj, status)
         if done.changed:
             self.events.emit(obj, "Normal", "Synced", done.message)
             if done.pruned:
@@ -183,7 +191,7 @@ class Outcomes:
         self.metrics.ready.labels(ns, name).set(1)
         self.metrics.stalled.labels(ns, name).set(0)
         self.metrics.managed.labels(ns, name).set(done.managed)
-        return ReconcileResult(ok=True, revision=done.revision)
+        return ReconcileResult(ok=True, revision=done.revision, unwritten=unwritten)
 
     def unchanged(self, obj: dict[str, Any], *, revision: str, extra: dict[str, Any]) -> ReconcileResult:
         """Nothing to do: a push that changed nothing under this GitSync's path (Ready at the new
@@ -207,7 +215,7 @@ class Outcomes:
         }
         self._write(obj, status)
         self._succeeded(ns, name, revision=revision, message=msg)
-        return ReconcileResult(ok=True, revision=revision)
+        return ReconcileResult(ok=True, revision=revision, unwritten=self.unwritten(obj, status))
 
     def held(self, obj: dict[str, Any], *, revision: str, drifted: int) -> ReconcileResult:
         """drift.mode warn on the applied revision: drift is reported, never corrected."""

@@ -369,7 +369,8 @@ class Reconciler:
         if res.chart:
             extra = {**extra, "lastAppliedChart": res.chart}
         out = self.outcomes.succeeded(obj, done, extra={**extra, "lastPlan": last_plan})
-        steps.state.inputs, steps.state.synced_at = steps.inputs, time.monotonic()
+        if not out.unwritten:  # else the retry plans in full, so its verdict says what this one did
+            steps.state.inputs, steps.state.synced_at = steps.inputs, time.monotonic()
         out.tracked = _baseline(res, inv, mapper)
         out.complete = _complete(res, out.tracked)
         return out

@@ -111,3 +111,4 @@ class ReconcileResult:
     revision: str = ""  # default "": not fetched
     tracked: dict[ObjectId, Desired] | None = None  # default None; what the objects must look like now (drift)
     complete: bool = False  # default False; True: tracked holds every object of the sync (none skipped or unexamined)
+    unwritten: bool = False  # default False; True: its verdict could not be written to status (retried soon)

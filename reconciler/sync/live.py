@@ -39,7 +39,11 @@ def fetch_owned(kube: Kube, owner: str, wanted: Iterable[tuple[ObjectId, Resourc
         try:
             doc = kube.get(res.collection_path(ns or None), query=[("labelSelector", f"{OWNER_LABEL}={owner}")])
         except KubeError as e:
-            if e.not_found:  # the CRD is gone: nothing of ours lives there
+            if e.not_found:
+                # Not "nothing of ours lives there": the kind was served at discovery, and a 404
+                # here may come from a proxy or an aggregation layer. Unexamined ids stay in the
+                # inventory (never dropped unpruned, never orphaned) until a LIST can say.
+                out.unexamined |= ids
                 continue
             if e.status != 403:
                 raise

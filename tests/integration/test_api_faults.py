@@ -434,11 +434,6 @@ def test_api_faults_against_the_controller(
 STATUS_FAULT = "500 InternalError on every write of the GitSync's status subresource during a sync"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (reconciler/gitsync, reported to the lead): a sync whose status write failed is not retried, so "
-    "the status says the old revision until the next interval",
-)
 def test_status_unwritable_during_a_sync(
     env: Env, proxy: faultproxy.FaultProxy, namespace: str, git_repo: Any, tmp_path: Path, reliability: Any
 ) -> None:
@@ -490,12 +485,6 @@ def test_status_unwritable_during_a_sync(
 LIST_FAULT = "404 NotFound on the LIST of live objects of a served kind (plan)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (reconciler/sync/live.py, reported to the lead): a 404 on the LIST of a kind is read as 'the CRD "
-    "is gone: nothing of ours lives there', so the sync goes on, drops what git removed from the inventory without "
-    "deleting it, and leaves those objects orphaned for good",
-)
 def test_list_not_found_during_a_sync(
     env: Env, proxy: faultproxy.FaultProxy, namespace: str, git_repo: Any, tmp_path: Path, reliability: Any
 ) -> None:
