@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from controllers import GS, WEBHOOK_SECRET, Controller, Env, free_port
+from controllers import WEBHOOK_SECRET, Controller, Env, free_port
 
 READ_TIMEOUT = 5  # reconciler/controller.py *_LIMITS.read_timeout
 REQUESTED_AT = "gitops.reconciler.dev/requested-at"
@@ -213,7 +213,7 @@ def test_a_non_ascii_signature_is_401_not_500(env: Env, namespace: str) -> None:
 
 def test_a_replayed_delivery_is_ignored(env: Env, namespace: str) -> None:
     ns, port = namespace, free_port()
-    url = "https://git.invalid/org/fleet.git"  # suspended: never fetched, but still stamped by a push
+    url = "https://git.invalid/org/fleet.git"  # suspended: never fetched, still woken by a push
     ctl = env.start("--watch-namespace", ns, webhook_port=port)
     env.gitsync(ns, "hooked", url, suspend=True)
     wait_up(ctl, port)
@@ -223,22 +223,23 @@ def test_a_replayed_delivery_is_ignored(env: Env, namespace: str) -> None:
 
     body, headers = signed_push(url, "e" * 40)
     assert request(port, "POST", "/hook/github", body, headers) == (202, b'{"triggered": 1}\n')
+    # once its watch has listed the GitSync, this replica queues the push in memory (no
+    # requested-at); before that it annotates: either way, a duplicate must change nothing
     first = stamp()
-    assert str(first).startswith("webhook"), first
+    assert first is None or str(first).startswith("webhook"), first
     # GitHub's redelivery: same id, same body
     assert request(port, "POST", "/hook/github", body, headers) == (200, b'{"ignored": "duplicate delivery"}\n')
     # an eavesdropper's replay under a fresh id: the id is not signed, the body is
     replay = {**headers, "X-GitHub-Delivery": str(uuid.uuid4())}
     assert request(port, "POST", "/hook/github", body, replay) == (200, b'{"ignored": "duplicate delivery"}\n')
     time.sleep(1.5)
-    assert stamp() == first, "a duplicate must not stamp the GitSync again"
-    obj = env.kube.get(f"{GS}/namespaces/{ns}/gitsyncs/hooked")
-    assert obj["metadata"]["annotations"][REQUESTED_AT] == first
+    assert stamp() == first, "a duplicate must not stamp the GitSync"
     m = ctl.metrics()
-    assert 'reconciler_webhook_requests_total{provider="github",result="accepted"} 1.0' in m
+    assert 'reconciler_webhook_requests_total{provider="github",result="accepted"} 1.0' in m, "one trigger"
     assert 'reconciler_webhook_requests_total{provider="github",result="duplicate"} 2.0' in m
     assert any("duplicate delivery" in ln.get("msg", "") for ln in ctl.lines())
     # the next push is a new delivery
     body2, headers2 = signed_push(url, "f" * 40)
     assert request(port, "POST", "/hook/github", body2, headers2) == (202, b'{"triggered": 1}\n')
-    assert stamp() != first
+    m = ctl.metrics()
+    assert 'reconciler_webhook_requests_total{provider="github",result="accepted"} 2.0' in m
